@@ -1,0 +1,86 @@
+"""Multi-head self-attention mixer through torch SDPA, for hybrid stacks and Transformer baselines.
+
+Rotary position embeddings (Su et al. 2021) on q and k; causal or not. The decoding state is
+a preallocated KV cache (B, H, max_len, head_dim) and the number of positions filled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+def rotary(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
+    """Rotate pairs of x (B, H, L, hd) by angles pos[l] * base^(-2i/hd); pos (L,)."""
+    hd = x.shape[-1]
+    inv = base ** (-torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd)
+    ang = pos.float()[:, None] * inv[None, :]                              # (L, hd/2)
+    cos, sin = ang.cos(), ang.sin()
+    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    k: Tensor    # (B, H, max_len, hd)
+    v: Tensor    # (B, H, max_len, hd)
+    length: int  # positions filled
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, *, n_heads: int = 8, causal: bool = True, bias: bool = False,
+                 rope_base: float = 10000.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim, self.causal = n_heads, d_model // n_heads, causal
+        self.rope_base = rope_base
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _qkv(self, x: Tensor, pos: Tensor):
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d",
+                            three=3, h=self.n_heads)
+        return rotary(q, pos, self.rope_base), rotary(k, pos, self.rope_base), v
+
+    def forward(self, x: Tensor, state: KVCache | None = None, return_state: bool = False):
+        """x (B, L, D). With `state`, the cache's positions are the prefix (prefill / verify)."""
+        L = x.shape[1]
+        start = 0 if state is None else state.length
+        q, k, v = self._qkv(x, torch.arange(start, start + L, device=x.device))
+        if state is not None:
+            state.k[:, :, start:start + L] = k.to(state.k.dtype)
+            state.v[:, :, start:start + L] = v.to(state.v.dtype)
+            k = state.k[:, :, : start + L].to(q.dtype)
+            v = state.v[:, :, : start + L].to(q.dtype)
+            state = KVCache(state.k, state.v, start + L)
+        if self.causal and start > 0:  # queries at start.. see keys 0..start+i
+            mask = torch.ones(L, start + L, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        y = self.out_proj(rearrange(y, "b h l d -> b l (h d)"))
+        return (y, state) if return_state else y
+
+    def step(self, x: Tensor, state: KVCache) -> Tensor:
+        """x (B, D) at position state.length; appends to the cache in place."""
+        pos = torch.tensor([state.length], device=x.device)
+        q, k, v = self._qkv(x[:, None], pos)
+        if state.length >= state.k.shape[2]:
+            raise RuntimeError(f"KV cache full: max_len={state.k.shape[2]}")
+        state.k[:, :, state.length] = k[:, :, 0].to(state.k.dtype)
+        state.v[:, :, state.length] = v[:, :, 0].to(state.v.dtype)
+        state.length += 1
+        kk = state.k[:, :, : state.length].to(q.dtype)
+        vv = state.v[:, :, : state.length].to(q.dtype)
+        y = F.scaled_dot_product_attention(q, kk, vv)                      # (B, H, 1, hd)
+        return self.out_proj(rearrange(y, "b h l d -> b (l h d)"))
+
+    def new_state(self, batch: int, device, max_len: int = 4096, dtype=torch.float32) -> KVCache:
+        shape = (batch, self.n_heads, max_len, self.head_dim)
+        return KVCache(torch.zeros(shape, device=device, dtype=dtype),
+                       torch.zeros(shape, device=device, dtype=dtype), 0)

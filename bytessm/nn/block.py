@@ -1,0 +1,50 @@
+"""Pre-norm residual block: residual = residual + mixer(norm(residual)) [+ mlp(norm(...))].
+
+The residual stream is kept in float32 (as mamba_ssm's `residual_in_fp32`), so bf16
+autocast only touches the mixer's matmuls.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+from .norm import RMSNorm
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward (Shazeer 2020), for attention blocks of Transformer baselines."""
+
+    def __init__(self, d_model: int, *, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.out_proj = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.fc1(x).chunk(2, dim=-1)
+        return self.out_proj(F.silu(a) * b)
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, mixer: nn.Module, *, mlp: nn.Module | None = None,
+                 norm_eps: float = 1e-5):
+        super().__init__()
+        self.norm = RMSNorm(d_model, eps=norm_eps)
+        self.mixer = mixer
+        self.mlp = mlp
+        self.norm2 = RMSNorm(d_model, eps=norm_eps) if mlp is not None else None
+
+    def forward(self, residual: Tensor, state=None, return_state: bool = False):
+        """residual (B, L, D) float32 -> (B, L, D) float32 [, mixer state]."""
+        out = self.mixer(self.norm(residual), state=state, return_state=return_state)
+        y, new_state = out if return_state else (out, None)
+        residual = residual + y.float()
+        if self.mlp is not None:
+            residual = residual + self.mlp(self.norm2(residual)).float()
+        return (residual, new_state) if return_state else residual
+
+    def step(self, residual: Tensor, state) -> Tensor:
+        """residual (B, D) float32 at one position; the mixer's state advances in place."""
+        residual = residual + self.mixer.step(self.norm(residual), state).float()
+        if self.mlp is not None:
+            residual = residual + self.mlp(self.norm2(residual)).float()
+        return residual

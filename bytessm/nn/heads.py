@@ -1,0 +1,47 @@
+"""Task heads shared by the modalities: next-symbol LM head and a pooled classifier."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LMHead(nn.Module):
+    """hidden (B, L, D) -> logits (B, L, vocab). `weight` can be tied to the byte embedding."""
+
+    def __init__(self, d_model: int, vocab_size: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, vocab_size, bias=False)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.proj.weight
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.proj(hidden)
+
+
+class ClassifierHead(nn.Module):
+    """hidden (B, L, D) -> logits (B, classes), pooling by `pool`:
+
+    "mean" over positions, "last" position (causal models), or "index" (a fixed position,
+    e.g. a class token in the middle of the sequence).
+    """
+
+    def __init__(self, d_model: int, num_classes: int, *, pool: str = "mean",
+                 index: int | None = None):
+        super().__init__()
+        if pool not in ("mean", "last", "index"):
+            raise ValueError(f"pool must be 'mean', 'last' or 'index', got {pool!r}")
+        if pool == "index" and index is None:
+            raise ValueError("pool='index' needs `index`")
+        self.pool, self.index = pool, index
+        self.proj = nn.Linear(d_model, num_classes)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        if self.pool == "mean":
+            feat = hidden.mean(1)
+        elif self.pool == "last":
+            feat = hidden[:, -1]
+        else:
+            feat = hidden[:, self.index]
+        return self.proj(feat)

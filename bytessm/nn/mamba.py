@@ -1,0 +1,198 @@
+"""Mamba mixers: the causal Mamba-1 mixer and the bidirectional (Vision Mamba v2) mixer.
+
+    x (B, L, d_model) -> in_proj -> [x_in, z] (B, d_inner, L) each
+      x_in -> causal depthwise conv1d -> SiLU -> x_proj -> [dt_low, B, C]
+      dt = dt_proj.weight @ dt_low           (dt_proj.bias is the scan's delta_bias)
+      y = selective_scan(x_in, dt, A, B, C, D, z, delta_bias, softplus)
+    -> out_proj -> (B, L, d_model)
+
+Defaults and initialisation follow mamba_ssm's `Mamba` (Gu & Dao 2023): d_state 16,
+d_conv 4, expand 2, dt_rank ceil(d_model / 16), dt drawn log-uniform in [dt_min, dt_max]
+and stored through the inverse softplus in dt_proj.bias, A = -exp(A_log) with the
+S4D-real init A_log[d, n] = log(n + 1), kept in float32 like D.
+
+Inference state per layer: the last d_conv-1 inputs of the conv (B, d_inner, d_conv-1) and
+the SSM state (B, d_inner, d_state), both float32. `forward(x, state=...)` starts from a
+state and returns the state after the sequence (prefill, speculative verification,
+segment-wise training; differentiable); `step` advances one position in place (decoding).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from bytessm.kernels import causal_conv1d_update, selective_scan, selective_state_update
+
+
+class MambaState(NamedTuple):
+    conv: Tensor  # (B, d_inner, d_conv - 1) float32, oldest input first
+    ssm: Tensor   # (B, d_inner, d_state) float32
+
+
+class SSMBranch(nn.Module):
+    """conv1d -> x_proj -> dt_proj -> selective scan, for one scan direction.
+
+    Works on the inner layout (B, d_inner, L). With `reverse=True` the conv looks at the
+    current and the next d_conv-1 positions and the scan runs right to left, so the branch
+    is the causal branch applied to the time-reversed sequence, without flipping copies.
+    """
+
+    def __init__(self, d_inner: int, *, d_state: int, d_conv: int, dt_rank: int,
+                 dt_min: float, dt_max: float, dt_init_floor: float, conv_bias: bool,
+                 reverse: bool, scan_backend: str):
+        super().__init__()
+        if d_state <= 0 or d_conv <= 0 or dt_rank <= 0:
+            raise ValueError(f"d_state, d_conv and dt_rank must be positive, got "
+                             f"{d_state}, {d_conv}, {dt_rank}")
+        self.d_inner, self.d_state, self.d_conv, self.dt_rank = d_inner, d_state, d_conv, dt_rank
+        self.reverse = reverse
+        self.scan_backend = scan_backend
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, bias=conv_bias)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+
+        # dt_proj: weights keep the variance of the low-rank input; the bias holds
+        # softplus^-1(dt) with dt log-uniform in [dt_min, dt_max] (mamba_ssm's init).
+        nn.init.uniform_(self.dt_proj.weight, -dt_rank**-0.5, dt_rank**-0.5)
+        dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_reinit = True
+
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1)  # (D, N)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        for p in (self.A_log, self.D, self.dt_proj.bias):
+            p._no_weight_decay = True
+
+    def _conv(self, x: Tensor, window: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Depthwise conv of x (B, D, L) with the previous window; returns (y, new window)."""
+        W = self.d_conv
+        if window is None:
+            window = x.new_zeros(x.shape[0], x.shape[1], W - 1)
+        if self.reverse:  # anti-causal: future inputs on the right, kernel mirrored
+            padded = torch.cat([x, window.to(x.dtype)], dim=-1)
+            y = F.conv1d(padded, self.conv1d.weight.flip(-1), self.conv1d.bias, groups=self.d_inner)
+            new_window = padded[..., : W - 1]
+        else:
+            padded = torch.cat([window.to(x.dtype), x], dim=-1)
+            y = F.conv1d(padded, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
+            new_window = padded[..., padded.shape[-1] - (W - 1):]
+        return y, new_window.float()
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, D, L) after the conv -> delta (B, D, L), B and C (B, N, L)."""
+        x_dbl = self.x_proj(rearrange(x, "b d l -> b l d"))                  # (B, L, R+2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = rearrange(dt @ self.dt_proj.weight.t(), "b l d -> b d l")   # bias in the scan
+        return delta, rearrange(B, "b l n -> b n l"), rearrange(C, "b l n -> b n l")
+
+    def A(self) -> Tensor:
+        return -torch.exp(self.A_log.float())                                 # (D, N)
+
+    def forward(self, x: Tensor, z: Tensor | None, state: MambaState | None = None,
+                return_state: bool = False):
+        """x, z (B, d_inner, L) -> y (B, d_inner, L) [, MambaState after the sequence]."""
+        x, window = self._conv(x, None if state is None else state.conv)
+        x = F.silu(x)
+        delta, B, C = self._project(x)
+        out = selective_scan(
+            x, delta, self.A(), B, C, D=self.D.float(), z=z,
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            initial_state=None if state is None else state.ssm,
+            return_last_state=return_state, reverse=self.reverse, backend=self.scan_backend)
+        if return_state:
+            y, ssm = out
+            return y, MambaState(window, ssm)
+        return out
+
+    def step(self, x: Tensor, z: Tensor, state: MambaState) -> Tensor:
+        """One causal position: x, z (B, d_inner); `state` updated in place."""
+        if self.reverse:
+            raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
+        x = causal_conv1d_update(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                 activation="silu", backend=self.scan_backend)
+        delta, B, C = self._project(x[..., None])
+        return selective_state_update(
+            state.ssm, x, delta[..., 0], self.A(), B[..., 0], C[..., 0], D=self.D.float(), z=z,
+            dt_bias=self.dt_proj.bias.float(), dt_softplus=True, backend=self.scan_backend)
+
+    def new_state(self, batch: int, device) -> MambaState:
+        return MambaState(torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device),
+                          torch.zeros(batch, self.d_inner, self.d_state, device=device))
+
+
+def _dt_rank(d_model: int, dt_rank) -> int:
+    return math.ceil(d_model / 16) if dt_rank in ("auto", None) else int(dt_rank)
+
+
+class Mamba(nn.Module):
+    """Causal Mamba-1 mixer: (B, L, d_model) -> (B, L, d_model)."""
+
+    causal = True
+
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
+                 scan_backend: str = "auto"):
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.ssm = SSMBranch(self.d_inner, d_state=d_state, d_conv=d_conv,
+                             dt_rank=_dt_rank(d_model, dt_rank), dt_min=dt_min, dt_max=dt_max,
+                             dt_init_floor=dt_init_floor, conv_bias=conv_bias, reverse=False,
+                             scan_backend=scan_backend)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def forward(self, x: Tensor, state: MambaState | None = None, return_state: bool = False):
+        xz = rearrange(self.in_proj(x), "b l e -> b e l")                    # (B, 2*Di, L)
+        x_in, z = xz.chunk(2, dim=1)
+        out = self.ssm(x_in, z, state=state, return_state=return_state)
+        y, new_state = out if return_state else (out, None)
+        y = self.out_proj(rearrange(y, "b d l -> b l d"))
+        return (y, new_state) if return_state else y
+
+    def step(self, x: Tensor, state: MambaState) -> Tensor:
+        """x (B, d_model) -> (B, d_model); `state` advanced in place."""
+        x_in, z = self.in_proj(x).chunk(2, dim=-1)                            # (B, Di) each
+        return self.out_proj(self.ssm.step(x_in, z, state))
+
+    def new_state(self, batch: int, device, **_) -> MambaState:
+        return self.ssm.new_state(batch, device)
+
+
+class BiMamba(nn.Module):
+    """Bidirectional mixer (Vision Mamba "v2", Zhu et al. 2024): shared in/out projections,
+    one SSM branch per direction (own conv, x_proj, dt_proj, A, D); the backward branch is
+    the reverse scan. out = out_proj((y_fwd + y_bwd) / 2), each gated by silu(z).
+    """
+
+    causal = False
+
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
+                 scan_backend: str = "auto"):
+        super().__init__()
+        self.d_inner = expand * d_model
+        kw = dict(d_state=d_state, d_conv=d_conv, dt_rank=_dt_rank(d_model, dt_rank),
+                  dt_min=dt_min, dt_max=dt_max, dt_init_floor=dt_init_floor,
+                  conv_bias=conv_bias, scan_backend=scan_backend)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.fwd = SSMBranch(self.d_inner, reverse=False, **kw)
+        self.bwd = SSMBranch(self.d_inner, reverse=True, **kw)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def forward(self, x: Tensor, state=None, return_state: bool = False):
+        if state is not None or return_state:
+            raise RuntimeError("a bidirectional mixer sees the whole sequence: it has no "
+                               "recurrent state to carry")
+        x_in, z = rearrange(self.in_proj(x), "b l e -> b e l").chunk(2, dim=1)
+        y = 0.5 * (self.fwd(x_in, z) + self.bwd(x_in, z))                   # (B, Di, L)
+        return self.out_proj(rearrange(y, "b d l -> b l d"))

@@ -1,0 +1,8 @@
+"""bytessm.kernels: the selective scan shared by every modality.
+
+`selective_scan` (forward/backward, parallel over the sequence), `selective_state_update`
+and `causal_conv1d_update` (one decoding step). The backend is chosen in `ops.py` only.
+"""
+from .ops import BACKENDS, causal_conv1d_update, selective_scan, selective_state_update
+
+__all__ = ["BACKENDS", "selective_scan", "selective_state_update", "causal_conv1d_update"]

@@ -1,0 +1,1 @@
+"""Triton selective-scan kernels."""

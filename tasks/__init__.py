@@ -1,0 +1,1 @@
+"""Per-modality task packages: data, head and metrics behind one small interface."""
