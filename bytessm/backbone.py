@@ -28,16 +28,18 @@ class ByteEmbedding(nn.Embedding):
 class Backbone(nn.Module):
     def __init__(self, *, d_model: int, n_layer: int, vocab_size: int | None = None,
                  input_dim: int | None = None, encoder: nn.Module | None = None,
-                 bidirectional: bool = False, attn_layers: Sequence[int] = (),
+                 bidirectional: bool = False, attn_layers: Sequence[int] | str = (),
                  attn_heads: int = 8, attn_mlp_ratio: float = 0.0, d_state: int = 16,
                  d_conv: int = 4, expand: int = 2, dt_rank: int | str = "auto",
                  norm_eps: float = 1e-5, checkpoint_blocks: bool = False,
-                 scan_backend: str = "auto", **_ignored):
+                 scan_backend: str = "auto"):
         super().__init__()
         for key, value in (("d_model", d_model), ("n_layer", n_layer), ("d_state", d_state),
                            ("d_conv", d_conv), ("expand", expand)):
             if value <= 0:
                 raise ValueError(f"model.{key} must be positive, got {value}")
+        if attn_layers == "all":
+            attn_layers = range(n_layer)
         bad = [i for i in attn_layers if not 0 <= i < n_layer]
         if bad:
             raise ValueError(f"model.attn_layers {bad} out of range for n_layer={n_layer}")

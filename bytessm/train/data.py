@@ -1,0 +1,62 @@
+"""Deterministic, resumable sampling: global sample k of training is a pure function of k.
+
+For a finite training set of N samples, epoch e = k // N reads permutation(seed, e) of the
+indices; virtual on-the-fly sets (N >= 2^24: synthetic tasks, random windows) are read in
+index order, each index being an independent random sample. Step s consumes global
+samples [s*G, (s+1)*G), G = trainer.batch_size; rank r, micro-batch m take their slice.
+Resume needs only the step.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+_VIRTUAL = 2**24
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    def __init__(self, n: int, *, seed: int, global_batch: int, micro_batch: int, rank: int,
+                 world_size: int, start_step: int = 0):
+        if n <= 0:
+            raise ValueError("the training set is empty")
+        self.n, self.seed, self.G, self.b = n, seed, global_batch, micro_batch
+        self.rank, self.world, self.start_step = rank, world_size, start_step
+        self._perm_epoch, self._perm = -1, None
+
+    def _index(self, k: int) -> int:
+        if self.n >= _VIRTUAL:
+            return k % self.n
+        epoch, i = divmod(k, self.n)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
+        return int(self._perm[i])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_rank = self.G // self.world
+        step = self.start_step
+        while True:
+            base = step * self.G + self.rank * per_rank
+            for m in range(0, per_rank, self.b):
+                yield [self._index(base + m + j) for j in range(self.b)]
+            step += 1
+
+
+def train_loader(ds: Dataset, *, seed: int, global_batch: int, grad_accum: int, rank: int,
+                 world_size: int, start_step: int, num_workers: int) -> DataLoader:
+    micro = global_batch // (world_size * grad_accum)
+    sampler = ResumableBatchSampler(len(ds), seed=seed, global_batch=global_batch,
+                                    micro_batch=micro, rank=rank, world_size=world_size,
+                                    start_step=start_step)
+    return DataLoader(ds, batch_sampler=sampler, num_workers=num_workers,
+                      persistent_workers=False)
+
+
+def eval_loader(ds: Dataset, *, batch_size: int, rank: int, world_size: int,
+                num_workers: int) -> DataLoader:
+    """Rank r reads indices r, r+W, ... in order; every index is read once overall."""
+    idx = list(range(rank, len(ds), world_size))
+    return DataLoader(torch.utils.data.Subset(ds, idx), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers)

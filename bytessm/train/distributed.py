@@ -1,0 +1,87 @@
+"""torch.distributed plumbing: process group from torchrun's environment, DDP / FSDP2 wrapping,
+and the reductions the loop needs. Parallelism is applied to the model here, never inside
+`forward`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def init_world(device_type: str) -> World:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return World(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
+
+
+def pick_device(setting: str, world: World) -> torch.device:
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and world.distributed:
+        setting = f"cuda:{world.local_rank}"
+    device = torch.device(setting)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.device) -> nn.Module:
+    if not world.distributed:
+        return model
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.backbone.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def all_reduce_sum(values: list[float], device: torch.device, world: World) -> list[float]:
+    if not world.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_object(obj, world: World):
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def close(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

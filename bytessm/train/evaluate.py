@@ -1,0 +1,66 @@
+"""Evaluation over a split: (sum, count) totals over batches and ranks, then the task's summary."""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from bytessm.task import Task
+
+from .data import eval_loader
+from .distributed import World, all_reduce_sum
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+def autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, dataset, *, batch_size: int, device: torch.device,
+             world: World, precision: str = "auto", max_batches: int | None = None,
+             num_workers: int = 0) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    loader = eval_loader(dataset, batch_size=batch_size, rank=world.rank,
+                         world_size=world.size, num_workers=num_workers)
+    # Every rank runs the same number of forwards (FSDP all-gathers inside each one): a rank
+    # whose share is one batch shorter repeats its first batch without counting it.
+    n_steps = math.ceil(math.ceil(len(dataset) / world.size) / batch_size)
+    if max_batches is not None:
+        n_steps = min(n_steps, max_batches)
+    it, first = iter(loader), None
+    for _ in range(n_steps):
+        batch = next(it, None)
+        counted = batch is not None
+        if counted:
+            batch = to_device(batch, device)
+            first = batch if first is None else first
+        elif first is None:
+            break
+        else:
+            batch = first
+        with autocast(device, precision):
+            out = model(batch["input"])
+        if not counted:
+            continue
+        _, metrics = task.loss_and_metrics(out, batch)
+        for k, (s, c) in metrics.items():
+            acc = sums.setdefault(k, [0.0, 0.0])
+            acc[0] += float(s)
+            acc[1] += float(c)
+    keys = sorted(sums)
+    flat = all_reduce_sum([x for k in keys for x in sums[k]], device, world)
+    totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
+    model.train(was_training)
+    return task.summarize(totals) if totals else {}

@@ -1,0 +1,199 @@
+"""The training loop. Components (data, optimizer, checkpoints, metrics, evaluation) live in
+their own modules; this file only puts them in order:
+
+    setup -> (resume) -> for each step: micro-batches -> backward -> clip -> step
+          -> log / eval / checkpoint -> final eval -> one JSON line on stdout
+
+Gradients are those of the mean loss over every counted position of the global batch
+(across micro-batches and ranks): each micro-batch backpropagates its *sum*, and the summed
+gradient is divided by the global count afterwards. So a 2-rank run and a 1-rank run with
+the same global batch take the same steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bytessm.task import ConfigError
+
+from . import checkpoint as ckpt
+from .build import build_model, build_task, validate_trainer
+from .data import train_loader
+from .distributed import World, all_reduce_sum, close, init_world, pick_device, wrap_model
+from .evaluate import autocast, evaluate, to_device
+from .logging import MetricsWriter, progress
+from .optim import build_optimizer, warmup_cosine
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+def _seed_everything(seed: int, rank: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train per `cfg`; returns the final validation metrics (also printed as JSON)."""
+    t = cfg.trainer
+    world = init_world("cuda" if t.device in ("auto", "cuda") and torch.cuda.is_available()
+                       else "cpu")
+    try:
+        return _train(cfg, world)
+    finally:
+        close(world)
+
+
+def _train(cfg: DictConfig, world: World) -> dict:
+    t = cfg.trainer
+    validate_trainer(cfg, world.size)
+    device = pick_device(t.device, world)
+    out_dir = Path(str(t.out_dir)).absolute()
+    ckpt_dir = out_dir / "checkpoints"
+    _seed_everything(int(t.seed), world.rank)
+
+    task = build_task(cfg)
+    train_ds, valid_ds, _ = task.build_datasets()
+    model = build_model(cfg, task).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    model = wrap_model(model, world, t.parallel, device)
+    if t.compile:
+        model = torch.compile(model)
+    optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas)
+    schedule = lambda s: warmup_cosine(s, warmup_steps=t.warmup_steps,  # noqa: E731
+                                       max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    step, best = 0, math.inf
+    resume_from = ckpt.find_resume(ckpt_dir, world)
+    if resume_from is not None:
+        state = ckpt.load_for_resume(resume_from, model=model, optimizer=optimizer,
+                                     scheduler=scheduler, cfg=cfg, world=world)
+        step, best = state["step"], state.get("best", math.inf)
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+        print(f"[bytessm] {cfg.task.name}: {n_params / 1e6:.2f}M parameters, model "
+              f"{cfg.model.name}, device {device}, world {world.size}, out_dir {out_dir}"
+              + (f", resumed at step {step}" if resume_from else ""), flush=True)
+    writer = MetricsWriter(out_dir, enabled=world.is_main)
+
+    accum = int(t.grad_accum)
+
+    def length_at(s: int) -> int:
+        w = t.seq_len_warmup
+        if not w.start or not w.steps:
+            return int(t.seq_len)
+        from .seqlen import seq_len_at
+
+        return seq_len_at(s, start=int(w.start), target=int(t.seq_len), warmup_steps=int(w.steps))
+
+    def make_iter(s: int):
+        if hasattr(train_ds, "set_seq_len"):
+            train_ds.set_seq_len(length_at(s))
+        return iter(train_loader(train_ds, seed=int(t.seed), global_batch=int(t.batch_size),
+                                 grad_accum=accum, rank=world.rank, world_size=world.size,
+                                 start_step=s, num_workers=int(t.num_workers)))
+
+    def run_eval(s: int) -> dict:
+        return evaluate(model, task, valid_ds, batch_size=int(t.batch_size) // world.size,
+                        device=device, world=world, precision=t.precision,
+                        max_batches=t.eval_batches, num_workers=int(t.num_workers))
+
+    def save(s: int, is_best: bool) -> None:
+        ckpt.save(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=s,
+                  cfg=cfg, world=world, extra={"best": best}, is_best=is_best)
+
+    batches, current_len = make_iter(step), length_at(step)
+    bar = progress(int(t.max_steps), step, enabled=world.is_main and bool(t.progress))
+    model.train()
+    window = {"symbols": 0.0, "time": time.perf_counter()}
+    log_sums: dict[str, list[float]] = {}
+    while step < t.max_steps:
+        if length_at(step) != current_len:  # sequence-length warmup: rebuild the stream
+            batches, current_len = make_iter(step), length_at(step)
+        step_sums: dict[str, list[float]] = {}
+        for m in range(accum):
+            batch = to_device(next(batches), device)
+            sync = nullcontext()
+            if world.distributed and m < accum - 1 and hasattr(model, "no_sync"):
+                sync = model.no_sync()
+            with sync:
+                with autocast(device, t.precision):
+                    out = model(batch["input"])
+                    loss, metrics = task.loss_and_metrics(out, batch)
+                (loss * metrics["loss"][1]).backward()  # the sum; divided by the count below
+            for k, (s, c) in metrics.items():
+                acc = step_sums.setdefault(k, [0.0, 0.0])
+                acc[0] += float(s)
+                acc[1] += float(c)
+            window["symbols"] += batch["input"].shape[0] * batch["input"].shape[1]
+        keys = sorted(step_sums)
+        flat = all_reduce_sum([x for k in keys for x in step_sums[k]], device, world)
+        totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
+        loss_sum, count = totals["loss"]
+        if not math.isfinite(loss_sum):
+            raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; the last "
+                                f"good checkpoint is kept in {ckpt_dir}")
+        scale = world.size / max(count, 1.0)  # DDP/FSDP averaged over ranks: undo, then mean
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        for k, v in totals.items():
+            acc = log_sums.setdefault(k, [0.0, 0.0])
+            acc[0] += v[0]
+            acc[1] += v[1]
+
+        if step % t.log_every == 0 or step == t.max_steps:
+            elapsed = time.perf_counter() - window["time"]
+            values = task.summarize({k: tuple(v) for k, v in log_sums.items()})
+            values.update(lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+                          seq_len=current_len,
+                          symbols_per_s=window["symbols"] * world.size / max(elapsed, 1e-9))
+            writer.log(step, "train", values)
+            bar.set_postfix(loss=f"{values['loss']:.4f}",
+                            sym_s=f"{values['symbols_per_s']:.3g}")
+            log_sums = {}
+            window = {"symbols": 0.0, "time": time.perf_counter()}
+        bar.update(1)
+
+        is_best = False
+        if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
+            values = run_eval(step)
+            writer.log(step, "valid", values)
+            is_best = values.get("loss", math.inf) < best
+            best = min(best, values.get("loss", math.inf))
+        if t.save_every and step % t.save_every == 0 and step < t.max_steps:
+            save(step, is_best)
+    bar.close()
+
+    final = run_eval(step)
+    writer.log(step, "valid", final)
+    is_best = final.get("loss", math.inf) < best
+    best = min(best, final.get("loss", math.inf))
+    save(step, is_best)
+    writer.close()
+    result = {"split": "valid", "step": step, **final}
+    if world.is_main:
+        print(json.dumps(result), flush=True)
+    return result
+
+
+__all__ = ["train", "TrainingError", "ConfigError"]
