@@ -1,7 +1,11 @@
 """Multi-head self-attention mixer through torch SDPA, for hybrid stacks and Transformer baselines.
 
 Rotary position embeddings (Su et al. 2021) on q and k; causal or not. The decoding state is
-a preallocated KV cache (B, H, max_len, head_dim) and the number of positions filled.
+a preallocated KV cache (B, H, max_len, head_dim) and the number of positions filled:
+`KVCache` counts them in a Python int (prefill, verification, eager steps that attend to
+the filled prefix only); `StaticKVCache` counts them in a 0-d device tensor, so a step has
+the same shapes and no host sync at every position and can be captured in a CUDA graph
+(it attends over the whole cache with the unfilled positions masked out).
 """
 from __future__ import annotations
 
@@ -29,6 +33,20 @@ class KVCache:
     k: Tensor    # (B, H, max_len, hd)
     v: Tensor    # (B, H, max_len, hd)
     length: int  # positions filled
+
+
+@dataclass
+class StaticKVCache:
+    k: Tensor    # (B, H, max_len, hd)
+    v: Tensor    # (B, H, max_len, hd)
+    pos: Tensor  # () int64 on the cache's device: positions filled = the next position
+
+    @classmethod
+    def from_cache(cls, cache: KVCache) -> "StaticKVCache":
+        return cls(cache.k, cache.v, torch.tensor(cache.length, device=cache.k.device))
+
+    def to_cache(self) -> KVCache:
+        return KVCache(self.k, self.v, int(self.pos))
 
 
 class Attention(nn.Module):
@@ -66,8 +84,10 @@ class Attention(nn.Module):
         y = self.out_proj(rearrange(y, "b h l d -> b l (h d)"))
         return (y, state) if return_state else y
 
-    def step(self, x: Tensor, state: KVCache) -> Tensor:
+    def step(self, x: Tensor, state: KVCache | StaticKVCache) -> Tensor:
         """x (B, D) at position state.length; appends to the cache in place."""
+        if isinstance(state, StaticKVCache):
+            return self._step_static(x, state)
         pos = torch.tensor([state.length], device=x.device)
         q, k, v = self._qkv(x[:, None], pos)
         if state.length >= state.k.shape[2]:
@@ -78,6 +98,20 @@ class Attention(nn.Module):
         kk = state.k[:, :, : state.length].to(q.dtype)
         vv = state.v[:, :, : state.length].to(q.dtype)
         y = F.scaled_dot_product_attention(q, kk, vv)                      # (B, H, 1, hd)
+        return self.out_proj(rearrange(y, "b h l d -> b (l h d)"))
+
+    def _step_static(self, x: Tensor, state: StaticKVCache) -> Tensor:
+        """x (B, D) at position state.pos; fixed shapes, no host sync (CUDA-graph safe).
+        The caller keeps pos < max_len (an index past the cache is a device-side error)."""
+        pos = state.pos.reshape(1)                                           # (1,)
+        q, k, v = self._qkv(x[:, None], pos)                                 # (B, H, 1, hd)
+        state.k.index_copy_(2, pos, k.to(state.k.dtype))
+        state.v.index_copy_(2, pos, v.to(state.v.dtype))
+        max_len = state.k.shape[2]
+        visible = torch.arange(max_len, device=x.device) <= pos              # (max_len,)
+        y = F.scaled_dot_product_attention(q, state.k.to(q.dtype), state.v.to(q.dtype),
+                                           attn_mask=visible[None, None, None, :])
+        state.pos.add_(1)
         return self.out_proj(rearrange(y, "b h l d -> b (l h d)"))
 
     def new_state(self, batch: int, device, max_len: int = 4096, dtype=torch.float32) -> KVCache:

@@ -1,0 +1,339 @@
+"""Recurrent generation: prompt prefill through the parallel scan, then one step per symbol.
+
+    prompt x_1..x_n --parallel forward of x_1..x_{n-1} (return_states)--> per-layer states
+    x_n -> step -> logits -> sample -> x_{n+1} -> step -> ...          (max_new steps)
+
+The state of a Mamba layer is its conv window (B, d_inner, d_conv-1) and SSM state
+(B, d_inner, d_state), float32, whatever the prompt's length: memory does not grow as
+symbols are generated. Attention layers of a hybrid stack keep a KV cache preallocated
+for prompt + max_new positions (`StaticKVCache`: its position is a device tensor).
+
+All decode buffers of one batch size live in a `Decoder`: the current symbols, the states,
+the seen-symbol mask (repetition penalty), the noise, the output and the stop flags. One
+step reads and writes only those buffers, with fixed shapes and no host sync, so on CUDA
+it is captured once as a CUDA graph and replayed: a step then costs GPU time, not the
+40-260 us of kernel launches it costs eagerly. Eager decoding (CPU, tests) runs the very
+same step function.
+
+Generation knows no modality: prompts and samples are lists of symbols; the task turns
+strings into symbols (`Task.encode_prompt`) and symbols into output (`Task.write_samples`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bytessm.nn.attention import Attention, KVCache, StaticKVCache
+from bytessm.nn.mamba import MambaState, SSMBranch
+from bytessm.sampling import SamplingParams, draw_noise, pick, process_logits
+from bytessm.task import ConfigError
+
+
+# -- model checks and inference precision ------------------------------------------------
+
+def check_can_generate(model: nn.Module) -> int:
+    """Raise ConfigError unless `model` (a SequenceModel) can decode symbol by symbol;
+    returns its alphabet size."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not hasattr(model, "step"):
+        raise ConfigError(f"generation needs a SequenceModel (backbone + head), got "
+                          f"{type(model).__name__}")
+    if getattr(backbone, "bidirectional", False):
+        raise ConfigError("this model is bidirectional (model.bidirectional=true): every "
+                          "position sees the whole sequence, so it cannot generate one symbol "
+                          "after another; train a causal model to generate")
+    if not isinstance(backbone.encoder, nn.Embedding):
+        raise ConfigError(f"generation feeds sampled symbols back as input, but this model "
+                          f"reads {type(backbone.encoder).__name__} features, not symbols")
+    return backbone.encoder.num_embeddings
+
+
+def _cast_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].to(module.weight.dtype), *args[1:])
+
+
+def cast_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Store the weights in `dtype` (bf16 halves the bytes a decode step reads) except the
+    SSM dynamics (A_log, D, dt bias), which stay float32 as in mamba_ssm. The residual
+    stream stays float32; a forward pre-hook casts each Linear's input to its weight dtype.
+    In place; returns the model. float32 is a no-op."""
+    if dtype == torch.float32:
+        return model
+    keep = {id(p) for m in model.modules() if isinstance(m, SSMBranch)
+            for p in (m.A_log, m.D, m.dt_proj.bias)}
+    for p in model.parameters():
+        if id(p) not in keep:
+            p.data = p.data.to(dtype)
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and not getattr(m, "_casts_input", False):
+            m.register_forward_pre_hook(_cast_input)
+            m._casts_input = True
+    return model
+
+
+# -- states ------------------------------------------------------------------------------
+
+def _mixers(model: nn.Module) -> list[nn.Module]:
+    return [block.mixer for block in model.backbone.blocks]
+
+
+def _kv_dtype(model: nn.Module) -> torch.dtype:
+    return next(m.qkv.weight.dtype for m in _mixers(model) if isinstance(m, Attention)) \
+        if any(isinstance(m, Attention) for m in _mixers(model)) else torch.float32
+
+
+def has_attention(model: nn.Module) -> bool:
+    return any(isinstance(m, Attention) for m in _mixers(model))
+
+
+def new_states(model: nn.Module, batch: int, device, max_len: int, *, static: bool) -> list:
+    """Zero states: MambaState per Mamba layer; per attention layer a KV cache of `max_len`
+    positions in the attention weights' dtype (`StaticKVCache` when `static`)."""
+    states = []
+    for mixer in _mixers(model):
+        if isinstance(mixer, Attention):
+            cache = mixer.new_state(batch, device, max_len=max_len, dtype=_kv_dtype(model))
+            states.append(StaticKVCache.from_cache(cache) if static else cache)
+        else:
+            states.append(mixer.new_state(batch, device))
+    return states
+
+
+def state_bytes(states: list) -> int:
+    """Bytes held by a list of per-layer states."""
+    total = 0
+    for s in states:
+        tensors = (s.conv, s.ssm) if isinstance(s, MambaState) else (s.k, s.v)
+        total += sum(t.numel() * t.element_size() for t in tensors)
+    return total
+
+
+@torch.no_grad()
+def prefill(model: nn.Module, symbols: Tensor, states: list | None = None,
+            max_len: int | None = None) -> list:
+    """Run symbols (B, L) through the parallel forward from `states` (zero states when None,
+    with KV caches of `max_len` positions, default L) and return the states after them."""
+    if states is None:
+        states = new_states(model, symbols.shape[0], symbols.device,
+                            max_len or symbols.shape[1], static=False)
+    if symbols.shape[1] == 0:
+        return states
+    _, states = model.backbone(symbols, states=states, return_states=True)
+    return states
+
+
+def _load_rows(dst: list, src: list, rows: Tensor) -> None:
+    """Copy batch-1 (or len(rows)-batch) states `src` into rows `rows` of decode states."""
+    for d, s in zip(dst, src):
+        if isinstance(d, MambaState):
+            d.conv[rows] = s.conv.to(d.conv.dtype)
+            d.ssm[rows] = s.ssm.to(d.ssm.dtype)
+        else:
+            n = s.length
+            d.k[rows, :, :n] = s.k[:, :, :n].to(d.k.dtype)
+            d.v[rows, :, :n] = s.v[:, :, :n].to(d.v.dtype)
+            d.pos.fill_(n)
+
+
+# -- the decoder -------------------------------------------------------------------------
+
+class Decoder:
+    """Static decode buffers for `batch` sequences and the step that advances them.
+
+    `load()` puts prefilled states and the pending (last prompt) symbols in place; `run()`
+    then takes up to `max_new` steps, each: logits = model.step(tok) -> sampled symbol ->
+    out[:, i], stop flags, seen mask, tok. On CUDA (`cuda_graph=True`) the step is
+    captured as a CUDA graph on the first `run()` and replayed; the graph bakes in the
+    sampling parameters and stop symbols. A Decoder can be loaded and run again.
+    """
+
+    def __init__(self, model: nn.Module, *, batch: int, max_len: int, max_new: int,
+                 params: SamplingParams, stop: Sequence[int] = (), device=None,
+                 cuda_graph: bool = False):
+        vocab = check_can_generate(model)
+        device = torch.device(device or next(model.parameters()).device)
+        if cuda_graph and device.type != "cuda":
+            raise ConfigError(f"CUDA graphs need a CUDA device, got {device}")
+        self.model, self.params, self.device = model, params, device
+        self.batch, self.max_len, self.max_new = batch, max_len, max_new
+        self.cuda_graph, self.graph = cuda_graph, None
+        self.states = new_states(model, batch, device, max_len, static=True)
+        long = dict(dtype=torch.long, device=device)
+        self.tok = torch.zeros(batch, **long)                     # pending input symbols
+        self.out = torch.zeros(batch, max(max_new, 1), **long)    # generated symbols
+        self.index = torch.zeros((), **long)                      # steps taken
+        self.limit = torch.full((batch,), max_new, **long)        # per-row max_new
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.stop = torch.tensor(sorted(set(stop)), **long) if stop else None
+        self.seen = (torch.zeros(batch, vocab, dtype=torch.bool, device=device)
+                     if params.repetition_penalty != 1.0 else None)
+        self.noise = (None if params.greedy else
+                      torch.empty(batch, vocab, dtype=torch.float32, device=device))
+
+    def load(self, prompts: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> None:
+        """Prefill every distinct prompt once (batch 1) and copy its states into its rows."""
+        if len(prompts) != self.batch:
+            raise ValueError(f"Decoder was built for batch {self.batch}, got {len(prompts)} prompts")
+        lengths = {len(p) for p in prompts}
+        vocab = check_can_generate(self.model)
+        bad = [int(x) for p in prompts for x in p if not 0 <= int(x) < vocab]
+        if bad:
+            raise ConfigError(f"prompt symbols must be in [0, {vocab}), got {bad[:5]}")
+        if min(lengths) == 0:
+            raise ConfigError("a prompt encodes to no symbols: the model needs at least one "
+                              "symbol to condition on")
+        if len(lengths) > 1 and has_attention(self.model):
+            raise ConfigError(f"prompts of different lengths {sorted(lengths)} in one batch: the "
+                              f"attention layers' KV cache needs equal lengths; generate them "
+                              f"in separate batches")
+        if max(lengths) - 1 + self.max_new > self.max_len:
+            raise ConfigError(f"prompt ({max(lengths)} symbols) + max_new ({self.max_new}) exceeds "
+                              f"the decoder's max_len {self.max_len}")
+        for s in self.states:  # rows of a short prompt start from zero
+            for t in ((s.conv, s.ssm) if isinstance(s, MambaState) else (s.pos,)):
+                t.zero_()
+        groups: dict[tuple, list[int]] = {}
+        for row, p in enumerate(prompts):
+            groups.setdefault(tuple(int(x) for x in p), []).append(row)
+        for prompt, rows in groups.items():
+            ctx = torch.tensor([prompt[:-1]], dtype=torch.long, device=self.device)
+            if ctx.shape[1]:
+                _load_rows(self.states, prefill(self.model, ctx),
+                           torch.tensor(rows, device=self.device))
+        self.tok.copy_(torch.tensor([p[-1] for p in prompts]))
+        self.index.zero_()
+        self.done.zero_()
+        self.out.zero_()
+        self.limit.copy_(torch.tensor(limits if limits is not None else [self.max_new] * self.batch))
+        if self.seen is not None:
+            self.seen.zero_()
+            for row, p in enumerate(prompts):
+                self.seen[row, torch.tensor(list(p), device=self.device)] = True
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        logits = self.model.step(self.tok, self.states)                       # (B, V)
+        chosen = pick(process_logits(logits, self.params, self.seen), self.params, self.noise)
+        self.out.index_copy_(1, self.index.reshape(1), chosen[:, None])       # out[:, i] = chosen
+        if self.stop is not None:
+            self.done |= torch.isin(chosen, self.stop)
+        self.done |= self.index + 1 >= self.limit
+        if self.seen is not None:
+            self.seen.scatter_(1, chosen[:, None], True)
+        self.tok.copy_(chosen)
+        self.index.add_(1)
+
+    def _snapshot(self) -> list[Tensor]:
+        """The buffers a step changes that the next step reads (KV rows past pos are
+        rewritten before they are read, so only pos is kept)."""
+        keep = [self.tok, self.index, self.done]
+        keep += [] if self.seen is None else [self.seen]
+        for s in self.states:
+            keep += [s.conv, s.ssm] if isinstance(s, MambaState) else [s.pos]
+        return keep
+
+    def capture(self) -> None:
+        """Warm up on a side stream, then capture one step (PyTorch's CUDA graph recipe);
+        the buffers are restored afterwards, so capturing does not advance decoding."""
+        saved = [t.clone() for t in self._snapshot()]
+        if self.noise is not None:
+            self.noise.fill_(1.0)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step()
+        for t, s in zip(self._snapshot(), saved):
+            t.copy_(s)
+        self.graph = graph
+
+    def run(self, generator: torch.Generator | None = None, check_every: int = 16) -> int:
+        """Take steps until every row is done or max_new steps; returns the steps taken."""
+        if self.cuda_graph and self.graph is None:
+            self.capture()
+        steps = 0
+        while steps < self.max_new:
+            if self.noise is not None:
+                draw_noise(self.noise, generator)
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._step()
+            steps += 1
+            if (steps % check_every == 0 or self.device.type == "cpu") and bool(self.done.all()):
+                break
+        return steps
+
+
+# -- the public entry point --------------------------------------------------------------
+
+@dataclass
+class GenerationResult:
+    samples: list[list[int]]    # generated symbols per prompt (the prompt and stop symbol excluded)
+    finished: list[str]         # per sample: "stop" (a stop symbol) or "length" (max_new)
+    stats: dict = field(default_factory=dict)
+
+
+def _trim(row: list[int], limit: int, stop: set[int]) -> tuple[list[int], str]:
+    row = row[:limit]
+    for i, s in enumerate(row):
+        if s in stop:
+            return row[:i], "stop"
+    return row, "length"
+
+
+def make_generator(seed: int | None, device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(int(seed))
+    return g
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int | Sequence[int],
+             params: SamplingParams = SamplingParams(), seed: int | None = None,
+             stop: Sequence[int] = (), cuda_graph: bool | None = None) -> GenerationResult:
+    """Generate after each prompt (lists of symbols) with one batched decoder.
+
+    `max_new` is one limit or one per prompt; a sequence also stops at the first symbol in
+    `stop`. `cuda_graph` defaults to True on CUDA. Stats: prefill_s, capture_s, decode_s,
+    steps, symbols (kept), symbols_per_s (batch * steps / decode_s), state_bytes.
+    """
+    check_can_generate(model)
+    device = next(model.parameters()).device
+    limits = [int(max_new)] * len(prompts) if isinstance(max_new, int) else [int(m) for m in max_new]
+    if len(limits) != len(prompts) or min(limits, default=0) < 0:
+        raise ConfigError(f"max_new must be one integer >= 0 or one per prompt, got {max_new}")
+    if not prompts or max(limits) == 0:
+        return GenerationResult([[] for _ in prompts], ["length"] * len(prompts))
+    longest = max(len(p) for p in prompts)
+    decoder = Decoder(model, batch=len(prompts), max_len=max(longest - 1 + max(limits), 1),
+                      max_new=max(limits), params=params, stop=stop, device=device,
+                      cuda_graph=device.type == "cuda" if cuda_graph is None else cuda_graph)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    decoder.load(prompts, limits)
+    sync()
+    t1 = time.perf_counter()
+    if decoder.cuda_graph:
+        decoder.capture()
+        sync()
+    t2 = time.perf_counter()
+    steps = decoder.run(make_generator(seed, device))
+    out = decoder.out[:, :steps].tolist()
+    t3 = time.perf_counter()
+    kept = [_trim(row, lim, set(stop)) for row, lim in zip(out, limits)]
+    stats = {"prefill_s": t1 - t0, "capture_s": t2 - t1, "decode_s": t3 - t2, "steps": steps,
+             "symbols": sum(len(s) for s, _ in kept),
+             "symbols_per_s": len(prompts) * steps / max(t3 - t2, 1e-9),
+             "state_bytes": state_bytes(decoder.states), "cuda_graph": decoder.cuda_graph}
+    return GenerationResult([s for s, _ in kept], [f for _, f in kept], stats)
