@@ -19,11 +19,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
@@ -35,6 +37,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .distributed import World, barrier, broadcast_object
+
+
+# Single-process runs use DCP without a process group, which it allows but warns about.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 class CheckpointError(Exception):
@@ -136,7 +142,7 @@ def load_for_resume(path: Path, *, model: nn.Module, optimizer, scheduler, cfg: 
         dcp.load(state, checkpoint_id=str(path))
         set_model_state_dict(model, state["model"])
         set_optimizer_state_dict(model, optimizer, state["optim"])
-    except Exception as e:  # noqa: BLE001 - any read failure is a corrupt checkpoint
+    except (Exception, CheckpointException) as e:  # any read failure: a corrupt checkpoint
         raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from e
     scheduler.load_state_dict(trainer_state["scheduler"])
     _set_rng_state(trainer_state["rng"])
@@ -167,7 +173,7 @@ def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cp
         sd = {"model": get_model_state_dict(model)}
         dcp.load(sd, checkpoint_id=str(p))
         set_model_state_dict(model, sd["model"], options=StateDictOptions(strict=True))
-    except Exception as e:  # noqa: BLE001
+    except (Exception, CheckpointException) as e:
         raise CheckpointError(f"checkpoint {p} could not be read ({type(e).__name__}: {e})") from e
     return cfg, task, model.to(device).eval()
 

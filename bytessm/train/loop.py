@@ -82,6 +82,9 @@ def _train(cfg: DictConfig, world: World) -> dict:
         state = ckpt.load_for_resume(resume_from, model=model, optimizer=optimizer,
                                      scheduler=scheduler, cfg=cfg, world=world)
         step, best = state["step"], state.get("best", math.inf)
+        # the lr follows this run's schedule (max_steps may have been raised on resume)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * schedule(step)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)

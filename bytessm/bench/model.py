@@ -1,0 +1,399 @@
+"""Model-level benchmark: time and peak memory of one training step against sequence length.
+
+One training step = forward + next-byte cross-entropy + backward + AdamW step, of the whole
+model (byte embedding, blocks, final norm, LM head), at batch 1 for every length (so the
+tokens per step grow with the length: 2^10 .. 2^20). Models, measured in one run:
+
+    mamba-6x256        the Mamba paper's DNA scaling model: 6 Mamba layers, width 256
+    mamba-6x512-ckpt   a wider one, which needs activation checkpointing per block at 2^20
+    transformer-3x256  the same-size Transformer: 3 layers of attention (SDPA, FlashAttention
+                       forced on CUDA, rotary) + SwiGLU MLP (ratio 3), width 256; one
+                       attention+MLP layer has the parameters of two Mamba layers (Gu & Dao
+                       2023 match sizes the same way), 2.56M vs 2.62M parameters here
+
+On CUDA the step runs under bf16 autocast (fp32 residual stream and master weights), on the
+CPU in float32. Each (model, length) gets one warm-up step (kernel compilation, allocator,
+optimizer state), then timed steps until `min_time_s` has passed (at most `max_repeats`);
+the median is reported, with the peak of torch.cuda.max_memory_allocated over the timed
+steps (parameters, gradients and AdamW state included). An out-of-memory error is caught
+and reported as OOM, and the model's longer lengths are skipped; so are lengths whose
+predicted step time (extrapolated from the last two) exceeds `max_step_s`, or that would
+start after `budget_s`. Defaults fit one H100 in about five minutes.
+
+    from bytessm.bench.model import run, write_outputs
+    rows = run(models=["mamba-6x256", "transformer-3x256"], lengths=[2**k for k in range(10, 21)])
+    write_outputs(rows, "results/bench_model")   # .md table, .json, .png plot
+
+`scripts/bench_model.py` is the command-line wrapper (`--smoke`: tiny models on the CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bytessm.backbone import Backbone, SequenceModel
+from bytessm.nn import LMHead
+
+__all__ = ["ModelSpec", "PRESETS", "SMOKE_PRESETS", "DEFAULT_MODELS", "DEFAULT_LENGTHS",
+           "SMOKE_LENGTHS", "run", "markdown_table", "plot", "write_outputs", "main"]
+
+VOCAB = 256
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A benchmarked model: all-Mamba, or (attention=True) all attention + SwiGLU MLP."""
+    name: str
+    d_model: int
+    n_layer: int
+    attention: bool = False
+    mlp_ratio: float = 0.0
+    heads: int = 4
+    checkpoint: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "transformer" if self.attention else "mamba"
+
+
+PRESETS = {s.name: s for s in (
+    ModelSpec("mamba-6x128", 128, 6),
+    ModelSpec("mamba-6x256", 256, 6),
+    ModelSpec("mamba-6x512-ckpt", 512, 6, checkpoint=True),
+    ModelSpec("transformer-3x256", 256, 3, attention=True, mlp_ratio=3.0, heads=4),
+)}
+SMOKE_PRESETS = {s.name: s for s in (
+    ModelSpec("mamba-2x32", 32, 2),
+    ModelSpec("mamba-2x32-ckpt", 32, 2, checkpoint=True),
+    ModelSpec("transformer-1x32", 32, 1, attention=True, mlp_ratio=3.0, heads=2),
+)}
+DEFAULT_MODELS = ("mamba-6x256", "mamba-6x512-ckpt", "transformer-3x256")
+DEFAULT_LENGTHS = tuple(2**k for k in range(10, 21))
+SMOKE_LENGTHS = (2**6, 2**7, 2**8)
+
+
+def _spec(m: str | dict | ModelSpec) -> ModelSpec:
+    if isinstance(m, ModelSpec):
+        return m
+    if isinstance(m, str):
+        if m not in PRESETS and m not in SMOKE_PRESETS:
+            raise ValueError(f"unknown benchmark model {m!r}; presets: "
+                             f"{sorted(PRESETS) + sorted(SMOKE_PRESETS)}, or a dict with keys "
+                             f"{[f.name for f in fields(ModelSpec)]}")
+        return PRESETS.get(m) or SMOKE_PRESETS[m]
+    unknown = set(m) - {f.name for f in fields(ModelSpec)}
+    if unknown:
+        raise ValueError(f"benchmark model {dict(m)} has unknown keys {sorted(unknown)}")
+    return ModelSpec(**m)
+
+
+def build(spec: ModelSpec, *, scan_backend: str = "auto") -> SequenceModel:
+    """The core Backbone + LM head for a spec (byte vocabulary)."""
+    backbone = Backbone(d_model=spec.d_model, n_layer=spec.n_layer, vocab_size=VOCAB,
+                        attn_layers="all" if spec.attention else (), attn_heads=spec.heads,
+                        attn_mlp_ratio=spec.mlp_ratio, checkpoint_blocks=spec.checkpoint,
+                        scan_backend=scan_backend)
+    return SequenceModel(backbone, LMHead(spec.d_model, VOCAB))
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def _attention_ctx(spec: ModelSpec, device: torch.device):
+    """FlashAttention only, on CUDA: fail loudly rather than fall back to O(L^2) memory."""
+    if spec.attention and device.type == "cuda":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+    return contextlib.nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step(model, optimizer, x, y, *, autocast_dtype, attention_ctx) -> None:
+    """forward -> next-byte cross-entropy -> backward -> AdamW step; x, y (B, L) int64."""
+    with attention_ctx, torch.autocast(x.device.type, dtype=autocast_dtype,
+                                       enabled=autocast_dtype is not None):
+        logits = model(x)                                                # (B, L, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _predict(times: list[tuple[int, float]], length: int) -> float | None:
+    """Step time at `length` extrapolated from the last two measurements (exponent in [1, 2])."""
+    if len(times) < 2:
+        return None
+    (l0, t0), (l1, t1) = times[-2], times[-1]
+    p = min(2.0, max(1.0, math.log(t1 / t0) / math.log(l1 / l0))) if t0 > 0 and t1 > 0 else 2.0
+    return t1 * (length / l1) ** p
+
+
+def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
+        lengths: Sequence[int] | None = None, batch: int = 1, device: str = "auto",
+        smoke: bool = False, precision: str = "auto", scan_backend: str = "auto",
+        min_time_s: float = 1.0, max_repeats: int = 10, max_step_s: float = 45.0,
+        budget_s: float = 270.0, log: Callable[[str], None] | None = None,
+        step_fn: Callable | None = None) -> list[dict]:
+    """Measure every (model, length); one dict per pair, in order.
+
+    Keys: model, kind, d_model, n_layer, checkpoint, params, length, batch, tokens, status
+    ("ok" | "OOM" | "skipped" | "error"), note, step_ms, tokens_per_s, peak_gib (None on the
+    CPU), repeats, device, dtype. `smoke` picks the tiny CPU presets and lengths 2^6..2^8
+    unless `models` / `lengths` are given. `precision`: "auto" (bf16 autocast on CUDA,
+    float32 on the CPU), "bf16" or "fp32". `step_fn` replaces the training step (tests).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if device == "auto":
+        device = "cpu" if smoke or not torch.cuda.is_available() else "cuda"
+    dev = torch.device(device)
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
+    autocast_dtype = torch.bfloat16 if bf16 else None
+    specs = [_spec(m) for m in (models or (tuple(SMOKE_PRESETS) if smoke else DEFAULT_MODELS))]
+    lengths = sorted(lengths or (SMOKE_LENGTHS if smoke else DEFAULT_LENGTHS))
+    if batch <= 0 or any(n <= 0 for n in lengths):
+        raise ValueError(f"batch and lengths must be positive, got batch={batch}, {lengths}")
+    step_fn = step_fn or _train_step
+    start = time.perf_counter()
+    rows: list[dict] = []
+
+    for spec in specs:
+        torch.manual_seed(0)
+        model = build(spec, scan_backend=scan_backend).to(dev)
+        params = sum(p.numel() for p in model.parameters())
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
+        attention_ctx = _attention_ctx(spec, dev)
+        times: list[tuple[int, float]] = []
+        stop: str | None = None  # why the longer lengths of this model are skipped
+        log(f"[bench] {spec.name}: {params / 1e6:.2f}M parameters on {dev}")
+        for length in lengths:
+            row = {"model": spec.name, "kind": spec.kind, "d_model": spec.d_model,
+                   "n_layer": spec.n_layer, "checkpoint": spec.checkpoint, "params": params,
+                   "length": length, "batch": batch, "tokens": batch * length,
+                   "status": "ok", "note": "", "step_ms": None, "tokens_per_s": None,
+                   "peak_gib": None, "repeats": 0, "device": str(dev),
+                   "dtype": "bf16-autocast" if bf16 else "fp32"}
+            rows.append(row)
+            predicted = _predict(times, length)
+            elapsed = time.perf_counter() - start
+            if stop is None and predicted is not None and predicted > max_step_s:
+                stop = f"predicted step {predicted:.0f} s > max_step_s={max_step_s:g}"
+            if stop is None and elapsed > budget_s:
+                stop = f"time budget {budget_s:g} s spent"
+            if stop is not None:
+                row.update(status="skipped", note=stop)
+                continue
+            g = torch.Generator().manual_seed(length)
+            x = torch.randint(0, VOCAB, (batch, length), generator=g).to(dev)    # (B, L)
+            y = torch.randint(0, VOCAB, (batch, length), generator=g).to(dev)    # (B, L)
+            kw = dict(autocast_dtype=autocast_dtype, attention_ctx=attention_ctx)
+            try:
+                t0 = time.perf_counter()
+                step_fn(model, optimizer, x, y, **kw)            # warm-up: compile, allocate
+                _sync(dev)
+                warm = time.perf_counter() - t0
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                n = max(1, min(max_repeats, math.ceil(min_time_s / max(warm, 1e-6))))
+                samples = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    step_fn(model, optimizer, x, y, **kw)
+                    _sync(dev)
+                    samples.append(time.perf_counter() - t0)
+                t = statistics.median(samples)
+                row.update(step_ms=1e3 * t, tokens_per_s=batch * length / t, repeats=n)
+                if dev.type == "cuda":
+                    row["peak_gib"] = torch.cuda.max_memory_allocated(dev) / GIB
+                times.append((length, t))
+            except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
+                if _is_oom(e):
+                    row.update(status="OOM", note=str(e).splitlines()[0][:200])
+                    stop = f"OOM at length {length}"
+                else:
+                    traceback.print_exc()
+                    row.update(status="error", note=f"{type(e).__name__}: {e}"[:300])
+                    stop = f"error at length {length}"
+            finally:
+                optimizer.zero_grad(set_to_none=True)
+                del x, y
+                if dev.type == "cuda":
+                    gc.collect()
+                    torch.cuda.empty_cache()
+            log(f"[bench] {spec.name} L={length}: {_cell(row)}")
+        del model, optimizer
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+# -- reporting -------------------------------------------------------------------------
+
+def _pow2(n: int) -> str:
+    k = int(math.log2(n))
+    return f"2^{k}" if 2**k == n else str(n)
+
+
+def _cell(row: dict) -> str:
+    if row["status"] == "ok":
+        mem = "" if row["peak_gib"] is None else f" / {row['peak_gib']:.2f} GiB"
+        return f"{row['step_ms']:.1f} ms{mem}"
+    return {"OOM": "OOM", "skipped": "—", "error": "error"}[row["status"]]
+
+
+def _speedups(rows: list[dict]) -> list[tuple[str, str]]:
+    """(transformer, mamba) pairs of the same width, for Transformer/Mamba time ratios."""
+    specs = {r["model"]: (r["kind"], r["d_model"]) for r in rows}
+    return [(t, m) for t, (tk, td) in specs.items() if tk == "transformer"
+            for m, (mk, md) in specs.items() if mk == "mamba" and md == td]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Lengths down, models across ("step ms / peak GiB"), then Transformer/Mamba ratios."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lengths = sorted({r["length"] for r in rows})
+    by = {(r["model"], r["length"]): r for r in rows}
+    pairs = _speedups(rows)
+    params = {r["model"]: r["params"] for r in rows}
+    head = (["length"] + [f"{m} ({params[m] / 1e6:.2f}M)" for m in models]
+            + [f"{t} / {m}" for t, m in pairs])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in lengths:
+        cells = [_pow2(n)] + [_cell(by[(m, n)]) if (m, n) in by else "" for m in models]
+        for t, m in pairs:
+            rt, rm = by.get((t, n)), by.get((m, n))
+            ok = rt and rm and rt["status"] == rm["status"] == "ok"
+            cells.append(f"{rt['step_ms'] / rm['step_ms']:.1f}x" if ok else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = sorted({f"{r['model']}: {r['note']}" for r in rows
+                    if r["status"] in ("skipped", "error") and r["note"]})
+    r0 = rows[0] if rows else {}
+    lines.append("")
+    lines.append(f"One training step (forward + backward + AdamW) at batch {r0.get('batch')}, "
+                 f"{r0.get('dtype')}, on {r0.get('device')}: median step time / peak allocated "
+                 f"memory. — = not run ({'; '.join(notes) or 'see JSON'}).")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str | os.PathLike) -> None:
+    """Step time and peak memory against length, log-log, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        ok = [r for r in mine if r["status"] == "ok"]
+        oom = [r["length"] for r in mine if r["status"] == "OOM"]
+        label = model + (f" (OOM at {_pow2(oom[0])})" if oom else "")
+        style = "--" if mine[0]["kind"] == "transformer" else "-"
+        ax_t.plot([r["length"] for r in ok], [r["step_ms"] for r in ok], style, marker="o",
+                  label=label)
+        if any(r["peak_gib"] is not None for r in ok):
+            ax_m.plot([r["length"] for r in ok], [r["peak_gib"] for r in ok], style,
+                      marker="o", label=label)
+    for ax, ylabel in ((ax_t, "step time (ms)"), (ax_m, "peak memory (GiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length (batch 1)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Training step (fwd + bwd + AdamW) vs sequence length")
+    fig.tight_layout()
+    _atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
+    plt.close(fig)
+
+
+def _atomic(path, write, binary: bool = False) -> None:
+    """Write through a temp file in the same folder, then rename: never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _meta() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "git_commit": commit or None, "command": " ".join(sys.argv),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def write_outputs(rows: list[dict], out_dir: str | os.PathLike,
+                  stem: str = "bench_model") -> dict[str, Path]:
+    """`<stem>.md` (the table), `<stem>.json` ({meta, results}), `<stem>.png` (the plot)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out / f"{stem}.{ext}" for ext in ("md", "json", "png")}
+    table = markdown_table(rows)
+    _atomic(paths["md"], lambda f: f.write(table + "\n"))
+    _atomic(paths["json"], lambda f: json.dump({"meta": _meta(), "results": rows}, f, indent=1))
+    plot(rows, paths["png"])
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results/bench_model", help="output folder")
+    p.add_argument("--smoke", action="store_true", help="tiny models, short lengths, CPU")
+    p.add_argument("--models", nargs="+", help=f"presets: {sorted(PRESETS)} "
+                   f"(smoke: {sorted(SMOKE_PRESETS)})")
+    p.add_argument("--min-log2", type=int, help="shortest length 2^k (default 10; smoke 6)")
+    p.add_argument("--max-log2", type=int, help="longest length 2^k (default 20; smoke 8)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    p.add_argument("--scan-backend", default="auto")
+    p.add_argument("--max-step-s", type=float, default=45.0)
+    p.add_argument("--budget-s", type=float, default=270.0)
+    a = p.parse_args(argv)
+    lo = a.min_log2 if a.min_log2 is not None else (6 if a.smoke else 10)
+    hi = a.max_log2 if a.max_log2 is not None else (8 if a.smoke else 20)
+    rows = run(models=a.models, lengths=[2**k for k in range(lo, hi + 1)], batch=a.batch,
+               device=a.device, smoke=a.smoke, precision=a.precision,
+               scan_backend=a.scan_backend, max_step_s=a.max_step_s, budget_s=a.budget_s)
+    paths = write_outputs(rows, a.out)
+    print(markdown_table(rows))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0 if all(r["status"] != "error" for r in rows) else 1

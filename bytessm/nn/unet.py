@@ -1,0 +1,223 @@
+"""A SaShiMi-style pooled U-Net of Mamba blocks (Goel et al. 2022; the Mamba paper's SC09
+model, Gu & Dao 2023 sec. 4.4), causal, as a drop-in for `bytessm.backbone.Backbone`.
+
+    inputs (B, L) --embedding--> x0 (B, L, D)
+      x1 = DownPool(x0)   (B, L/4, 2D)      x2 = DownPool(x1)   (B, L/16, 4D)
+      c  = Mamba blocks(x2)                                     center, width 4D
+      y1 = Mamba blocks(x1 + UpPool(c))     (B, L/4, 2D)
+      y0 = Mamba blocks(x0 + UpPool(y1))    (B, L, D)  --RMSNorm--> hidden (B, L, D)
+
+with `pool=[4, 4]`, `pool_expand=2` and `n_layer` pre-norm residual Mamba blocks at each
+resolution. This is SaShiMi's non-"unet" variant (blocks on the up path and in the center;
+state-spaces/s4 `models/sashimi/sashimi.py`) with each S4 + FF pair replaced by a Mamba
+block; SaShiMi adds the stage input again after its residual blocks, ours are residual
+already.
+
+Causality. DownPool folds positions [4t, 4t+3] into pooled position t, so pooled t already
+knows inputs up to 4t+3: handed straight back up, position 4t would see its three
+successors (the classic pooling leak). As SaShiMi does, UpPool shifts its output right by
+one pooled step (zeros first), so fine positions [4t, 4t+3] receive pooled t-1, which
+depends on inputs <= 4t-1 only. Each level shifts, so the whole stack is causal; the
+residual path carries position t itself. Lengths that are not a multiple of prod(pool)
+are zero-padded on the right and trimmed, which a causal model cannot notice.
+
+Decoding. `step` is exact (the same function as `forward`, one position at a time): each
+level buffers its last inputs until a pooled position is complete, runs the level below
+once, and hands out that level's up-pooled outputs over the next `pool` positions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .block import Block
+from .mamba import Mamba, MambaState
+from .norm import RMSNorm
+
+
+class DownPool(nn.Module):
+    """(B, L, W) -> (B, L / pool, W * expand): each group of `pool` positions, linearly."""
+
+    def __init__(self, width: int, *, pool: int, expand: int):
+        super().__init__()
+        self.pool = pool
+        self.linear = nn.Linear(width * pool, width * expand)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = rearrange(x, "b (l s) w -> b l (s w)", s=self.pool)           # (B, L/s, s*W)
+        return self.linear(x).float()
+
+    def step(self, group: list[Tensor]) -> Tensor:
+        """`pool` inputs (B, W), oldest first -> the pooled position (B, W * expand)."""
+        return self.linear(rearrange(torch.stack(group, 1), "b s w -> b (s w)")).float()
+
+
+class UpPool(nn.Module):
+    """(B, L', W * expand) -> (B, L' * pool, W), shifted right by one pooled step."""
+
+    def __init__(self, width: int, *, pool: int, expand: int):
+        super().__init__()
+        self.pool = pool
+        self.linear = nn.Linear(width * expand, width * pool)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.linear(x).float()                                          # (B, L', s*W)
+        y = F.pad(y[:, :-1], (0, 0, 1, 0))          # pooled t -> t+1, zeros first: causal
+        return rearrange(y, "b l (s w) -> b (l s) w", s=self.pool)          # (B, L, W)
+
+    def step(self, x: Tensor) -> list[Tensor]:
+        """A pooled position (B, W * expand) -> the next `pool` fine outputs, each (B, W)."""
+        y = rearrange(self.linear(x).float(), "b (s w) -> b s w", s=self.pool)
+        return list(y.unbind(1))
+
+
+@dataclass
+class StageState:
+    """Decoding state of one resolution level; advanced in place by `Stage.step`."""
+    blocks: list[MambaState]
+    down: list[Tensor] = field(default_factory=list)  # inputs of the pending pooled position
+    up: list[Tensor] = field(default_factory=list)    # up-pooled outputs still to hand out
+    inner: "StageState | None" = None
+
+
+class Stage(nn.Module):
+    """One resolution level: [DownPool -> inner Stage -> UpPool, added to the input], then
+    `n_layer` residual Mamba blocks. The innermost level has no pooling."""
+
+    def __init__(self, width: int, *, pools: Sequence[int], pool_expand: int, n_layer: int,
+                 norm_eps: float, mamba_kw: dict):
+        super().__init__()
+        self.width = width
+        self.pool = pools[0] if pools else None
+        if self.pool is not None:
+            self.down = DownPool(width, pool=self.pool, expand=pool_expand)
+            self.inner = Stage(width * pool_expand, pools=pools[1:], pool_expand=pool_expand,
+                               n_layer=n_layer, norm_eps=norm_eps, mamba_kw=mamba_kw)
+            self.up = UpPool(width, pool=self.pool, expand=pool_expand)
+        self.blocks = nn.ModuleList(Block(width, Mamba(width, **mamba_kw), norm_eps=norm_eps)
+                                    for _ in range(n_layer))
+
+    def forward(self, x: Tensor, checkpoint_blocks: bool = False) -> Tensor:
+        """x (B, L, W) float32, L a multiple of the pools below -> (B, L, W) float32."""
+        if self.pool is not None:
+            x = x + self.up(self.inner(self.down(x), checkpoint_blocks))
+        for block in self.blocks:
+            if checkpoint_blocks and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+    def step(self, x: Tensor, state: StageState) -> Tensor:
+        """One position: x (B, W) -> (B, W); `state` advances in place."""
+        if self.pool is not None:
+            y = x + state.up.pop(0)
+            state.down.append(x)
+            if len(state.down) == self.pool:  # a pooled position is complete: run below
+                inner_out = self.inner.step(self.down.step(state.down), state.inner)
+                state.up, state.down = self.up.step(inner_out), []
+        else:
+            y = x
+        for block, block_state in zip(self.blocks, state.blocks):
+            y = block.step(y, block_state)
+        return y
+
+    def new_state(self, batch: int, device) -> StageState:
+        state = StageState([b.mixer.new_state(batch, device) for b in self.blocks])
+        if self.pool is not None:
+            state.up = [torch.zeros(batch, self.width, device=device) for _ in range(self.pool)]
+            state.inner = self.inner.new_state(batch, device)
+        return state
+
+
+class PooledUNet(nn.Module):
+    """Embedding -> multi-resolution causal Mamba U-Net -> RMSNorm; Backbone's interface."""
+
+    def __init__(self, *, d_model: int, n_layer: int, vocab_size: int | None = None,
+                 input_dim: int | None = None, encoder: nn.Module | None = None,
+                 pool: Sequence[int] = (4, 4), pool_expand: int = 2, d_state: int = 16,
+                 d_conv: int = 4, expand: int = 2, dt_rank: int | str = "auto",
+                 norm_eps: float = 1e-5, checkpoint_blocks: bool = False,
+                 bidirectional: bool = False, scan_backend: str = "auto"):
+        super().__init__()
+        for key, value in (("d_model", d_model), ("n_layer", n_layer), ("pool_expand", pool_expand),
+                           ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
+            if value <= 0:
+                raise ValueError(f"model.{key} must be positive, got {value}")
+        pool = [int(p) for p in pool]
+        if any(p < 2 for p in pool):
+            raise ValueError(f"model.pool factors must be >= 2, got {pool}")
+        if bidirectional:
+            raise ValueError("the pooled U-Net is a causal model (its UpPool shift exists for "
+                             "causality); use the flat Backbone for bidirectional models")
+        self.d_model, self.n_layer, self.pools = d_model, n_layer, pool
+        self.checkpoint_blocks = checkpoint_blocks
+        if encoder is not None:
+            self.encoder = encoder
+        elif vocab_size is not None:
+            self.encoder = nn.Embedding(vocab_size, d_model)
+        elif input_dim is not None:
+            self.encoder = nn.Linear(input_dim, d_model)
+        else:
+            raise ValueError("PooledUNet needs vocab_size (symbols), input_dim (vectors) or an encoder")
+        mamba_kw = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
+                        scan_backend=scan_backend)
+        self.stage = Stage(d_model, pools=pool, pool_expand=pool_expand, n_layer=n_layer,
+                           norm_eps=norm_eps, mamba_kw=mamba_kw)
+        self.norm_f = RMSNorm(d_model, eps=norm_eps)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """As Backbone: N(0, 0.02) embeddings, zero biases (but dt_proj's), residual output
+        projections scaled down by sqrt(n_layer)."""
+        if isinstance(module, nn.Linear):
+            if module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, Block):
+            nn.init.kaiming_uniform_(module.mixer.out_proj.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                module.mixer.out_proj.weight /= math.sqrt(self.n_layer)
+
+    @property
+    def causal(self) -> bool:
+        return True
+
+    @property
+    def stride(self) -> int:
+        """Lengths are padded to a multiple of this (the product of the pool factors)."""
+        return math.prod(self.pools)
+
+    def forward(self, inputs: Tensor, states: list | None = None, return_states: bool = False):
+        """inputs (B, L) or (B, L, F) -> hidden (B, L, D) [, states after L].
+
+        With `states` or `return_states` (prefill for decoding) the positions are run through
+        `step` one by one, which is exact but sequential."""
+        if states is not None or return_states:
+            if states is None:
+                states = self.new_states(inputs.shape[0], inputs.device)
+            hidden = torch.stack([self.step(inputs[:, t], states)
+                                  for t in range(inputs.shape[1])], dim=1)   # (B, L, D)
+            return (hidden, states) if return_states else hidden
+        x = self.encoder(inputs).float()                                     # (B, L, D)
+        L = x.shape[1]
+        pad = -L % self.stride
+        x = F.pad(x, (0, 0, 0, pad))                                         # (B, L+pad, D)
+        x = self.stage(x, self.checkpoint_blocks)[:, :L]                     # (B, L, D)
+        return self.norm_f(x)
+
+    def step(self, symbol: Tensor, states: list) -> Tensor:
+        """One position: symbol (B,) or (B, F) -> hidden (B, D); states advance in place."""
+        return self.norm_f(self.stage.step(self.encoder(symbol).float(), states[0]))
+
+    def new_states(self, batch: int, device, max_len: int | None = None) -> list:
+        """[the root StageState]: per level its blocks' Mamba states and pooling buffers."""
+        return [self.stage.new_state(batch, device)]

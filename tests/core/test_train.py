@@ -1,0 +1,88 @@
+"""The training loop: exact resume, checkpoints, config and checkpoint errors."""
+import json
+import os
+
+import pytest
+import torch
+
+from bytessm.task import ConfigError
+from bytessm.train import TrainingError, train
+from bytessm.train.checkpoint import CheckpointError, load_for_inference
+
+
+def _losses(run_dir):
+    rows = [json.loads(l) for l in open(run_dir / "metrics.jsonl")]
+    return [r["loss"] for r in rows if r["split"] == "train"]
+
+
+def test_resume_is_exact(make_cfg, tmp_path):
+    common = ["trainer.log_every=1", "trainer.eval_every=0", "trainer.save_every=3"]
+    train(make_cfg(*common, "trainer.max_steps=6", out="straight"))
+    train(make_cfg(*common, "trainer.max_steps=3", out="resumed"))
+    train(make_cfg(*common, "trainer.max_steps=6", out="resumed"))  # same folder: resumes
+    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    assert len(straight) == len(resumed) == 6
+    assert resumed == pytest.approx(straight, rel=1e-5)
+
+
+def test_checkpoint_layout_and_inference_load(make_cfg, tmp_path):
+    result = train(make_cfg("trainer.max_steps=2", "trainer.save_every=1"))
+    ck = tmp_path / "run" / "checkpoints"
+    assert (ck / "last").is_symlink() and (ck / "best").is_symlink()
+    assert os.readlink(ck / "last") == "step_00000002"
+    assert not list(ck.glob(".tmp-*"))  # nothing half-written left behind
+    assert (tmp_path / "run" / "config.yaml").exists()
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+    cfg, task, model = load_for_inference(tmp_path / "run")
+    assert not model.training and set(result) >= {"loss", "accuracy", "step", "split"}
+
+
+def test_corrupt_checkpoint_is_refused_untouched(make_cfg, tmp_path):
+    train(make_cfg("trainer.max_steps=1"))
+    last = (tmp_path / "run" / "checkpoints" / "last").resolve()
+    shard = next(last.glob("*.distcp"))
+    shard.write_bytes(b"garbage")
+    before = sorted(p.name for p in last.iterdir())
+    with pytest.raises(CheckpointError, match="could not be read"):
+        train(make_cfg("trainer.max_steps=2"))
+    assert sorted(p.name for p in last.iterdir()) == before
+
+
+def test_mismatched_model_is_refused(make_cfg):
+    train(make_cfg("trainer.max_steps=1"))
+    with pytest.raises(CheckpointError, match="model"):
+        train(make_cfg("trainer.max_steps=2", "model.d_model=24"))
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.seq_len=0", "trainer.seq_len"),
+    ("trainer.batch_size=6", "trainer.batch_size"),
+    ("model.d_state=0", "d_state"),
+])
+def test_out_of_range_values_fail_before_training(make_cfg, override, key, tmp_path):
+    with pytest.raises((ConfigError, ValueError), match=key):
+        train(make_cfg(override, "trainer.grad_accum=4" if "batch" in key else "trainer.seed=0"))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):
+    from bytessm.tasks.synthetic import SyntheticTask
+
+    train(make_cfg("trainer.max_steps=2", "trainer.save_every=1"))
+    real = SyntheticTask.loss_and_metrics
+
+    def poisoned(self, out, batch):
+        loss, m = real(self, out, batch)
+        return loss * float("nan"), {**m, "loss": (m["loss"][0] * float("nan"), m["loss"][1])}
+
+    monkeypatch.setattr(SyntheticTask, "loss_and_metrics", poisoned)
+    with pytest.raises(TrainingError, match="step 3"):
+        train(make_cfg("trainer.max_steps=5", "trainer.save_every=1"))
+    assert os.readlink(tmp_path / "run" / "checkpoints" / "last") == "step_00000002"
+
+
+def test_grad_accumulation_matches_one_big_batch(make_cfg, tmp_path):
+    base = ["trainer.max_steps=2", "trainer.log_every=1", "trainer.eval_every=0"]
+    train(make_cfg(*base, out="a"))
+    train(make_cfg(*base, "trainer.grad_accum=2", out="b"))
+    assert _losses(tmp_path / "b") == pytest.approx(_losses(tmp_path / "a"), rel=1e-5)
