@@ -1,0 +1,95 @@
+"""The model benchmark's machinery on the CPU at toy size: rows, OOM/error/budget handling,
+the same-size claim of the presets, and the written table / JSON / plot."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bytessm.bench.model import PRESETS, SMOKE_PRESETS, _predict, build, markdown_table, run, write_outputs
+
+FAST = dict(min_time_s=0.0, max_repeats=1, log=lambda msg: None)
+
+
+def test_smoke_rows():
+    rows = run(smoke=True, models=["mamba-2x32", "transformer-1x32"], lengths=[32, 16], **FAST)
+    assert [(r["model"], r["length"]) for r in rows] == [
+        ("mamba-2x32", 16), ("mamba-2x32", 32), ("transformer-1x32", 16),
+        ("transformer-1x32", 32)]
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["step_ms"] > 0 and r["repeats"] == 1 and r["peak_gib"] is None
+        assert r["tokens"] == r["length"] and r["device"] == "cpu" and r["dtype"] == "fp32"
+    tiny = build(SMOKE_PRESETS["mamba-2x32"])
+    assert rows[0]["params"] == sum(p.numel() for p in tiny.parameters())
+
+
+def test_presets_transformer_is_the_same_size_as_mamba_6x256():
+    n_mamba = sum(p.numel() for p in build(PRESETS["mamba-6x256"]).parameters())
+    n_tf = sum(p.numel() for p in build(PRESETS["transformer-3x256"]).parameters())
+    assert abs(n_tf - n_mamba) / n_mamba < 0.05, (n_tf, n_mamba)
+
+
+def _no_op_step(model, optimizer, x, y, **kw):
+    return None
+
+
+def test_oom_is_reported_and_longer_lengths_skipped():
+    def step(model, optimizer, x, y, **kw):
+        if model.backbone.blocks[0].mixer.__class__.__name__ == "Mamba" and x.shape[1] >= 32:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    rows = run(smoke=True, models=["mamba-2x32", "transformer-1x32"], lengths=[16, 32, 64],
+               step_fn=step, **FAST)
+    status = [(r["model"], r["length"], r["status"]) for r in rows]
+    assert status == [("mamba-2x32", 16, "ok"), ("mamba-2x32", 32, "OOM"),
+                      ("mamba-2x32", 64, "skipped"), ("transformer-1x32", 16, "ok"),
+                      ("transformer-1x32", 32, "ok"), ("transformer-1x32", 64, "ok")]
+    assert rows[1]["note"].startswith("CUDA out of memory")
+    assert rows[2]["note"] == "OOM at length 32"
+    line = markdown_table(rows).splitlines()[3]                      # length 2^5
+    assert line.startswith("| 2^5 | OOM | ") and line.endswith(" ms | — |"), line
+
+
+def test_other_errors_are_reported_not_raised():
+    def step(model, optimizer, x, y, **kw):
+        raise ValueError("kernel exploded")
+
+    rows = run(smoke=True, models=["mamba-2x32"], lengths=[16, 32], step_fn=step, **FAST)
+    assert [r["status"] for r in rows] == ["error", "skipped"]
+    assert rows[0]["note"] == "ValueError: kernel exploded"
+
+
+def test_budget_and_prediction_skip():
+    rows = run(smoke=True, models=["mamba-2x32"], lengths=[16, 32], step_fn=_no_op_step,
+               budget_s=-1.0, **FAST)
+    assert [r["status"] for r in rows] == ["skipped", "skipped"]
+    assert rows[0]["note"] == "time budget -1 s spent"
+    # quadratic growth extrapolates x4 per doubling; sub-linear growth is taken as linear
+    assert _predict([(10, 1.0), (20, 4.0)], 40) == pytest.approx(16.0)
+    assert _predict([(10, 1.0), (20, 1.5)], 40) == pytest.approx(3.0)
+    assert _predict([(10, 1.0)], 40) is None
+
+
+def test_markdown_ratio_column():
+    base = dict(batch=1, device="cuda", dtype="bf16-autocast", note="", peak_gib=1.0,
+                params=2_000_000, d_model=256)
+    rows = [dict(base, model="m", kind="mamba", length=1024, status="ok", step_ms=10.0),
+            dict(base, model="t", kind="transformer", length=1024, status="ok", step_ms=125.0),
+            dict(base, model="m", kind="mamba", length=2048, status="ok", step_ms=20.0),
+            dict(base, model="t", kind="transformer", length=2048, status="OOM", step_ms=None)]
+    lines = markdown_table(rows).splitlines()
+    assert lines[0] == "| length | m (2.00M) | t (2.00M) | t / m |"
+    assert lines[2] == "| 2^10 | 10.0 ms / 1.00 GiB | 125.0 ms / 1.00 GiB | 12.5x |"
+    assert lines[3] == "| 2^11 | 20.0 ms / 1.00 GiB | OOM | — |"
+
+
+def test_write_outputs(tmp_path):
+    rows = run(smoke=True, models=["mamba-2x32"], lengths=[16], step_fn=_no_op_step, **FAST)
+    paths = write_outputs(rows, tmp_path / "out")
+    assert json.loads(paths["json"].read_text())["results"] == rows
+    assert paths["md"].read_text().startswith("| length | mamba-2x32")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "bench_model.json", "bench_model.md", "bench_model.png"]
