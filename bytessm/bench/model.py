@@ -51,7 +51,8 @@ from bytessm.backbone import Backbone, SequenceModel
 from bytessm.nn import LMHead
 
 __all__ = ["ModelSpec", "PRESETS", "SMOKE_PRESETS", "DEFAULT_MODELS", "DEFAULT_LENGTHS",
-           "SMOKE_LENGTHS", "run", "markdown_table", "plot", "write_outputs", "main"]
+           "SMOKE_LENGTHS", "SETTINGS", "run", "markdown_table", "plot", "write_outputs", "cli",
+           "main"]
 
 VOCAB = 256
 GIB = 2**30
@@ -84,7 +85,7 @@ SMOKE_PRESETS = {s.name: s for s in (
     ModelSpec("mamba-2x32-ckpt", 32, 2, checkpoint=True),
     ModelSpec("transformer-1x32", 32, 1, attention=True, mlp_ratio=3.0, heads=2),
 )}
-DEFAULT_MODELS = ("mamba-6x256", "mamba-6x512-ckpt", "transformer-3x256")
+DEFAULT_MODELS = ("mamba-6x256", "transformer-3x256", "mamba-6x512-ckpt")  # key pair first
 DEFAULT_LENGTHS = tuple(2**k for k in range(10, 21))
 SMOKE_LENGTHS = (2**6, 2**7, 2**8)
 
@@ -374,6 +375,35 @@ def write_outputs(rows: list[dict], out_dir: str | os.PathLike,
     return paths
 
 
+SETTINGS = ("models", "min_log2", "max_log2", "batch", "device", "precision", "scan_backend",
+            "max_step_s", "budget_s")
+
+
+def cli(settings: dict, *, out: str, smoke: bool = False) -> list[dict]:
+    """Run with `settings` (keys: SETTINGS; absent or None = default), write the outputs into
+    `out`, print the table on stdout. Shared by `bytessm bench what=model` and the script."""
+    from bytessm.task import ConfigError
+
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"bench what=model: unknown setting(s) {unknown}; expected some of "
+                          f"{list(SETTINGS)}")
+    kw = {k: v for k, v in settings.items() if v is not None}
+    lo = kw.pop("min_log2", 6 if smoke else 10)
+    hi = kw.pop("max_log2", 8 if smoke else 20)
+    if not 0 <= lo <= hi <= 30:
+        raise ConfigError(f"bench what=model: need 0 <= min_log2 <= max_log2 <= 30, got "
+                          f"min_log2={lo}, max_log2={hi}")
+    try:
+        rows = run(lengths=[2**k for k in range(lo, hi + 1)], smoke=smoke, **kw)
+    except ValueError as e:  # an unknown preset, a bad precision or batch
+        raise ConfigError(f"bench what=model: {e}") from e
+    paths = write_outputs(rows, out)
+    print(markdown_table(rows), flush=True)
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -385,19 +415,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                    f"(smoke: {sorted(SMOKE_PRESETS)})")
     p.add_argument("--min-log2", type=int, help="shortest length 2^k (default 10; smoke 6)")
     p.add_argument("--max-log2", type=int, help="longest length 2^k (default 20; smoke 8)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
-    p.add_argument("--scan-backend", default="auto")
-    p.add_argument("--max-step-s", type=float, default=45.0)
-    p.add_argument("--budget-s", type=float, default=270.0)
-    a = p.parse_args(argv)
-    lo = a.min_log2 if a.min_log2 is not None else (6 if a.smoke else 10)
-    hi = a.max_log2 if a.max_log2 is not None else (8 if a.smoke else 20)
-    rows = run(models=a.models, lengths=[2**k for k in range(lo, hi + 1)], batch=a.batch,
-               device=a.device, smoke=a.smoke, precision=a.precision,
-               scan_backend=a.scan_backend, max_step_s=a.max_step_s, budget_s=a.budget_s)
-    paths = write_outputs(rows, a.out)
-    print(markdown_table(rows))
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--device")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"))
+    p.add_argument("--scan-backend")
+    p.add_argument("--max-step-s", type=float)
+    p.add_argument("--budget-s", type=float)
+    a = vars(p.parse_args(argv))
+    out, smoke = a.pop("out"), a.pop("smoke")
+    from bytessm.task import ConfigError
+
+    try:
+        rows = cli(a, out=out, smoke=smoke)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0 if all(r["status"] != "error" for r in rows) else 1

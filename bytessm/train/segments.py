@@ -23,11 +23,12 @@ This is activation checkpointing at segment granularity, with the boundaries in 
 
 Contract with the task: the objective must be a sum over positions, with every
 loss-bearing batch key aligned position by position with "input" (B, L, ...), e.g. a
-"target" key holding the next symbol (the synthetic and LM tasks). A task that shifts
-inputs inside `loss_and_metrics` loses the one prediction across each segment boundary,
-and a per-sequence head (classifier) has no per-segment loss: both are refused or documented
-below. Batch tensors whose first two dimensions are (B, L) are sliced per segment; the others
-(per-sample labels, ...) are passed whole.
+"target" key holding the next symbol (the synthetic tasks). A task that shifts inputs
+inside `loss_and_metrics` (logits[:, :-1] against input[:, 1:]) silently loses the one
+prediction across each segment boundary, which cannot be detected here; a per-sequence head
+(classifier) has no per-segment loss and is refused (ConfigError). Batch tensors whose first
+two dimensions are (B, L) are sliced per segment; the others (per-sample labels, ...) are
+passed whole.
 
 Trainer keys (documented in docs/scale.md): `trainer.segment_len` (null: off) and
 `trainer.tbptt_horizon` (segments per gradient window; null: unlimited).
@@ -43,7 +44,8 @@ from torch import Tensor, nn
 from bytessm.nn import Mamba
 from bytessm.task import ConfigError, Metrics, Task
 
-__all__ = ["segment_bounds", "segmented_backward", "segmented_step"]
+__all__ = ["segment_bounds", "validate", "segmented_backward", "segmented_step",
+           "segmented_eval"]
 
 # (head_out, batch restricted to one segment) -> (objective to backpropagate, metrics)
 LossFn = Callable[[Tensor, dict], tuple[Tensor, Metrics]]
@@ -64,6 +66,13 @@ def _unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
+
+
+def validate(model: nn.Module, segment_len: int, horizon: int | None = None) -> None:
+    """Raise ConfigError now (at setup, before any data is read) if segment-wise training
+    with these settings cannot run on this model; the step functions call it too."""
+    _check_args(segment_len, horizon)
+    _check_model(model)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -135,8 +144,7 @@ def segmented_backward(model: nn.Module, batch: dict, loss_fn: LossFn, *, segmen
     (`model.no_sync`) or FSDP2 (a context toggling `set_requires_gradient_sync`) reduce
     gradients once, after the last backward.
     """
-    _check_args(segment_len, horizon)
-    _check_model(model)
+    validate(model, segment_len, horizon)
     inputs = batch["input"]
     B, L = inputs.shape[:2]
     bounds = segment_bounds(L, segment_len)
@@ -211,3 +219,22 @@ def segmented_step(model: nn.Module, task: Task, batch: dict, *, segment_len: in
 
     return segmented_backward(model, batch, loss_fn, segment_len=segment_len, horizon=horizon,
                               autocast=autocast, no_sync=no_sync)
+
+
+@torch.no_grad()
+def segmented_eval(model: nn.Module, task: Task, batch: dict, *, segment_len: int,
+                   autocast: ContextFactory = nullcontext) -> Metrics:
+    """The task's metrics, (sum, count) per name, of a full-length forward computed in
+    segments carrying the state (no graph: memory of one segment); equal to
+    `task.loss_and_metrics(model(batch["input"]), batch)[1]` up to float rounding."""
+    validate(model, segment_len)
+    inputs = batch["input"]
+    B, L = inputs.shape[:2]
+    totals: dict = {}
+    states = None
+    for a, b in segment_bounds(L, segment_len):
+        with autocast():
+            out, states = model(inputs[:, a:b], states=states, return_states=True)
+            _, metrics = task.loss_and_metrics(out, _slice_batch(batch, a, b, B, L))
+        _add(totals, metrics)
+    return totals

@@ -13,10 +13,10 @@ FAST = dict(min_time_s=0.0, max_repeats=1, log=lambda msg: None)
 
 
 def test_smoke_rows():
-    rows = run(smoke=True, models=["mamba-2x32", "transformer-1x32"], lengths=[32, 16], **FAST)
+    rows = run(smoke=True, models=["mamba-2x32", "transformer-1x32"], lengths=[16, 8], **FAST)
     assert [(r["model"], r["length"]) for r in rows] == [
-        ("mamba-2x32", 16), ("mamba-2x32", 32), ("transformer-1x32", 16),
-        ("transformer-1x32", 32)]
+        ("mamba-2x32", 8), ("mamba-2x32", 16), ("transformer-1x32", 8),
+        ("transformer-1x32", 16)]
     for r in rows:
         assert r["status"] == "ok", r
         assert r["step_ms"] > 0 and r["repeats"] == 1 and r["peak_gib"] is None
@@ -93,3 +93,33 @@ def test_write_outputs(tmp_path):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "bench_model.json", "bench_model.md", "bench_model.png"]
+
+
+def test_bytessm_bench_entry_point(tmp_path, capsys):
+    """`bytessm bench what=model` goes through run_bench(cfg) with the model's section."""
+    from omegaconf import OmegaConf
+
+    from bytessm.bench import available, run_bench
+    from bytessm.task import ConfigError
+
+    assert "model" in available()
+    cfg = OmegaConf.create({"what": "model", "out": str(tmp_path), "smoke": True,
+                            "model": {"models": ["mamba-2x32"], "min_log2": 4, "max_log2": 4,
+                                      "budget_s": None}})
+    rows = run_bench(cfg)
+    assert [(r["model"], r["length"], r["status"]) for r in rows] == [("mamba-2x32", 16, "ok")]
+    assert capsys.readouterr().out.startswith("| length | mamba-2x32 (0.04M) |\n")
+    assert (tmp_path / "bench_model.json").exists()
+    with pytest.raises(ConfigError, match=r"bench what='nope' is not a benchmark; available: "):
+        run_bench(OmegaConf.create({"what": "nope"}))
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['lengths'\]"):
+        run_bench(OmegaConf.create({"what": "model", "model": {"lengths": [16]}}))
+    with pytest.raises(ConfigError, match=r"min_log2 <= max_log2"):
+        run_bench(OmegaConf.create({"what": "model", "model": {"min_log2": 9, "max_log2": 8}}))
+
+
+def test_script_exit_code_on_bad_preset(tmp_path, capsys):
+    from bytessm.bench.model import main
+
+    assert main(["--smoke", "--models", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown benchmark model 'nope'" in capsys.readouterr().err

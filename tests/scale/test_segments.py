@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from bytessm.backbone import Backbone, SequenceModel
 from bytessm.nn import ClassifierHead, LMHead
 from bytessm.task import ConfigError, Task
-from bytessm.train.segments import segment_bounds, segmented_backward, segmented_step
+from bytessm.train.segments import (segment_bounds, segmented_backward, segmented_eval,
+                                    segmented_step, validate)
 
 # relative error ||g - g_ref|| / ||g_ref||, float32 (tolerance table for this folder)
 RTOL = {torch.float32: 2e-5}
@@ -222,7 +223,21 @@ def test_bad_settings(key, value, match):
 def test_attention_layers_refused():
     model = make_model(n_layer=2, attn_layers=[1])
     with pytest.raises(ConfigError, match=r"layers \[1\] are \['Attention'\]"):
+        validate(model, 4, None)
+    with pytest.raises(ConfigError, match=r"layers \[1\] are \['Attention'\]"):
         segmented_step(model, NextByte(OmegaConf.create({})), make_batch(), segment_len=4)
+
+
+def test_segmented_eval_equals_full_forward():
+    task, batch = NextByte(OmegaConf.create({})), make_batch(L=23)
+    model = make_model()
+    with torch.no_grad():
+        _, ref = task.loss_and_metrics(model(batch["input"]), batch)
+    got = segmented_eval(model, task, batch, segment_len=6)
+    assert got.keys() == ref.keys()
+    torch.testing.assert_close(got["loss"][0], ref["loss"][0], rtol=1e-5, atol=0)
+    assert int(got["loss"][1]) == int(ref["loss"][1])
+    assert int(got["accuracy"][0]) == int(ref["accuracy"][0])
 
 
 def test_per_sequence_head_refused():
