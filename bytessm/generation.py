@@ -27,8 +27,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from bytessm.nn.attention import Attention, KVCache, StaticKVCache
-from bytessm.nn.mamba import MambaState, SSMBranch
+from bytessm.nn.attention import Attention, StaticKVCache
+from bytessm.nn.mamba import Mamba, MambaState, SSMBranch
 from bytessm.sampling import SamplingParams, draw_noise, pick, process_logits
 from bytessm.task import ConfigError
 
@@ -81,34 +81,54 @@ def _mixers(model: nn.Module) -> list[nn.Module]:
     return [block.mixer for block in model.backbone.blocks]
 
 
-def _kv_dtype(model: nn.Module) -> torch.dtype:
-    return next(m.qkv.weight.dtype for m in _mixers(model) if isinstance(m, Attention)) \
-        if any(isinstance(m, Attention) for m in _mixers(model)) else torch.float32
+def is_layered(model: nn.Module) -> bool:
+    """Whether the backbone is a stack of Mamba / attention blocks, whose states the decoder
+    can build, broadcast and capture in a CUDA graph. Other causal backbones (the pooled
+    U-Net) decode eagerly through their own `new_states` / `step`."""
+    blocks = getattr(model.backbone, "blocks", None)
+    return blocks is not None and all(isinstance(b.mixer, (Mamba, Attention)) for b in blocks)
 
 
 def has_attention(model: nn.Module) -> bool:
-    return any(isinstance(m, Attention) for m in _mixers(model))
+    return is_layered(model) and any(isinstance(m, Attention) for m in _mixers(model))
 
 
 def new_states(model: nn.Module, batch: int, device, max_len: int, *, static: bool) -> list:
     """Zero states: MambaState per Mamba layer; per attention layer a KV cache of `max_len`
-    positions in the attention weights' dtype (`StaticKVCache` when `static`)."""
+    positions in the attention weights' dtype (`StaticKVCache` when `static`). A backbone
+    that is not a plain stack builds its own (`backbone.new_states`)."""
+    if not is_layered(model):
+        return model.backbone.new_states(batch, device, max_len=max_len)
     states = []
     for mixer in _mixers(model):
         if isinstance(mixer, Attention):
-            cache = mixer.new_state(batch, device, max_len=max_len, dtype=_kv_dtype(model))
+            cache = mixer.new_state(batch, device, max_len=max_len, dtype=mixer.qkv.weight.dtype)
             states.append(StaticKVCache.from_cache(cache) if static else cache)
         else:
             states.append(mixer.new_state(batch, device))
     return states
 
 
-def state_bytes(states: list) -> int:
-    """Bytes held by a list of per-layer states."""
-    total = 0
-    for s in states:
-        tensors = (s.conv, s.ssm) if isinstance(s, MambaState) else (s.k, s.v)
-        total += sum(t.numel() * t.element_size() for t in tensors)
+def _tensors(obj) -> list[Tensor]:
+    """Every tensor inside a (nested) state: tuples, lists, dicts, dataclasses."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    elif hasattr(obj, "__dataclass_fields__"):
+        obj = [getattr(obj, f) for f in obj.__dataclass_fields__]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _tensors(item)]
+    return []
+
+
+def state_bytes(states) -> int:
+    """Bytes held by the decoding states (every tensor in them)."""
+    seen, total = set(), 0
+    for t in _tensors(states):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
     return total
 
 
@@ -119,7 +139,7 @@ def prefill(model: nn.Module, symbols: Tensor, states: list | None = None,
     with KV caches of `max_len` positions, default L) and return the states after them."""
     if states is None:
         states = new_states(model, symbols.shape[0], symbols.device,
-                            max_len or symbols.shape[1], static=False)
+                            max(max_len or symbols.shape[1], 1), static=False)
     if symbols.shape[1] == 0:
         return states
     _, states = model.backbone(symbols, states=states, return_states=True)
@@ -156,12 +176,16 @@ class Decoder:
                  cuda_graph: bool = False):
         vocab = check_can_generate(model)
         device = torch.device(device or next(model.parameters()).device)
+        self.layered = is_layered(model)
         if cuda_graph and device.type != "cuda":
             raise ConfigError(f"CUDA graphs need a CUDA device, got {device}")
+        if cuda_graph and not self.layered:
+            raise ConfigError(f"{type(model.backbone).__name__} decodes eagerly (its step keeps "
+                              f"Python-side buffers); use cuda_graph=False")
         self.model, self.params, self.device = model, params, device
         self.batch, self.max_len, self.max_new = batch, max_len, max_new
         self.cuda_graph, self.graph = cuda_graph, None
-        self.states = new_states(model, batch, device, max_len, static=True)
+        self.states = new_states(model, batch, device, max_len, static=True) if self.layered else None
         long = dict(dtype=torch.long, device=device)
         self.tok = torch.zeros(batch, **long)                     # pending input symbols
         self.out = torch.zeros(batch, max(max_new, 1), **long)    # generated symbols
@@ -186,24 +210,29 @@ class Decoder:
         if min(lengths) == 0:
             raise ConfigError("a prompt encodes to no symbols: the model needs at least one "
                               "symbol to condition on")
-        if len(lengths) > 1 and has_attention(self.model):
-            raise ConfigError(f"prompts of different lengths {sorted(lengths)} in one batch: the "
-                              f"attention layers' KV cache needs equal lengths; generate them "
-                              f"in separate batches")
+        if len(lengths) > 1 and (has_attention(self.model) or not self.layered):
+            raise ConfigError(f"prompts of different lengths {sorted(lengths)} in one batch: "
+                              f"this model's states (KV cache, {type(self.model.backbone).__name__}) "
+                              f"need equal lengths; generate them in separate batches")
         if max(lengths) - 1 + self.max_new > self.max_len:
             raise ConfigError(f"prompt ({max(lengths)} symbols) + max_new ({self.max_new}) exceeds "
                               f"the decoder's max_len {self.max_len}")
-        for s in self.states:  # rows of a short prompt start from zero
-            for t in ((s.conv, s.ssm) if isinstance(s, MambaState) else (s.pos,)):
-                t.zero_()
-        groups: dict[tuple, list[int]] = {}
-        for row, p in enumerate(prompts):
-            groups.setdefault(tuple(int(x) for x in p), []).append(row)
-        for prompt, rows in groups.items():
-            ctx = torch.tensor([prompt[:-1]], dtype=torch.long, device=self.device)
-            if ctx.shape[1]:
-                _load_rows(self.states, prefill(self.model, ctx),
-                           torch.tensor(rows, device=self.device))
+        if self.layered:
+            for s in self.states:  # rows of a short prompt start from zero
+                for t in ((s.conv, s.ssm) if isinstance(s, MambaState) else (s.pos,)):
+                    t.zero_()
+            groups: dict[tuple, list[int]] = {}
+            for row, p in enumerate(prompts):
+                groups.setdefault(tuple(int(x) for x in p), []).append(row)
+            for prompt, rows in groups.items():
+                ctx = torch.tensor([prompt[:-1]], dtype=torch.long, device=self.device)
+                if ctx.shape[1]:
+                    _load_rows(self.states, prefill(self.model, ctx),
+                               torch.tensor(rows, device=self.device))
+        else:  # prefilled as one batch, by the backbone's own states
+            ctx = torch.tensor([list(p[:-1]) for p in prompts], dtype=torch.long, device=self.device)
+            self.states = prefill(self.model, ctx, new_states(self.model, self.batch, self.device,
+                                                              self.max_len, static=False))
         self.tok.copy_(torch.tensor([p[-1] for p in prompts]))
         self.index.zero_()
         self.done.zero_()
@@ -255,12 +284,15 @@ class Decoder:
             t.copy_(s)
         self.graph = graph
 
-    def run(self, generator: torch.Generator | None = None, check_every: int = 16) -> int:
-        """Take steps until every row is done or max_new steps; returns the steps taken."""
+    def run(self, generator: torch.Generator | None = None, check_every: int = 16,
+            max_steps: int | None = None) -> int:
+        """Take steps until every row is done or max_new (or max_steps) steps; returns the
+        steps taken. Rows are checked for completion every `check_every` steps on CUDA
+        (a host sync), every step on the CPU."""
         if self.cuda_graph and self.graph is None:
             self.capture()
-        steps = 0
-        while steps < self.max_new:
+        steps, until = 0, min(self.max_new, max_steps or self.max_new)
+        while steps < until:
             if self.noise is not None:
                 draw_noise(self.noise, generator)
             if self.graph is not None:
@@ -305,7 +337,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
     """Generate after each prompt (lists of symbols) with one batched decoder.
 
     `max_new` is one limit or one per prompt; a sequence also stops at the first symbol in
-    `stop`. `cuda_graph` defaults to True on CUDA. Stats: prefill_s, capture_s, decode_s,
+    `stop`. `cuda_graph` defaults to True on CUDA (for layered backbones). Stats: prefill_s, capture_s, decode_s,
     steps, symbols (kept), symbols_per_s (batch * steps / decode_s), state_bytes.
     """
     check_can_generate(model)
@@ -316,9 +348,11 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
     if not prompts or max(limits) == 0:
         return GenerationResult([[] for _ in prompts], ["length"] * len(prompts))
     longest = max(len(p) for p in prompts)
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda" and is_layered(model)
     decoder = Decoder(model, batch=len(prompts), max_len=max(longest - 1 + max(limits), 1),
                       max_new=max(limits), params=params, stop=stop, device=device,
-                      cuda_graph=device.type == "cuda" if cuda_graph is None else cuda_graph)
+                      cuda_graph=cuda_graph)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     decoder.load(prompts, limits)

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from bytessm.generation import check_can_generate, make_generator, new_states, prefill
+from bytessm.generation import check_can_generate, is_layered, make_generator, new_states, prefill
 from bytessm.nn.attention import KVCache
 from bytessm.nn.mamba import MambaState
 from bytessm.sampling import SamplingParams, draw_noise, pick, process_logits
@@ -86,6 +86,10 @@ def speculative_generate(target: nn.Module, drafter: nn.Module, prompt: Sequence
     if check_can_generate(drafter) != vocab:
         raise ConfigError(f"the drafter's alphabet ({check_can_generate(drafter)} symbols) differs "
                           f"from the model's ({vocab})")
+    for name, m in (("model", target), ("drafter", drafter)):
+        if not is_layered(m):
+            raise ConfigError(f"speculative decoding needs a stack of Mamba/attention blocks; the "
+                              f"{name} is a {type(m.backbone).__name__}")
     if k < 1:
         raise ConfigError(f"draft_k must be >= 1, got {k}")
     if not prompt:
