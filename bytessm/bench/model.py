@@ -6,6 +6,8 @@ tokens per step grow with the length: 2^10 .. 2^20). Models, measured in one run
 
     mamba-6x256        the Mamba paper's DNA scaling model: 6 Mamba layers, width 256
     mamba-6x512-ckpt   a wider one, trained with activation checkpointing per block
+    mamba-6x256-seg64k the first, trained in segments of 2^16 carrying the state (unlimited
+                       TBPTT horizon, so the same gradients; bytessm/train/segments.py)
     transformer-3x256  the same-size Transformer: 3 layers of attention (SDPA, FlashAttention
                        forced on CUDA, rotary) + SwiGLU MLP (ratio 3), width 256; one
                        attention+MLP layer has the parameters of two Mamba layers (Gu & Dao
@@ -68,6 +70,7 @@ class ModelSpec:
     mlp_ratio: float = 0.0
     heads: int = 4
     checkpoint: bool = False
+    segment_len: int | None = None  # train in segments carrying the state (exact gradients)
 
     @property
     def kind(self) -> str:
@@ -78,14 +81,17 @@ PRESETS = {s.name: s for s in (
     ModelSpec("mamba-6x128", 128, 6),
     ModelSpec("mamba-6x256", 256, 6),
     ModelSpec("mamba-6x512-ckpt", 512, 6, checkpoint=True),
+    ModelSpec("mamba-6x256-seg64k", 256, 6, segment_len=2**16),
     ModelSpec("transformer-3x256", 256, 3, attention=True, mlp_ratio=3.0, heads=4),
 )}
 SMOKE_PRESETS = {s.name: s for s in (
     ModelSpec("mamba-2x32", 32, 2),
     ModelSpec("mamba-2x32-ckpt", 32, 2, checkpoint=True),
+    ModelSpec("mamba-2x32-seg", 32, 2, segment_len=32),
     ModelSpec("transformer-1x32", 32, 1, attention=True, mlp_ratio=3.0, heads=2),
 )}
-DEFAULT_MODELS = ("mamba-6x256", "transformer-3x256", "mamba-6x512-ckpt")  # key pair first
+DEFAULT_MODELS = ("mamba-6x256", "transformer-3x256", "mamba-6x512-ckpt",  # key pair first
+                  "mamba-6x256-seg64k")
 DEFAULT_LENGTHS = tuple(2**k for k in range(10, 21))
 SMOKE_LENGTHS = (2**6, 2**7, 2**8)
 
@@ -132,13 +138,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train_step(model, optimizer, x, y, *, autocast_dtype, attention_ctx) -> None:
-    """forward -> next-byte cross-entropy -> backward -> AdamW step; x, y (B, L) int64."""
-    with attention_ctx, torch.autocast(x.device.type, dtype=autocast_dtype,
-                                       enabled=autocast_dtype is not None):
-        logits = model(x)                                                # (B, L, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-    loss.backward()
+def _train_step(model, optimizer, x, y, *, autocast_dtype, attention_ctx,
+                segment_len: int | None = None) -> None:
+    """forward -> next-byte cross-entropy -> backward -> AdamW step; x, y (B, L) int64.
+    With `segment_len`, forward/backward run segment-wise (unlimited horizon: the same
+    gradients, the memory of one segment)."""
+    def autocast():
+        return torch.autocast(x.device.type, dtype=autocast_dtype,
+                              enabled=autocast_dtype is not None)
+
+    if segment_len is not None:
+        from bytessm.train.segments import segmented_backward
+
+        def loss_fn(logits, seg):                                        # (B, S, V), (B, S)
+            nll = F.cross_entropy(logits.float().flatten(0, 1), seg["target"].flatten(),
+                                  reduction="sum")
+            return nll / y.numel(), {}
+
+        with attention_ctx:
+            segmented_backward(model, {"input": x, "target": y}, loss_fn,
+                               segment_len=segment_len, autocast=autocast)
+    else:
+        with attention_ctx, autocast():
+            logits = model(x)                                            # (B, L, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -193,7 +217,8 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
         log(f"[bench] {spec.name}: {params / 1e6:.2f}M parameters on {dev}")
         for length in lengths:
             row = {"model": spec.name, "kind": spec.kind, "d_model": spec.d_model,
-                   "n_layer": spec.n_layer, "checkpoint": spec.checkpoint, "params": params,
+                   "n_layer": spec.n_layer, "checkpoint": spec.checkpoint,
+                   "segment_len": spec.segment_len, "params": params,
                    "length": length, "batch": batch, "tokens": batch * length,
                    "status": "ok", "note": "", "step_ms": None, "tokens_per_s": None,
                    "peak_gib": None, "repeats": 0, "device": str(dev),
@@ -211,7 +236,8 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
             g = torch.Generator().manual_seed(length)
             x = torch.randint(0, VOCAB, (batch, length), generator=g).to(dev)    # (B, L)
             y = torch.randint(0, VOCAB, (batch, length), generator=g).to(dev)    # (B, L)
-            kw = dict(autocast_dtype=autocast_dtype, attention_ctx=attention_ctx)
+            kw = dict(autocast_dtype=autocast_dtype, attention_ctx=attention_ctx,
+                      segment_len=spec.segment_len)
             try:
                 t0 = time.perf_counter()
                 step_fn(model, optimizer, x, y, **kw)            # warm-up: compile, allocate
@@ -268,10 +294,10 @@ def _cell(row: dict) -> str:
 
 
 def _speedups(rows: list[dict]) -> list[tuple[str, str]]:
-    """(transformer, mamba) pairs of the same width, for Transformer/Mamba time ratios."""
-    specs = {r["model"]: (r["kind"], r["d_model"]) for r in rows}
-    return [(t, m) for t, (tk, td) in specs.items() if tk == "transformer"
-            for m, (mk, md) in specs.items() if mk == "mamba" and md == td]
+    """(transformer, full-length mamba) pairs of the same width: Transformer/Mamba ratios."""
+    specs = {r["model"]: (r["kind"], r["d_model"], r.get("segment_len")) for r in rows}
+    return [(t, m) for t, (tk, td, _) in specs.items() if tk == "transformer"
+            for m, (mk, md, seg) in specs.items() if mk == "mamba" and md == td and seg is None]
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -123,3 +123,26 @@ def test_script_exit_code_on_bad_preset(tmp_path, capsys):
 
     assert main(["--smoke", "--models", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark model 'nope'" in capsys.readouterr().err
+
+
+def test_segmented_spec_takes_the_same_step_as_full_length():
+    """The -seg presets train in segments: one SGD step lands on the same parameters."""
+    import contextlib
+
+    from bytessm.bench.model import _train_step
+
+    x = torch.randint(0, 256, (1, 40))                                   # (B, L)
+    y = torch.randint(0, 256, (1, 40))
+    init = {k: v.clone() for k, v in build(SMOKE_PRESETS["mamba-2x32"]).state_dict().items()}
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    after = []
+    for segment_len in (None, 16):
+        model = build(SMOKE_PRESETS["mamba-2x32"])
+        model.load_state_dict(init)
+        start = flat(model)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        _train_step(model, opt, x, y, autocast_dtype=None,
+                    attention_ctx=contextlib.nullcontext(), segment_len=segment_len)
+        after.append(flat(model))
+    rel = (after[0] - after[1]).norm() / (after[0] - start).norm()
+    assert rel < 1e-4, float(rel)
