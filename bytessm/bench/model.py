@@ -9,7 +9,7 @@ tokens per step grow with the length: 2^10 .. 2^20). Models, measured in one run
     mamba-6x256-seg64k the first, trained in segments of 2^16 carrying the state (unlimited
                        TBPTT horizon, so the same gradients; bytessm/train/segments.py)
     transformer-3x256  the same-size Transformer: 3 layers of attention (SDPA, FlashAttention
-                       forced on CUDA, rotary) + SwiGLU MLP (ratio 3), width 256; one
+                       forced, rotary) + SwiGLU MLP (ratio 3), width 256; one
                        attention+MLP layer has the parameters of two Mamba layers (Gu & Dao
                        2023 match sizes the same way): 2.69M vs 2.76M parameters
 
@@ -31,6 +31,7 @@ start after `budget_s`. Defaults fit one H100 in about five minutes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -124,9 +125,11 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def _attention_ctx(spec: ModelSpec, device: torch.device):
-    """FlashAttention only, on CUDA: fail loudly rather than fall back to O(L^2) memory."""
-    if spec.attention and device.type == "cuda":
+def _attention_ctx(spec: ModelSpec):
+    """A fresh context per step (sdpa_kernel is single-use): FlashAttention only, so a
+    Transformer fails loudly rather than fall back to O(L^2) memory. torch has a flash
+    kernel on the CPU as well, so the smoke run takes the same path."""
+    if spec.attention:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
@@ -155,11 +158,11 @@ def _train_step(model, optimizer, x, y, *, autocast_dtype, attention_ctx,
                                   reduction="sum")
             return nll / y.numel(), {}
 
-        with attention_ctx:
+        with attention_ctx():
             segmented_backward(model, {"input": x, "target": y}, loss_fn,
                                segment_len=segment_len, autocast=autocast)
     else:
-        with attention_ctx, autocast():
+        with attention_ctx(), autocast():
             logits = model(x)                                            # (B, L, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
@@ -211,7 +214,7 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
         model = build(spec, scan_backend=scan_backend).to(dev)
         params = sum(p.numel() for p in model.parameters())
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
-        attention_ctx = _attention_ctx(spec, dev)
+        attention_ctx = functools.partial(_attention_ctx, spec)
         times: list[tuple[int, float]] = []
         stop: str | None = None  # why the longer lengths of this model are skipped
         log(f"[bench] {spec.name}: {params / 1e6:.2f}M parameters on {dev}")

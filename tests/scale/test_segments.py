@@ -245,3 +245,51 @@ def test_per_sequence_head_refused():
     model.head = ClassifierHead(16, 3, pool="last")
     with pytest.raises(ConfigError, match=r"per-position head output \(B, segment, \.\.\.\)"):
         segmented_backward(model, make_batch(), lambda o, b: (o.sum(), {}), segment_len=4)
+
+
+class SavedTensorMeter:
+    """Peak bytes of tensors saved for backward alive at once (activation memory, CPU too)."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def __enter__(self):
+        import weakref
+
+        meter = self
+
+        class Held:
+            def __init__(self, t):
+                self.t, self.n = t, t.numel() * t.element_size()
+                meter.live += self.n
+                meter.peak = max(meter.peak, meter.live)
+                weakref.finalize(self, meter._free, self.n)
+
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(Held, lambda h: h.t)
+        self._ctx.__enter__()
+        return self
+
+    def _free(self, n):
+        self.live -= n
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def test_memory_is_one_segment_whatever_the_horizon():
+    """Saved activations grow with L at full length, stay flat in segments (any horizon)."""
+    task, model = NextByte(OmegaConf.create({})), make_model()
+    full, seg = {}, {}
+    for L in (128, 256):
+        batch = make_batch(B=1, L=L)
+        with SavedTensorMeter() as m:
+            full_pass(model, task, batch)
+        full[L] = m.peak
+        for horizon in (None, 2):
+            model.zero_grad(set_to_none=True)
+            with SavedTensorMeter() as m:
+                segmented_step(model, task, batch, segment_len=32, horizon=horizon)
+            seg[L, horizon] = m.peak
+    assert full[256] > 1.8 * full[128], full
+    assert max(seg.values()) < 1.2 * min(seg.values()), seg
+    assert max(seg.values()) < full[256] / 2, (seg, full)
