@@ -293,3 +293,20 @@ def test_memory_is_one_segment_whatever_the_horizon():
     assert full[256] > 1.8 * full[128], full
     assert max(seg.values()) < 1.2 * min(seg.values()), seg
     assert max(seg.values()) < full[256] / 2, (seg, full)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_unlimited_horizon_equals_full_length_triton_cuda():
+    """The same equivalence through the Triton scan (its initial_state gradient), float32.
+    Bound: fp32 Triton reductions in another chunk order than at full length."""
+    task, batch = NextByte(OmegaConf.create({})), make_batch(B=2, L=1000)
+    torch.manual_seed(0)
+    backbone = Backbone(d_model=64, n_layer=2, vocab_size=256, scan_backend="triton")
+    model = SequenceModel(backbone, LMHead(64, 256)).cuda()
+    batch = {k: v.cuda() for k, v in batch.items()}
+    ref_metrics, ref = full_pass(model, task, batch)
+    model.zero_grad(set_to_none=True)
+    metrics = segmented_step(model, task, batch, segment_len=96, horizon=None)
+    torch.testing.assert_close(metrics["loss"][0], ref_metrics["loss"][0], rtol=1e-5, atol=0)
+    assert_same_grads(grads(model), ref, 2e-4)
