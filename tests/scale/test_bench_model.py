@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from bytessm.bench.model import PRESETS, SMOKE_PRESETS, _predict, build, markdown_table, run, write_outputs
+from bytessm.bench.model import (PRESETS, SMOKE_PRESETS, _predict, build, markdown_table, run,
+                                 write_outputs)
 
 FAST = dict(min_time_s=0.0, max_repeats=1, log=lambda msg: None)
 
