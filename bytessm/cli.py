@@ -51,6 +51,8 @@ def _check_group_choices(overrides: list[str]) -> None:
 
 def _guarded(fn):
     """Run an app body, mapping the errors a user can cause to exit status 2."""
+    from omegaconf.errors import MissingMandatoryValue
+
     from bytessm.task import ConfigError, DataError
     from bytessm.train.checkpoint import CheckpointError
 
@@ -60,6 +62,8 @@ def _guarded(fn):
             fn(cfg)
         except (ConfigError, DataError, CheckpointError) as e:
             _usage_error(str(e))
+        except MissingMandatoryValue as e:
+            _usage_error(f"missing value for `{e.full_key}`: pass {e.full_key}=...")
         except SystemExit:
             _decided = True
             raise
@@ -72,8 +76,14 @@ def _guarded(fn):
 
 
 def _train(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from bytessm.train import train
 
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:  # one run folder per job of the sweep
+        cfg.trainer.out_dir = hc.runtime.output_dir
     train(cfg)
 
 

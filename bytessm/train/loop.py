@@ -25,10 +25,12 @@ from bytessm.task import ConfigError
 from . import checkpoint as ckpt
 from .build import build_model, build_task, validate_trainer
 from .data import train_loader
-from .distributed import World, all_reduce_sum, close, init_world, pick_device, wrap_model
+from .distributed import (World, all_reduce_sum, broadcast_object, close, init_world,
+                          pick_device, wrap_model)
 from .evaluate import autocast, evaluate, to_device
 from .logging import MetricsWriter, progress
 from .optim import build_optimizer, warmup_cosine
+from .segments import segmented_step
 
 
 class TrainingError(RuntimeError):
@@ -60,7 +62,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
     t = cfg.trainer
     validate_trainer(cfg, world.size)
     device = pick_device(t.device, world)
-    out_dir = Path(str(t.out_dir)).absolute()
+    # ranks may have resolved ${now:...} a second apart: rank 0's folder is the run's
+    out_dir = Path(broadcast_object(str(Path(str(t.out_dir)).absolute()), world))
     ckpt_dir = out_dir / "checkpoints"
     _seed_everything(int(t.seed), world.rank)
 
@@ -87,6 +90,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
             group["lr"] = base * schedule(step)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.trainer.out_dir = str(out_dir)
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
         print(f"[bytessm] {cfg.task.name}: {n_params / 1e6:.2f}M parameters, model "
               f"{cfg.model.name}, device {device}, world {world.size}, out_dir {out_dir}"
@@ -134,10 +138,16 @@ def _train(cfg: DictConfig, world: World) -> dict:
             if world.distributed and m < accum - 1 and hasattr(model, "no_sync"):
                 sync = model.no_sync()
             with sync:
-                with autocast(device, t.precision):
-                    out = model(batch["input"])
-                    loss, metrics = task.loss_and_metrics(out, batch)
-                (loss * metrics["loss"][1]).backward()  # the sum; divided by the count below
+                if t.segment_len:  # long inputs: segments carrying the state (TBPTT)
+                    metrics = segmented_step(
+                        model, task, batch, segment_len=int(t.segment_len),
+                        horizon=t.tbptt_horizon, autocast=lambda: autocast(device, t.precision),
+                        no_sync=getattr(model, "no_sync", None) if m == accum - 1 else None)
+                else:
+                    with autocast(device, t.precision):
+                        out = model(batch["input"])
+                        loss, metrics = task.loss_and_metrics(out, batch)
+                    (loss * metrics["loss"][1]).backward()  # the sum; / the count below
             for k, (s, c) in metrics.items():
                 acc = step_sums.setdefault(k, [0.0, 0.0])
                 acc[0] += float(s)

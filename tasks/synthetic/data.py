@@ -27,7 +27,7 @@ BLANK, MARKER, FIRST = 0, 1, 2
 KINDS = ("selective_copying", "induction_heads", "mqar")
 
 
-def selective_copying(g: torch.Generator, *, length: int, vocab: int, n_memorize: int):
+def selective_copying(g: torch.Generator, *, length: int, vocab: int, n_memorize: int, **_):
     context = length - n_memorize
     if context < n_memorize:
         raise ConfigError(f"selective copying needs seq_len >= 2*n_memorize={2 * n_memorize}, "

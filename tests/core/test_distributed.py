@@ -1,0 +1,56 @@
+"""DDP and FSDP2 under torchrun on the CPU (gloo): the same steps as one process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bytessm.train.checkpoint import load_for_inference
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+ARGS = ["model=tiny", "model.d_model=16", "trainer.max_steps=3", "trainer.batch_size=4",
+        "trainer.seq_len=32", "trainer.progress=false", "trainer.eval_batches=2",
+        "task.eval_size=16", "trainer.log_every=1", "trainer.eval_every=0"]
+
+
+def _train(out, nproc, *extra):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", "bytessm.cli",
+           "train", *ARGS, f"trainer.out_dir={out}", *extra]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "bytessm.cli", "train", *ARGS, f"trainer.out_dir={out}", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    return [r["loss"] for r in rows if r["split"] == "train"], rows[-1]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_match_one_process(tmp_path, parallel):
+    one, one_final = _train(tmp_path / "one", 1)
+    two, two_final = _train(tmp_path / "two", 2, f"trainer.parallel={parallel}")
+    assert two == pytest.approx(one, rel=1e-4)
+    assert two_final["loss"] == pytest.approx(one_final["loss"], rel=1e-4)
+    _, _, m1 = load_for_inference(tmp_path / "one")
+    _, _, m2 = load_for_inference(tmp_path / "two")
+    for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(p2, p1, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fsdp_checkpoint_resumes_on_one_process(tmp_path):
+    """A sharded FSDP checkpoint written by 2 ranks resumes with 1 process."""
+    _train(tmp_path / "run", 2, "trainer.parallel=fsdp")
+    losses, _ = _train(tmp_path / "run", 1, "trainer.max_steps=5")
+    assert len(losses) == 5  # 3 from the 2-rank run, 2 more after resuming
+
+
+def test_batch_that_cannot_split_across_ranks_is_refused(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m",
+                        "bytessm.cli", "train", *ARGS, "trainer.batch_size=3",
+                        f"trainer.out_dir={tmp_path}"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode != 0 and "trainer.batch_size=3 cannot be split across 2" in r.stderr
