@@ -131,7 +131,7 @@ def test_horizon_one_same_loss_different_gradients():
     assert diff > 1e-3, diff
 
 
-@pytest.mark.parametrize("horizon", [1, 2, 3])
+@pytest.mark.parametrize("horizon", [1, 4], ids=["h1", "h4-uneven-windows"])
 def test_finite_horizon_matches_plain_truncated_pass(horizon):
     task, batch = NextByte(OmegaConf.create({})), make_batch(L=23)
     model = make_model()
