@@ -404,8 +404,8 @@ def write_outputs(rows: list[dict], out_dir: str | os.PathLike,
     return paths
 
 
-SETTINGS = ("models", "min_log2", "max_log2", "batch", "device", "precision", "scan_backend",
-            "max_step_s", "budget_s")
+SETTINGS = ("models", "lengths", "min_log2", "max_log2", "batch", "device", "precision",
+            "scan_backend", "max_step_s", "budget_s")
 
 
 def cli(settings: dict, *, out: str, smoke: bool = False) -> list[dict]:
@@ -418,13 +418,21 @@ def cli(settings: dict, *, out: str, smoke: bool = False) -> list[dict]:
         raise ConfigError(f"bench what=model: unknown setting(s) {unknown}; expected some of "
                           f"{list(SETTINGS)}")
     kw = {k: v for k, v in settings.items() if v is not None}
+    lengths = kw.pop("lengths", None)
+    if lengths is not None and ("min_log2" in kw or "max_log2" in kw):
+        raise ConfigError("bench what=model: give either lengths or min_log2/max_log2, "
+                          f"got lengths={lengths} and {kw.get('min_log2')}/{kw.get('max_log2')}")
     lo = kw.pop("min_log2", 6 if smoke else 10)
     hi = kw.pop("max_log2", 8 if smoke else 20)
-    if not 0 <= lo <= hi <= 30:
-        raise ConfigError(f"bench what=model: need 0 <= min_log2 <= max_log2 <= 30, got "
-                          f"min_log2={lo}, max_log2={hi}")
+    if lengths is None:
+        if not 0 <= lo <= hi <= 30:
+            raise ConfigError(f"bench what=model: need 0 <= min_log2 <= max_log2 <= 30, got "
+                              f"min_log2={lo}, max_log2={hi}")
+        lengths = [2**k for k in range(lo, hi + 1)]
+    elif not lengths or not all(isinstance(n, int) and n > 0 for n in lengths):
+        raise ConfigError(f"bench what=model: lengths must be positive integers, got {lengths}")
     try:
-        rows = run(lengths=[2**k for k in range(lo, hi + 1)], smoke=smoke, **kw)
+        rows = run(lengths=list(lengths), smoke=smoke, **kw)
     except ValueError as e:  # an unknown preset, a bad precision or batch
         raise ConfigError(f"bench what=model: {e}") from e
     paths = write_outputs(rows, out)

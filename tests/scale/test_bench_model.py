@@ -105,7 +105,7 @@ def test_bytessm_bench_entry_point(tmp_path, capsys):
 
     assert "model" in available()
     cfg = OmegaConf.create({"what": "model", "out": str(tmp_path), "smoke": True,
-                            "model": {"models": ["mamba-2x32"], "min_log2": 4, "max_log2": 4,
+                            "model": {"models": ["mamba-2x32"], "lengths": [16],
                                       "budget_s": None}})
     rows = run_bench(cfg)
     assert [(r["model"], r["length"], r["status"]) for r in rows] == [("mamba-2x32", 16, "ok")]
@@ -113,8 +113,12 @@ def test_bytessm_bench_entry_point(tmp_path, capsys):
     assert (tmp_path / "bench_model.json").exists()
     with pytest.raises(ConfigError, match=r"bench what='nope' is not a benchmark; available: "):
         run_bench(OmegaConf.create({"what": "nope"}))
-    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['lengths'\]"):
-        run_bench(OmegaConf.create({"what": "model", "model": {"lengths": [16]}}))
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['length'\]"):
+        run_bench(OmegaConf.create({"what": "model", "model": {"length": [16]}}))
+    with pytest.raises(ConfigError, match=r"give either lengths or min_log2/max_log2"):
+        run_bench(OmegaConf.create({"what": "model", "model": {"lengths": [16], "max_log2": 5}}))
+    with pytest.raises(ConfigError, match=r"lengths must be positive integers, got \[16, 0\]"):
+        run_bench(OmegaConf.create({"what": "model", "model": {"lengths": [16, 0]}}))
     with pytest.raises(ConfigError, match=r"min_log2 <= max_log2"):
         run_bench(OmegaConf.create({"what": "model", "model": {"min_log2": 9, "max_log2": 8}}))
 
