@@ -1,4 +1,4 @@
-"""scripts/prepare_genomics.py: conversion of gzip/xz genomes into species FASTAs + FASTA/BED
+"""scripts/prepare_genomics.py (and bench_genomics.py --smoke): conversion of gzip/xz genomes into species FASTAs + FASTA/BED
 that the tasks read (the apt-get/dpkg part runs for real in the prep script itself)."""
 import gzip
 import importlib.util
@@ -51,3 +51,15 @@ def test_convert_writes_species_and_pretraining_files(tmp_path, capsys):
     assert all(i.end - i.start == 100 for i in ivs)
     assert not list(out.rglob("*.tmp"))
     assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_genomics_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_genomics", ROOT / "scripts" / "bench_genomics.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke", "--models", "mamba-6x128", "--out", str(tmp_path)]) == 0
+    import json
+    rows = json.loads((tmp_path / "bench_genomics.json").read_text())["rows"]
+    assert [r["length"] for r in rows] == [64, 128, 256]
+    assert all(r["bases_per_s"] > 0 for r in rows)
+    assert "| mamba-6x128 | 2^8 |" in (tmp_path / "bench_genomics.md").read_text()
