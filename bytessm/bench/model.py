@@ -326,7 +326,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines.append("")
     lines.append(f"One training step (forward + backward + AdamW) at batch {r0.get('batch')}, "
                  f"{r0.get('dtype')}, on {r0.get('device')}: median step time / peak allocated "
-                 f"memory. — = not run ({'; '.join(notes) or 'see JSON'}).")
+                 f"memory." + (f" — = not run ({'; '.join(notes)})." if notes else ""))
     return "\n".join(lines)
 
 
