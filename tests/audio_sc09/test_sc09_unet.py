@@ -1,0 +1,84 @@
+"""The pooled U-Net: causal (no pooling leak), exact step decoding, the 6M config."""
+import pytest
+import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from bytessm.nn import unet
+from bytessm.nn.unet import PooledUNet
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    args = dict(d_model=8, n_layer=1, vocab_size=256, pool=(4, 4), d_state=4)
+    return PooledUNet(**{**args, **kw}).eval()
+
+
+def first_leak(model, length=48):
+    """The first position t whose output changes when only inputs after t change, or None."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (1, length), generator=g)
+    with torch.no_grad():
+        y = model(x)
+        for t in range(length - 1):
+            x2 = x.clone()
+            x2[:, t + 1:] = torch.randint(0, 256, (1, length - t - 1), generator=g)
+            if not torch.equal(model(x2)[:, : t + 1], y[:, : t + 1]):
+                return t
+    return None
+
+
+def test_causal():
+    model = tiny()
+    assert model.causal and first_leak(model) is None
+    x = torch.randint(0, 256, (1, 48))                 # and the future is not ignored either
+    x2 = x.clone()
+    x2[:, 20] = (x2[:, 20] + 1) % 256
+    with torch.no_grad():
+        assert not torch.equal(model(x)[:, 20:], model(x2)[:, 20:])
+
+
+def test_pooling_without_the_shift_leaks(monkeypatch):
+    """The check above can fail: an UpPool without SaShiMi's shift leaks the future."""
+    def unshifted(self, x):
+        return unet.rearrange(self.linear(x).float(), "b l (s w) -> b (l s) w", s=self.pool)
+    monkeypatch.setattr(unet.UpPool, "forward", unshifted)
+    assert first_leak(tiny()) is not None
+
+
+@pytest.mark.parametrize("pool,length", [((4, 4), 37), ((2, 3), 25)], ids=["4x4-L37", "2x3-L25"])
+def test_step_matches_forward(pool, length):
+    model = tiny(pool=pool)
+    x = torch.randint(0, 256, (2, length))
+    with torch.no_grad():
+        y = model(x)                                    # (2, L, D); L padded internally
+        states = model.new_states(2, "cpu")
+        ys = torch.stack([model.step(x[:, t], states) for t in range(length)], 1)
+        torch.testing.assert_close(ys, y, rtol=1e-4, atol=1e-5)
+        # prefill through forward(states=...) hands over the same states
+        h, st = model(x[:, :10], return_states=True)
+        torch.testing.assert_close(h, y[:, :10], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model.step(x[:, 10], st), y[:, 10], rtol=1e-4, atol=1e-5)
+
+
+def test_backward_and_checkpointing():
+    model = tiny(checkpoint_blocks=True).train()
+    x = torch.randint(0, 256, (1, 16))
+    model(x).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_sashimi_6m_config():
+    cfg = OmegaConf.load("configs/model/sashimi_6m.yaml")
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items()
+              if k not in ("_target_", "name", "tie_embeddings")}
+    model = get_class(cfg._target_)(vocab_size=256, **kwargs)
+    n = sum(p.numel() for p in model.parameters()) + 64 * 256     # + the LM head
+    assert 5.9e6 < n < 6.5e6
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="causal"):
+        tiny(bidirectional=True)
+    with pytest.raises(ValueError, match="pool factors"):
+        tiny(pool=(4, 1))
