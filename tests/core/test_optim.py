@@ -45,8 +45,8 @@ def test_sampler_resumes_mid_stream_and_splits_ranks():
         it = iter(ResumableBatchSampler(10, seed=3, global_batch=4, micro_batch=2, **kw))
         return [next(it) for _ in range(n)]
 
-    straight = take(8, rank=0, world_size=1)
-    assert take(4, rank=0, world_size=1, start_step=2) == straight[4:]
+    straight = take(10, rank=0, world_size=1)
+    assert take(4, rank=0, world_size=1, start_step=2) == straight[4:8]
     # two ranks of micro-batch 2 read exactly what one rank reads in its two micro-batches
     r0, r1 = take(2, rank=0, world_size=2), take(2, rank=1, world_size=2)
     assert [r0[0], r1[0], r0[1], r1[1]] == straight[:4]
