@@ -76,3 +76,12 @@ def test_missing_split_list_exits_2(tmp_path):
             *COMMON, f"trainer.out_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert r.returncode == 2
     assert "validation_list.txt: split list not found" in r.stderr
+
+
+def test_bench_audio_smoke(tmp_path):
+    r = run(sys.executable, str(REPO / "scripts" / "bench_audio.py"), "--out", str(tmp_path),
+            "--smoke", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "bench_audio.json").read_text())["rows"]
+    assert [row["model"] for row in rows] == ["unet", "flat"]
+    assert all(row["samples_per_s"] > 0 and row["gen_s"] > 0 for row in rows)
