@@ -66,9 +66,13 @@ def reverse_complement(x: Tensor) -> Tensor:
     return _COMPLEMENT.to(x.device)[x.flip(-1)]
 
 
+_DNA = frozenset(b"ACGTNacgtn")
+
+
 def decode(symbols) -> str:
-    """Symbols -> a DNA string; MASK and PAD (and any symbol >= 256) print as N."""
-    return "".join(chr(s) if 0 <= s < 256 else "N" for s in symbols)
+    """Symbols -> a DNA string. Anything but A C G T N (either case) — MASK, PAD, other
+    bytes a model may sample — prints as N, so the output is always valid FASTA."""
+    return "".join(chr(s) if s in _DNA else "N" for s in symbols)
 
 
 def encode(text: str, *, uppercase: bool = True) -> list[int]:

@@ -226,3 +226,17 @@ def test_genomic_benchmarks_errors(tmp_path):
     (root / "train" / "pos" / "0.txt").write_text("ACGT")
     with pytest.raises(DataError, match=r"class folder .*test/pos has no \.txt sequence file"):
         GenomicsSpeciesTask(c).build_datasets()
+
+
+def test_generated_samples_are_written_as_fasta(genome, tmp_path):
+    fa, bed, _ = genome
+    task = GenomicsPretrainTask(pretrain_cfg(fa, bed))
+    assert task.encode_prompt("ACgtN") == list(b"ACGTN")
+    with pytest.raises(DataError, match="prompt: 'X' at position 2 is not an IUPAC"):
+        task.encode_prompt("ACXT")
+    samples = [list(b"ACGT") * 20, list(b"AC") + [MASK, PAD, 200, ord("t")]]
+    paths = task.write_samples(samples, str(tmp_path / "out"))
+    assert paths == [str(tmp_path / "out" / "samples.fa")]
+    lines = (tmp_path / "out" / "samples.fa").read_text().splitlines()
+    assert lines == [">sample_0 length=80", "ACGT" * 15, "ACGT" * 5,
+                     ">sample_1 length=6", "ACNNNt"]
