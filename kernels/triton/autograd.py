@@ -1,0 +1,95 @@
+"""The scan as two `torch.library` custom ops with fake (meta) kernels and registered autograd.
+
+    bytessm::selective_scan_fwd  -> out, last_state, states, dtsum
+    bytessm::selective_scan_bwd  -> du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state
+
+Being opaque custom ops, they trace into `torch.compile(fullgraph=True)` graphs as single
+nodes (the fake kernels give the output shapes without running anything), and autograd
+calls the backward op with the forward's saved chunk states. `selective_scan_triton` has the
+signature of `reference.selective_scan_sequential`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import scan
+from .configs import scan_config
+
+f32 = torch.float32
+
+
+@torch.library.custom_op("bytessm::selective_scan_fwd", mutates_args=())
+def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                       initial_state: Optional[Tensor], cu_seqlens: Optional[Tensor],
+                       delta_softplus: bool, reverse: bool
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
+                             delta_softplus, reverse)
+
+
+@selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_softplus, reverse):
+    batch, dim, length = u.shape
+    dstate = A.shape[1]
+    nseq = batch if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    nc = -(-length // scan_config(dstate).chunk)
+    return (u.new_empty((batch, dim, length)), u.new_empty((nseq, dim, dstate), dtype=f32),
+            u.new_empty((batch, nc, dim, dstate), dtype=f32),
+            u.new_empty((batch, nc, dim), dtype=f32))
+
+
+@torch.library.custom_op("bytessm::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: Tensor,
+                       A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+                       delta_bias: Optional[Tensor], initial_state: Optional[Tensor],
+                       cu_seqlens: Optional[Tensor], states: Tensor, dtsum: Tensor,
+                       delta_softplus: bool, reverse: bool
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                  Tensor]:
+    return scan.scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state,
+                              cu_seqlens, states, dtsum, delta_softplus, reverse)
+
+
+@selective_scan_bwd.register_fake
+def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states,
+      dtsum, delta_softplus, reverse):
+    def like(t):
+        return u.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+    return (like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias),
+            like(initial_state))
+
+
+def _setup_context(ctx, inputs, output):
+    (u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, softplus, reverse) = inputs
+    _, _, states, dtsum = output
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
+                          states, dtsum)
+    ctx.softplus, ctx.reverse = softplus, reverse
+
+
+def _backward(ctx, dout, dlast, _dstates, _ddtsum):
+    u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states, dtsum = \
+        ctx.saved_tensors
+    grads = torch.ops.bytessm.selective_scan_bwd(
+        dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states,
+        dtsum, ctx.softplus, ctx.reverse)
+    du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
+    present = lambda g, t: None if t is None else g  # noqa: E731
+    return (du, ddelta, dA, dB, dC, present(dD, D), present(dz, z), present(dbias, delta_bias),
+            present(dh0, initial_state), None, None, None)
+
+
+selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=True, initial_state=None, return_last_state=False,
+                          reverse=False, cu_seqlens=None):
+    """The scan on the Triton kernels; same contract as `reference.selective_scan_sequential`."""
+    out, last, _, _ = torch.ops.bytessm.selective_scan_fwd(
+        u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_softplus, reverse)
+    return (out, last) if return_last_state else out

@@ -1,0 +1,144 @@
+"""Decoding kernels: one step of the selective scan and of the depthwise causal conv.
+
+Both update their state in place and take an optional `state_batch_indices` (batch,) map
+from batch element to state row, for continuous batching; signatures and semantics are
+those of `reference.selective_state_update_ref` and `reference.causal_conv1d_update_ref`.
+One program owns BLOCK_D channels of one batch element. A step is memory bound: the state
+is read and written once (batch x dim x dstate floats).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .common import LOG2E, softplus
+
+
+@triton.jit
+def state_update_kernel(
+    state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, idx_ptr, y_ptr,
+    dim, N, DG,
+    ss_b, ss_d, ss_n, sx_b, sx_d, sdt_b, sdt_d, sA_d, sA_n, sB_b, sB_g, sB_n,
+    sC_b, sC_g, sC_n, sz_b, sz_d, sy_b, sy_d,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_IDX: tl.constexpr,
+    BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
+):
+    b = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    n = tl.arange(0, N_PAD)
+    dmask = d < dim
+    m = dmask[:, None] & (n < N)[None, :]
+    if HAS_IDX:
+        row = tl.load(idx_ptr + b).to(tl.int64)
+    else:
+        row = b.to(tl.int64)
+    s_ptrs = state_ptr + row * ss_b + d[:, None] * ss_d + n[None, :] * ss_n
+    h = tl.load(s_ptrs, mask=m, other=0.0).to(tl.float32)                    # (BD, N)
+    x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + b * sdt_b + d * sdt_d, mask=dmask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+    if SOFTPLUS:
+        dt = softplus(dt)
+    g = d // DG                                                              # group of each channel
+    Bv = tl.load(B_ptr + b * sB_b + g[:, None] * sB_g + n[None, :] * sB_n, mask=m,
+                 other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + b * sC_b + g[:, None] * sC_g + n[None, :] * sC_n, mask=m,
+                 other=0.0).to(tl.float32)
+    A = tl.load(A_ptr + d[:, None] * sA_d + n[None, :] * sA_n, mask=m, other=0.0).to(tl.float32)
+    h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv
+    y = tl.sum(h * Cv, axis=1)
+    if HAS_D:
+        y += tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) * x
+    if HAS_Z:
+        z = tl.load(z_ptr + b * sz_b + d * sz_d, mask=dmask, other=0.0).to(tl.float32)
+        y = y * z * tl.sigmoid(z)
+    tl.debug_barrier()  # in place: every thread has read its state before any writes
+    tl.store(s_ptrs, h.to(state_ptr.dtype.element_ty), mask=m)
+    tl.store(y_ptr + b * sy_b + d * sy_d, y.to(y_ptr.dtype.element_ty), mask=dmask)
+
+
+@triton.jit
+def conv_update_kernel(
+    x_ptr, state_ptr, w_ptr, bias_ptr, idx_ptr, y_ptr, dim, W,
+    sx_b, sx_d, ss_b, ss_d, ss_w, sw_d, sw_w, sy_b, sy_d,
+    HAS_BIAS: tl.constexpr, SILU: tl.constexpr, HAS_IDX: tl.constexpr,
+    BLOCK_D: tl.constexpr, W_PAD: tl.constexpr,
+):
+    b = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    k = tl.arange(0, W_PAD)                                # window column, oldest first
+    dmask = d < dim
+    if HAS_IDX:
+        row = tl.load(idx_ptr + b).to(tl.int64)
+    else:
+        row = b.to(tl.int64)
+    s_row = state_ptr + row * ss_b + d[:, None] * ss_d
+    x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
+    held = dmask[:, None] & (k < W - 1)[None, :]
+    window = tl.load(s_row + k[None, :] * ss_w, mask=held, other=0.0).to(tl.float32)
+    window = tl.where((k == W - 1)[None, :], x[:, None], window)             # (BD, W)
+    w = tl.load(w_ptr + d[:, None] * sw_d + k[None, :] * sw_w,
+                mask=dmask[:, None] & (k < W)[None, :], other=0.0).to(tl.float32)
+    y = tl.sum(window * w, axis=1)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+    if SILU:
+        y = y * tl.sigmoid(y)
+    # the new state is the window shifted left by one: read it again, one column over
+    shifted = tl.load(s_row + (k + 1)[None, :] * ss_w,
+                      mask=dmask[:, None] & (k + 1 < W - 1)[None, :], other=0.0)
+    shifted = tl.where((k == W - 2)[None, :], x[:, None].to(shifted.dtype), shifted)
+    tl.debug_barrier()  # in place: all reads of the old state before any write
+    tl.store(s_row + k[None, :] * ss_w, shifted, mask=held)
+    tl.store(y_ptr + b * sy_b + d * sy_d, y.to(y_ptr.dtype.element_ty), mask=dmask)
+
+
+def _block_d(batch: int, dim: int, npad: int) -> int:
+    # ~256 state elements per program; fewer channels per program at batch 1 to fill the SMs
+    return max(1, min(triton.next_power_of_2(dim), 256 // npad if batch > 1 else 128 // npad, 64))
+
+
+def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
+                                  C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+                                  dt_bias: Tensor | None = None, dt_softplus: bool = True,
+                                  state_batch_indices: Tensor | None = None) -> Tensor:
+    batch, dim = x.shape
+    dstate = A.shape[1]
+    Bg = B if B.dim() == 3 else B.unsqueeze(1)                 # (batch, groups, dstate)
+    Cg = C if C.dim() == 3 else C.unsqueeze(1)
+    groups = Bg.shape[1]
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    npad = max(triton.next_power_of_2(dstate), 2)
+    block_d = _block_d(batch, dim, npad)
+    zs = z.stride() if z is not None else (0, 0)
+    state_update_kernel[(batch, triton.cdiv(dim, block_d))](
+        state, x, dt, A, Bg, Cg, D, z, dt_bias, state_batch_indices, y,
+        dim, dstate, dim // groups,
+        *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *Bg.stride(), *Cg.stride(),
+        *zs, *y.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
+        SOFTPLUS=dt_softplus, HAS_IDX=state_batch_indices is not None,
+        BLOCK_D=block_d, N_PAD=npad, num_warps=1 if block_d * npad <= 256 else 2)
+    return y
+
+
+def causal_conv1d_update_triton(x: Tensor, conv_state: Tensor, weight: Tensor,
+                                bias: Tensor | None = None, activation: str | None = "silu",
+                                state_batch_indices: Tensor | None = None) -> Tensor:
+    if activation not in ("silu", None):
+        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    batch, dim = x.shape
+    width = weight.shape[1]
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    block_d = min(triton.next_power_of_2(dim), 128 if batch > 1 else 64)
+    conv_update_kernel[(batch, triton.cdiv(dim, block_d))](
+        x, conv_state, weight, bias, state_batch_indices, y, dim, width,
+        *x.stride(), *conv_state.stride(), *weight.stride(), *y.stride(),
+        HAS_BIAS=bias is not None, SILU=activation == "silu",
+        HAS_IDX=state_batch_indices is not None,
+        BLOCK_D=block_d, W_PAD=max(triton.next_power_of_2(width), 2), num_warps=2)
+    return y

@@ -1,0 +1,61 @@
+"""Shared by the kernel tests: the tolerance table, the error measure and random inputs.
+
+Errors are relative L2, ||out - ref|| / ||ref||, against the float32 reference run on the
+same (already rounded) inputs, so the table only has to absorb the kernel's own rounding:
+float32 arithmetic in a different order, and for bf16/fp16 the rounding of each output and
+gradient to the input dtype (2^-9 and 2^-12 relative per element).
+"""
+from __future__ import annotations
+
+import torch
+
+TOLERANCE = {
+    torch.float32: 1e-5,
+    torch.float16: 3e-3,
+    torch.bfloat16: 1e-2,
+}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def assert_close(name: str, out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    err, tol = rel_err(out, ref), TOLERANCE[dtype]
+    assert err <= tol, f"{name}: relative L2 error {err:.2e} > {tol:.0e} ({dtype})"
+
+
+def scan_inputs(batch=2, dim=8, length=33, dstate=16, groups=0, dtype=torch.float32,
+                has_D=True, has_z=True, has_bias=True, initial_state=False, num_seqs=None,
+                softplus=True, device="cpu"):
+    """Random scan inputs (never zeros), leaves requiring grad; None for absent ones.
+
+    groups=0 gives B, C of shape (batch, dstate, length), else (batch, groups, dstate, length).
+    A is negative (S4D-real) with decays spread over (0.1, 3); delta around softplus's knee,
+    or, without softplus, already a positive step in (0.05, 0.55).
+    """
+    g = torch.Generator().manual_seed(1234 + length + dim + dstate)
+
+    def rnd(*shape, dt=dtype, scale=1.0, shift=0.0):
+        x = torch.randn(*shape, generator=g) * scale + shift
+        return x.to(device=device, dtype=dt).requires_grad_()
+
+    bc = (batch, dstate, length) if groups == 0 else (batch, groups, dstate, length)
+    n_states = batch if num_seqs is None else num_seqs
+    return dict(
+        u=rnd(batch, dim, length),
+        delta=(rnd(batch, dim, length, scale=0.5, shift=-1.0) if softplus else
+               (torch.rand(batch, dim, length, generator=g) * 0.5 + 0.05).to(device, dtype)
+               .requires_grad_()),
+        A=(-(torch.rand(dim, dstate, generator=g) * 2.9 + 0.1)).to(device).requires_grad_(),
+        B=rnd(*bc),
+        C=rnd(*bc),
+        D=rnd(dim, dt=torch.float32) if has_D else None,
+        z=rnd(batch, dim, length) if has_z else None,
+        delta_bias=rnd(dim, dt=torch.float32, scale=0.3) if has_bias else None,
+        initial_state=rnd(n_states, dim, dstate, dt=torch.float32) if initial_state else None,
+    )

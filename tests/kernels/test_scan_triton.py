@@ -1,0 +1,175 @@
+"""The Triton selective scan against the float32 reference: output, last state and every
+gradient, on random inputs. Runs on CUDA, or on CPU under TRITON_INTERPRET=1.
+
+The reference here is `selective_scan_chunked` (its backward is ~50x faster on a CPU than
+the step-by-step one's); test_reference.py checks it against the sequential specification.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bytessm.kernels import reference, selective_scan
+from bytessm.kernels.triton.configs import scan_config
+
+from kernel_helpers import TOLERANCE, assert_close, scan_inputs
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+CHUNK = scan_config(16).chunk
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    length: int
+    batch: int = 2
+    dim: int = 8
+    dstate: int = 16
+    groups: int = 0
+    dtype: torch.dtype = torch.float32
+    reverse: bool = False
+    initial_state: bool = False
+    last_state: bool = False
+    cu_seqlens: tuple | None = None
+    full: bool = True          # D, z, delta_bias, softplus
+    noncontiguous: bool = False
+
+    def __str__(self):
+        parts = [f"L{self.length}", f"b{self.batch}", f"N{self.dstate}"]
+        parts += [f"g{self.groups}"] if self.groups else []
+        parts += [str(self.dtype).removeprefix("torch.")] if self.dtype != torch.float32 else []
+        parts += ["rev"] if self.reverse else []
+        parts += ["h0"] if self.initial_state else []
+        parts += ["last"] if self.last_state else []
+        parts += [f"cu{'-'.join(map(str, self.cu_seqlens))}"] if self.cu_seqlens else []
+        parts += ["bare"] if not self.full else []
+        parts += ["strided"] if self.noncontiguous else []
+        return "_".join(parts)
+
+
+CASES = [
+    # odd lengths
+    Case(1), Case(7), Case(129), Case(1000, batch=1, last_state=True),
+    # ending exactly on, and one past, chunk boundaries
+    Case(CHUNK), Case(CHUNK + 1, last_state=True), Case(2 * CHUNK, reverse=True),
+    Case(2 * CHUNK + 1, reverse=True, initial_state=True, last_state=True),
+    # grouped B/C, states, reverse
+    Case(70, groups=2), Case(70, groups=4, reverse=True, initial_state=True, last_state=True),
+    Case(129, initial_state=True, last_state=True),
+    Case(1, reverse=True, initial_state=True, last_state=True),
+    # optional inputs absent, plain dt
+    Case(65, full=False), Case(65, full=False, reverse=True, last_state=True),
+    # state sizes: 1, padded, larger tiles, the largest
+    Case(40, dstate=1), Case(40, dstate=5, groups=2), Case(70, dstate=32), Case(20, dstate=256, dim=2),
+    # packed variable-length batches, with length-1 and empty sequences
+    Case(131, batch=1, cu_seqlens=(0, 1, 2, 70, 70, 131), initial_state=True, last_state=True),
+    Case(131, batch=1, cu_seqlens=(0, 64, 65, 130, 131), reverse=True, initial_state=True,
+         last_state=True),
+    Case(70, batch=1, cu_seqlens=(0, 1, 70), groups=2, last_state=True),
+    # half precision inputs, float32 state
+    Case(129, dtype=torch.bfloat16, initial_state=True, last_state=True),
+    Case(129, dtype=torch.float16, reverse=True, groups=2),
+    # strided views, as a model produces them
+    Case(70, noncontiguous=True, last_state=True),
+]
+
+
+def _strided(x: torch.Tensor) -> torch.Tensor:
+    """The same values with the length axis not contiguous."""
+    return x.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+
+
+def _run(case: Case, backend: str):
+    torch.manual_seed(0)
+    nseq = None if case.cu_seqlens is None else len(case.cu_seqlens) - 1
+    ins = scan_inputs(batch=case.batch, dim=case.dim, length=case.length, dstate=case.dstate,
+                      groups=case.groups, dtype=case.dtype, has_D=case.full, has_z=case.full,
+                      has_bias=case.full, initial_state=case.initial_state, num_seqs=nseq,
+                      softplus=case.full)
+    if case.noncontiguous:
+        ins = {k: _strided(v) if k in ("u", "delta", "B", "C", "z") else v for k, v in ins.items()}
+    cu = None if case.cu_seqlens is None else torch.tensor(case.cu_seqlens, dtype=torch.int32)
+    return ins, cu
+
+
+def _forward_backward(fn, ins, cu, case: Case, dev: str, upcast: bool):
+    leaves = {k: (v.detach().float() if upcast else v.detach()).to(dev).requires_grad_()
+              for k, v in ins.items() if v is not None}
+    args = {k: leaves.get(k) for k in ins}
+    out = fn(**args, delta_softplus=case.full, return_last_state=True, reverse=case.reverse,
+             cu_seqlens=None if cu is None else cu.to(dev))
+    y, last = out
+    g = torch.Generator().manual_seed(7)
+    w_out = torch.randn(y.shape, generator=g).to(dev)
+    loss = (y.float() * w_out).sum()
+    if case.last_state:
+        loss = loss + (last * torch.randn(last.shape, generator=g).to(dev)).sum()
+    names = list(leaves)
+    grads = torch.autograd.grad(loss, [leaves[k] for k in names])
+    return y, last, dict(zip(names, grads))
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_scan_matches_reference(case: Case):
+    ins, cu = _run(case, "triton")
+
+    def triton_fn(**kw):
+        return selective_scan(**kw, backend="triton")
+
+    y, last, grads = _forward_backward(triton_fn, ins, cu, case, DEVICE, upcast=False)
+    y_ref, last_ref, grads_ref = _forward_backward(reference.selective_scan_chunked, ins, cu,
+                                                   case, "cpu", upcast=True)
+    assert y.dtype == case.dtype and last.dtype == torch.float32
+    assert_close("out", y.cpu(), y_ref, case.dtype)
+    assert_close("last_state", last.cpu(), last_ref, torch.float32 if case.dtype ==
+                 torch.float32 else case.dtype)
+    assert set(grads) == set(grads_ref)
+    for name in GRAD_NAMES:
+        if name in grads:
+            assert grads[name].dtype == ins[name].dtype, name
+            assert_close(f"d{name}", grads[name].cpu(), grads_ref[name], case.dtype)
+
+
+def test_several_channel_blocks_and_splits(monkeypatch):
+    """Force small channel blocks and many programs: the loops over channel blocks, the
+    channel splits of the backward (dB, dC partial sums) and the multi-block carry pass."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"16": {"block_d": 2, "block_d_bwd": 2, '
+                       '"programs": 64, "block_c": 2, "block_dn": 32}}')
+    case = Case(3 * CHUNK + 3, batch=1, dim=8, groups=2, initial_state=True, last_state=True)
+    test_scan_matches_reference(case)
+    case = Case(2 * CHUNK - 1, batch=2, dim=6, reverse=True, initial_state=True, last_state=True)
+    test_scan_matches_reference(case)
+
+
+def test_gradient_through_last_state_only():
+    ins, _ = _run(Case(2 * CHUNK + 5, initial_state=True), "triton")
+    h0 = ins["initial_state"]
+    _, last = selective_scan(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"],
+                             initial_state=h0, return_last_state=True, backend="triton")
+    (g_tri,) = torch.autograd.grad(last.sum(), [h0])
+    _, last_ref = reference.selective_scan_chunked(
+        ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], initial_state=h0,
+        return_last_state=True)
+    (g_ref,) = torch.autograd.grad(last_ref.sum(), [h0])
+    assert_close("last_state", last, last_ref, torch.float32)
+    assert_close("dinitial_state", g_tri, g_ref, torch.float32)
+
+
+def test_segments_chain_to_the_full_sequence():
+    """Feeding a sequence in two segments through initial_state/last_state gives the
+    full-length output (how million-length inputs are processed)."""
+    ins, _ = _run(Case(3 * CHUNK + 7, full=False), "triton")
+    u, delta, A, B, C = (ins[k].detach() for k in ("u", "delta", "A", "B", "C"))
+    full = selective_scan(u, delta, A, B, C, backend="triton")
+    cut = CHUNK + 3
+    y1, h = selective_scan(u[..., :cut], delta[..., :cut], A, B[..., :cut], C[..., :cut],
+                           return_last_state=True, backend="triton")
+    y2 = selective_scan(u[..., cut:], delta[..., cut:], A, B[..., cut:], C[..., cut:],
+                        initial_state=h, backend="triton")
+    assert_close("segmented", torch.cat([y1, y2], -1), full, torch.float32)
+
+
+def test_tolerance_table_covers_input_dtypes():
+    assert set(TOLERANCE) == {torch.float32, torch.bfloat16, torch.float16}
