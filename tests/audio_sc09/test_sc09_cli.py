@@ -78,6 +78,7 @@ def test_missing_split_list_exits_2(tmp_path):
     assert "validation_list.txt: split list not found" in r.stderr
 
 
+@pytest.mark.slow  # two models trained and sampled at toy size
 def test_bench_audio_smoke(tmp_path):
     r = run(sys.executable, str(REPO / "scripts" / "bench_audio.py"), "--out", str(tmp_path),
             "--smoke", cwd=tmp_path)
