@@ -69,7 +69,7 @@ def chunk_state_fwd_kernel(
     n = tl.arange(0, N_PAD)
     nmask = n < N
     Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (N, T)
-    seq, first, _ = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
+    seq, first, _last = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
     # the chunk's last position in scan order; padding past L is the scan's identity
     if REVERSE:
         end = tl.arange(0, CHUNK)[None, None, :] == 0
