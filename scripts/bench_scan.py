@@ -212,9 +212,8 @@ def first_call_seconds() -> dict:
 def tune(shapes, bw):
     """Sweep a few N_PAD=16 configurations; prints fwd and fwd+bwd per shape."""
     grid = [dict(chunk=c, block_d=bd, warps=w, block_d_bwd=bdb, warps_bwd=wb)
-            for c, bd, w, bdb, wb in ((64, 4, 4, 2, 4), (64, 2, 4, 1, 4), (64, 4, 8, 2, 8),
-                                      (64, 8, 8, 4, 8), (32, 4, 4, 2, 4), (32, 8, 8, 4, 8),
-                                      (128, 2, 4, 1, 4), (128, 2, 8, 2, 8))]
+            for c, bd, w, bdb, wb in ((16, 8, 4, 8, 4), (32, 8, 4, 8, 4), (16, 16, 8, 16, 8),
+                                      (32, 16, 8, 8, 4), (16, 4, 2, 4, 2), (32, 4, 2, 8, 4))]
     run = lambda a: selective_scan(**a, backend="triton")  # noqa: E731
     results = []
     for cfg in grid:

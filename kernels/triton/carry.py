@@ -12,8 +12,9 @@ state, enter = state before the chunk); the backward pass runs it against the sc
 reaching the chunk's end from later chunks).
 
 A program owns BLOCK_DN of the (dim*dstate) states of one batch row and walks the chunks
-BLOCK_C at a time, scanning each block of chunks with `tl.associative_scan`; `values` is
-overwritten in place with `enter`.
+BLOCK_C at a time, scanning each (BLOCK_C, BLOCK_DN) block along its chunk axis (axis 0, so
+that it stays inside each thread) with `tl.associative_scan`; `values` is overwritten in
+place with `enter`.
 """
 import triton
 import triton.language as tl
@@ -45,21 +46,20 @@ def chunk_carry_kernel(
             c = c0 + k.to(tl.int64)
             step = 1
         cmask = (c >= 0) & (c < NC)
-        m = dnmask[:, None] & cmask[None, :]
-        local = tl.load(base + c[None, :] * (D * N) + dn[:, None], mask=m, other=0.0)
-        dtsum = tl.load(dtsum_ptr + (b * NC + c[None, :]) * D + dn[:, None] // N, mask=m,
+        m = cmask[:, None] & dnmask[None, :]
+        local = tl.load(base + c[:, None] * (D * N) + dn[None, :], mask=m, other=0.0)
+        dtsum = tl.load(dtsum_ptr + (b * NC + c[:, None]) * D + dn[None, :] // N, mask=m,
                         other=0.0)
-        decay = tl.exp2(A2[:, None] * dtsum)                                 # (DN, C)
+        decay = tl.exp2(A2[None, :] * dtsum)                                 # (C, DN)
         if HAS_KEEP:
-            decay *= tl.load(keep_ptr + c, mask=cmask, other=1.0)[None, :]
+            decay *= tl.load(keep_ptr + c, mask=cmask, other=1.0)[:, None]
         decay = tl.where(m, decay, 1.0)
-        a_cum, x_cum = tl.associative_scan((decay, local), axis=1, combine_fn=pair_combine)
-        after = a_cum * carry[:, None] + x_cum              # value after chunk c_k, (DN, C)
+        a_cum, x_cum = tl.associative_scan((decay, local), axis=0, combine_fn=pair_combine)
+        after = a_cum * carry[None, :] + x_cum              # value after chunk c_k, (C, DN)
         # in place: every thread's loads of this block before any thread's stores into it
         tl.debug_barrier()
         # enter[c_k] = after[c_{k-1}]: store each block shifted by one, its first from carry
-        tl.store(base + (c[None, :] + step) * (D * N) + dn[:, None], after,
-                 mask=m & (k < BLOCK_C - 1)[None, :] & (c + step >= 0)[None, :]
-                 & (c + step < NC)[None, :])
+        tl.store(base + (c[:, None] + step) * (D * N) + dn[None, :], after,
+                 mask=m & ((k < BLOCK_C - 1) & (c + step >= 0) & (c + step < NC))[:, None])
         tl.store(base + c0.to(tl.int64) * (D * N) + dn, carry, mask=dnmask)
-        carry = tl.sum(tl.where((k == BLOCK_C - 1)[None, :], after, 0.0), axis=1)
+        carry = tl.sum(tl.where((k == BLOCK_C - 1)[:, None], after, 0.0), axis=0)

@@ -1,8 +1,11 @@
 """Pieces shared by the selective-scan kernels: the scan monoids and the per-chunk tile loads.
 
 A chunk is CHUNK consecutive positions; a program holds one chunk of BLOCK_D channels in
-registers as a (BLOCK_D, N_PAD, CHUNK) tile and scans it along the last axis with
-`tl.associative_scan`. Two monoids do all the work:
+registers as a time-major (CHUNK, BLOCK_D, N_PAD) tile and scans it along axis 0 with
+`tl.associative_scan`. Time-major matters: Triton spreads a tile's threads over its last
+axes first, so with BLOCK_D * N_PAD >= 32 * num_warps every thread owns whole time columns
+and the scan runs sequentially in registers (a scan along a lane-spread axis costs five
+shuffle rounds per element, and was measured ~20x slower). Two monoids do all the work:
 
 - `pair_combine`, for the state recurrence h_t = a_t * h_prev + x_t (scan order). An
   element is (a, x); combining `first` then `second` gives (a1*a2, a2*x1 + x2). The
@@ -52,14 +55,14 @@ def softplus(x):
 @triton.jit
 def load_dt(delta_ptr, bias_ptr, b, d, t, dmask, tmask, sdl_b, sdl_d, sdl_l,
             HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """dt (after bias and softplus) and the pre-softplus delta + bias, (BLOCK_D, CHUNK) fp32.
+    """dt (after bias and softplus) and the pre-softplus delta + bias, (CHUNK, BLOCK_D) fp32.
 
     Padding positions get dt = 0, so a = 1 and x = 0 there: the scan's identity."""
-    m = dmask[:, None] & tmask[None, :]
-    raw = tl.load(delta_ptr + b * sdl_b + d[:, None] * sdl_d + t[None, :] * sdl_l, mask=m,
+    m = tmask[:, None] & dmask[None, :]
+    raw = tl.load(delta_ptr + b * sdl_b + t[:, None] * sdl_l + d[None, :] * sdl_d, mask=m,
                   other=0.0).to(tl.float32)
     if HAS_BIAS:
-        raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
+        raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[None, :]
     dt = raw
     if SOFTPLUS:
         dt = softplus(raw)
@@ -68,17 +71,17 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, dmask, tmask, sdl_b, sdl_d, sdl_l,
 
 @triton.jit
 def load_decay(A_ptr, d, n, dmask, nmask, dt, N):
-    """A (BLOCK_D, N_PAD) and the decays a = exp(dt * A), (BLOCK_D, N_PAD, CHUNK)."""
+    """A (BLOCK_D, N_PAD) and the decays a = exp(dt * A), (CHUNK, BLOCK_D, N_PAD)."""
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None] & nmask[None, :],
                 other=0.0)
-    return A, tl.exp2(dt[:, None, :] * (A * LOG2E)[:, :, None])
+    return A, tl.exp2(dt[:, :, None] * (A * LOG2E)[None, :, :])
 
 
 @triton.jit
 def load_bc(ptr, b, g, n, t, nmask, tmask, s_b, s_g, s_n, s_l):
-    """One (N_PAD, CHUNK) fp32 tile of B or C for batch b, group g."""
-    m = nmask[:, None] & tmask[None, :]
-    return tl.load(ptr + b * s_b + g * s_g + n[:, None] * s_n + t[None, :] * s_l, mask=m,
+    """One (CHUNK, N_PAD) fp32 tile of B or C for batch b, group g."""
+    m = tmask[:, None] & nmask[None, :]
+    return tl.load(ptr + b * s_b + g * s_g + t[:, None] * s_l + n[None, :] * s_n, mask=m,
                    other=0.0).to(tl.float32)
 
 
@@ -104,5 +107,5 @@ def sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU: tl.constexpr, REVERSE: tl.c
 
 @triton.jit
 def state_tile_ptrs(ptr, seq, d, n, D, N):
-    """Pointers into a (num_seqs, D, N) state tensor, shaped (BLOCK_D, N_PAD, CHUNK)."""
-    return ptr + seq[None, None, :] * (D * N) + d[:, None, None] * N + n[None, :, None]
+    """Pointers into a (num_seqs, D, N) state tensor, shaped (CHUNK, BLOCK_D, N_PAD)."""
+    return ptr + seq[:, None, None] * (D * N) + d[None, :, None] * N + n[None, None, :]

@@ -35,16 +35,17 @@ class ScanConfig:
 
 # keyed by N_PAD; measured on one H100 SXM, bf16 inputs, D=1536 (docs/benchmarks/scan.md)
 TUNED: dict[int, ScanConfig] = {
-    16: ScanConfig(chunk=64, block_d=4, warps=4, block_d_bwd=2, warps_bwd=4,
-                   block_dn=64, block_c=64, warps_carry=4, programs=2048),
-    32: ScanConfig(chunk=64, block_d=2, warps=4, block_d_bwd=1, warps_bwd=4,
-                   block_dn=64, block_c=64, warps_carry=4, programs=2048),
-    64: ScanConfig(chunk=32, block_d=2, warps=4, block_d_bwd=1, warps_bwd=4,
-                   block_dn=128, block_c=32, warps_carry=4, programs=2048),
-    128: ScanConfig(chunk=32, block_d=1, warps=4, block_d_bwd=1, warps_bwd=8,
-                    block_dn=128, block_c=32, warps_carry=4, programs=2048),
-    256: ScanConfig(chunk=16, block_d=1, warps=4, block_d_bwd=1, warps_bwd=8,
-                    block_dn=256, block_c=16, warps_carry=4, programs=2048),
+    # BLOCK_D * N_PAD = 32 * warps: every thread owns whole time columns of the tile
+    16: ScanConfig(chunk=16, block_d=8, warps=4, block_d_bwd=8, warps_bwd=4,
+                   block_dn=128, block_c=16, warps_carry=4, programs=2048),
+    32: ScanConfig(chunk=16, block_d=4, warps=4, block_d_bwd=4, warps_bwd=4,
+                   block_dn=128, block_c=16, warps_carry=4, programs=2048),
+    64: ScanConfig(chunk=16, block_d=2, warps=4, block_d_bwd=2, warps_bwd=4,
+                   block_dn=128, block_c=16, warps_carry=4, programs=2048),
+    128: ScanConfig(chunk=16, block_d=1, warps=4, block_d_bwd=1, warps_bwd=4,
+                    block_dn=128, block_c=16, warps_carry=4, programs=2048),
+    256: ScanConfig(chunk=16, block_d=1, warps=8, block_d_bwd=1, warps_bwd=8,
+                    block_dn=256, block_c=16, warps_carry=8, programs=2048),
 }
 
 

@@ -28,10 +28,10 @@ from .scan_fwd import _program_channels, _tile_elements
 def _output_grad(dout_ptr, z_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l, sz_b, sz_d, sz_l,
                  HAS_Z: tl.constexpr):
     """dy = dout * silu(z) (dout without a gate), plus z and sigmoid(z) for dz."""
-    dout = tl.load(dout_ptr + b * sdo_b + d[:, None] * sdo_d + t[None, :] * sdo_l, mask=m,
+    dout = tl.load(dout_ptr + b * sdo_b + t[:, None] * sdo_l + d[None, :] * sdo_d, mask=m,
                    other=0.0).to(tl.float32)
     if HAS_Z:
-        z = tl.load(z_ptr + b * sz_b + d[:, None] * sz_d + t[None, :] * sz_l, mask=m,
+        z = tl.load(z_ptr + b * sz_b + t[:, None] * sz_l + d[None, :] * sz_d, mask=m,
                     other=0.0).to(tl.float32)
         sig = tl.sigmoid(z)
         return dout * z * sig, dout, z, sig
@@ -55,32 +55,32 @@ def chunk_state_bwd_kernel(
     tmask = t < L
     n = tl.arange(0, N_PAD)
     nmask = n < N
-    Ct = load_bc(C_ptr, b, g, n, t, nmask, tmask, sC_b, sC_g, sC_n, sC_l)    # (N, T)
+    Ct = load_bc(C_ptr, b, g, n, t, nmask, tmask, sC_b, sC_g, sC_n, sC_l)    # (T, N)
     seq, first, last = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
     # the chunk's first position in scan order (the last valid one when scanning backwards)
     if REVERSE:
-        start = tl.arange(0, CHUNK)[None, None, :] == tl.minimum(CHUNK, L - pid_c * CHUNK) - 1
+        start = tl.arange(0, CHUNK)[:, None, None] == tl.minimum(CHUNK, L - pid_c * CHUNK) - 1
     else:
-        start = tl.arange(0, CHUNK)[None, None, :] == 0
+        start = tl.arange(0, CHUNK)[:, None, None] == 0
     row = (b.to(tl.int64) * NC + pid_c) * D
     for d0 in range(d_lo, d_hi, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         dmask = d < d_hi
-        m = dmask[:, None] & tmask[None, :]
+        m = tmask[:, None] & dmask[None, :]
         m2 = dmask[:, None] & nmask[None, :]
         dt, _ = load_dt(delta_ptr, bias_ptr, b, d, t, dmask, tmask, sdl_b, sdl_d, sdl_l,
                         HAS_BIAS, SOFTPLUS)
         _, a = load_decay(A_ptr, d, n, dmask, nmask, dt, N)
-        a_cut = tl.where(first[None, None, :], 0.0, a)
+        a_cut = tl.where(first[:, None, None], 0.0, a)
         dy, _, _, _ = _output_grad(dout_ptr, z_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l,
                                    sz_b, sz_d, sz_l, HAS_Z)
-        beta = Ct[None, :, :] * dy[:, None, :]                               # (BD, N, T)
+        beta = Ct[:, None, :] * dy[:, :, None]                               # (T, BD, N)
         if HAS_DLAST:
-            m_last = last[None, None, :] & m2[:, :, None]
+            m_last = last[:, None, None] & m2[None, :, :]
             beta += tl.load(state_tile_ptrs(dlast_ptr, seq, d, n, D, N), mask=m_last, other=0.0)
         q, _, f = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
-                                      axis=2, combine_fn=adjoint_combine, reverse=not REVERSE)
-        into_enter = tl.sum(tl.where(start, f * q, 0.0), axis=2)             # (BD, N)
+                                      axis=0, combine_fn=adjoint_combine, reverse=not REVERSE)
+        into_enter = tl.sum(tl.where(start, f * q, 0.0), axis=0)             # (BD, N)
         tl.store(adj_ptr + (row + d[:, None]) * N + n[None, :], into_enter, mask=m2)
 
 
@@ -105,72 +105,72 @@ def chunk_scan_bwd_kernel(
     tmask = t < L
     n = tl.arange(0, N_PAD)
     nmask = n < N
-    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (N, T)
-    Ct = load_bc(C_ptr, b, g, n, t, nmask, tmask, sC_b, sC_g, sC_n, sC_l)    # (N, T)
+    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (T, N)
+    Ct = load_bc(C_ptr, b, g, n, t, nmask, tmask, sC_b, sC_g, sC_n, sC_l)    # (T, N)
     seq, first, last = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
     row = (b.to(tl.int64) * NC + pid_c) * D
-    dB_acc = tl.zeros([N_PAD, CHUNK], dtype=tl.float32)
-    dC_acc = tl.zeros([N_PAD, CHUNK], dtype=tl.float32)
+    dB_acc = tl.zeros([CHUNK, N_PAD], dtype=tl.float32)
+    dC_acc = tl.zeros([CHUNK, N_PAD], dtype=tl.float32)
     for d0 in range(d_lo, d_hi, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         dmask = d < d_hi
-        m = dmask[:, None] & tmask[None, :]
+        m = tmask[:, None] & dmask[None, :]
         m2 = dmask[:, None] & nmask[None, :]
         u, dt, raw, A, a, a_cut, x, x_in = _tile_elements(
             u_ptr, delta_ptr, bias_ptr, A_ptr, h0_ptr, b, d, n, t, dmask, nmask, tmask,
             Bt, first, seq, D, N, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
             HAS_BIAS, SOFTPLUS, HAS_H0)
         # recompute the states of the chunk from its saved entering state
-        a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=2, combine_fn=pair_combine,
+        a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=0, combine_fn=pair_combine,
                                            reverse=REVERSE)
         h_enter = tl.load(states_ptr + (row + d[:, None]) * N + n[None, :], mask=m2, other=0.0)
-        h = a_cum * h_enter[:, :, None] + x_cum                              # (BD, N, T)
+        h = a_cum * h_enter[None, :, :] + x_cum                              # (T, BD, N)
         # output gate and skip
         dy, dout, z, sig = _output_grad(dout_ptr, z_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l,
                                         sz_b, sz_d, sz_l, HAS_Z)
-        offs = (b * D + d[:, None]) * L + t[None, :]       # du, ddelta, dz: contiguous
+        offs = (b * D + d[None, :]) * L + t[:, None]       # du, ddelta, dz: contiguous
         if HAS_D:
             Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
         if HAS_Z:
-            y = tl.sum(h * Ct[None, :, :], axis=1)
+            y = tl.sum(h * Ct[:, None, :], axis=2)
             if HAS_D:
-                y += Dv[:, None] * u
+                y += Dv[None, :] * u
             dz = dout * y * sig * (1.0 + z * (1.0 - sig))
             tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m)
         # gradient of the state, from the end of the chunk backwards (in scan order)
-        beta = Ct[None, :, :] * dy[:, None, :]
+        beta = Ct[:, None, :] * dy[:, :, None]
         if HAS_DLAST:
-            m_last = last[None, None, :] & m2[:, :, None]
+            m_last = last[:, None, None] & m2[None, :, :]
             beta += tl.load(state_tile_ptrs(dlast_ptr, seq, d, n, D, N), mask=m_last, other=0.0)
         q, p, _ = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
-                                      axis=2, combine_fn=adjoint_combine, reverse=not REVERSE)
+                                      axis=0, combine_fn=adjoint_combine, reverse=not REVERSE)
         g_arrive = tl.load(adj_ptr + (row + d[:, None]) * N + n[None, :], mask=m2, other=0.0)
-        gr = q + p * g_arrive[:, :, None]                                    # (BD, N, T)
+        gr = q + p * g_arrive[None, :, :]                                    # (T, BD, N)
         # input gradients
         hx = h - x                                             # a * h_prev (a * h0 at starts)
-        gB = gr * Bt[None, :, :]
-        ddt = tl.sum(gr * hx * A[:, :, None], axis=1) + tl.sum(gB, axis=1) * u
-        du = tl.sum(gB, axis=1) * dt
+        gB = gr * Bt[:, None, :]
+        ddt = tl.sum(gr * hx * A[None, :, :], axis=2) + tl.sum(gB, axis=2) * u
+        du = tl.sum(gB, axis=2) * dt
         if HAS_D:
-            du += Dv[:, None] * dy
-            tl.atomic_add(dD_ptr + d, tl.sum(tl.where(m, dy * u, 0.0), axis=1), mask=dmask)
-        dB_acc += tl.sum(gr * (dt * u)[:, None, :], axis=0)
-        dC_acc += tl.sum(h * dy[:, None, :], axis=0)
+            du += Dv[None, :] * dy
+            tl.atomic_add(dD_ptr + d, tl.sum(tl.where(m, dy * u, 0.0), axis=0), mask=dmask)
+        dB_acc += tl.sum(gr * (dt * u)[:, :, None], axis=1)
+        dC_acc += tl.sum(h * dy[:, :, None], axis=1)
         tl.atomic_add(dA_ptr + d[:, None] * N + n[None, :],
-                      tl.sum(gr * hx * dt[:, None, :], axis=2), mask=m2)
+                      tl.sum(gr * hx * dt[:, :, None], axis=0), mask=m2)
         if SOFTPLUS:
             ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
         ddt = tl.where(m, ddt, 0.0)
         if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + d, tl.sum(ddt, axis=1), mask=dmask)
+            tl.atomic_add(dbias_ptr + d, tl.sum(ddt, axis=0), mask=dmask)
         tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=m)
         tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m)
         if HAS_H0:
-            m_first = first[None, None, :] & m2[:, :, None]
+            m_first = first[:, None, None] & m2[None, :, :]
             tl.store(state_tile_ptrs(dh0_ptr, seq, d, n, D, N), a * gr, mask=m_first)
     # dB, dC partials of this split: (S, batch, groups, N, L) float32
-    mt = nmask[:, None] & tmask[None, :]
+    mt = tmask[:, None] & nmask[None, :]
     part = ((pid.to(tl.int64) % S) * (tl.num_programs(1) // S) + pid // S) * N
-    tl.store(dB_ptr + (part + n[:, None]) * L + t[None, :], dB_acc, mask=mt)
-    tl.store(dC_ptr + (part + n[:, None]) * L + t[None, :], dC_acc, mask=mt)
+    tl.store(dB_ptr + (part + n[None, :]) * L + t[:, None], dB_acc, mask=mt)
+    tl.store(dC_ptr + (part + n[None, :]) * L + t[:, None], dC_acc, mask=mt)
 

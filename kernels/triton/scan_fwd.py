@@ -1,7 +1,7 @@
 """Forward selective scan: chunk-local end states, then the scan with the carried-in states.
 
 Two kernels, each over a grid (chunks, batch x groups x channel-splits); a program loops
-over its channels BLOCK_D at a time and holds one chunk of them as a (BLOCK_D, N, CHUNK)
+over its channels BLOCK_D at a time and holds one chunk of them as a (CHUNK, BLOCK_D, N)
 tile (see `common.py` for the scan monoids and sequence starts):
 
 1. `chunk_state_fwd_kernel`: scan the chunk from a zero state; write its end state to
@@ -35,17 +35,17 @@ def _tile_elements(u_ptr, delta_ptr, bias_ptr, A_ptr, h0_ptr, b, d, n, t, dmask,
                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr):
     """The scan elements of one tile: decay a' (cut at sequence starts) and input x' (with
     the initial state entering at starts), plus what the backward pass reuses."""
-    m = dmask[:, None] & tmask[None, :]
-    u = tl.load(u_ptr + b * su_b + d[:, None] * su_d + t[None, :] * su_l, mask=m,
-                other=0.0).to(tl.float32)                                    # (BD, T)
+    m = tmask[:, None] & dmask[None, :]
+    u = tl.load(u_ptr + b * su_b + t[:, None] * su_l + d[None, :] * su_d, mask=m,
+                other=0.0).to(tl.float32)                                    # (T, BD)
     dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, dmask, tmask, sdl_b, sdl_d, sdl_l,
-                      HAS_BIAS, SOFTPLUS)                                    # (BD, T)
-    A, a = load_decay(A_ptr, d, n, dmask, nmask, dt, N)                      # (BD, N, T)
-    x = (dt * u)[:, None, :] * Bt[None, :, :]                                # (BD, N, T)
-    is_first = first[None, None, :]
+                      HAS_BIAS, SOFTPLUS)                                    # (T, BD)
+    A, a = load_decay(A_ptr, d, n, dmask, nmask, dt, N)                      # (T, BD, N)
+    x = (dt * u)[:, :, None] * Bt[:, None, :]                                # (T, BD, N)
+    is_first = first[:, None, None]
     x_in = x
     if HAS_H0:
-        m0 = is_first & dmask[:, None, None] & nmask[None, :, None]
+        m0 = is_first & dmask[None, :, None] & nmask[None, None, :]
         h0 = tl.load(state_tile_ptrs(h0_ptr, seq, d, n, D, N), mask=m0, other=0.0)
         x_in = x + a * h0
     a_cut = tl.where(is_first, 0.0, a)
@@ -68,13 +68,13 @@ def chunk_state_fwd_kernel(
     tmask = t < L
     n = tl.arange(0, N_PAD)
     nmask = n < N
-    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (N, T)
+    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (T, N)
     seq, first, _last = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
     # the chunk's last position in scan order; padding past L is the scan's identity
     if REVERSE:
-        end = tl.arange(0, CHUNK)[None, None, :] == 0
+        end = tl.arange(0, CHUNK)[:, None, None] == 0
     else:
-        end = tl.arange(0, CHUNK)[None, None, :] == CHUNK - 1
+        end = tl.arange(0, CHUNK)[:, None, None] == CHUNK - 1
     row = (b.to(tl.int64) * NC + pid_c) * D
     for d0 in range(d_lo, d_hi, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
@@ -83,12 +83,12 @@ def chunk_state_fwd_kernel(
             u_ptr, delta_ptr, bias_ptr, A_ptr, h0_ptr, b, d, n, t, dmask, nmask, tmask,
             Bt, first, seq, D, N, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
             HAS_BIAS, SOFTPLUS, HAS_H0)
-        _, h = tl.associative_scan((a_cut, x_in), axis=2, combine_fn=pair_combine,
+        _, h = tl.associative_scan((a_cut, x_in), axis=0, combine_fn=pair_combine,
                                    reverse=REVERSE)
-        h_end = tl.sum(tl.where(end, h, 0.0), axis=2)                        # (BD, N)
+        h_end = tl.sum(tl.where(end, h, 0.0), axis=0)                        # (BD, N)
         m = dmask[:, None] & nmask[None, :]
         tl.store(states_ptr + (row + d[:, None]) * N + n[None, :], h_end, mask=m)
-        tl.store(dtsum_ptr + row + d, tl.sum(dt, axis=1), mask=dmask)
+        tl.store(dtsum_ptr + row + d, tl.sum(dt, axis=0), mask=dmask)
 
 
 @triton.jit
@@ -109,8 +109,8 @@ def chunk_scan_fwd_kernel(
     tmask = t < L
     n = tl.arange(0, N_PAD)
     nmask = n < N
-    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (N, T)
-    Ct = load_bc(C_ptr, b, g, n, t, nmask, tmask, sC_b, sC_g, sC_n, sC_l)    # (N, T)
+    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (T, N)
+    Ct = load_bc(C_ptr, b, g, n, t, nmask, tmask, sC_b, sC_g, sC_n, sC_l)    # (T, N)
     seq, first, last = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
     row = (b.to(tl.int64) * NC + pid_c) * D
     for d0 in range(d_lo, d_hi, BLOCK_D):
@@ -121,19 +121,19 @@ def chunk_scan_fwd_kernel(
             u_ptr, delta_ptr, bias_ptr, A_ptr, h0_ptr, b, d, n, t, dmask, nmask, tmask,
             Bt, first, seq, D, N, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
             HAS_BIAS, SOFTPLUS, HAS_H0)
-        a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=2, combine_fn=pair_combine,
+        a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=0, combine_fn=pair_combine,
                                            reverse=REVERSE)
         h_enter = tl.load(states_ptr + (row + d[:, None]) * N + n[None, :], mask=m2, other=0.0)
-        h = a_cum * h_enter[:, :, None] + x_cum                              # (BD, N, T)
-        y = tl.sum(h * Ct[None, :, :], axis=1)                               # (BD, T)
+        h = a_cum * h_enter[None, :, :] + x_cum                              # (T, BD, N)
+        y = tl.sum(h * Ct[:, None, :], axis=2)                               # (T, BD)
         if HAS_D:
-            y += tl.load(D_ptr + d, mask=dmask, other=0.0)[:, None] * u
-        m = dmask[:, None] & tmask[None, :]
+            y += tl.load(D_ptr + d, mask=dmask, other=0.0)[None, :] * u
+        m = tmask[:, None] & dmask[None, :]
         if HAS_Z:
-            z = tl.load(z_ptr + b * sz_b + d[:, None] * sz_d + t[None, :] * sz_l, mask=m,
+            z = tl.load(z_ptr + b * sz_b + t[:, None] * sz_l + d[None, :] * sz_d, mask=m,
                         other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
+        tl.store(out_ptr + b * so_b + t[:, None] * so_l + d[None, :] * so_d,
                  y.to(out_ptr.dtype.element_ty), mask=m)
-        m_last = last[None, None, :] & m2[:, :, None]
+        m_last = last[:, None, None] & m2[None, :, :]
         tl.store(state_tile_ptrs(last_ptr, seq, d, n, D, N), h, mask=m_last)
