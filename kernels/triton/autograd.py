@@ -36,7 +36,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_soft
     batch, dim, length = u.shape
     dstate = A.shape[1]
     nseq = batch if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    nc = -(-length // scan_config(dstate).chunk)
+    nc = -(-length // scan_config(int(dstate)).chunk)  # the state size picks the kernels
     return (u.new_empty((batch, dim, length)), u.new_empty((nseq, dim, dstate), dtype=f32),
             u.new_empty((batch, nc, dim, dstate), dtype=f32),
             u.new_empty((batch, nc, dim), dtype=f32))

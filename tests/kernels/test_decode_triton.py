@@ -1,0 +1,87 @@
+"""Decoding kernels against the reference step: the selective state update and the causal
+conv window update, in place, with and without a batch -> state-row map."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bytessm.kernels import causal_conv1d_update, reference, selective_scan, selective_state_update
+
+from kernel_helpers import assert_close
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _step_inputs(batch, dim, dstate, groups, dtype, rows, g):
+    r = lambda *s, dt=dtype: torch.randn(*s, generator=g).to(DEVICE, dt)  # noqa: E731
+    bc = (batch, dstate) if groups == 0 else (batch, groups, dstate)
+    return dict(state=torch.randn(rows, dim, dstate, generator=g).to(DEVICE),
+                x=r(batch, dim), dt=r(batch, dim), A=-(torch.rand(dim, dstate, generator=g) + 0.1).to(DEVICE),
+                B=r(*bc), C=r(*bc), D=r(dim, dt=torch.float32), z=r(batch, dim),
+                dt_bias=r(dim, dt=torch.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("groups", [0, 2], ids=["shared", "g2"])
+@pytest.mark.parametrize("indexed", [False, True], ids=["rows", "index-map"])
+@pytest.mark.parametrize("full", [True, False], ids=["D-z-bias", "bare"])
+def test_state_update_matches_reference(dtype, groups, indexed, full):
+    g = torch.Generator().manual_seed(3)
+    batch, dim, dstate = 3, 12, 5
+    ins = _step_inputs(batch, dim, dstate, groups, dtype, rows=7 if indexed else batch, g=g)
+    if not full:
+        ins.update(D=None, z=None, dt_bias=None)
+    idx = torch.tensor([5, 0, 3], device=DEVICE) if indexed else None
+    state_ref = ins.pop("state")
+    state = state_ref.clone()
+    y = selective_state_update(state, **ins, dt_softplus=full, state_batch_indices=idx,
+                               backend="triton")
+    y_ref = reference.selective_state_update_ref(state_ref, **ins, dt_softplus=full,
+                                                 state_batch_indices=idx)
+    assert y.dtype == dtype
+    assert_close("y", y.float(), y_ref.float(), dtype)
+    assert_close("state", state, state_ref, torch.float32)
+
+
+def test_steps_continue_a_prefill():
+    """Prefill with the parallel scan, then decode step by step: same outputs as one scan."""
+    g = torch.Generator().manual_seed(4)
+    batch, dim, dstate, length, cut = 2, 8, 16, 24, 17
+    r = lambda *s: torch.randn(*s, generator=g).to(DEVICE)  # noqa: E731
+    u, delta, z = r(batch, dim, length), r(batch, dim, length), r(batch, dim, length)
+    B, C = r(batch, dstate, length), r(batch, dstate, length)
+    A = -(torch.rand(dim, dstate, generator=g) + 0.1).to(DEVICE)
+    D, bias = r(dim), r(dim)
+    full = selective_scan(u, delta, A, B, C, D, z, bias, backend="triton")
+    y, state = selective_scan(u[..., :cut], delta[..., :cut], A, B[..., :cut], C[..., :cut], D,
+                              z[..., :cut], bias, return_last_state=True, backend="triton")
+    steps = [selective_state_update(state, u[..., t], delta[..., t], A, B[..., t], C[..., t],
+                                    D, z[..., t], bias, backend="triton")
+             for t in range(cut, length)]
+    assert_close("decoded", torch.cat([y, torch.stack(steps, -1)], -1), full, torch.float32)
+
+
+@pytest.mark.parametrize("width", [2, 4])
+@pytest.mark.parametrize("indexed", [False, True], ids=["rows", "index-map"])
+@pytest.mark.parametrize("activation", ["silu", None], ids=["silu", "linear"])
+def test_conv_update_matches_reference(width, indexed, activation):
+    g = torch.Generator().manual_seed(5)
+    batch, dim, rows = 3, 10, 6 if indexed else 3
+    x = torch.randn(batch, dim, generator=g).to(DEVICE)
+    state_ref = torch.randn(rows, dim, width - 1, generator=g).to(DEVICE)
+    weight, bias = torch.randn(dim, width, generator=g).to(DEVICE), torch.randn(dim, generator=g).to(DEVICE)
+    idx = torch.tensor([4, 1, 2], device=DEVICE) if indexed else None
+    state = state_ref.clone()
+    y = causal_conv1d_update(x, state, weight, bias, activation=activation,
+                             state_batch_indices=idx, backend="triton")
+    y_ref = reference.causal_conv1d_update_ref(x, state_ref, weight, bias, activation=activation,
+                                               state_batch_indices=idx)
+    assert_close("y", y, y_ref, torch.float32)
+    assert_close("conv_state", state, state_ref, torch.float32)
+
+
+def test_conv_update_rejects_unknown_activation():
+    x = torch.randn(1, 4, device=DEVICE)
+    with pytest.raises(ValueError, match="activation"):
+        causal_conv1d_update(x, torch.zeros(1, 4, 3, device=DEVICE), torch.ones(4, 4, device=DEVICE),
+                             activation="relu", backend="triton")
