@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -153,8 +155,6 @@ def main(argv: list[str] | None = None) -> None:
     result = {"checkpoint": a.checkpoint, "tokenizer": task.kind, "extrapolation": ext,
               "noise": noise}
     if a.json:
-        from pathlib import Path
-        import os
         out = Path(a.json)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=1))
