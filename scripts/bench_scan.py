@@ -110,13 +110,10 @@ def scan_impls(mamba: dict, ssd: bool) -> dict:
     """name -> (make_inputs(batch, length, grad) -> args, run(args) -> output)."""
     impls = {"bytessm triton": (scan_inputs, lambda a: selective_scan(**a, backend="triton"))}
     if "cuda_scan" in mamba:
-        fn = mamba["cuda_scan"]
-        impls["mamba_ssm CUDA scan"] = (scan_inputs, lambda a: fn(
+        impls["mamba_ssm CUDA scan"] = (scan_inputs, lambda a, fn=mamba["cuda_scan"]: fn(
             a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"], a["delta_bias"],
             delta_softplus=True))
     if ssd and "ssd" in mamba:
-        fn = mamba["ssd"]
-
         def ssd_inputs(batch, length, grad, heads=24, headdim=64, n=64):
             g = torch.Generator(device="cuda").manual_seed(0)
 
@@ -128,7 +125,7 @@ def scan_impls(mamba: dict, ssd: bool) -> dict:
                         B=rnd(batch, length, 1, n), C=rnd(batch, length, 1, n),
                         D=rnd(heads, dtype=torch.float32), z=rnd(batch, length, heads, headdim),
                         dt_bias=rnd(heads, dtype=torch.float32, scale=0.3))
-        impls["mamba_ssm Triton SSD (24x64, N=64)"] = (ssd_inputs, lambda a: fn(
+        impls["mamba_ssm Triton SSD (24x64, N=64)"] = (ssd_inputs, lambda a, fn=mamba["ssd"]: fn(
             a["x"], a["dt"], a["A"], a["B"], a["C"], 256, D=a["D"], z=a["z"],
             dt_bias=a["dt_bias"], dt_softplus=True))
     return impls
@@ -176,8 +173,7 @@ def bench_decode(mamba: dict, batches=(1, 16, 128), steps: int = 16) -> list[dic
         impls = {"bytessm triton": lambda: selective_state_update(
             state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, backend="triton")}
         if "state_update" in mamba:
-            fn = mamba["state_update"]
-            impls["mamba_ssm selective_state_update"] = lambda: fn(
+            impls["mamba_ssm selective_state_update"] = lambda fn=mamba["state_update"]: fn(
                 state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True)
         for name, step in impls.items():
             step()  # compile outside the graph
