@@ -13,6 +13,8 @@ images task's patch embedding, so the benchmark measures the code that trains):
     vit-ti-24  the same ViT at Vim-Ti's depth, 24 blocks (11M)
 
 Vim's paper compares Vim-Ti with DeiT-Ti (12 blocks); vit-ti-24 matches the depth instead.
+The core attention layer adds rotary position embeddings to q and k on top of the patch
+embedding's absolute ones (DeiT has only the latter): a few elementwise ops per block.
 
 Resolutions 224, 512, 768, 1024, 1248 (197 .. 6085 tokens), all in one run. Two modes:
 "infer" (forward under torch.inference_mode) and "train" (forward, cross-entropy, backward,
