@@ -29,7 +29,7 @@ from .distributed import (World, all_reduce_sum, broadcast_object, close, init_w
                           pick_device, wrap_model)
 from .evaluate import autocast, evaluate, to_device
 from .logging import MetricsWriter, progress
-from .optim import build_optimizer, warmup_cosine
+from .optim import build_optimizer, no_decay_names, warmup_cosine
 from .segments import segmented_step
 
 
@@ -65,16 +65,19 @@ def _train(cfg: DictConfig, world: World) -> dict:
     # ranks may have resolved ${now:...} a second apart: rank 0's folder is the run's
     out_dir = Path(broadcast_object(str(Path(str(t.out_dir)).absolute()), world))
     ckpt_dir = out_dir / "checkpoints"
-    _seed_everything(int(t.seed), world.rank)
-
+    _seed_everything(int(t.seed), 0)  # the same initial weights on every rank (FSDP
+    # shards them as they are; DDP would broadcast rank 0's)
     task = build_task(cfg)
     train_ds, valid_ds, _ = task.build_datasets()
     model = build_model(cfg, task).to(device)
+    _seed_everything(int(t.seed), world.rank)
     n_params = sum(p.numel() for p in model.parameters())
+    no_decay = no_decay_names(model)
     model = wrap_model(model, world, t.parallel, device)
     if t.compile:
         model = torch.compile(model)
-    optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas)
+    optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas,
+                                no_decay=no_decay)
     schedule = lambda s: warmup_cosine(s, warmup_steps=t.warmup_steps,  # noqa: E731
                                        max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

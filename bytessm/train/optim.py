@@ -7,25 +7,38 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only. Biases, norm gains, embeddings-as-vectors and the SSM parameters
-    marked `_no_weight_decay` (A_log, D, dt bias; as mamba_ssm) are excluded."""
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:  # tied weights appear once
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that take no weight decay: biases, norm gains and the SSM
+    parameters marked `_no_weight_decay` (A_log, D, dt bias; as mamba_ssm). Read them before
+    FSDP shards the model: sharding replaces the parameters and drops such marks."""
+    return {n for n, p in model.named_parameters()
+            if p.dim() < 2 or getattr(p, "_no_weight_decay", False)}
+
+
+def _plain(name: str) -> str:  # DDP and torch.compile prefix the names
+    for prefix in ("module.", "_orig_mod."):
+        name = name.replace(prefix, "")
+    return name
+
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 no_decay: set[str] | None = None) -> list[dict]:
+    """Two AdamW groups: decayed matrices, and the `no_decay_names` (tied weights once)."""
+    no_decay = no_decay_names(model) if no_decay is None else no_decay
+    decay, keep, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        if p.dim() < 2 or getattr(p, "_no_weight_decay", False):
-            no_decay.append(p)
-        else:
-            decay.append(p)
+        (keep if _plain(name) in no_decay else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+            {"params": keep, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas),
-                             fused=None)
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas,
+                    no_decay: set[str] | None = None) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, weight_decay, no_decay), lr=lr,
+                             betas=tuple(betas))
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
