@@ -8,8 +8,8 @@ in bits per byte on the same held-out bytes.
 Four runs through the `bytessm train` CLI, one per (pipeline, architecture):
     bytes-mamba, bytes-transformer, bpe-mamba, bpe-transformer
 - Architectures: Mamba with 2*layers Mamba blocks; Transformer with `layers` blocks of
-  attention + SwiGLU MLP (model.attn_layers=all, attn_mlp_ratio=2.67): about 12 d^2
-  parameters per Transformer block = two Mamba blocks, same d_model. Parameter counts (total
+  attention + SwiGLU MLP (model.attn_layers=all), the MLP width chosen so a Transformer block
+  has the non-embedding parameters of two Mamba blocks (about 12 d^2), same d_model. Parameter counts (total
   and non-embedding) are reported; BPE's larger vocabulary adds embedding/head parameters only.
 - Context: every model sees `context_bytes` bytes per window: bytes models seq_len =
   context_bytes, BPE models seq_len = context_bytes / (bytes per token on the training split).
@@ -34,7 +34,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRANSFORMER_MLP_RATIO = 2.67
 
 
 def _tokenizer_arg(name: str) -> str:
@@ -57,7 +56,19 @@ def _model_kwargs(arch: str, d_model: int, layers: int) -> dict:
     if arch == "mamba":
         return dict(d_model=d_model, n_layer=2 * layers, attn_layers=[], attn_mlp_ratio=0)
     return dict(d_model=d_model, n_layer=layers, attn_layers="all",
-                attn_mlp_ratio=TRANSFORMER_MLP_RATIO)
+                attn_mlp_ratio=_matched_mlp_ratio(d_model, layers))
+
+
+def _matched_mlp_ratio(d_model: int, layers: int) -> float:
+    """The SwiGLU width at which a Transformer block has the non-embedding parameters of two
+    Mamba blocks (attention 4 d^2 + MLP 3 h d + norms); ~2.67 at large d, more at small d
+    where Mamba's x_proj/dt_proj/conv/A/D weigh more."""
+    from bytessm.backbone import Backbone
+
+    mamba = Backbone(d_model=d_model, n_layer=2, vocab_size=1)
+    per_pair = sum(p.numel() for p in mamba.blocks.parameters())
+    hidden = (per_pair - 4 * d_model ** 2 - 2 * d_model) / (3 * d_model)
+    return round(max(hidden, 1) / d_model + 1e-3, 4)   # Backbone takes int(ratio * d)
 
 
 def _count(arch: str, d_model: int, layers: int, vocab: int, context: int) -> dict:
