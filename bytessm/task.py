@@ -27,11 +27,15 @@ from __future__ import annotations
 import zlib
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 Metrics = dict[str, tuple[Tensor, Tensor]]
+
+#: Target value that next-symbol losses skip (padding, prompt, non-answer positions).
+IGNORE = -100
 
 
 class DataError(Exception):
@@ -47,6 +51,19 @@ def index_generator(seed: int, index: int, salt: str = "") -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(zlib.crc32(f"{salt}:{seed}:{index}".encode()) + (int(seed) << 32))
     return g
+
+
+def next_symbol_nll(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Summed cross-entropy (nats) over the positions whose target is not IGNORE.
+
+    logits (B, L, V), target (B, L) -> (nll_sum, count, correct): the sum to report and to
+    divide by the count, the number of counted positions, and how many argmax hits.
+    """
+    counted = target != IGNORE
+    nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE,
+                          reduction="sum")
+    correct = ((logits.argmax(-1) == target) & counted).sum()
+    return nll, counted.sum(), correct
 
 
 class Task:

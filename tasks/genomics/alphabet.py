@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bytessm.task import IGNORE  # noqa: F401  re-exported: the target the losses skip
+
 MASK = 256
 PAD = 257
 VOCAB_SIZE = 258          # 256 bytes + MASK + PAD
-IGNORE = -100             # target value the losses skip
 
 BASES = b"ACGT"
 IUPAC = b"ACGTURYSWKMBDHVN-"

@@ -25,10 +25,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from bytessm.nn import LMHead
-from bytessm.task import ConfigError, DataError, Metrics, Task
+from bytessm.task import ConfigError, DataError, Metrics, Task, next_symbol_nll
 
 from . import alphabet
-from .alphabet import IGNORE, VOCAB_SIZE
+from .alphabet import VOCAB_SIZE
 from .datasets import (VIRTUAL_SIZE, IntervalDataset, Region, SequenceDataset,
                        WindowDataset, check_options, split_regions)
 from .fasta import FastaFile
@@ -88,12 +88,7 @@ class GenomicsPretrainTask(Task):
         return RCLMHead(d_model, VOCAB_SIZE) if self.rc_model else LMHead(d_model, VOCAB_SIZE)
 
     def loss_and_metrics(self, head_out: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        logits, target = head_out, batch["target"]                        # (B, L, V), (B, L)
-        counted = target != IGNORE
-        n = counted.sum()
-        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(),
-                              ignore_index=IGNORE, reduction="sum")
-        correct = ((logits.argmax(-1) == target) & counted).sum()
+        nll, n, correct = next_symbol_nll(head_out, batch["target"])      # (B, L, V), (B, L)
         return nll / n.clamp(min=1), {"loss": (nll.detach(), n), "accuracy": (correct, n)}
 
     def summarize(self, totals: dict[str, tuple[float, float]]) -> dict[str, float]:

@@ -5,14 +5,12 @@ accuracy is measured on the answer positions only.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bytessm.nn import LMHead
-from bytessm.task import Metrics, Task
+from bytessm.task import Metrics, Task, next_symbol_nll
 
-from .data import IGNORE, KINDS, SyntheticDataset
+from .data import KINDS, SyntheticDataset
 
 __all__ = ["SyntheticTask", "SyntheticDataset", "KINDS"]
 
@@ -35,11 +33,5 @@ class SyntheticTask(Task):
         return LMHead(d_model, self.vocab_size)
 
     def loss_and_metrics(self, head_out: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        logits, target = head_out, batch["target"]                       # (B, L, V), (B, L)
-        mask = target != IGNORE
-        n = mask.sum()
-        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(),
-                              ignore_index=IGNORE, reduction="sum")
-        correct = ((logits.argmax(-1) == target) & mask).sum()
-        loss = nll / n.clamp(min=1)
-        return loss, {"loss": (nll.detach(), n), "accuracy": (correct, n)}
+        nll, n, correct = next_symbol_nll(head_out, batch["target"])      # answers only
+        return nll / n.clamp(min=1), {"loss": (nll.detach(), n), "accuracy": (correct, n)}

@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bytessm.task import ConfigError, index_generator
+from bytessm.task import IGNORE, ConfigError, index_generator
 
-IGNORE = -100
 BLANK, MARKER, FIRST = 0, 1, 2
 
 KINDS = ("selective_copying", "induction_heads", "mqar")

@@ -26,11 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bytessm.task import DataError, index_generator
+from bytessm.task import IGNORE, DataError, index_generator
 
 from .corpus import Corpus
 
-IGNORE = -100
 VIRTUAL_SIZE = 2**40   # training windows are drawn on the fly: index i -> one window
 SPAN_ORDER_SEED = 20240521
 

@@ -22,17 +22,16 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from bytessm.nn import LMHead
-from bytessm.task import ConfigError, DataError, Metrics, Task
+from bytessm.task import ConfigError, DataError, Metrics, Task, next_symbol_nll
 
 from .bpe_cache import load_or_build
 from .codecs import BPECodec, ByteCodec
 from .corpus import Corpus
-from .datasets import IGNORE, EvalSpans, MappedArray, TrainWindows
+from .datasets import EvalSpans, MappedArray, TrainWindows
 from tokenizers import Tokenizer
 
 TOKENIZERS = ("bytes", "bpe")
@@ -158,11 +157,7 @@ class TextTask(Task):
         return LMHead(d_model, self.vocab_size)
 
     def loss_and_metrics(self, head_out: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        logits, target = head_out, batch["target"]                       # (B, L, V), (B, L)
-        counted = target != IGNORE
-        n = counted.sum()
-        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(),
-                              ignore_index=IGNORE, reduction="sum")
+        nll, n, _ = next_symbol_nll(head_out, batch["target"])          # (B, L, V), (B, L)
         nbytes = batch["nbytes"].sum()
         metrics = {"loss": (nll.detach(), n), "bits_per_byte": (nll.detach() / math.log(2), nbytes)}
         if self.kind == "bpe":
