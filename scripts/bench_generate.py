@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from bytessm.nn.heads import LMHead
 from bytessm.nn.mamba import MambaState
 from bytessm.sampling import SamplingParams
 from bytessm.speculative import speculative_generate
+from bytessm.io import atomic_write
 
 GIB = 2**30
 VOCAB = 256
@@ -255,17 +254,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/bench_generate")
@@ -289,8 +277,8 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(report)
-    _atomic_write(out / "bench_generate.md", table + "\n")
-    _atomic_write(out / "bench_generate.json", json.dumps(report, indent=1))
+    atomic_write(out / "bench_generate.md", table + "\n")
+    atomic_write(out / "bench_generate.json", json.dumps(report, indent=1))
     print(table)
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from bytessm.backbone import Backbone, SequenceModel
 from bytessm.tasks.genomics import VOCAB_SIZE, RCPSBackbone
 from bytessm.tasks.genomics.task import PositionClassifier
+from bytessm.io import atomic_write
 
 GIB = 2**30
 NUM_CLASSES = 5
@@ -114,12 +114,6 @@ def markdown(rows: list[dict]) -> str:
             lines.append(f"| {r['model']} | {pow2(r['length'])} | {r['step_s'] * 1e3:.1f} | "
                          f"{r['bases_per_s']:,.0f} | {peak} |")
     return "\n".join(lines)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

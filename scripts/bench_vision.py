@@ -33,11 +33,9 @@ import argparse
 import contextlib
 import gc
 import json
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +47,7 @@ from bytessm.backbone import Backbone, SequenceModel
 from bytessm.kernels.ops import resolve_backend
 from bytessm.nn import ClassifierHead
 from bytessm.tasks.images import VimPatchEmbed
+from bytessm.io import atomic_write
 
 GIB = 2**30
 RESOLUTIONS = (224, 512, 768, 1024, 1248)
@@ -251,17 +250,6 @@ def markdown(rows: list[dict], vim: str, vits: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path)
@@ -317,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             "crossover": {f"{v}/{mode}/{key}": crossover(rows, mode, key, names[0], v)
                           for v in names[1:] for mode in args.modes
                           for key in ("images_per_s", "peak_gib")}}
-    _atomic_write(args.out / "bench_vision.json", json.dumps({"meta": meta, "results": rows},
+    atomic_write(args.out / "bench_vision.json", json.dumps({"meta": meta, "results": rows},
                                                              indent=1))
-    _atomic_write(args.out / "bench_vision.md", table + "\n")
+    atomic_write(args.out / "bench_vision.md", table + "\n")
     return 0 if all(r["status"] != "error" for r in rows) else 1
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bytessm.task import DataError
+from bytessm.io import atomic_write
 
 SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 1
@@ -117,12 +118,6 @@ def default_cache_dir(base: Path) -> Path:
     return root / "bytessm" / "text" / hashlib.sha256(str(base).encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class Corpus:
     """The documents of `spec`, their splits, and the memory-mapped byte cache."""
 
@@ -181,7 +176,7 @@ class Corpus:
             tmp.unlink(missing_ok=True)
         index = {"version": CACHE_VERSION, "names": [f.name for f in files],
                  "offsets": offsets, "digests": digests}
-        _write_atomic(idx_path, json.dumps(index).encode())
+        atomic_write(idx_path, json.dumps(index).encode())
         return index
 
     # -- reading -----------------------------------------------------------------------------
