@@ -1,20 +1,58 @@
-"""Atomic file writes: a crash never leaves a half-written result behind."""
+"""Atomic file writes: a crash never leaves a half-written result behind.
+
+`atomic_write(path, data)` writes a whole str/bytes; `atomic_open(path, mode)` is the same
+for writers that stream into a file object (np.save, savefig, soundfile, a copy loop):
+
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
+
+Both write a temporary file beside `path` (same filesystem, so the rename is atomic) and
+rename it over `path` only when the block ends without an exception; otherwise the temporary
+file is removed and any old `path` is left as it was. Folders are not created: the caller
+makes `path.parent`. Swapping whole folders (checkpoints, prepared datasets) is not this.
+"""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`; the
-    temporary file is removed if anything fails."""
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", *,
+                encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Yield a new file for writing (`mode` "w" text or "wb" binary) that becomes `path` when
+    the block exits cleanly.
+
+    The file is `.NAME.RANDOM.tmp` beside `path`, created exclusively (mode "x") so the umask
+    applies as for a plain open() (tempfile.mkstemp would make every result private, 0o600).
+    Its `.name` is that temporary path, for writers that re-read what they wrote (e.g. to check
+    a header before publishing it).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            f = open(tmp, mode.replace("w", "x"), encoding=None if mode == "wb" else encoding)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
+        with f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, *,
+                 encoding: str | None = "utf-8") -> None:
+    """Write all of `data` (str as `encoding` text, bytes as they are) to `path` atomically."""
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w", encoding=encoding) as f:
+        f.write(data)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 
 import torch
@@ -25,6 +24,7 @@ from omegaconf import OmegaConf
 
 from bytessm.backbone import Backbone, SequenceModel
 from bytessm.generation import generate
+from bytessm.io import atomic_write
 from bytessm.nn import LMHead
 from bytessm.nn.unet import PooledUNet
 from bytessm.sampling import SamplingParams
@@ -125,10 +125,8 @@ def main(argv=None) -> int:
               f"{r['s_per_step']:.3f} | {r['peak_mem_gib']:.1f} | {r['gen_batch']} x "
               f"{r['gen_len']} | {r['gen_s']:.1f} | {r['gen_realtime_factor']:.3f} |")
     os.makedirs(args.out, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"smoke": args.smoke, "rows": rows}, f, indent=2)
-    os.replace(tmp, os.path.join(args.out, "bench_audio.json"))
+    atomic_write(os.path.join(args.out, "bench_audio.json"),
+                 json.dumps({"smoke": args.smoke, "rows": rows}, indent=2))
     return 0
 
 

@@ -33,6 +33,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bytessm.io import atomic_open, atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -115,15 +117,8 @@ def _plot(results: list[dict], path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", f"Lowest test bits per byte at this compute: {best['name']} "
                   f"({best['test_bpb']:.4f})."]
     table = "\n".join(lines) + "\n"
-    _write(out / "table.md", table)
-    _write(out / "results.json", json.dumps({"args": vars(a), "bytes_per_token": bpt,
-                                             "budget_flops": budget, "runs": results}, indent=1))
+    atomic_write(out / "table.md", table)
+    atomic_write(out / "results.json", json.dumps({"args": vars(a), "bytes_per_token": bpt,
+                                                   "budget_flops": budget, "runs": results},
+                                                  indent=1))
     _plot(results, out / "bpb_vs_flops.png")
     print(table)
 

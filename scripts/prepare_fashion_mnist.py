@@ -7,7 +7,8 @@
 2. finds the four idx files through `dpkg -L dataset-fashion-mnist`;
 3. checks each header (idx magic, 60000/10000 items of 28x28) and writes them, uncompressed,
    to <root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte, each through a
-   temporary file and os.replace, so an interrupted run leaves no half-written file;
+   temporary file renamed once its header checks out (bytessm.io.atomic_open), so an
+   interrupted run or a bad file leaves no half-written file;
 4. reads them back with torchvision.datasets.FashionMNIST(root, download=False).
 
 Then: `bytessm train task=images model=vim_cpu task.data.root=<root>`.
@@ -23,6 +24,8 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+
+from bytessm.io import atomic_open
 
 PACKAGE = "dataset-fashion-mnist"
 FILES = {  # name -> (idx dimensions, items) of the published set
@@ -96,15 +99,11 @@ def place(sources: dict[str, Path], root: Path, *, check_counts: bool = True) ->
     out = []
     for name, src in sorted(sources.items()):
         dst = raw / name
-        tmp = raw / f".{name}.tmp-{os.getpid()}"
-        try:
-            opener = gzip.open if src.name.endswith(".gz") else open
-            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, length=1 << 20)
-            check_header(tmp, name, None if check_counts else 0)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
+        opener = gzip.open if src.name.endswith(".gz") else open
+        with opener(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout, length=1 << 20)
+            fout.flush()
+            check_header(Path(fout.name), name, None if check_counts else 0)  # before publishing
         out.append(dst)
     return out
 

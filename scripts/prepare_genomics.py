@@ -31,6 +31,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bytessm.io import atomic_open, atomic_write
+
 PACKAGES = ("ragout-examples", "kleborate-examples")
 # species -> (Debian package, path pattern of its genomes in `dpkg -L`); the first genome
 # (sorted) named in PRETRAIN goes to the pretraining FASTA.
@@ -107,22 +109,15 @@ def genome_records(path: Path) -> list[tuple[str, str, str]]:
     return [(f"{strain}_{i + 1}", h, s) for i, (h, s) in enumerate(records)]
 
 
-def atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        write(f)
-    os.replace(tmp, path)
-    Path(f"{path}.fai").unlink(missing_ok=True)
-
-
 def write_fasta(path: Path, records: list[tuple[str, str, str]]) -> None:
-    def write(f):
+    """80-base lines, atomically; a stale samtools index (.fai) beside it is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w", encoding="ascii") as f:
         for name, header, seq in records:
             f.write(f">{name} {header}\n")
             for i in range(0, len(seq), LINE):
                 f.write(seq[i:i + LINE] + "\n")
-    atomic_write(path, write)
+    Path(f"{path}.fai").unlink(missing_ok=True)
 
 
 def bed_rows(records: list[tuple[str, str, str]], interval: int) -> list[tuple[str, int, int, str]]:
@@ -153,7 +148,7 @@ def convert(genomes: dict[str, list[Path]], out: Path, interval: int) -> None:
     print(f"wrote {fa}: {len(pretrain)} records, {sum(len(s) for _, _, s in pretrain):,} bases")
     rows = bed_rows(pretrain, interval)
     bed = out / "pretrain" / "bacteria.bed"
-    atomic_write(bed, lambda f: f.writelines(f"{c}\t{a}\t{b}\t{s}\n" for c, a, b, s in rows))
+    atomic_write(bed, "".join(f"{c}\t{a}\t{b}\t{s}\n" for c, a, b, s in rows), encoding="ascii")
     counts = {s: sum(r[3] == s for r in rows) for _, s in SPLITS}
     print(f"wrote {bed}: {len(rows)} intervals of {interval} bases "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")

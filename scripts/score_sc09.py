@@ -20,10 +20,10 @@ import glob
 import json
 import os
 import sys
-import tempfile
 
 import torch
 
+from bytessm.io import atomic_write
 from bytessm.task import ConfigError, DataError
 from bytessm.tasks.audio_sc09.classifier import classify
 from bytessm.tasks.audio_sc09.codec import mulaw_encode, read_clip
@@ -106,12 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     print(json.dumps(result))
     if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.out)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        atomic_write(args.out, json.dumps(result, indent=2))
     return 0
 
 

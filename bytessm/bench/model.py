@@ -40,7 +40,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, fields
@@ -51,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from bytessm.backbone import Backbone, SequenceModel
+from bytessm.io import atomic_open, atomic_write
 from bytessm.nn import LMHead
 
 __all__ = ["ModelSpec", "PRESETS", "SMOKE_PRESETS", "DEFAULT_MODELS", "DEFAULT_LENGTHS",
@@ -362,21 +362,9 @@ def plot(rows: list[dict], path: str | os.PathLike) -> None:
             ax.text(0.5, 0.5, "not measured (CUDA only)", ha="center", transform=ax.transAxes)
     fig.suptitle("Training step (fwd + bwd + AdamW) vs sequence length")
     fig.tight_layout()
-    _atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
-
-
-def _atomic(path, write, binary: bool = False) -> None:
-    """Write through a temp file in the same folder, then rename: never half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _meta() -> dict:
@@ -398,8 +386,8 @@ def write_outputs(rows: list[dict], out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"{stem}.{ext}" for ext in ("md", "json", "png")}
     table = markdown_table(rows)
-    _atomic(paths["md"], lambda f: f.write(table + "\n"))
-    _atomic(paths["json"], lambda f: json.dump({"meta": _meta(), "results": rows}, f, indent=1))
+    atomic_write(paths["md"], table + "\n")
+    atomic_write(paths["json"], json.dumps({"meta": _meta(), "results": rows}, indent=1))
     plot(rows, paths["png"])
     return paths
 

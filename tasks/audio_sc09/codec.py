@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import numpy as np
 import soundfile as sf
@@ -24,6 +23,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from bytessm.io import atomic_open
 from bytessm.task import DataError
 
 SAMPLE_RATE = 16_000
@@ -118,13 +118,6 @@ def write_wav(path: str, waveform: Tensor | np.ndarray, rate: int = SAMPLE_RATE)
     data = np.clip(np.asarray(torch.as_tensor(waveform, dtype=torch.float32)), -1.0, 1.0)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=folder)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        sf.write(f, data, rate, subtype="PCM_16", format="WAV")
     return path

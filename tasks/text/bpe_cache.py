@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import tokenizers
 from tokenizers import Tokenizer
+
+from bytessm.io import atomic_open, atomic_write
 
 from .codecs import BPECodec, bpe_trainer, new_bpe_tokenizer, utf8_pieces
 from .corpus import Corpus
@@ -103,8 +104,7 @@ def load_or_build(corpus: Corpus, *, vocab_size: int, min_frequency: int = 2,
 def _build(corpus: Corpus, folder: Path, key: str, train_ids: list[int], *, vocab_size: int,
            min_frequency: int, max_train_bytes: int, log) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").unlink(missing_ok=True)
-    tmp = f".tmp-{os.getpid()}"
+    (folder / "meta.json").unlink(missing_ok=True)  # written last: marks a complete cache
 
     # 1. train the tokenizer on a deterministic sample of whole training documents
     order = sorted(train_ids, key=lambda i: hashlib.sha256(corpus.names[i].encode()).digest())
@@ -137,33 +137,28 @@ def _build(corpus: Corpus, folder: Path, key: str, train_ids: list[int], *, voca
             f"({invalid['bytes']} invalid bytes): BPE merges are learned on their valid UTF-8 "
             f"runs, and every invalid byte is encoded as its single-byte token")
     tok_path = folder / "tokenizer.json"
-    tok.save(str(folder / f"tokenizer.json{tmp}"))
-    os.replace(folder / f"tokenizer.json{tmp}", tok_path)
+    atomic_write(tok_path, tok.to_str(pretty=True))  # what tok.save(path) writes
 
     # 2. tokenize the whole training split, streaming, into a flat token file
     codec = BPECodec(tok)
     dtype = np.uint16 if codec.vocab_size <= 2**16 else np.uint32
     offsets, n = [0], 0
-    bin_tmp = folder / f"train-tokens.bin{tmp}"
-    with open(bin_tmp, "wb") as out:
+    with atomic_open(folder / "train-tokens.bin", "wb") as out:
         for i in train_ids:
             for piece in _doc_chunks(corpus, i):
                 ids, _ = codec.encode(piece)
                 out.write(ids.astype(dtype).tobytes())
                 n += len(ids)
             offsets.append(n)
-    os.replace(bin_tmp, folder / "train-tokens.bin")
-    with open(folder / f"train-docs{tmp}.npy", "wb") as f:
+    with atomic_open(folder / "train-docs.npy", "wb") as f:
         np.save(f, np.asarray(offsets, dtype=np.int64))
-    os.replace(folder / f"train-docs{tmp}.npy", folder / "train-docs.npy")
     train_bytes = sum(corpus.doc_len(i) for i in train_ids)
     meta = {"key": key, "tokenizer_sha256": _sha(tok_path), "dtype": np.dtype(dtype).name,
             "vocab_size": codec.vocab_size, "requested_vocab_size": vocab_size,
             "min_frequency": min_frequency, "max_train_bytes": max_train_bytes,
             "train_split": corpus.split_digest("train"), "train_tokens": n,
             "train_bytes": train_bytes, "tokenizers": tokenizers.__version__}
-    (folder / f"meta.json{tmp}").write_text(json.dumps(meta, indent=1))
-    os.replace(folder / f"meta.json{tmp}", folder / "meta.json")
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=1))
     log(f"[bytessm] text: BPE vocabulary {codec.vocab_size}; training split {train_bytes} bytes "
         f"-> {n} tokens ({train_bytes / max(n, 1):.2f} bytes/token)")
     return meta

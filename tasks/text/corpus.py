@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bytessm.io import atomic_open, atomic_write
 from bytessm.task import DataError
-from bytessm.io import atomic_write
 
 SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 1
@@ -158,22 +158,17 @@ class Corpus:
 
     @staticmethod
     def _build(files: list[SourceFile], bin_path: Path, idx_path: Path) -> dict:
-        tmp = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
         offsets, digests = [0], []
-        try:
-            with open(tmp, "wb") as out:
-                for f in files:
-                    h, n = hashlib.sha256(), 0
-                    with open(f.path, "rb") as src:
-                        while chunk := src.read(1 << 20):
-                            out.write(chunk)
-                            h.update(chunk)
-                            n += len(chunk)
-                    offsets.append(offsets[-1] + n)
-                    digests.append(h.hexdigest()[:32])
-            os.replace(tmp, bin_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(bin_path, "wb") as out:
+            for f in files:
+                h, n = hashlib.sha256(), 0
+                with open(f.path, "rb") as src:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+                        h.update(chunk)
+                        n += len(chunk)
+                offsets.append(offsets[-1] + n)
+                digests.append(h.hexdigest()[:32])
         index = {"version": CACHE_VERSION, "names": [f.name for f in files],
                  "offsets": offsets, "digests": digests}
         atomic_write(idx_path, json.dumps(index).encode())

@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bytessm.io import atomic_write
 
 from .datasets import IGNORE, held_out_spans
 from .noise import KINDS, add_noise
@@ -155,10 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"checkpoint": a.checkpoint, "tokenizer": task.kind, "extrapolation": ext,
               "noise": noise}
     if a.json:
-        out = Path(a.json)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out)
+        atomic_write(a.json, json.dumps(result, indent=1))
     print(json.dumps(result))
 
 

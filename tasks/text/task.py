@@ -17,14 +17,13 @@ Metrics (summed over positions, then divided):
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from bytessm.io import atomic_write
 from bytessm.nn import LMHead
 from bytessm.task import ConfigError, DataError, Metrics, Task, next_symbol_nll
 
@@ -148,9 +147,7 @@ class TextTask(Task):
         if dst is None:
             return
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        atomic_write(dst, src.read_bytes())
 
     # -- model and metrics -----------------------------------------------------------------------
     def build_head(self, d_model: int) -> nn.Module:
@@ -189,9 +186,7 @@ class TextTask(Task):
         paths = []
         for k, t in enumerate(texts):
             path = folder / f"sample_{k}.txt"
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(t)
-            os.replace(tmp, path)
+            atomic_write(path, t)
             paths.append(str(path))
         return paths
 
