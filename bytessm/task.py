@@ -21,6 +21,9 @@ Metrics
     ranks, then `summarize(totals)` turns them into the reported numbers (default:
     sum / count; override for perplexity, MCC, ...). Bits per byte is the summed NLL in
     bits over the count of real bytes, never a mean of per-batch means.
+    `num_symbols(batch)` is how many symbols a batch holds, for the trainer's throughput
+    (`symbols_per_s`); the default, batch x length of "input", fits sequence tasks, and a
+    task whose "input" is not (B, L, ...) overrides it (images count patches).
 """
 from __future__ import annotations
 
@@ -94,6 +97,12 @@ class Task:
     def summarize(self, totals: dict[str, tuple[float, float]]) -> dict[str, float]:
         """(sum, count) per metric, over the whole split -> reported values."""
         return {k: s / max(c, 1e-12) for k, (s, c) in totals.items()}
+
+    def num_symbols(self, batch: dict[str, Tensor]) -> int:
+        """Symbols in `batch`, for `symbols_per_s`: "input" is (B, L) symbols or (B, L, F)
+        vectors, so B * L."""
+        x = batch["input"]
+        return x.shape[0] * x.shape[1]
 
     # -- generation (tasks with a causal next-symbol objective) -------------------------
     def encode_prompt(self, prompt: str) -> list[int]:

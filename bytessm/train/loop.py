@@ -155,7 +155,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
                 acc = step_sums.setdefault(k, [0.0, 0.0])
                 acc[0] += float(s)
                 acc[1] += float(c)
-            window["symbols"] += batch["input"].shape[0] * batch["input"].shape[1]
+            window["symbols"] += task.num_symbols(batch)
         keys = sorted(step_sums)
         flat = all_reduce_sum([x for k in keys for x in step_sums[k]], device, world)
         totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}

@@ -131,6 +131,11 @@ class ImagesTask(Task):
         return ClassifierHead(d_model, self.num_classes, pool="index",
                               index=self.geometry.cls_index)
 
+    def num_symbols(self, batch: dict[str, Tensor]) -> int:
+        """Patches: images (B, C, H, W) x patches per image. The class token is not counted,
+        so symbols_per_s is the rate at which image content is read."""
+        return batch["input"].shape[0] * self.geometry.num_patches
+
     def loss_and_metrics(self, head_out: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         logits, label = head_out.float(), batch["label"]                 # (B, K), (B,)
         smoothing = float(self.cfg.task.get("label_smoothing", 0.0))
