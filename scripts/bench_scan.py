@@ -206,23 +206,26 @@ def first_call_seconds() -> dict:
 
 # ---------------------------------------------------------------------------- tuning
 def tune(shapes, bw):
-    """Sweep a few N_PAD=16 configurations; prints fwd and fwd+bwd per shape."""
-    grid = [dict(chunk=c, block_d=bd, warps=w, block_d_bwd=bdb, warps_bwd=wb)
-            for c, bd, w, bdb, wb in ((16, 8, 4, 8, 4), (32, 8, 4, 8, 4), (16, 16, 8, 16, 8),
-                                      (32, 16, 8, 8, 4), (16, 4, 2, 4, 2), (32, 4, 2, 8, 4))]
+    """Sweep launch configurations (configs.ScanConfig fields); prints fwd and fwd+bwd per shape."""
+    fields = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs")
+    grid = [dict(zip(fields, v)) for v in (
+        (512, 4, 4, 2, 4, 512), (256, 4, 4, 2, 4, 512), (1024, 4, 4, 2, 4, 512),
+        (512, 2, 4, 1, 4, 512), (512, 8, 8, 4, 8, 512), (512, 4, 4, 2, 4, 1),
+        (512, 4, 4, 2, 4, 2048), (2048, 1, 4, 1, 4, 512), (1024, 2, 4, 2, 8, 512),
+        (256, 8, 4, 4, 4, 512))]
     run = lambda a: selective_scan(**a, backend="triton")  # noqa: E731
     results = []
     for cfg in grid:
-        os.environ["BYTESSM_SCAN_CONFIG"] = json.dumps({"16": cfg})
+        os.environ["BYTESSM_SCAN_CONFIG"] = json.dumps(cfg)
         for batch, length in shapes:
             try:
                 r = bench_shape("tune", scan_inputs, run, batch, length, bw)
             except Exception as e:  # out of resources etc.: skip the config
-                print(f"[tune] {cfg} {batch}x{length}: {type(e).__name__}", flush=True)
+                print(f"[tune] {cfg} {batch}x{length}: {type(e).__name__}: {e}"[:300], flush=True)
                 continue
             results.append({**cfg, **r})
-            print(f"[tune] {cfg} {batch}x{length}: fwd {r['fwd_ms']:.3f} fwd+bwd {r['fwd_bwd_ms']:.3f}",
-                  flush=True)
+            print(f"[tune] {cfg} {batch}x{length}: fwd {r['fwd_ms']:.3f} fwd+bwd {r['fwd_bwd_ms']:.3f}"
+                  f" peak {r['fwd_bwd_peak_gib']:.2f} GiB", flush=True)
     os.environ.pop("BYTESSM_SCAN_CONFIG")
     return results
 

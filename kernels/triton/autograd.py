@@ -1,6 +1,6 @@
 """The scan as two `torch.library` custom ops with fake (meta) kernels and registered autograd.
 
-    bytessm::selective_scan_fwd  -> out, last_state, states, dtsum
+    bytessm::selective_scan_fwd  -> out, last_state, states
     bytessm::selective_scan_bwd  -> du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state
 
 Being opaque custom ops, they trace into `torch.compile(fullgraph=True)` graphs as single
@@ -26,7 +26,7 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
                        D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
                        initial_state: Optional[Tensor], cu_seqlens: Optional[Tensor],
                        delta_softplus: bool, reverse: bool
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                       ) -> tuple[Tensor, Tensor, Tensor]:
     return scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                              delta_softplus, reverse)
 
@@ -38,25 +38,24 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_soft
     nseq = batch if cu_seqlens is None else cu_seqlens.shape[0] - 1
     nc = -(-length // scan_config(int(dstate)).chunk)  # the state size picks the kernels
     return (u.new_empty((batch, dim, length)), u.new_empty((nseq, dim, dstate), dtype=f32),
-            u.new_empty((batch, nc, dim, dstate), dtype=f32),
-            u.new_empty((batch, nc, dim), dtype=f32))
+            u.new_empty((batch, nc, dim, dstate), dtype=f32))
 
 
 @torch.library.custom_op("bytessm::selective_scan_bwd", mutates_args=())
 def selective_scan_bwd(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: Tensor,
                        A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
                        delta_bias: Optional[Tensor], initial_state: Optional[Tensor],
-                       cu_seqlens: Optional[Tensor], states: Tensor, dtsum: Tensor,
+                       cu_seqlens: Optional[Tensor], states: Tensor,
                        delta_softplus: bool, reverse: bool
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                                   Tensor]:
     return scan.scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state,
-                              cu_seqlens, states, dtsum, delta_softplus, reverse)
+                              cu_seqlens, states, delta_softplus, reverse)
 
 
 @selective_scan_bwd.register_fake
 def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states,
-      dtsum, delta_softplus, reverse):
+      delta_softplus, reverse):
     def like(t):
         return u.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
     return (like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias),
@@ -65,18 +64,17 @@ def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlen
 
 def _setup_context(ctx, inputs, output):
     (u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, softplus, reverse) = inputs
-    _, _, states, dtsum = output
+    _, _, states = output
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
-                          states, dtsum)
+                          states)
     ctx.softplus, ctx.reverse = softplus, reverse
 
 
-def _backward(ctx, dout, dlast, _dstates, _ddtsum):
-    u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states, dtsum = \
-        ctx.saved_tensors
+def _backward(ctx, dout, dlast, _dstates):
+    u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states = ctx.saved_tensors
     grads = torch.ops.bytessm.selective_scan_bwd(
         dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states,
-        dtsum, ctx.softplus, ctx.reverse)
+        ctx.softplus, ctx.reverse)
     du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
     present = lambda g, t: None if t is None else g  # noqa: E731
     return (du, ddelta, dA, dB, dC, present(dD, D), present(dz, z), present(dbias, delta_bias),
@@ -90,6 +88,6 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=True, initial_state=None, return_last_state=False,
                           reverse=False, cu_seqlens=None):
     """The scan on the Triton kernels; same contract as `reference.selective_scan_sequential`."""
-    out, last, _, _ = torch.ops.bytessm.selective_scan_fwd(
+    out, last, _ = torch.ops.bytessm.selective_scan_fwd(
         u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_softplus, reverse)
     return (out, last) if return_last_state else out

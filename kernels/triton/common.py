@@ -1,11 +1,13 @@
-"""Pieces shared by the selective-scan kernels: the scan monoids and the per-chunk tile loads.
+"""Pieces shared by the selective-scan kernels: the scan monoids, the program's place in the
+grid, and the per-chunk tile loads.
 
-A chunk is CHUNK consecutive positions; a program holds one chunk of BLOCK_D channels in
-registers as a time-major (CHUNK, BLOCK_D, N_PAD) tile and scans it along axis 0 with
-`tl.associative_scan`. Time-major matters: Triton spreads a tile's threads over its last
-axes first, so with BLOCK_D * N_PAD >= 32 * num_warps every thread owns whole time columns
-and the scan runs sequentially in registers (a scan along a lane-spread axis costs five
-shuffle rounds per element, and was measured ~20x slower). Two monoids do all the work:
+The scan is parallel over time the way mamba_ssm's CUDA kernel is: a program owns BLOCK_D
+channels and walks their positions a chunk of CHUNK at a time, and for each state index n
+scans the chunk's (BLOCK_D, CHUNK) tile of that one state along its time axis with
+`tl.associative_scan` (each thread scans the positions it holds in registers; warp shuffles
+and shared memory join the threads). The state never goes to memory per step: only each
+chunk's entering state (BLOCK_D x N floats) is written, and read back when the program
+moves on to the next chunk. Two monoids do all the work:
 
 - `pair_combine`, for the state recurrence h_t = a_t * h_prev + x_t (scan order). An
   element is (a, x); combining `first` then `second` gives (a1*a2, a2*x1 + x2). The
@@ -25,9 +27,10 @@ function serves both directions (tests cover both directions on the interpreter 
 
 Sequences begin where the recurrence begins: position 0 of a batch row, each packed
 sequence's first position (`cu_seqlens`), and the *last* positions for `reverse=True`.
-There the decay is cut (a' = 0) and the sequence's initial state enters through the input:
-x' = x + a * h0. The state's gradient never crosses a start either, since it is carried by
-the same a'.
+Without `cu_seqlens` that is the first chunk, which simply starts from the initial state;
+with it, the decay is cut (a' = 0) at each start and the sequence's initial state enters
+through the input: x' = x + a * h0. The state's gradient never crosses a start either,
+since it is carried by the same a'.
 """
 import triton
 import triton.language as tl
@@ -53,16 +56,58 @@ def softplus(x):
 
 
 @triton.jit
-def load_dt(delta_ptr, bias_ptr, b, d, t, dmask, tmask, sdl_b, sdl_d, sdl_l,
+def program_place(L, DG, G, CPS, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+                  REVERSE: tl.constexpr):
+    """Grid: axis 0 enumerates (batch, group, channel block), axis 1 the segments of CPS
+    chunks. Returns the batch row (int64), group, channels and their mask, the segment's
+    chunks [c_lo, c_lo + n_chunks), whether the segment is the first and the last one in
+    scan order, and the number of chunks NC of the whole sequence."""
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    S = tl.num_programs(1)
+    nbd = tl.cdiv(DG, BLOCK_D)
+    blk = pid % nbd
+    g = (pid // nbd) % G
+    b = (pid // (nbd * G)).to(tl.int64)
+    dg = blk * BLOCK_D + tl.arange(0, BLOCK_D)
+    d = g * DG + dg
+    NC = tl.cdiv(L, CHUNK)
+    c_lo = s * CPS
+    n_chunks = tl.minimum(CPS, NC - c_lo)
+    if REVERSE:
+        scan_first, scan_last = s == S - 1, s == 0
+    else:
+        scan_first, scan_last = s == 0, s == S - 1
+    return b, g, d, dg < DG, s, c_lo, n_chunks, scan_first, scan_last, NC
+
+
+@triton.jit
+def chunk_at(i, c_lo, n_chunks, REVERSE: tl.constexpr):
+    """The segment's i-th chunk in scan order, and the one after it."""
+    if REVERSE:
+        c = c_lo + n_chunks - 1 - i
+        return c, c - 1
+    else:
+        c = c_lo + i
+        return c, c + 1
+
+
+@triton.jit
+def load_tile(ptr, b, d, t, m, s_b, s_d, s_l):
+    """A (BLOCK_D, CHUNK) float32 tile of a (batch, dim, length) tensor."""
+    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m,
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
+def load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, s_b, s_d, s_l,
             HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """dt (after bias and softplus) and the pre-softplus delta + bias, (CHUNK, BLOCK_D) fp32.
+    """dt (after bias and softplus) and the pre-softplus delta + bias, (BLOCK_D, CHUNK).
 
     Padding positions get dt = 0, so a = 1 and x = 0 there: the scan's identity."""
-    m = tmask[:, None] & dmask[None, :]
-    raw = tl.load(delta_ptr + b * sdl_b + t[:, None] * sdl_l + d[None, :] * sdl_d, mask=m,
-                  other=0.0).to(tl.float32)
+    raw = load_tile(delta_ptr, b, d, t, m, s_b, s_d, s_l)
     if HAS_BIAS:
-        raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[None, :]
+        raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
     dt = raw
     if SOFTPLUS:
         dt = softplus(raw)
@@ -70,35 +115,21 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, dmask, tmask, sdl_b, sdl_d, sdl_l,
 
 
 @triton.jit
-def load_decay(A_ptr, d, n, dmask, nmask, dt, N):
-    """A (BLOCK_D, N_PAD) and the decays a = exp(dt * A), (CHUNK, BLOCK_D, N_PAD)."""
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None] & nmask[None, :],
-                other=0.0)
-    return A, tl.exp2(dt[:, :, None] * (A * LOG2E)[None, :, :])
-
-
-@triton.jit
-def load_bc(ptr, b, g, n, t, nmask, tmask, s_b, s_g, s_n, s_l):
-    """One (CHUNK, N_PAD) fp32 tile of B or C for batch b, group g."""
-    m = tmask[:, None] & nmask[None, :]
-    return tl.load(ptr + b * s_b + g * s_g + t[:, None] * s_l + n[None, :] * s_n, mask=m,
+def load_bc_row(ptr, b, g, n, t, tmask, s_b, s_g, s_n, s_l):
+    """Row n of B or C over the chunk's positions, (CHUNK,) float32."""
+    return tl.load(ptr + b * s_b + g * s_g + n * s_n + t * s_l, mask=tmask,
                    other=0.0).to(tl.float32)
 
 
 @triton.jit
-def sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU: tl.constexpr, REVERSE: tl.constexpr):
-    """For each position of the chunk: its sequence index, whether the recurrence starts
-    there (`first`) and whether it ends there (`last`), in scan order."""
-    if HAS_CU:
-        seq = tl.load(seq_ptr + t, mask=tmask, other=-1)
-        prev = tl.load(seq_ptr + t - 1, mask=tmask & (t > 0), other=-1)
-        nxt = tl.load(seq_ptr + t + 1, mask=tmask & (t + 1 < L), other=-1)
-        mem_start = tmask & (seq != prev)
-        mem_end = tmask & (seq != nxt)
-    else:
-        seq = tl.zeros_like(t) + b
-        mem_start = t == 0
-        mem_end = t == L - 1
+def sequence_bounds(seq_ptr, t, tmask, L, REVERSE: tl.constexpr):
+    """Packed sequences: for each position of the chunk its sequence index, whether the
+    recurrence starts there (`first`) and whether it ends there (`last`), in scan order."""
+    seq = tl.load(seq_ptr + t, mask=tmask, other=-1)
+    prev = tl.load(seq_ptr + t - 1, mask=tmask & (t > 0), other=-1)
+    nxt = tl.load(seq_ptr + t + 1, mask=tmask & (t + 1 < L), other=-1)
+    mem_start = tmask & (seq != prev)
+    mem_end = tmask & (seq != nxt)
     if REVERSE:
         return seq, mem_end, mem_start
     else:
@@ -106,6 +137,6 @@ def sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU: tl.constexpr, REVERSE: tl.c
 
 
 @triton.jit
-def state_tile_ptrs(ptr, seq, d, n, D, N):
-    """Pointers into a (num_seqs, D, N) state tensor, shaped (CHUNK, BLOCK_D, N_PAD)."""
-    return ptr + seq[:, None, None] * (D * N) + d[None, :, None] * N + n[None, None, :]
+def at_edge(x, edge):
+    """x (BLOCK_D, CHUNK) at the chunk position `edge` (a (CHUNK,) one-hot mask): (BLOCK_D,)."""
+    return tl.sum(tl.where(edge[None, :], x, 0.0), axis=1)

@@ -1,139 +1,113 @@
-"""Forward selective scan: chunk-local end states, then the scan with the carried-in states.
+"""Forward selective scan.
 
-Two kernels, each over a grid (chunks, batch x groups x channel-splits); a program loops
-over its channels BLOCK_D at a time and holds one chunk of them as a (CHUNK, BLOCK_D, N)
-tile (see `common.py` for the scan monoids and sequence starts):
+One kernel, `scan_fwd_kernel`, over a grid (batch x groups x channel blocks, segments). A
+program walks its segment's chunks in scan order; for each chunk it loads the (BLOCK_D,
+CHUNK) tiles of dt and u once, then for each state index n scans that state over the chunk
+(see `common.py`), adds C_n * h to the output and passes the state at the chunk's end on
+to the next chunk through `states` (batch, chunks, dim, dstate) float32, which therefore
+holds every chunk's entering state when the kernel is done: what the backward pass
+restarts from. The output is (C.h + D u) * silu(z).
 
-1. `chunk_state_fwd_kernel`: scan the chunk from a zero state; write its end state to
-   `states[b, c]` and the chunk's summed dt to `dtsum[b, c]` (its decay is exp(A * dtsum)).
-2. `carry.chunk_carry_kernel` turns `states` in place into each chunk's entering state.
-3. `chunk_scan_fwd_kernel`: scan the chunk again from its entering state, write
-   out = (C.h + D u) * silu(z), and the state at each sequence's last position.
-
-`states` (batch, chunks, dim, dstate) float32 is what the backward pass restarts from.
+When batch x channels alone cannot fill the GPU, the chunks are split into segments that
+run in parallel: a first launch with STATE_ONLY=True scans each segment from a zero state
+and writes only its end state (`ends`) and its summed dt (`seg_dt`; the segment's decay is
+exp(A * seg_dt)); `carry.chunk_carry_kernel` turns `ends` into each segment's entering
+state; the full launch then starts each segment from there. With one segment (the common
+case) the full launch is all there is.
 """
 import triton
 import triton.language as tl
 
-from .common import load_bc, load_decay, load_dt, pair_combine, sequence_bounds, state_tile_ptrs
+from .common import (LOG2E, at_edge, chunk_at, load_bc_row, load_dt, load_tile, pair_combine,
+                     program_place, sequence_bounds)
 
 
 @triton.jit
-def _program_channels(pid, G, S, DG, DS):
-    """Program axis 1 enumerates (batch, group, split): its batch, group and channel range."""
-    s = pid % S
-    g = (pid // S) % G
-    b = pid // (S * G)
-    d_lo = g * DG + s * DS
-    d_hi = tl.minimum(d_lo + DS, (g + 1) * DG)
-    return b, g, d_lo, d_hi
-
-
-@triton.jit
-def _tile_elements(u_ptr, delta_ptr, bias_ptr, A_ptr, h0_ptr, b, d, n, t, dmask, nmask, tmask,
-                   Bt, first, seq, D, N, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
-                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr):
-    """The scan elements of one tile: decay a' (cut at sequence starts) and input x' (with
-    the initial state entering at starts), plus what the backward pass reuses."""
-    m = tmask[:, None] & dmask[None, :]
-    u = tl.load(u_ptr + b * su_b + t[:, None] * su_l + d[None, :] * su_d, mask=m,
-                other=0.0).to(tl.float32)                                    # (T, BD)
-    dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, dmask, tmask, sdl_b, sdl_d, sdl_l,
-                      HAS_BIAS, SOFTPLUS)                                    # (T, BD)
-    A, a = load_decay(A_ptr, d, n, dmask, nmask, dt, N)                      # (T, BD, N)
-    x = (dt * u)[:, :, None] * Bt[:, None, :]                                # (T, BD, N)
-    is_first = first[:, None, None]
-    x_in = x
-    if HAS_H0:
-        m0 = is_first & dmask[None, :, None] & nmask[None, None, :]
-        h0 = tl.load(state_tile_ptrs(h0_ptr, seq, d, n, D, N), mask=m0, other=0.0)
-        x_in = x + a * h0
-    a_cut = tl.where(is_first, 0.0, a)
-    return u, dt, raw, A, a, a_cut, x, x_in
-
-
-@triton.jit
-def chunk_state_fwd_kernel(
-    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, seq_ptr, states_ptr, dtsum_ptr,
-    L, D, N, G, S, DG, DS,
-    su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
-    HAS_CU: tl.constexpr, REVERSE: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
-):
-    pid_c = tl.program_id(0)
-    b, g, d_lo, d_hi = _program_channels(tl.program_id(1), G, S, DG, DS)
-    NC = tl.cdiv(L, CHUNK)
-    t = pid_c * CHUNK + tl.arange(0, CHUNK)
-    tmask = t < L
-    n = tl.arange(0, N_PAD)
-    nmask = n < N
-    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (T, N)
-    seq, first, _last = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
-    # the chunk's last position in scan order; padding past L is the scan's identity
-    if REVERSE:
-        end = tl.arange(0, CHUNK)[:, None, None] == 0
-    else:
-        end = tl.arange(0, CHUNK)[:, None, None] == CHUNK - 1
-    row = (b.to(tl.int64) * NC + pid_c) * D
-    for d0 in range(d_lo, d_hi, BLOCK_D):
-        d = d0 + tl.arange(0, BLOCK_D)
-        dmask = d < d_hi
-        _, dt, _, _, _, a_cut, _, x_in = _tile_elements(
-            u_ptr, delta_ptr, bias_ptr, A_ptr, h0_ptr, b, d, n, t, dmask, nmask, tmask,
-            Bt, first, seq, D, N, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
-            HAS_BIAS, SOFTPLUS, HAS_H0)
-        _, h = tl.associative_scan((a_cut, x_in), axis=0, combine_fn=pair_combine,
-                                   reverse=REVERSE)
-        h_end = tl.sum(tl.where(end, h, 0.0), axis=0)                        # (BD, N)
-        m = dmask[:, None] & nmask[None, :]
-        tl.store(states_ptr + (row + d[:, None]) * N + n[None, :], h_end, mask=m)
-        tl.store(dtsum_ptr + row + d, tl.sum(dt, axis=0), mask=dmask)
-
-
-@triton.jit
-def chunk_scan_fwd_kernel(
+def scan_fwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, seq_ptr,
-    states_ptr, out_ptr, last_ptr,
-    L, D, N, G, S, DG, DS,
+    states_ptr, ends_ptr, seg_dt_ptr, out_ptr, last_ptr,
+    L, D, N, G, DG, CPS,
     su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_d, sz_l, so_b, so_d, so_l,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_CU: tl.constexpr, REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
 ):
-    pid_c = tl.program_id(0)
-    b, g, d_lo, d_hi = _program_channels(tl.program_id(1), G, S, DG, DS)
-    NC = tl.cdiv(L, CHUNK)
-    t = pid_c * CHUNK + tl.arange(0, CHUNK)
-    tmask = t < L
-    n = tl.arange(0, N_PAD)
-    nmask = n < N
-    Bt = load_bc(B_ptr, b, g, n, t, nmask, tmask, sB_b, sB_g, sB_n, sB_l)    # (T, N)
-    Ct = load_bc(C_ptr, b, g, n, t, nmask, tmask, sC_b, sC_g, sC_n, sC_l)    # (T, N)
-    seq, first, last = sequence_bounds(seq_ptr, b, t, tmask, L, HAS_CU, REVERSE)
-    row = (b.to(tl.int64) * NC + pid_c) * D
-    for d0 in range(d_lo, d_hi, BLOCK_D):
-        d = d0 + tl.arange(0, BLOCK_D)
-        dmask = d < d_hi
-        m2 = dmask[:, None] & nmask[None, :]
-        u, _, _, _, _, a_cut, _, x_in = _tile_elements(
-            u_ptr, delta_ptr, bias_ptr, A_ptr, h0_ptr, b, d, n, t, dmask, nmask, tmask,
-            Bt, first, seq, D, N, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
-            HAS_BIAS, SOFTPLUS, HAS_H0)
-        a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=0, combine_fn=pair_combine,
-                                           reverse=REVERSE)
-        h_enter = tl.load(states_ptr + (row + d[:, None]) * N + n[None, :], mask=m2, other=0.0)
-        h = a_cum * h_enter[None, :, :] + x_cum                              # (T, BD, N)
-        y = tl.sum(h * Ct[:, None, :], axis=2)                               # (T, BD)
-        if HAS_D:
-            y += tl.load(D_ptr + d, mask=dmask, other=0.0)[None, :] * u
-        m = tmask[:, None] & dmask[None, :]
-        if HAS_Z:
-            z = tl.load(z_ptr + b * sz_b + t[:, None] * sz_l + d[None, :] * sz_d, mask=m,
-                        other=0.0).to(tl.float32)
-            y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + b * so_b + t[:, None] * so_l + d[None, :] * so_d,
-                 y.to(out_ptr.dtype.element_ty), mask=m)
-        m_last = last[:, None, None] & m2[None, :, :]
-        tl.store(state_tile_ptrs(last_ptr, seq, d, n, D, N), h, mask=m_last)
+    b, g, d, dmask, s, c_lo, n_chunks, scan_first, scan_last, NC = program_place(
+        L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
+    S = tl.num_programs(1)
+    k = tl.arange(0, CHUNK)
+    if REVERSE:
+        end = k == 0
+    else:
+        end = k == CHUNK - 1
+    nn = tl.arange(0, N_PAD)
+    m_dn = dmask[:, None] & (nn < N)[None, :]
+    seg = ((b * S + s) * D + d[:, None]) * N + nn[None, :]                   # (BD, N_PAD)
+
+    # the state entering the segment -> states[b, its first chunk]
+    h = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+    if HAS_ENTER:
+        h = tl.load(ends_ptr + seg, mask=m_dn, other=0.0)
+    if HAS_H0 and not HAS_CU:
+        if scan_first:
+            h += tl.load(h0_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn, other=0.0)
+    c0, _ = chunk_at(0, c_lo, n_chunks, REVERSE)
+    tl.store(states_ptr + ((b * NC + c0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
+
+    dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for i in range(0, n_chunks):
+        c, c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
+        t = c * CHUNK + k
+        tmask = t < L
+        m = dmask[:, None] & tmask[None, :]
+        dt, _ = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
+                        HAS_BIAS, SOFTPLUS)
+        u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+        dtu = dt * u
+        if STATE_ONLY:
+            dt_total += tl.sum(dt, axis=1)
+        if HAS_CU:
+            seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
+        here = states_ptr + ((b * NC + c) * D + d) * N                       # (BD,)
+        if i + 1 < n_chunks:
+            there = states_ptr + ((b * NC + c_next) * D + d) * N
+        else:
+            there = ends_ptr + ((b * S + s) * D + d) * N
+        y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
+        tl.debug_barrier()  # the previous chunk's stores of `here` are visible
+        for n in range(0, N):
+            A2 = tl.load(A_ptr + d * N + n, mask=dmask, other=0.0) * LOG2E
+            Bn = load_bc_row(B_ptr, b, g, n, t, tmask, sB_b, sB_g, sB_n, sB_l)
+            a = tl.exp2(dt * A2[:, None])
+            x = dtu * Bn[None, :]
+            if HAS_CU:
+                if HAS_H0:
+                    m0 = first[None, :] & dmask[:, None]
+                    h0 = tl.load(h0_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
+                                 mask=m0, other=0.0)
+                    x += a * h0
+                a = tl.where(first[None, :], 0.0, a)
+            a_cum, x_cum = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine,
+                                               reverse=REVERSE)
+            h_in = tl.load(here + n, mask=dmask, other=0.0)
+            hn = a_cum * h_in[:, None] + x_cum                               # (BD, T)
+            tl.store(there + n, at_edge(hn, end), mask=dmask)
+            if not STATE_ONLY:
+                Cn = load_bc_row(C_ptr, b, g, n, t, tmask, sC_b, sC_g, sC_n, sC_l)
+                y += hn * Cn[None, :]
+                if HAS_CU:
+                    m_last = last[None, :] & dmask[:, None]
+                    tl.store(last_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
+                             hn, mask=m_last)
+        if not STATE_ONLY:
+            if HAS_D:
+                y += tl.load(D_ptr + d, mask=dmask, other=0.0)[:, None] * u
+            if HAS_Z:
+                zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
+                y = y * zt * tl.sigmoid(zt)
+            tl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
+                     y.to(out_ptr.dtype.element_ty), mask=m)
+    if STATE_ONLY:
+        tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)
