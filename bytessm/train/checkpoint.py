@@ -13,6 +13,10 @@ Layout of a run folder's `checkpoints/`:
 A checkpoint is written into `.tmp-step_...` and renamed only when every file is in place,
 so a crash never leaves a half-written `step_*` folder, and `last` always points to a
 complete one. Only the newest `keep` step folders (plus `best`) are kept.
+
+Three ways to read one: `load_for_resume` (everything: the same run goes on),
+`load_weights` (the model's weights only, into a model of this run's config, possibly at
+another image size: `trainer.init_from`), `load_for_inference` (the model as it was saved).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
@@ -149,6 +154,67 @@ def load_for_resume(path: Path, *, model: nn.Module, optimizer, scheduler, cfg: 
     return trainer_state
 
 
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The complete step folder meant by `path`: a run folder, its `checkpoints/` folder, or a
+    step folder / `last`. Raises CheckpointError when there is none."""
+    p = Path(path)
+    for cand in (p, p / "last", p / "checkpoints" / "last"):
+        if (cand / "trainer_state.pt").exists() or (cand / ".metadata").exists():
+            p = cand
+            break
+    p = p.resolve()
+    _check_complete(p)
+    return p
+
+
+def _resized_on_load(model: nn.Module, name: str) -> bool:
+    """Whether the module owning parameter `name` adapts a loaded value of another shape to
+    its own (it lists the parameter in `resized_on_load` and resizes it in a load_state_dict
+    pre-hook, as the Vision Mamba patch embedding does with its position grid)."""
+    owner, _, leaf = name.rpartition(".")
+    return leaf in getattr(model.get_submodule(owner), "resized_on_load", ())
+
+
+def load_weights(path: str | os.PathLike, model: nn.Module) -> Path:
+    """Start `model` (as build_model returns it, not yet wrapped) from a checkpoint's model
+    weights only: not its optimizer, step, schedule or RNG (`trainer.init_from`).
+
+    The model is this run's (its config may differ from the checkpoint's, e.g. in image
+    size); every parameter must exist in both with the same shape, except those whose module
+    resizes them on load (`_resized_on_load`). Otherwise CheckpointError names the parameter
+    and both shapes. Returns the step folder read.
+    """
+    p = find_checkpoint(path)
+    try:  # the saved tensors at their saved shapes (DCP loads in place, so allocate those)
+        meta = dcp.FileSystemReader(str(p)).read_metadata().state_dict_metadata
+        saved = {k.removeprefix("model."): torch.empty(m.size, dtype=m.properties.dtype)
+                 for k, m in meta.items()
+                 if k.startswith("model.") and isinstance(m, TensorStorageMetadata)}
+        dcp.load({"model": saved}, checkpoint_id=str(p))
+    except (Exception, CheckpointException) as e:
+        raise CheckpointError(f"checkpoint {p} could not be read ({type(e).__name__}: {e})") from e
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {p} holds another architecture than this run's model: the model has "
+            f"{len(missing)} parameter(s) the checkpoint lacks {missing[:3]} and the checkpoint "
+            f"{len(unexpected)} the model lacks {unexpected[:3]}; build the model as in "
+            f"{p / 'config.yaml'}")
+    for name, t in own.items():
+        if saved[name].shape != t.shape and not _resized_on_load(model, name):
+            raise CheckpointError(
+                f"checkpoint {p}: parameter {name} has shape {tuple(saved[name].shape)} there "
+                f"but {tuple(t.shape)} in this run's model; only those a module resizes on load "
+                f"(the Vision Mamba's pos_embed) may differ: build the model as in "
+                f"{p / 'config.yaml'}")
+    try:
+        model.load_state_dict(saved)   # the modules' load hooks resize what they may
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {p} does not fit this run's model: {e}") from e
+    return p
+
+
 def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu",
                        overrides: DictConfig | None = None):
     """(cfg, task, model) from a checkpoint folder, model in eval mode on `device`.
@@ -157,13 +223,7 @@ def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cp
     """
     from .build import build_model, build_task
 
-    p = Path(path)
-    for cand in (p, p / "last", p / "checkpoints" / "last"):
-        if (cand / "trainer_state.pt").exists() or (cand / ".metadata").exists():
-            p = cand
-            break
-    p = p.resolve()
-    _check_complete(p)
+    p = find_checkpoint(path)
     cfg = OmegaConf.load(p / "config.yaml")
     if overrides is not None:
         cfg = OmegaConf.merge(cfg, overrides)

@@ -65,11 +65,22 @@ def _train(cfg: DictConfig, world: World) -> dict:
     # ranks may have resolved ${now:...} a second apart: rank 0's folder is the run's
     out_dir = Path(broadcast_object(str(Path(str(t.out_dir)).absolute()), world))
     ckpt_dir = out_dir / "checkpoints"
+    resume_from = ckpt.find_resume(ckpt_dir, world)
+    # trainer.init_from: a fresh run starts from another run's weights; a resumed one from its own
+    init_from = None
+    if t.get("init_from") and resume_from is None:
+        try:
+            init_from = ckpt.find_checkpoint(t.init_from)   # before any data is read
+        except ckpt.CheckpointError as e:
+            raise ckpt.CheckpointError(f"trainer.init_from={t.init_from}: {e}") from e
     _seed_everything(int(t.seed), 0)  # the same initial weights on every rank (FSDP
     # shards them as they are; DDP would broadcast rank 0's)
     task = build_task(cfg)
     train_ds, valid_ds, _ = task.build_datasets()
-    model = build_model(cfg, task).to(device)
+    model = build_model(cfg, task)
+    if init_from is not None:
+        ckpt.load_weights(init_from, model)
+    model = model.to(device)
     _seed_everything(int(t.seed), world.rank)
     n_params = sum(p.numel() for p in model.parameters())
     no_decay = no_decay_names(model)
@@ -83,7 +94,6 @@ def _train(cfg: DictConfig, world: World) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     step, best = 0, math.inf
-    resume_from = ckpt.find_resume(ckpt_dir, world)
     if resume_from is not None:
         state = ckpt.load_for_resume(resume_from, model=model, optimizer=optimizer,
                                      scheduler=scheduler, cfg=cfg, world=world)
@@ -97,7 +107,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
         print(f"[bytessm] {cfg.task.name}: {n_params / 1e6:.2f}M parameters, model "
               f"{cfg.model.name}, device {device}, world {world.size}, out_dir {out_dir}"
-              + (f", resumed at step {step}" if resume_from else ""), flush=True)
+              + (f", resumed at step {step}" if resume_from else "")
+              + (f", weights from {init_from}" if init_from else ""), flush=True)
     writer = MetricsWriter(out_dir, enabled=world.is_main)
 
     accum = int(t.grad_accum)

@@ -132,6 +132,9 @@ class VimPatchEmbed(nn.Module):
     same function when stride == patch (the conv kernel is the Linear's weight reshaped).
     """
 
+    #: Resized to this model's grid by the load hook below (checkpoint.load_weights asks).
+    resized_on_load = ("pos_embed",)
+
     def __init__(self, *, d_model: int, in_chans: int, image_size, patch_size: int,
                  stride: int | None = None, kind: str = "linear", pad: bool = False):
         super().__init__()

@@ -86,3 +86,34 @@ def test_grad_accumulation_matches_one_big_batch(make_cfg, tmp_path):
     train(make_cfg(*base, out="a"))
     train(make_cfg(*base, "trainer.grad_accum=2", out="b"))
     assert _losses(tmp_path / "b") == pytest.approx(_losses(tmp_path / "a"), rel=1e-5)
+
+
+def test_init_from_starts_from_weights_only(make_cfg, tmp_path):
+    """trainer.init_from (any task): a new run starts at step 0 from another run's weights;
+    a different architecture is refused naming both sides; a resumed run keeps its own."""
+    from bytessm.train.build import build_model, build_task
+    from bytessm.train.checkpoint import load_weights
+
+    tied = "model.tie_embeddings=true"      # the head's weight is the embedding's, saved twice
+    train(make_cfg("trainer.max_steps=2", tied, out="a"))
+    _, _, saved = load_for_inference(tmp_path / "a")
+    cfg = make_cfg(tied, "trainer.seed=7", out="b")
+    model = build_model(cfg, build_task(cfg))
+    assert load_weights(tmp_path / "a", model) == (tmp_path / "a" / "checkpoints" / "last").resolve()
+    for (name, p), q in zip(model.state_dict().items(), saved.state_dict().values()):
+        assert torch.equal(p, q), name
+
+    cfg = make_cfg("trainer.max_steps=1", "trainer.log_every=1", tied,
+                   f"trainer.init_from={tmp_path / 'a'}", out="b")
+    assert train(cfg)["step"] == 1          # its own step count, not a's 2
+    with pytest.raises(CheckpointError, match="trainer.init_from=/nowhere: no checkpoint at"):
+        train(make_cfg(tied, "trainer.init_from=/nowhere", out="c"))
+    with pytest.raises(CheckpointError, match=r"another architecture.*blocks\.2\."):
+        train(make_cfg("model.n_layer=3", f"trainer.init_from={tmp_path / 'a'}", out="c"))
+    with pytest.raises(CheckpointError, match=r"parameter backbone\.\S+ has shape \(\d+, 16\) "
+                                              r"there but \(\d+, 24\) in this run's model"):
+        train(make_cfg("model.d_model=24", f"trainer.init_from={tmp_path / 'a'}", out="c"))
+    train(make_cfg("trainer.max_steps=2", "trainer.log_every=1", tied,  # resumes b: no init
+                   f"trainer.init_from={tmp_path / 'gone'}", out="b"))
+    assert [r["step"] for r in map(json.loads, open(tmp_path / "b" / "metrics.jsonl"))
+            if r["split"] == "train"] == [1, 2]

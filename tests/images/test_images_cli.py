@@ -96,3 +96,41 @@ def test_usage_errors(tmp_path, capsys, monkeypatch, args, message):
                                      f"trainer.out_dir={tmp_path / 'run'}", *args)
     assert code == 2, stderr[-3000:]
     assert message in stderr and "Traceback" not in stderr
+
+
+def test_fine_tune_at_another_image_size(tmp_path, capsys, monkeypatch):
+    """`trainer.init_from`: weights of a 28-pixel run (4x4 patch grid) start a 56-pixel run
+    (8x8): its position grid is the old one resized bicubically, every other weight is the
+    checkpoint's, and the step count starts again. A patch size that changes another
+    weight's shape is refused naming the parameter and both shapes."""
+    import torch
+
+    from bytessm.tasks.images import interpolate_pos_embed
+    from bytessm.train.checkpoint import load_for_inference
+
+    make_idx(tmp_path / "data", "FashionMNIST", n_train=16, n_test=8)
+    common = [*TINY, f"task.data.root={tmp_path / 'data'}", "task.patch_size=7"]
+    code, _, stderr = run_in_process(capsys, monkeypatch, "train", *common,
+                                     f"trainer.out_dir={tmp_path / 'a'}")
+    assert code == 0, stderr[-3000:]
+    # one step at a negligible learning rate: the weights stay the loaded ones (to ~1e-9)
+    code, stdout, stderr = run_in_process(
+        capsys, monkeypatch, "train", *common, "task.image_size=56", "trainer.max_steps=1",
+        "trainer.lr=1e-9", "trainer.weight_decay=0", "trainer.seed=5", f"trainer.init_from={tmp_path / 'a'}",
+        f"trainer.out_dir={tmp_path / 'b'}")
+    assert code == 0, stderr[-3000:]
+    assert "weights from" in stdout and json.loads(stdout.strip().splitlines()[-1])["step"] == 1
+    (_, _, a), (_, _, b) = load_for_inference(tmp_path / "a"), load_for_inference(tmp_path / "b")
+    sa, sb = a.state_dict(), b.state_dict()
+    pos = "backbone.encoder.pos_embed"
+    assert sa[pos].shape == (1, 16, 4, 4) and sb[pos].shape == (1, 16, 8, 8)
+    torch.testing.assert_close(sb[pos], interpolate_pos_embed(sa[pos], (8, 8)), atol=1e-6, rtol=0)
+    for name in sa.keys() - {pos}:
+        torch.testing.assert_close(sb[name], sa[name], atol=1e-6, rtol=0, msg=name)
+
+    code, _, stderr = run_in_process(capsys, monkeypatch, "train", *common, "task.patch_size=14",
+                                     f"trainer.init_from={tmp_path / 'a'}",
+                                     f"trainer.out_dir={tmp_path / 'c'}")
+    assert code == 2 and "Traceback" not in stderr
+    assert ("parameter backbone.encoder.proj.1.weight has shape (16, 49) there but (16, 196) "
+            "in this run's model") in stderr
