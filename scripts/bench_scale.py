@@ -170,7 +170,8 @@ def meta(a) -> dict:
 
 
 def markdown(rows: list[dict], a, m: dict) -> str:
-    head = (f"Training throughput, `{a.model}` ({rows[0].get('params_m') or '?'}M parameters), "
+    params = next((r["params_m"] for r in rows if r.get("params_m")), "?")
+    head = (f"Training throughput, `{a.model}` ({params}M parameters), "
             f"synthetic task, seq_len {a.seq_len}, {a.batch_per_gpu} sequence(s) per GPU per "
             f"step, precision {a.precision}; {a.steps} timed steps after {a.warmup_steps} "
             f"warm-up steps. {m['device']}, torch {m['torch']}, triton {m['triton']}, "
@@ -197,8 +198,8 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **SAFE_ENV, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
-    if a.device == "cpu":
-        env.setdefault("OMP_NUM_THREADS", "1")
+    # torchrun sets OMP_NUM_THREADS=1 for several processes only: the same for every run
+    env.setdefault("OMP_NUM_THREADS", "1")
     start = time.perf_counter()
     rows = []
     for parallel, nproc in configurations(a):

@@ -43,6 +43,8 @@ def pick_device(setting: str, world: World) -> torch.device:
         setting = f"cuda:{world.local_rank}"
     device = torch.device(setting)
     if device.type == "cuda":
+        if device.index is None:  # plain "cuda": torch.cuda.set_device refuses an unindexed
+            device = torch.device("cuda", torch.cuda.current_device())  # device (torch 2.11)
         torch.cuda.set_device(device)
     return device
 

@@ -54,3 +54,38 @@ def test_batch_that_cannot_split_across_ranks_is_refused(tmp_path):
                         f"trainer.out_dir={tmp_path}"], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode != 0 and "trainer.batch_size=3 cannot be split across 2" in r.stderr
+
+
+def _fake_cuda(monkeypatch):
+    """CUDA as torch.cuda.set_device sees it, without a GPU: an unindexed device is refused."""
+    calls = []
+
+    def set_device(device):
+        if isinstance(device, torch.device) and device.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index, got {device}")
+        calls.append(device)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    return calls
+
+
+@pytest.mark.parametrize("setting", ["auto", "cuda"])
+def test_one_process_on_cuda_gets_an_indexed_device(monkeypatch, setting):
+    """`bytessm train` on one GPU (trainer.device=auto or cuda) failed in pick_device:
+    torch.cuda.set_device(torch.device("cuda")) raises in torch 2.11."""
+    from bytessm.train.distributed import World, pick_device
+
+    calls = _fake_cuda(monkeypatch)
+    device = pick_device(setting, World())
+    assert device == torch.device("cuda", 0) and calls == [device]
+
+
+def test_ranks_on_cuda_take_their_local_rank(monkeypatch):
+    from bytessm.train.distributed import World, pick_device
+
+    calls = _fake_cuda(monkeypatch)
+    device = pick_device("auto", World(rank=3, local_rank=1, size=4))
+    assert device == torch.device("cuda", 1) and calls == [device]
+    assert pick_device("cpu", World(rank=3, local_rank=1, size=4)) == torch.device("cpu")
