@@ -209,10 +209,10 @@ def tune(shapes, bw):
     """Sweep launch configurations (configs.ScanConfig fields); prints fwd and fwd+bwd per shape."""
     fields = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs")
     grid = [dict(zip(fields, v)) for v in (
-        (512, 4, 4, 2, 4, 512), (256, 4, 4, 2, 4, 512), (1024, 4, 4, 2, 4, 512),
-        (512, 2, 4, 1, 4, 512), (512, 8, 8, 4, 8, 512), (512, 4, 4, 2, 4, 1),
-        (512, 4, 4, 2, 4, 2048), (2048, 1, 4, 1, 4, 512), (1024, 2, 4, 2, 8, 512),
-        (256, 8, 4, 4, 4, 512))]
+        (256, 4, 4, 2, 4, 512), (512, 2, 4, 1, 4, 512), (256, 2, 4, 2, 4, 512),
+        (512, 4, 8, 2, 8, 512), (1024, 2, 8, 2, 8, 512), (256, 4, 4, 4, 4, 512),
+        (128, 8, 4, 4, 4, 512), (256, 4, 4, 2, 4, 1), (256, 4, 4, 2, 4, 2048),
+        (512, 4, 4, 2, 4, 512))]
     run = lambda a: selective_scan(**a, backend="triton")  # noqa: E731
     results = []
     for cfg in grid:

@@ -33,7 +33,7 @@ class ScanConfig:
     programs: int       # split the chunks into segments until the grid has this many programs
 
 
-TUNED = ScanConfig(chunk=512, block_d=4, warps=4, block_d_bwd=2, warps_bwd=4,
+TUNED = ScanConfig(chunk=256, block_d=4, warps=4, block_d_bwd=2, warps_bwd=4,
                    block_dn=128, block_c=16, warps_carry=4, programs=512)
 MAX_DSTATE = 256
 

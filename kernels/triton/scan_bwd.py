@@ -60,7 +60,7 @@ def scan_bwd_kernel(
         if scan_first:
             gin += tl.load(dlast_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn,
                            other=0.0)
-    c0, _ = chunk_at(0, c_lo, n_chunks, not REVERSE)
+    c0, _c1 = chunk_at(0, c_lo, n_chunks, not REVERSE)
     tl.store(adj_ptr + ((b * NC + c0) * D + d[:, None]) * N + nn[None, :], gin, mask=m_dn)
     if not ADJ_ONLY:
         if HAS_D:
@@ -113,7 +113,7 @@ def scan_bwd_kernel(
                 m_last = last[None, :] & dmask[:, None]
                 beta += tl.load(dlast_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                                 mask=m_last, other=0.0)
-            q, p, _ = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
+            q, p, _f = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
                                           axis=1, combine_fn=adjoint_combine,
                                           reverse=not REVERSE)
             gr = q + p * tl.load(here + n, mask=dmask, other=0.0)[:, None]      # (BD, T)

@@ -53,7 +53,7 @@ def scan_fwd_kernel(
     if HAS_H0 and not HAS_CU:
         if scan_first:
             h += tl.load(h0_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn, other=0.0)
-    c0, _ = chunk_at(0, c_lo, n_chunks, REVERSE)
+    c0, _c1 = chunk_at(0, c_lo, n_chunks, REVERSE)
     tl.store(states_ptr + ((b * NC + c0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
 
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -62,7 +62,7 @@ def scan_fwd_kernel(
         t = c * CHUNK + k
         tmask = t < L
         m = dmask[:, None] & tmask[None, :]
-        dt, _ = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
+        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
                         HAS_BIAS, SOFTPLUS)
         u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
         dtu = dt * u
