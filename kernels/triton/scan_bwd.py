@@ -102,6 +102,7 @@ def scan_bwd_kernel(
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         for n in range(0, N):
+            g_in = tl.load(here + n, mask=dmask, other=0.0)     # issued early: used last
             A = tl.load(A_ptr + d * N + n, mask=dmask, other=0.0)
             a = tl.exp2(dt * (A * LOG2E)[:, None])
             a_cut = a
@@ -116,10 +117,11 @@ def scan_bwd_kernel(
             q, p, _f = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
                                           axis=1, combine_fn=adjoint_combine,
                                           reverse=not REVERSE)
-            gr = q + p * tl.load(here + n, mask=dmask, other=0.0)[:, None]      # (BD, T)
+            gr = q + p * g_in[:, None]                                          # (BD, T)
             tl.store(there + n, at_edge(a_cut * gr, start), mask=dmask)
             if not ADJ_ONLY:
                 # recompute the states of the chunk from its saved entering state
+                h_in = tl.load(h_enter + n, mask=dmask, other=0.0)
                 Bn = load_bc_row(B_ptr, b, g, n, t, tmask, sB_b, sB_g, sB_n, sB_l)
                 x = dtu * Bn[None, :]
                 x_in = x
@@ -132,7 +134,7 @@ def scan_bwd_kernel(
                                  a * gr, mask=m0)
                 a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=1,
                                                    combine_fn=pair_combine, reverse=REVERSE)
-                hn = a_cum * tl.load(h_enter + n, mask=dmask, other=0.0)[:, None] + x_cum
+                hn = a_cum * h_in[:, None] + x_cum
                 if HAS_Z:
                     y += hn * Cn[None, :]
                 hx = hn - x                               # a * h_prev (a * h0 at starts)

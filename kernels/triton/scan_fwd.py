@@ -78,6 +78,7 @@ def scan_fwd_kernel(
         y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         for n in range(0, N):
+            h_in = tl.load(here + n, mask=dmask, other=0.0)     # issued early: used last
             A2 = tl.load(A_ptr + d * N + n, mask=dmask, other=0.0) * LOG2E
             Bn = load_bc_row(B_ptr, b, g, n, t, tmask, sB_b, sB_g, sB_n, sB_l)
             a = tl.exp2(dt * A2[:, None])
@@ -91,7 +92,6 @@ def scan_fwd_kernel(
                 a = tl.where(first[None, :], 0.0, a)
             a_cum, x_cum = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine,
                                                reverse=REVERSE)
-            h_in = tl.load(here + n, mask=dmask, other=0.0)
             hn = a_cum * h_in[:, None] + x_cum                               # (BD, T)
             tl.store(there + n, at_edge(hn, end), mask=dmask)
             if not STATE_ONLY:
