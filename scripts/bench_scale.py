@@ -12,7 +12,7 @@ total time. Scaling efficiency = symbols/s on N GPUs / (N x symbols/s on 1 GPU).
 With one process the trainer wraps nothing (no DDP, no FSDP): the 1-GPU rows of both
 strategies are the same plain model, measured twice (a check of run-to-run spread).
 
-    PYTHONPATH=. python scripts/bench_scale.py --out results          # 2 GPUs, ~4 min
+    PYTHONPATH=. python scripts/bench_scale.py --out results          # 2 GPUs, ~2.5 min
     PYTHONPATH=. python scripts/bench_scale.py --smoke --out /tmp/bs  # CPU, gloo, tiny model
 
 Writes `<out>/bench_scale.md` (the table) and `<out>/bench_scale.json` (meta: device,
