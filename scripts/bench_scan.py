@@ -207,12 +207,12 @@ def first_call_seconds() -> dict:
 # ---------------------------------------------------------------------------- tuning
 def tune(shapes, bw):
     """Sweep launch configurations (configs.ScanConfig fields); prints fwd and fwd+bwd per shape."""
-    fields = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs")
+    fields = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs", "unroll")
     grid = [dict(zip(fields, v)) for v in (
-        (256, 4, 4, 2, 4, 512), (512, 2, 4, 1, 4, 512), (256, 2, 4, 2, 4, 512),
-        (512, 4, 8, 2, 8, 512), (1024, 2, 8, 2, 8, 512), (256, 4, 4, 4, 4, 512),
-        (128, 8, 4, 4, 4, 512), (256, 4, 4, 2, 4, 1), (256, 4, 4, 2, 4, 2048),
-        (512, 4, 4, 2, 4, 512))]
+        (256, 4, 4, 1, 1, 256, 1), (256, 4, 4, 2, 2, 256, 1), (256, 4, 4, 4, 4, 256, 1),
+        (256, 4, 4, 2, 2, 256, 2), (512, 2, 4, 1, 2, 256, 1), (512, 4, 4, 2, 4, 256, 1),
+        (1024, 2, 8, 1, 4, 256, 1), (128, 4, 2, 2, 1, 256, 1), (256, 8, 8, 2, 2, 256, 1),
+        (256, 4, 4, 2, 2, 1024, 1))]
     run = lambda a: selective_scan(**a, backend="triton")  # noqa: E731
     results = []
     for cfg in grid:

@@ -134,9 +134,3 @@ def sequence_bounds(seq_ptr, t, tmask, L, REVERSE: tl.constexpr):
         return seq, mem_end, mem_start
     else:
         return seq, mem_start, mem_end
-
-
-@triton.jit
-def at_edge(x, edge):
-    """x (BLOCK_D, CHUNK) at the chunk position `edge` (a (CHUNK,) one-hot mask): (BLOCK_D,)."""
-    return tl.sum(tl.where(edge[None, :], x, 0.0), axis=1)

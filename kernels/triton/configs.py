@@ -31,6 +31,7 @@ class ScanConfig:
     block_c: int        # ... and segments per step
     warps_carry: int
     programs: int       # split the chunks into segments until the grid has this many programs
+    unroll: int = 1     # unroll factor of the loop over state indices
 
 
 TUNED = ScanConfig(chunk=256, block_d=4, warps=4, block_d_bwd=2, warps_bwd=4,

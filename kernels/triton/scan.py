@@ -100,7 +100,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
-                 N_PAD=n_pad(dstate), num_warps=cfg.warps)
+                 N_PAD=n_pad(dstate), UNROLL=cfg.unroll, num_warps=cfg.warps)
     if nseg > 1:
         seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32)
         args_state = args[:12] + (seg_dt,) + args[13:]
@@ -156,7 +156,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-                     BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate), num_warps=cfg.warps_bwd)
+                     BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
+                     num_warps=cfg.warps_bwd)
         if nseg > 1:
             seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32)
             args_adj = args[:13] + (seg_dt,) + args[14:]

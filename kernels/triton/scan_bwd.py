@@ -10,8 +10,10 @@ elements of `common.py`:
 For each chunk and state index n, `scan_bwd_kernel` recomputes h over the chunk from the
 entering state the forward saved, scans g from the gradient arriving at the chunk's end
 (`adj`, passed from chunk to chunk the way the forward passes the state), and accumulates
-du, d delta and dz in registers over n. dB and dC (sums over channels) and dA, dD,
-d delta_bias (sums over time) are added atomically, per (chunk, n) and per chunk.
+du, d delta and dz in registers over n. dB and dC (sums over channels) are added
+atomically by every channel, as mamba_ssm's CUDA kernel does (a sum across warps first
+costs more than the atomics); dA (per chunk and n), dD and d delta_bias (per program) after
+a sum over time.
 
 Segments, when there are several, need the gradient arriving at each segment's end first:
 a launch with ADJ_ONLY=True scans only g through each segment from zero (no recompute of
@@ -21,7 +23,7 @@ run against the scan, turns that into what arrives at each segment's end.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, adjoint_combine, at_edge, chunk_at, load_bc_row, load_dt,
+from .common import (LOG2E, adjoint_combine, chunk_at, load_bc_row, load_dt,
                      load_tile, pair_combine, program_place, sequence_bounds)
 
 
@@ -36,7 +38,7 @@ def scan_bwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, HAS_CU: tl.constexpr, REVERSE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, ADJ_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
 ):
     # the walk runs against the scan: flip the direction for the chunk order
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, scan_last, NC = program_place(
@@ -100,29 +102,40 @@ def scan_bwd_kernel(
         else:
             there = ends_ptr + ((b * S + s) * D + d) * N
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
+        edge = there[:, None] + 0 * k[None, :]                               # (BD, T)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
-        for n in range(0, N):
-            g_in = tl.load(here + n, mask=dmask, other=0.0)     # issued early: used last
-            A = tl.load(A_ptr + d * N + n, mask=dmask, other=0.0)
+        # state n's loads are issued one iteration ahead, so their latency hides behind a scan
+        g_nx = tl.load(here, mask=dmask, other=0.0)
+        h_nx = tl.load(h_enter, mask=dmask & (not ADJ_ONLY), other=0.0)
+        A_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0)
+        B_nx = load_bc_row(B_ptr, b, g, 0, t, tmask & (not ADJ_ONLY), sB_b, sB_g, sB_n, sB_l)
+        C_nx = load_bc_row(C_ptr, b, g, 0, t, tmask, sC_b, sC_g, sC_n, sC_l)
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+            g_in, h_in, A, Bn, Cn = g_nx, h_nx, A_nx, B_nx, C_nx
+            more = n + 1 < N
+            g_nx = tl.load(here + n + 1, mask=dmask & more, other=0.0)
+            h_nx = tl.load(h_enter + n + 1, mask=dmask & more & (not ADJ_ONLY), other=0.0)
+            A_nx = tl.load(A_ptr + d * N + n + 1, mask=dmask & more, other=0.0)
+            B_nx = load_bc_row(B_ptr, b, g, n + 1, t, tmask & more & (not ADJ_ONLY),
+                               sB_b, sB_g, sB_n, sB_l)
+            C_nx = load_bc_row(C_ptr, b, g, n + 1, t, tmask & more, sC_b, sC_g, sC_n, sC_l)
             a = tl.exp2(dt * (A * LOG2E)[:, None])
             a_cut = a
             if HAS_CU:
                 a_cut = tl.where(first[None, :], 0.0, a)
-            Cn = load_bc_row(C_ptr, b, g, n, t, tmask, sC_b, sC_g, sC_n, sC_l)
             beta = dy * Cn[None, :]
             if HAS_DLAST and HAS_CU:
                 m_last = last[None, :] & dmask[:, None]
                 beta += tl.load(dlast_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                                 mask=m_last, other=0.0)
             q, p, _f = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
-                                          axis=1, combine_fn=adjoint_combine,
-                                          reverse=not REVERSE)
+                                           axis=1, combine_fn=adjoint_combine,
+                                           reverse=not REVERSE)
             gr = q + p * g_in[:, None]                                          # (BD, T)
-            tl.store(there + n, at_edge(a_cut * gr, start), mask=dmask)
+            # what reaches the chunk's entering state, stored by the thread that holds it
+            tl.store(edge + n, a_cut * gr, mask=dmask[:, None] & start[None, :])
             if not ADJ_ONLY:
                 # recompute the states of the chunk from its saved entering state
-                h_in = tl.load(h_enter + n, mask=dmask, other=0.0)
-                Bn = load_bc_row(B_ptr, b, g, n, t, tmask, sB_b, sB_g, sB_n, sB_l)
                 x = dtu * Bn[None, :]
                 x_in = x
                 if HAS_CU:
@@ -142,9 +155,10 @@ def scan_bwd_kernel(
                 du += gB
                 ddt += gr * hx * A[:, None] + gB * u
                 tl.atomic_add(dA_ptr + d * N + n, tl.sum(gr * hx * dt, axis=1), mask=dmask)
-                bc = ((b * G + g) * N + n) * L + t
-                tl.atomic_add(dB_ptr + bc, tl.sum(gr * dtu, axis=0), mask=tmask)
-                tl.atomic_add(dC_ptr + bc, tl.sum(hn * dy, axis=0), mask=tmask)
+                # dB, dC: every channel adds its own row (no reduction across warps)
+                bc = ((b * G + g) * N + n) * L + t[None, :] + 0 * d[:, None]
+                tl.atomic_add(dB_ptr + bc, gr * dtu, mask=m)
+                tl.atomic_add(dC_ptr + bc, hn * dy, mask=m)
         if not ADJ_ONLY:
             du = du * dt
             if HAS_D:

@@ -18,7 +18,7 @@ case) the full launch is all there is.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, at_edge, chunk_at, load_bc_row, load_dt, load_tile, pair_combine,
+from .common import (LOG2E, chunk_at, load_bc_row, load_dt, load_tile, pair_combine,
                      program_place, sequence_bounds)
 
 
@@ -32,7 +32,7 @@ def scan_fwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_CU: tl.constexpr, REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
 ):
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, scan_last, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
@@ -76,11 +76,21 @@ def scan_fwd_kernel(
         else:
             there = ends_ptr + ((b * S + s) * D + d) * N
         y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
+        edge = there[:, None] + 0 * k[None, :]                               # (BD, T)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
-        for n in range(0, N):
-            h_in = tl.load(here + n, mask=dmask, other=0.0)     # issued early: used last
-            A2 = tl.load(A_ptr + d * N + n, mask=dmask, other=0.0) * LOG2E
-            Bn = load_bc_row(B_ptr, b, g, n, t, tmask, sB_b, sB_g, sB_n, sB_l)
+        # state n's loads are issued one iteration ahead, so their latency hides behind a scan
+        h_nx = tl.load(here, mask=dmask, other=0.0)
+        A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
+        B_nx = load_bc_row(B_ptr, b, g, 0, t, tmask, sB_b, sB_g, sB_n, sB_l)
+        C_nx = load_bc_row(C_ptr, b, g, 0, t, tmask & (not STATE_ONLY), sC_b, sC_g, sC_n, sC_l)
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+            h_in, A2, Bn, Cn = h_nx, A2_nx, B_nx, C_nx
+            more = n + 1 < N
+            h_nx = tl.load(here + n + 1, mask=dmask & more, other=0.0)
+            A2_nx = tl.load(A_ptr + d * N + n + 1, mask=dmask & more, other=0.0) * LOG2E
+            B_nx = load_bc_row(B_ptr, b, g, n + 1, t, tmask & more, sB_b, sB_g, sB_n, sB_l)
+            C_nx = load_bc_row(C_ptr, b, g, n + 1, t, tmask & more & (not STATE_ONLY),
+                               sC_b, sC_g, sC_n, sC_l)
             a = tl.exp2(dt * A2[:, None])
             x = dtu * Bn[None, :]
             if HAS_CU:
@@ -93,9 +103,9 @@ def scan_fwd_kernel(
             a_cum, x_cum = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine,
                                                reverse=REVERSE)
             hn = a_cum * h_in[:, None] + x_cum                               # (BD, T)
-            tl.store(there + n, at_edge(hn, end), mask=dmask)
+            # the state at the chunk's end, stored by the thread that holds it
+            tl.store(edge + n, hn, mask=dmask[:, None] & end[None, :])
             if not STATE_ONLY:
-                Cn = load_bc_row(C_ptr, b, g, n, t, tmask, sC_b, sC_g, sC_n, sC_l)
                 y += hn * Cn[None, :]
                 if HAS_CU:
                     m_last = last[None, :] & dmask[:, None]
