@@ -13,7 +13,7 @@ entering state the forward saved, scans g from the gradient arriving at the chun
 du, d delta and dz in registers over n. dB and dC (sums over channels) are added
 atomically by every channel, as mamba_ssm's CUDA kernel does (a sum across warps first
 costs more than the atomics); dA (per chunk and n), dD and d delta_bias (per program) after
-a sum over time.
+a sum over time. The adds are relaxed: nothing reads the sums before the kernel ends.
 
 Segments, when there are several, need the gradient arriving at each segment's end first:
 a launch with ADJ_ONLY=True scans only g through each segment from zero (no recompute of
@@ -154,11 +154,12 @@ def scan_bwd_kernel(
                 gB = gr * Bn[None, :]
                 du += gB
                 ddt += gr * hx * A[:, None] + gB * u
-                tl.atomic_add(dA_ptr + d * N + n, tl.sum(gr * hx * dt, axis=1), mask=dmask)
+                tl.atomic_add(dA_ptr + d * N + n, tl.sum(gr * hx * dt, axis=1), mask=dmask,
+                              sem="relaxed")
                 # dB, dC: every channel adds its own row (no reduction across warps)
                 bc = ((b * G + g) * N + n) * L + t[None, :] + 0 * d[:, None]
-                tl.atomic_add(dB_ptr + bc, gr * dtu, mask=m)
-                tl.atomic_add(dC_ptr + bc, hn * dy, mask=m)
+                tl.atomic_add(dB_ptr + bc, gr * dtu, mask=m, sem="relaxed")
+                tl.atomic_add(dC_ptr + bc, hn * dy, mask=m, sem="relaxed")
         if not ADJ_ONLY:
             du = du * dt
             if HAS_D:
@@ -181,6 +182,6 @@ def scan_bwd_kernel(
         tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)
     else:
         if HAS_D:
-            tl.atomic_add(dD_ptr + d, dD_acc, mask=dmask)
+            tl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
         if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + d, dbias_acc, mask=dmask)
+            tl.atomic_add(dbias_ptr + d, dbias_acc, mask=dmask, sem="relaxed")
