@@ -34,7 +34,7 @@ class ScanConfig:
     unroll: int = 1     # unroll factor of the loop over state indices
 
 
-TUNED = ScanConfig(chunk=512, block_d=2, warps=4, block_d_bwd=1, warps_bwd=2,
+TUNED = ScanConfig(chunk=256, block_d=4, warps=4, block_d_bwd=1, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=256)
 MAX_DSTATE = 256
 
