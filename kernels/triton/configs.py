@@ -32,6 +32,7 @@ class ScanConfig:
     warps_carry: int
     programs: int       # split the chunks into segments until the grid has this many programs
     unroll: int = 1     # unroll factor of the loop over state indices
+    adjoint_pair: bool = True  # backward: adjoint as a pair scan over the shifted decay
 
 
 TUNED = ScanConfig(chunk=256, block_d=4, warps=4, block_d_bwd=1, warps_bwd=1,

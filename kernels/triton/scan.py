@@ -156,7 +156,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-                     BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
+                     ADJ_PAIR=cfg.adjoint_pair, BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate),
+                     UNROLL=cfg.unroll,
                      num_warps=cfg.warps_bwd)
         if nseg > 1:
             seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32)
