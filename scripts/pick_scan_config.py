@@ -9,7 +9,8 @@ agrees closely); the result goes into kernels/triton/configs.py's TUNED table.
 import argparse
 import json
 
-FIELDS = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs", "unroll")
+FIELDS = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs", "unroll",
+          "adjoint_pair")
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("tune_json")

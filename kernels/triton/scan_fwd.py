@@ -64,8 +64,7 @@ def scan_fwd_kernel(
         m = dmask[:, None] & tmask[None, :]
         dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
                         HAS_BIAS, SOFTPLUS)
-        u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
-        dtu = dt * u
+        dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
         if STATE_ONLY:
             dt_total += tl.sum(dt, axis=1)
         if HAS_CU:
@@ -112,7 +111,8 @@ def scan_fwd_kernel(
                     tl.store(last_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                              hn, mask=m_last)
         if not STATE_ONLY:
-            if HAS_D:
+            if HAS_D:  # u again (an L1/L2 hit) rather than held in registers over the n loop
+                u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
                 y += tl.load(D_ptr + d, mask=dmask, other=0.0)[:, None] * u
             if HAS_Z:
                 zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
