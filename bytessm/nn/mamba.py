@@ -29,6 +29,18 @@ from torch import Tensor, nn
 from bytessm.kernels import causal_conv1d_update, selective_scan, selective_state_update
 
 
+def linear_channels_first(linear: nn.Linear, x: Tensor) -> Tensor:
+    """`linear(x)` for x (B, L, d_in), as (B, d_out, L) with unit stride along L.
+
+    One (d_out, B*L) matmul, as mamba_ssm computes its in_proj and dt_proj: the scan loads
+    its inputs along the length, and a transposed (B, L, d_out) result would give it a
+    stride of d_out there, so that every load touches a separate cache line."""
+    y = linear.weight @ rearrange(x, "b l d -> d (b l)")
+    if linear.bias is not None:
+        y = y + linear.bias.to(y.dtype)[:, None]
+    return rearrange(y, "e (b l) -> b e l", b=x.shape[0])
+
+
 class MambaState(NamedTuple):
     conv: Tensor  # (B, d_inner, d_conv - 1) float32, oldest input first
     ssm: Tensor   # (B, d_inner, d_state) float32
@@ -87,11 +99,14 @@ class SSMBranch(nn.Module):
         return y, new_window.float()
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, D, L) after the conv -> delta (B, D, L), B and C (B, N, L)."""
+        """x (B, D, L) after the conv -> delta (B, D, L), B and C (B, N, L), each with unit
+        stride along L (the scan's loads run along it)."""
         x_dbl = self.x_proj(rearrange(x, "b d l -> b l d"))                  # (B, L, R+2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = rearrange(dt @ self.dt_proj.weight.t(), "b l d -> b d l")   # bias in the scan
-        return delta, rearrange(B, "b l n -> b n l"), rearrange(C, "b l n -> b n l")
+        delta = rearrange(self.dt_proj.weight @ rearrange(dt, "b l r -> r (b l)"),
+                          "d (b l) -> b d l", b=x.shape[0])                  # bias in the scan
+        return (delta, rearrange(B, "b l n -> b n l").contiguous(),
+                rearrange(C, "b l n -> b n l").contiguous())
 
     def A(self) -> Tensor:
         return -torch.exp(self.A_log.float())                                 # (D, N)
@@ -151,8 +166,7 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
     def forward(self, x: Tensor, state: MambaState | None = None, return_state: bool = False):
-        xz = rearrange(self.in_proj(x), "b l e -> b e l")                    # (B, 2*Di, L)
-        x_in, z = xz.chunk(2, dim=1)
+        x_in, z = linear_channels_first(self.in_proj, x).chunk(2, dim=1)      # (B, Di, L)
         out = self.ssm(x_in, z, state=state, return_state=return_state)
         y, new_state = out if return_state else (out, None)
         y = self.out_proj(rearrange(y, "b d l -> b l d"))
@@ -193,6 +207,6 @@ class BiMamba(nn.Module):
         if state is not None or return_state:
             raise RuntimeError("a bidirectional mixer sees the whole sequence: it has no "
                                "recurrent state to carry")
-        x_in, z = rearrange(self.in_proj(x), "b l e -> b e l").chunk(2, dim=1)
+        x_in, z = linear_channels_first(self.in_proj, x).chunk(2, dim=1)      # (B, Di, L)
         y = 0.5 * (self.fwd(x_in, z) + self.bwd(x_in, z))                   # (B, Di, L)
         return self.out_proj(rearrange(y, "b d l -> b l d"))

@@ -83,3 +83,27 @@ def test_mamba_defaults_and_no_weight_decay_marks():
     assert torch.allclose(m.ssm.A_log[5], torch.log(torch.arange(1, 17.0)))
     assert all(getattr(p, "_no_weight_decay", False)
                for p in (m.ssm.A_log, m.ssm.D, m.ssm.dt_proj.bias))
+
+
+@pytest.mark.parametrize("mixer", [Mamba, BiMamba])
+def test_scan_inputs_are_contiguous_along_the_length(monkeypatch, mixer):
+    """The scan's kernels load u, delta, z, B, C along the length: the mixers must hand them
+    over with unit stride there (a (B, L, D) tensor seen as (B, D, L) has stride D, and each
+    load then touches its own cache line)."""
+    import bytessm.nn.mamba as mamba_module
+
+    seen = []
+    real = mamba_module.selective_scan
+
+    def spy(u, delta, A, B, C, **kw):
+        seen.append({"u": u, "delta": delta, "B": B, "C": C, "z": kw["z"]})
+        return real(u, delta, A, B, C, **kw)
+
+    monkeypatch.setattr(mamba_module, "selective_scan", spy)
+    layer = mixer(16, d_state=4)
+    x = torch.randn(3, 11, 16)
+    y = layer(x)
+    assert y.shape == x.shape and seen
+    for call in seen:
+        for name, t in call.items():
+            assert t.stride(-1) == 1, f"{name} has stride {t.stride()} for shape {tuple(t.shape)}"
