@@ -4,7 +4,9 @@ and the reductions the loop needs. Parallelism is applied to the model here, nev
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, ContextManager
 
 import torch
 import torch.distributed as dist
@@ -61,6 +63,26 @@ def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.devi
         return model
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def gradient_sync_pause(model: nn.Module) -> Callable[[], ContextManager] | None:
+    """A context factory under which backward passes keep their gradients on this rank
+    instead of reducing them across ranks (gradient accumulation, segment-wise training):
+    DDP's `model.no_sync`, or for an FSDP2 (`fully_shard`) model a toggle of its
+    `set_requires_gradient_sync` (gradients then accumulate unsharded until the last
+    backward, which reduce-scatters them). None for a model that is not wrapped."""
+    if hasattr(model, "no_sync"):
+        return model.no_sync
+    if hasattr(model, "set_requires_gradient_sync"):
+        @contextmanager
+        def paused():
+            model.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)
+        return paused
+    return None
 
 
 def all_reduce_sum(values: list[float], device: torch.device, world: World) -> list[float]:

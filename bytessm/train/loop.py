@@ -25,8 +25,8 @@ from bytessm.task import ConfigError
 from . import checkpoint as ckpt
 from .build import build_model, build_task, validate_trainer
 from .data import train_loader
-from .distributed import (World, all_reduce_sum, broadcast_object, close, init_world,
-                          pick_device, wrap_model)
+from .distributed import (World, all_reduce_sum, broadcast_object, close, gradient_sync_pause,
+                          init_world, pick_device, wrap_model)
 from .evaluate import autocast, evaluate, to_device
 from .logging import MetricsWriter, progress
 from .optim import build_optimizer, no_decay_names, warmup_cosine
@@ -140,6 +140,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
     batches, current_len = make_iter(step), length_at(step)
     bar = progress(int(t.max_steps), step, enabled=world.is_main and bool(t.progress))
     model.train()
+    pause = gradient_sync_pause(model) if world.distributed else None
     window = {"symbols": 0.0, "time": time.perf_counter()}
     log_sums: dict[str, list[float]] = {}
     while step < t.max_steps:
@@ -148,15 +149,14 @@ def _train(cfg: DictConfig, world: World) -> dict:
         step_sums: dict[str, list[float]] = {}
         for m in range(accum):
             batch = to_device(next(batches), device)
-            sync = nullcontext()
-            if world.distributed and m < accum - 1 and hasattr(model, "no_sync"):
-                sync = model.no_sync()
+            # gradients are reduced across ranks once per step, by the last backward
+            sync = pause() if pause is not None and m < accum - 1 else nullcontext()
             with sync:
                 if t.segment_len:  # long inputs: segments carrying the state (TBPTT)
                     metrics = segmented_step(
                         model, task, batch, segment_len=int(t.segment_len),
                         horizon=t.tbptt_horizon, autocast=lambda: autocast(device, t.precision),
-                        no_sync=getattr(model, "no_sync", None) if m == accum - 1 else None)
+                        no_sync=pause if m == accum - 1 else None)
                 else:
                     with autocast(device, t.precision):
                         out = model(batch["input"])

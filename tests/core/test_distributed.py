@@ -89,3 +89,48 @@ def test_ranks_on_cuda_take_their_local_rank(monkeypatch):
     device = pick_device("auto", World(rank=3, local_rank=1, size=4))
     assert device == torch.device("cuda", 1) and calls == [device]
     assert pick_device("cpu", World(rank=3, local_rank=1, size=4)) == torch.device("cpu")
+
+
+def test_gradient_sync_pause_for_ddp_fsdp2_and_plain_models():
+    """Accumulation and segments reduce gradients once per step: DDP through `no_sync`,
+    FSDP2 (which has no `no_sync`) through `set_requires_gradient_sync`, restored even when
+    the backward raises."""
+    from bytessm.train.distributed import gradient_sync_pause
+
+    class FakeFSDP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def set_requires_gradient_sync(self, flag):
+            self.calls.append(flag)
+
+    fsdp = FakeFSDP()
+    with gradient_sync_pause(fsdp)():
+        assert fsdp.calls == [False]
+    assert fsdp.calls == [False, True]
+    with pytest.raises(RuntimeError):
+        with gradient_sync_pause(fsdp)():
+            raise RuntimeError("backward failed")
+    assert fsdp.calls[-1] is True
+
+    class FakeDDP(torch.nn.Module):
+        def no_sync(self):
+            return "ddp-no-sync"
+
+    assert gradient_sync_pause(FakeDDP())() == "ddp-no-sync"
+    assert gradient_sync_pause(torch.nn.Linear(2, 2)) is None
+
+
+@pytest.mark.parametrize("extra", [("trainer.grad_accum=2",),
+                                   ("trainer.segment_len=8",)], ids=["accum", "segments"])
+def test_fsdp_with_paused_gradient_sync_matches_one_process(tmp_path, extra):
+    """FSDP2 with gradient accumulation or segment-wise training (gradients reduced once,
+    after the last backward of the step) trains as one process does."""
+    one, _ = _train(tmp_path / "one", 1, *extra)
+    two, _ = _train(tmp_path / "two", 2, "trainer.parallel=fsdp", *extra)
+    assert two == pytest.approx(one, rel=1e-4)
+    _, _, m1 = load_for_inference(tmp_path / "one")
+    _, _, m2 = load_for_inference(tmp_path / "two")
+    for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(p2, p1, rtol=1e-4, atol=1e-5, msg=name)
