@@ -207,12 +207,10 @@ def first_call_seconds() -> dict:
 # ---------------------------------------------------------------------------- tuning
 def tune(shapes, bw):
     """Sweep launch configurations (configs.ScanConfig fields); prints fwd and fwd+bwd per shape."""
-    fields = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs", "unroll",
-              "adjoint_pair")
+    fields = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs")
     grid = [dict(zip(fields, v)) for v in (
-        (256, 4, 4, 1, 1, 256, 1, True), (256, 4, 4, 1, 1, 256, 1, False),
-        (128, 4, 4, 1, 1, 256, 1, True), (256, 1, 1, 1, 1, 256, 1, True),
-        (512, 4, 4, 1, 2, 256, 1, True))]
+        (256, 1, 1, 1, 1, 256), (256, 4, 4, 1, 1, 256), (128, 1, 1, 1, 1, 256),
+        (512, 1, 2, 1, 2, 256), (256, 1, 1, 1, 1, 1024))]
     run = lambda a: selective_scan(**a, backend="triton")  # noqa: E731
     results = []
     for cfg in grid:

@@ -7,10 +7,12 @@
 agrees closely); the result goes into kernels/triton/configs.py's TUNED table.
 """
 import argparse
+import dataclasses
 import json
 
-FIELDS = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs", "unroll",
-          "adjoint_pair")
+from bytessm.kernels.triton.configs import ScanConfig
+
+FIELDS = [f.name for f in dataclasses.fields(ScanConfig)]
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("tune_json")

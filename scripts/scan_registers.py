@@ -2,7 +2,7 @@
 """Registers and spills of the scan kernels for sm_90, compiled on a machine without a GPU.
 
     python scripts/scan_registers.py [--chunk 256] [--block-d 1] [--warps 1] \
-        [--block-d-bwd 1] [--warps-bwd 1] [--adjoint-pair] [--all-variants]
+        [--block-d-bwd 1] [--warps-bwd 1] [--all-variants]
 
 Triton's front end and the ptxas it ships run on any machine; `ptxas -v` on the PTX gives
 the register count and spill bytes that set how many programs fit on an SM. bf16 inputs,
@@ -67,7 +67,6 @@ def main():
     p.add_argument("--warps", type=int, default=1)
     p.add_argument("--block-d-bwd", type=int, default=1)
     p.add_argument("--warps-bwd", type=int, default=1)
-    p.add_argument("--adjoint-pair", action="store_true")
     p.add_argument("--all-variants", action="store_true")
     a = p.parse_args()
     base = dict(CHUNK=a.chunk, N_PAD=16, UNROLL=1, SOFTPLUS=True, HAS_BIAS=True, HAS_D=True,
@@ -82,8 +81,7 @@ def main():
                              absent + ([] if partial else ["seg_dt_ptr"]), a.warps)
         bwd = compile_kernel(scan_bwd_kernel, dict(base, BLOCK_D=a.block_d_bwd, HAS_H0=h0,
                                                     HAS_CU=cu, REVERSE=reverse, ADJ_ONLY=partial,
-                                                    HAS_ENTER=not partial, HAS_DLAST=True,
-                                                    ADJ_PAIR=a.adjoint_pair),
+                                                    HAS_ENTER=not partial, HAS_DLAST=True),
                              absent + ([] if partial else ["seg_dt_ptr"])
                              + ([] if (h0 and cu) else ["dh0_ptr"]), a.warps_bwd)
         label = (f"h0={h0:d} cu={cu:d} reverse={reverse:d} "

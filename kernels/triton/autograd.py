@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from . import scan
-from .configs import scan_config
 
 f32 = torch.float32
 
@@ -36,7 +35,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_soft
     batch, dim, length = u.shape
     dstate = A.shape[1]
     nseq = batch if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    nc = -(-length // scan_config(int(dstate)).chunk)  # the state size picks the kernels
+    nc = scan.num_chunks(length, int(dstate))
     return (u.new_empty((batch, dim, length)), u.new_empty((nseq, dim, dstate), dtype=f32),
             u.new_empty((batch, nc, dim, dstate), dtype=f32))
 

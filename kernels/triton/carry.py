@@ -1,6 +1,8 @@
-"""The carry pass: from each chunk's local contribution to each chunk's entering value.
+"""The carry pass: from each segment's local contribution to each segment's entering value.
 
-Both directions of the scan need the same first-order recurrence over chunks,
+When a row's chunks are split into segments that run in parallel (`scan.py`), both
+directions of the scan need the same first-order recurrence over those segments (called
+chunks below: the kernel does not care how long they are),
 
     enter[c_0] = 0,    enter[c_{k+1}] = decay[c_k] * enter[c_k] + local[c_k]
 

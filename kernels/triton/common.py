@@ -60,8 +60,8 @@ def program_place(L, DG, G, CPS, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
                   REVERSE: tl.constexpr):
     """Grid: axis 0 enumerates (batch, group, channel block), axis 1 the segments of CPS
     chunks. Returns the batch row (int64), group, channels and their mask, the segment's
-    chunks [c_lo, c_lo + n_chunks), whether the segment is the first and the last one in
-    scan order, and the number of chunks NC of the whole sequence."""
+    chunks [c_lo, c_lo + n_chunks), whether the segment is the first one in scan order, and
+    the number of chunks NC of the whole sequence."""
     pid = tl.program_id(0)
     s = tl.program_id(1)
     S = tl.num_programs(1)
@@ -75,10 +75,10 @@ def program_place(L, DG, G, CPS, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
     c_lo = s * CPS
     n_chunks = tl.minimum(CPS, NC - c_lo)
     if REVERSE:
-        scan_first, scan_last = s == S - 1, s == 0
+        scan_first = s == S - 1
     else:
-        scan_first, scan_last = s == 0, s == S - 1
-    return b, g, d, dg < DG, s, c_lo, n_chunks, scan_first, scan_last, NC
+        scan_first = s == 0
+    return b, g, d, dg < DG, s, c_lo, n_chunks, scan_first, NC
 
 
 @triton.jit

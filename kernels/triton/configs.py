@@ -32,13 +32,12 @@ class ScanConfig:
     warps_carry: int
     programs: int       # split the chunks into segments until the grid has this many programs
     unroll: int = 1     # unroll factor of the loop over state indices
-    adjoint_pair: bool = False  # backward: adjoint as a pair scan over the shifted decay
 
 
-# measured on one H200 (docs/benchmarks/scan.md, scan_tune.json): one channel per warp-wide
-# program in both directions; the three-value adjoint beat the pair scan over the shifted decay
+# measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
+# program in both directions
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=1, warps_bwd=1,
-                   block_dn=128, block_c=16, warps_carry=4, programs=256, adjoint_pair=False)
+                   block_dn=128, block_c=16, warps_carry=4, programs=256)
 MAX_DSTATE = 256
 
 

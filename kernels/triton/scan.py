@@ -33,7 +33,7 @@ def _grouped(M: Tensor) -> Tensor:
     return M if M.dim() == 4 else M.unsqueeze(1)
 
 
-def _keep(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool):
+def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool):
     """Per position: the index of its packed sequence (int32, or None without cu_seqlens);
     per segment of `span` positions: 1.0 if the carry crosses it, 0.0 if a sequence starts
     inside it."""
@@ -78,23 +78,21 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     groups = Bg.shape[1]
     cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, scan_config(dstate).block_d)
     A = A.to(f32).contiguous()
-    seq, keep = _keep(cu_seqlens, length, cps * cfg.chunk, reverse)
+    seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)
     nseq = batch if cu_seqlens is None else cu_seqlens.numel() - 1
     h0 = None if initial_state is None else initial_state.to(f32).contiguous()
     out = torch.empty((batch, dim, length), device=u.device, dtype=u.dtype)
     states = torch.empty((batch, nc, dim, dstate), device=u.device, dtype=f32)
+    # per sequence, kept where a sequence is empty; without cu_seqlens it is `ends` below
+    last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
     if length == 0:
-        last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
         return out, last, states
     ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
-    if cu_seqlens is not None:
-        last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
-    else:
-        last = ends  # its scan-last segment is the last state
+    seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
     grid = (batch * groups * triton.cdiv(dg, cfg.block_d), nseg)
     zs = z.stride() if z is not None else (0, 0, 0)
-    args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, None, out, last,
+    args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
             length, dim, dstate, groups, dg, cps,
             *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *out.stride())
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
@@ -102,9 +100,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, num_warps=cfg.warps)
     if nseg > 1:
-        seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32)
-        args_state = args[:12] + (seg_dt,) + args[13:]
-        scan_fwd_kernel[grid](*args_state, STATE_ONLY=True, HAS_ENTER=False, **flags)
+        scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
         _carry(ends, seg_dt, A, keep, reverse, cfg)
     scan_fwd_kernel[grid](*args, STATE_ONLY=False, HAS_ENTER=nseg > 1, **flags)
     if cu_seqlens is None:
@@ -122,7 +118,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                                scan_config(dstate).block_d_bwd)
     assert nc == states.shape[1], "the forward and backward disagree on the chunk length"
     A32 = A.to(f32).contiguous()
-    seq, keep = _keep(cu_seqlens, length, cps * cfg.chunk, reverse)
+    seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)
     h0 = None if initial_state is None else initial_state.to(f32).contiguous()
     dlast = None if dlast is None else dlast.to(f32).contiguous()
     dev = u.device
@@ -148,21 +144,19 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         zs = z.stride() if z is not None else (0, 0, 0)
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
+        seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32) if nseg > 1 else None
         cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
-        args = (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, None,
+        args = (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
                 dout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,
                 length, dim, dstate, groups, dg, cps,
                 *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride())
         flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-                     ADJ_PAIR=cfg.adjoint_pair, BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate),
-                     UNROLL=cfg.unroll,
+                     BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
                      num_warps=cfg.warps_bwd)
         if nseg > 1:
-            seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32)
-            args_adj = args[:13] + (seg_dt,) + args[14:]
-            scan_bwd_kernel[grid](*args_adj, ADJ_ONLY=True, HAS_ENTER=False, **flags)
+            scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
             _carry(ends, seg_dt, A32, keep, not reverse, cfg)
         scan_bwd_kernel[grid](*args, ADJ_ONLY=False, HAS_ENTER=nseg > 1, **flags)
         if h0 is not None and seq is None:

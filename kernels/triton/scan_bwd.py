@@ -8,10 +8,8 @@ elements of `common.py`:
     dx_t = g_t,   d(a_t) * a_t = g_t * (h_t - x_t)   (= g_t a_t h_prev, h0 at a start)
 
 For each chunk and state index n, `scan_bwd_kernel` recomputes h over the chunk from the
-entering state the forward saved, scans g from the gradient arriving at the chunk's end
-(ADJ_PAIR: as a pair scan over the next position's decay, one more exp2 per element; else
-with the three-value monoid of `common.py`, no shifted decay needed)
-(`adj`, passed from chunk to chunk the way the forward passes the state), and accumulates
+entering state the forward saved, scans g with the three-value monoid of `common.py` from
+the gradient arriving at the chunk's end (`adj`, passed from chunk to chunk the way the forward passes the state), and accumulates
 du, d delta and dz in registers over n. dB and dC (sums over channels) are added
 atomically by every channel, as mamba_ssm's CUDA kernel does (a sum across warps first
 costs more than the atomics); dA (per chunk and n), dD and d delta_bias (per program) after
@@ -40,22 +38,17 @@ def scan_bwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, HAS_CU: tl.constexpr, REVERSE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, ADJ_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
-    ADJ_PAIR: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
 ):
     # the walk runs against the scan: flip the direction for the chunk order
-    b, g, d, dmask, s, c_lo, n_chunks, scan_first, scan_last, NC = program_place(
+    b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, not REVERSE)
     S = tl.num_programs(1)
     k = tl.arange(0, CHUNK)
     if REVERSE:
-        start = k == CHUNK - 1       # a chunk's first and last positions in scan order
-        end = k == 0
-        step = -1
+        start = k == CHUNK - 1       # a chunk's first position in scan order
     else:
         start = k == 0
-        end = k == CHUNK - 1
-        step = 1
     nn = tl.arange(0, N_PAD)
     m_dn = dmask[:, None] & (nn < N)[None, :]
     seg = ((b * S + s) * D + d[:, None]) * N + nn[None, :]
@@ -103,12 +96,6 @@ def scan_bwd_kernel(
                 y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
-        if ADJ_PAIR:
-            # dt of the next position in scan order: its decay carries the adjoint back to t
-            t_nx = t + step
-            m_nx = dmask[:, None] & ((t_nx >= 0) & (t_nx < L))[None, :]
-            dt_nx, _raw_nx = load_dt(delta_ptr, bias_ptr, b, d, t_nx, m_nx, dmask,
-                                     sdl_b, sdl_d, sdl_l, HAS_BIAS, SOFTPLUS)
         here = adj_ptr + ((b * NC + c) * D + d) * N                          # (BD,)
         if i + 1 < n_chunks:
             there = adj_ptr + ((b * NC + c_next) * D + d) * N
@@ -141,19 +128,9 @@ def scan_bwd_kernel(
                 m_last = last[None, :] & dmask[:, None]
                 beta += tl.load(dlast_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                                 mask=m_last, other=0.0)
-            if ADJ_PAIR:
-                # g_t = beta_t + a'_next g_next: a pair scan over (a'_next, beta), with 1 at
-                # the chunk's end, where the gradient from later chunks enters as g_in
-                alpha = tl.exp2(dt_nx * (A * LOG2E)[:, None])
-                if HAS_CU:
-                    alpha = tl.where(last[None, :], 0.0, alpha)
-                alpha = tl.where(end[None, :], 1.0, alpha)
-                p, q = tl.associative_scan((alpha, beta), axis=1, combine_fn=pair_combine,
+            q, p, _f = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
+                                           axis=1, combine_fn=adjoint_combine,
                                            reverse=not REVERSE)
-            else:
-                q, p, _f = tl.associative_scan(
-                    (beta, tl.full(beta.shape, 1.0, tl.float32), a_cut), axis=1,
-                    combine_fn=adjoint_combine, reverse=not REVERSE)
             gr = q + p * g_in[:, None]                                          # (BD, T)
             # what reaches the chunk's entering state, stored by the thread that holds it
             tl.store(edge + n, a_cut * gr, mask=dmask[:, None] & start[None, :])

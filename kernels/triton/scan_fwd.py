@@ -34,7 +34,7 @@ def scan_fwd_kernel(
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
 ):
-    b, g, d, dmask, s, c_lo, n_chunks, scan_first, scan_last, NC = program_place(
+    b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
     S = tl.num_programs(1)
     k = tl.arange(0, CHUNK)

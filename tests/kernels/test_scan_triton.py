@@ -182,12 +182,3 @@ def test_segments_chain_to_the_full_sequence():
 def test_tolerance_table_covers_input_dtypes():
     assert set(TOLERANCE) == {torch.float32, torch.bfloat16, torch.float16}
 
-
-@pytest.mark.parametrize("case", [
-    Case(2 * CHUNK + 1, reverse=True, initial_state=True, last_state=True),
-    Case(131, batch=1, cu_seqlens=(0, 1, 2, 70, 70, 131), initial_state=True, last_state=True),
-], ids=str)
-def test_backward_with_the_three_value_adjoint(monkeypatch, case):
-    """The backward's other adjoint formulation (no shifted decay), kept as a configuration."""
-    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"adjoint_pair": false}')
-    test_scan_matches_reference(case)
