@@ -113,14 +113,17 @@ class Backbone(nn.Module):
         hidden = self.norm_f(residual)
         return (hidden, new_states) if return_states else hidden
 
-    def step(self, symbol: Tensor, states: list) -> Tensor:
-        """One position: symbol (B,) or (B, F) -> hidden (B, D); states advance in place."""
+    def step(self, symbol: Tensor, states: list, block_step=None) -> Tensor:
+        """One position: symbol (B,) or (B, F) -> hidden (B, D); states advance in place.
+        `block_step(block, residual, state)` replaces `Block.step` (the decoder passes a
+        torch.compile'd one: compiled once, reused by every block of the same structure)."""
         if self.bidirectional:
             raise RuntimeError("a bidirectional model sees the whole sequence and cannot "
                                "generate step by step")
         residual = self.encoder(symbol).float()
         for block, state in zip(self.blocks, states):
-            residual = block.step(residual, state)
+            residual = block.step(residual, state) if block_step is None \
+                else block_step(block, residual, state)
         return self.norm_f(residual)
 
     def new_states(self, batch: int, device, max_len: int = 4096) -> list:

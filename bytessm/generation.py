@@ -28,7 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from bytessm.nn.attention import Attention, StaticKVCache
-from bytessm.nn.mamba import Mamba, MambaState, SSMBranch
+from bytessm.nn.block import Block
+from bytessm.nn.mamba import BiMamba, Mamba, MambaState, SSMBranch
+from bytessm.nn.norm import RMSNorm
 from bytessm.sampling import SamplingParams, draw_noise, pick, process_logits
 from bytessm.task import ConfigError
 
@@ -56,23 +58,84 @@ def _cast_input(module: nn.Module, args: tuple) -> tuple:
     return (args[0].to(module.weight.dtype), *args[1:])
 
 
+def _cast_mixer_input(module: nn.Module, args: tuple) -> tuple:
+    # Mamba.forward multiplies by in_proj.weight directly (`linear_channels_first`), past
+    # in_proj's own hook; cast where the step path's in_proj hook casts (same rounding)
+    return (args[0].to(module.in_proj.weight.dtype), *args[1:])
+
+
 def cast_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Store the weights in `dtype` (bf16 halves the bytes a decode step reads) except the
-    SSM dynamics (A_log, D, dt bias), which stay float32 as in mamba_ssm. The residual
-    stream stays float32; a forward pre-hook casts each Linear's input to its weight dtype.
+    """Store the weights in `dtype` (bf16 halves the bytes a decode step reads) except:
+
+    - the SSM dynamics (A_log, D, dt bias), float32 as in mamba_ssm;
+    - RMSNorm weights: d_model floats each, and a bf16 copy costs a cast kernel per norm
+      per decode step (the norm computes in float32);
+    - a small output head (at most 2^20 weights, e.g. a byte LM head: 256 x d_model): its
+      float32 logits rarely tie, where bf16 logits (8 bits of mantissa) tie often enough
+      that greedy argmax flips between decoding and verification (docs/generation.md).
+
+    The residual stream stays float32; a forward pre-hook casts each Linear's (and each
+    Mamba mixer's, for its in_proj) input to the weight dtype (no kernel when they agree).
     In place; returns the model. float32 is a no-op."""
     if dtype == torch.float32:
         return model
     keep = {id(p) for m in model.modules() if isinstance(m, SSMBranch)
             for p in (m.A_log, m.D, m.dt_proj.bias)}
+    keep |= {id(m.weight) for m in model.modules() if isinstance(m, RMSNorm)}
+    head = getattr(model, "head", None)
+    if head is not None and sum(p.numel() for p in head.parameters()) <= 2**20:
+        keep |= {id(p) for p in head.parameters()}
     for p in model.parameters():
         if id(p) not in keep:
             p.data = p.data.to(dtype)
     for m in model.modules():
-        if isinstance(m, nn.Linear) and not getattr(m, "_casts_input", False):
+        if getattr(m, "_casts_input", False):
+            continue
+        if isinstance(m, nn.Linear):
             m.register_forward_pre_hook(_cast_input)
             m._casts_input = True
+        elif isinstance(m, (Mamba, BiMamba)):
+            m.register_forward_pre_hook(_cast_mixer_input)
+            m._casts_input = True
     return model
+
+
+# -- the compiled decode step ------------------------------------------------------------
+
+_COMPILED_BLOCK_STEP = None
+
+
+def compiled_block_step():
+    """`Block.step` through torch.compile (inductor, fullgraph, static shapes), compiled per
+    block structure and batch size and reused by every block of the same structure, so a
+    53-layer model compiles one layer. Inductor fuses the norm, the casts and the residual
+    add; the conv / state steps stay opaque custom ops (`bytessm::mamba_*_step`). Returns
+    the callable `(block, residual, state) -> residual`."""
+    global _COMPILED_BLOCK_STEP
+    if _COMPILED_BLOCK_STEP is None:
+        import torch._dynamo
+        # one cache entry per (block structure, batch, KV length): a benchmark sweep makes
+        # more than the default 8, after which Dynamo would silently fall back to eager
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 128)
+        _COMPILED_BLOCK_STEP = torch.compile(Block.step, fullgraph=True, dynamic=False)
+    return _COMPILED_BLOCK_STEP
+
+
+def prepare_compiled_step(model: nn.Module):
+    """Fill the step caches eagerly (so the compiled graph reads them as constants) and
+    return the compiled block step."""
+    for m in model.modules():
+        if isinstance(m, SSMBranch) and not m.reverse:
+            m._step_A()
+    return compiled_block_step()
+
+
+def model_step(model: nn.Module, symbols: Tensor, states: list, block_step=None) -> Tensor:
+    """`model.step(symbols, states)`, with `block_step` replacing `Block.step` when given."""
+    if block_step is None:
+        return model.step(symbols, states)
+    hidden = model.backbone.step(symbols, states, block_step=block_step)     # (B, D)
+    return model.head(hidden[:, None])[:, 0]
 
 
 # -- states ------------------------------------------------------------------------------
@@ -168,12 +231,15 @@ class Decoder:
     then takes up to `max_new` steps, each: logits = model.step(tok) -> sampled symbol ->
     out[:, i], stop flags, seen mask, tok. On CUDA (`cuda_graph=True`) the step is
     captured as a CUDA graph on the first `run()` and replayed; the graph bakes in the
-    sampling parameters and stop symbols. A Decoder can be loaded and run again.
+    sampling parameters and stop symbols. With `compile_step` (default: on with CUDA
+    graphs) each block's step goes through torch.compile first (`compiled_block_step`):
+    fewer, fused kernels inside the graph. A Decoder can be loaded and run again; it
+    captures the model as it is (weights changed afterwards need a new Decoder).
     """
 
     def __init__(self, model: nn.Module, *, batch: int, max_len: int, max_new: int,
                  params: SamplingParams, stop: Sequence[int] = (), device=None,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, compile_step: bool | None = None):
         vocab = check_can_generate(model)
         device = torch.device(device or next(model.parameters()).device)
         self.layered = is_layered(model)
@@ -184,7 +250,13 @@ class Decoder:
                               f"Python-side buffers); use cuda_graph=False")
         self.model, self.params, self.device = model, params, device
         self.batch, self.max_len, self.max_new = batch, max_len, max_new
+        if compile_step is None:
+            compile_step = cuda_graph
+        if compile_step and not self.layered:
+            raise ConfigError(f"{type(model.backbone).__name__} has no per-block step to compile; "
+                              f"use compile_step=False")
         self.cuda_graph, self.graph = cuda_graph, None
+        self.block_step = prepare_compiled_step(model) if compile_step else None
         self.states = new_states(model, batch, device, max_len, static=True) if self.layered else None
         long = dict(dtype=torch.long, device=device)
         self.tok = torch.zeros(batch, **long)                     # pending input symbols
@@ -245,7 +317,7 @@ class Decoder:
 
     @torch.no_grad()
     def _step(self) -> None:
-        logits = self.model.step(self.tok, self.states)                       # (B, V)
+        logits = model_step(self.model, self.tok, self.states, self.block_step)  # (B, V)
         chosen = pick(process_logits(logits, self.params, self.seen), self.params, self.noise)
         self.out.index_copy_(1, self.index.reshape(1), chosen[:, None])       # out[:, i] = chosen
         if self.stop is not None:
@@ -333,12 +405,14 @@ def make_generator(seed: int | None, device) -> torch.Generator | None:
 @torch.no_grad()
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int | Sequence[int],
              params: SamplingParams = SamplingParams(), seed: int | None = None,
-             stop: Sequence[int] = (), cuda_graph: bool | None = None) -> GenerationResult:
+             stop: Sequence[int] = (), cuda_graph: bool | None = None,
+             compile_step: bool | None = None) -> GenerationResult:
     """Generate after each prompt (lists of symbols) with one batched decoder.
 
     `max_new` is one limit or one per prompt; a sequence also stops at the first symbol in
-    `stop`. `cuda_graph` defaults to True on CUDA (for layered backbones). Stats: prefill_s, capture_s, decode_s,
-    steps, symbols (kept), symbols_per_s (batch * steps / decode_s), state_bytes.
+    `stop`. `cuda_graph` defaults to True on CUDA (for layered backbones), `compile_step`
+    to `cuda_graph`. Stats: prefill_s, capture_s (compilation included), decode_s, steps,
+    symbols (kept), symbols_per_s (batch * steps / decode_s), state_bytes.
     """
     check_can_generate(model)
     device = next(model.parameters()).device
@@ -352,7 +426,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
         cuda_graph = device.type == "cuda" and is_layered(model)
     decoder = Decoder(model, batch=len(prompts), max_len=max(longest - 1 + max(limits), 1),
                       max_new=max(limits), params=params, stop=stop, device=device,
-                      cuda_graph=cuda_graph)
+                      cuda_graph=cuda_graph, compile_step=compile_step)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     decoder.load(prompts, limits)
@@ -369,5 +443,6 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
     stats = {"prefill_s": t1 - t0, "capture_s": t2 - t1, "decode_s": t3 - t2, "steps": steps,
              "symbols": sum(len(s) for s, _ in kept),
              "symbols_per_s": len(prompts) * steps / max(t3 - t2, 1e-9),
-             "state_bytes": state_bytes(decoder.states), "cuda_graph": decoder.cuda_graph}
+             "state_bytes": state_bytes(decoder.states), "cuda_graph": decoder.cuda_graph,
+             "compiled_step": decoder.block_step is not None}
     return GenerationResult([s for s, _ in kept], [f for _, f in kept], stats)

@@ -43,8 +43,10 @@ class Block(nn.Module):
         return (residual, new_state) if return_state else residual
 
     def step(self, residual: Tensor, state) -> Tensor:
-        """residual (B, D) float32 at one position; the mixer's state advances in place."""
-        residual = residual + self.mixer.step(self.norm(residual), state).float()
+        """residual (B, D) float32 at one position; the mixer's state advances in place.
+        `residual + y` with y in bf16 promotes inside the add kernel: the same float32 sum as
+        forward's `residual + y.float()`, without the separate cast kernel."""
+        residual = residual + self.mixer.step(self.norm(residual), state)
         if self.mlp is not None:
-            residual = residual + self.mlp(self.norm2(residual)).float()
+            residual = residual + self.mlp(self.norm2(residual))
         return residual

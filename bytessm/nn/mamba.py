@@ -41,6 +41,48 @@ def linear_channels_first(linear: nn.Linear, x: Tensor) -> Tensor:
     return rearrange(y, "e (b l) -> b e l", b=x.shape[0])
 
 
+# -- decode-step kernels as custom ops, so that torch.compile treats them as opaque calls
+# (fullgraph) instead of tracing the Triton launchers; eager decoding calls them directly.
+
+@torch.library.custom_op("bytessm::mamba_conv_step", mutates_args=("conv_state",))
+def _conv_step_op(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,
+                  backend: str) -> Tensor:
+    return causal_conv1d_update(x, conv_state, weight, bias, activation=None, backend=backend)
+
+
+@_conv_step_op.register_fake
+def _(x, conv_state, weight, bias, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("bytessm::mamba_state_step", mutates_args=("state",))
+def _state_step_op(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                   D: Tensor, z: Tensor, dt_bias: Tensor, backend: str) -> Tensor:
+    return selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias,
+                                  dt_softplus=True, backend=backend)
+
+
+@_state_step_op.register_fake
+def _(state, x, dt, A, B, C, D, z, dt_bias, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _conv_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,
+               backend: str) -> Tensor:
+    """Depthwise conv step, no activation: x (B, D) -> (B, D) in x's dtype; window in place."""
+    if torch.compiler.is_compiling():
+        return _conv_step_op(x, conv_state, weight, bias, backend)
+    return causal_conv1d_update(x, conv_state, weight, bias, activation=None, backend=backend)
+
+
+def _state_step(state, x, dt, A, B, C, D, z, dt_bias, backend: str) -> Tensor:
+    """Selective-state step (softplus on dt + dt_bias): y (B, D) in x's dtype; state in place."""
+    if torch.compiler.is_compiling():
+        return _state_step_op(state, x, dt, A, B, C, D, z, dt_bias, backend)
+    return selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias,
+                                  dt_softplus=True, backend=backend)
+
+
 class MambaState(NamedTuple):
     conv: Tensor  # (B, d_inner, d_conv - 1) float32, oldest input first
     ssm: Tensor   # (B, d_inner, d_state) float32
@@ -128,15 +170,36 @@ class SSMBranch(nn.Module):
         return out
 
     def step(self, x: Tensor, z: Tensor, state: MambaState) -> Tensor:
-        """One causal position: x, z (B, d_inner); `state` updated in place."""
+        """One causal position: x, z (B, d_inner); `state` updated in place.
+
+        Rounds where `forward` rounds, so that decoding and the parallel forward agree in
+        bf16 too: the conv output is stored in x's dtype before the SiLU (F.conv1d does so),
+        and the SiLU's output again. Kernels: conv step, SiLU, x_proj, dt_proj, state step;
+        B and C are strided views of x_proj's output (the step kernel takes strides) and A is
+        computed once per value of A_log (`_step_A`)."""
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
-        x = causal_conv1d_update(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
-                                 activation="silu", backend=self.scan_backend)
-        delta, B, C = self._project(x[..., None])
-        return selective_state_update(
-            state.ssm, x, delta[..., 0], self.A(), B[..., 0], C[..., 0], D=self.D.float(), z=z,
-            dt_bias=self.dt_proj.bias.float(), dt_softplus=True, backend=self.scan_backend)
+        x = F.silu(_conv_step(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                              self.scan_backend))                                 # (B, D)
+        x_dbl = self.x_proj(x)                                                     # (B, R+2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, self.dt_proj.weight)                   # (B, D); bias in the step
+        return _state_step(state.ssm, x, delta, self._step_A(), B, C, self.D.float(), z,
+                           self.dt_proj.bias.float(), self.scan_backend)
+
+    def _step_A(self) -> Tensor:
+        """A = -exp(A_log) (D, N) for `step`, cached: two kernels a layer a step otherwise.
+        The cache is keyed by A_log's storage and version counter (an optimizer step or a
+        `.to()` changes one of them). Under torch.compile the cached tensor is used as a
+        constant when present (the Decoder fills the caches eagerly before compiling)."""
+        cached = self.__dict__.get("_A_cache")
+        if torch.compiler.is_compiling():
+            return self.A() if cached is None else cached[1]
+        key = (self.A_log.data_ptr(), self.A_log._version, self.A_log.dtype)
+        if cached is None or cached[0] != key:
+            cached = (key, self.A().detach())
+            self.__dict__["_A_cache"] = cached  # a plain attribute: not a buffer, not saved
+        return cached[1]
 
     def new_state(self, batch: int, device) -> MambaState:
         return MambaState(torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device),
