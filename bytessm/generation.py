@@ -138,6 +138,27 @@ def model_step(model: nn.Module, symbols: Tensor, states: list, block_step=None)
     return model.head(hidden[:, None])[:, 0]
 
 
+def capture_graphs(fns: dict, device) -> dict:
+    """CUDA graphs of argument-free functions of static buffers, by PyTorch's recipe: warm
+    every function up twice on a side stream (Triton JIT, inductor, cuBLAS workspaces),
+    then capture each. The warm-ups run the functions: callers capture before loading
+    state, or save and restore what the functions write. Returns {name: CUDAGraph}."""
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        for fn in fns.values():
+            for _ in range(2):
+                fn()
+    current.wait_stream(side)
+    graphs = {}
+    for name, fn in fns.items():
+        graphs[name] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graphs[name]):
+            fn()
+    return graphs
+
+
 # -- states ------------------------------------------------------------------------------
 
 def _mixers(model: nn.Module) -> list[nn.Module]:
@@ -343,15 +364,7 @@ class Decoder:
         saved = [t.clone() for t in self._snapshot()]
         if self.noise is not None:
             self.noise.fill_(1.0)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._step()
+        graph = capture_graphs({"step": self._step}, self.device)["step"]
         for t, s in zip(self._snapshot(), saved):
             t.copy_(s)
         self.graph = graph

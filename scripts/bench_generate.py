@@ -23,9 +23,11 @@ import json
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
+import torch._dynamo
 
 from bytessm.backbone import Backbone, SequenceModel
 from bytessm.generation import Decoder, cast_for_inference, prefill, state_bytes, _load_rows
@@ -33,7 +35,7 @@ from bytessm.nn.attention import StaticKVCache
 from bytessm.nn.heads import LMHead
 from bytessm.nn.mamba import MambaState
 from bytessm.sampling import SamplingParams
-from bytessm.speculative import speculative_generate
+from bytessm.speculative import SpeculativeDecoder
 from bytessm.io import atomic_write
 
 GIB = 2**30
@@ -93,13 +95,14 @@ def kv_bytes(model, batch: int, length: int, dtype_bytes: int) -> int:
 
 
 def bench_case(model, *, prompt: int, batch: int, new: int, device, cuda_graph: bool,
-               prefill_limit: int, gen: torch.Generator) -> dict:
+               compile_step: bool, prefill_limit: int, gen: torch.Generator) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     decoder = Decoder(model, batch=batch, max_len=prompt - 1 + new, max_new=new,
-                      params=SamplingParams(temperature=0), device=device, cuda_graph=cuda_graph)
+                      params=SamplingParams(temperature=0), device=device, cuda_graph=cuda_graph,
+                      compile_step=compile_step)
     row = {"prompt": prompt, "batch": batch, "new": new}
     t0 = time.perf_counter()
     if prompt <= prefill_limit:
@@ -116,9 +119,12 @@ def bench_case(model, *, prompt: int, batch: int, new: int, device, cuda_graph: 
     row["prefill_s"] = time.perf_counter() - t0 if row["prefill"] == "real" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    t_capture = time.perf_counter()
     if cuda_graph:
-        decoder.capture()
+        decoder.capture()                         # compiles the block step first (once per shape)
     decoder.run(check_every=10**9, max_steps=16)  # warm: allocator, clocks
+    sync()
+    row["capture_s"] = time.perf_counter() - t_capture
     decoder.index.zero_()
     decoder.done.zero_()
     for s in decoder.states:  # rewind the KV position to the prompt's end
@@ -141,6 +147,7 @@ def run(a) -> dict:
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if a.device == "auto" else a.device))
     cuda = device.type == "cuda"
+    compile_step = cuda if a.compile is None else a.compile
     backend = "triton" if cuda and triton_available() else "reference"
     dtype = torch.bfloat16 if cuda else torch.float32
     d, n_mamba, heads, mlp = (32, 2, 4, 8 / 3) if a.smoke else (1024, 53, 16, 8 / 3)
@@ -157,7 +164,7 @@ def run(a) -> dict:
               "transformer": a.prefill_limit or 10**9}
     total_mem = torch.cuda.get_device_properties(device).total_memory if cuda else None
     gen = torch.Generator(device=device).manual_seed(0)
-    rows, t_start = [], time.perf_counter()
+    rows, spec, t_start = [], [], time.perf_counter()
     for name, model in models.items():
         model = cast_for_inference(model.to(device), dtype)
         for prompt in a.prompts:
@@ -170,50 +177,82 @@ def run(a) -> dict:
                 elif time.perf_counter() - t_start > a.budget_s:
                     rows.append({**base, "status": "skipped: time budget spent"})
                 else:
-                    try:
-                        rows.append({**base, **bench_case(
+                    rows.append({**base, **guarded(
+                        lambda compile_step: bench_case(
                             model, prompt=prompt, batch=batch, new=a.new, device=device,
-                            cuda_graph=cuda, prefill_limit=limits[name], gen=gen)})
-                    except torch.OutOfMemoryError:
-                        rows.append({**base, "status": "skipped: out of memory"})
+                            cuda_graph=cuda, compile_step=compile_step,
+                            prefill_limit=limits[name], gen=gen), compile_step)})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        if name == "mamba" and a.speculative:  # before the Transformer: the budget binds there
+            spec = guarded(lambda compile_step: {"rows": speculative_rows(
+                model, a, device, backend, dtype, compile_step)}, compile_step)
+            spec = spec.get("rows", [spec])
         models[name] = model.cpu() if cuda else model
         if cuda:
             torch.cuda.empty_cache()
-    spec = speculative_rows(models["mamba"].to(device), a, device, backend, dtype) \
-        if a.speculative else []
     return {"meta": {"torch": torch.__version__, "python": platform.python_version(),
                      "device": torch.cuda.get_device_name(device) if cuda else "cpu",
                      "scan_backend": backend, "dtype": str(dtype), "models": info,
-                     "command": " ".join(sys.argv),
+                     "compiled_step": compile_step,
+                     "command": " ".join(sys.argv), "wall_s": time.perf_counter() - t_start,
                      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
             "results": rows, "speculative": spec}
 
 
-def speculative_rows(target, a, device, backend, dtype) -> list[dict]:
-    """Greedy speculative decoding at batch 1 against plain decoding of the same symbols.
-    With random weights a separate drafter is almost never right, so two bounds: the
-    drafter is the model itself (every draft accepted: the verification path's best case)
-    and a small random Mamba (nearly nothing accepted: its worst case)."""
+def guarded(fn, compile_step: bool) -> dict:
+    """fn(compile_step) -> row; out of memory -> a skipped row; any other error with the
+    compiled step -> one retry with the eager step (the row says why), else an error row.
+    One failing case must not cost the whole GPU run."""
+    try:
+        return fn(compile_step)
+    except torch.OutOfMemoryError:
+        return {"status": "skipped: out of memory"}
+    except Exception as e:  # noqa: BLE001 -- reported in the row and on stderr
+        traceback.print_exc()
+        error = f"{type(e).__name__}: {str(e)[:300]}"
+        if not compile_step:
+            return {"status": f"error: {error}"}
+        torch._dynamo.reset()
+        row = guarded(fn, False)
+        row["compile_error"] = error
+        return row
+
+
+def speculative_rows(target, a, device, backend, dtype, compile_step: bool) -> list[dict]:
+    """Greedy speculative decoding at batch 1 against plain decoding of the same symbols
+    (both warm: compilation and graph capture excluded, prefill included). With random
+    weights a separate drafter is almost never right, so two bounds: the drafter is the
+    model itself (every draft accepted: the verification path's best case, costing k+1
+    target steps and one verification per k+1 symbols) and a small random Mamba (nearly
+    nothing accepted: its worst case)."""
+    from bytessm.generation import generate
+
     small = cast_for_inference(build("mamba", d_model=max(target.backbone.d_model // 4, 16),
                                      n_layer=2, heads=4, mlp_ratio=0, scan_backend=backend)
                                .to(device), dtype)
     prompt = torch.randint(0, VOCAB, (min(a.prompts),)).tolist()
-    new = min(a.new, 256)
+    new = min(a.new, 512)
     params = SamplingParams(temperature=0)
-    from bytessm.generation import generate
-
-    generate(target, [prompt], max_new=8, params=params)  # warm
-    plain = generate(target, [prompt], max_new=new, params=params)
+    graphs = device.type == "cuda"
+    kw = dict(params=params, cuda_graph=graphs, compile_step=compile_step)
+    generate(target, [prompt], max_new=8, **kw)                                   # warm
+    plain = generate(target, [prompt], max_new=new, **kw)
+    plain_s = plain.stats["prefill_s"] + plain.stats["decode_s"]
     out = []
     for label, drafter in (("self (upper bound)", target), ("small random (lower bound)", small)):
-        symbols, _, st = speculative_generate(target, drafter, prompt, max_new=new, k=a.draft_k,
-                                              params=params)
-        total_plain = plain.stats["prefill_s"] + plain.stats["decode_s"]
+        spec = SpeculativeDecoder(target, drafter, k=a.draft_k, params=params,
+                                  max_len=len(prompt) + new + 2 * (a.draft_k + 1),
+                                  cuda_graph=graphs, compile_step=compile_step)
+        spec.generate(prompt, max_new=8)                                          # capture
+        symbols, _, st = spec.generate(prompt, max_new=new)
         out.append({"drafter": label, "k": a.draft_k, "prompt": len(prompt), "new": new,
-                    "same_as_greedy": symbols == plain.samples[0], **st.as_dict(),
-                    "plain_s": total_plain, "speedup": total_plain / st.seconds})
+                    "same_as_greedy": symbols == plain.samples[0],
+                    "first_difference": next((i for i, (x, y) in enumerate(
+                        zip(symbols, plain.samples[0])) if x != y), None),
+                    **st.as_dict(), "plain_s": plain_s,
+                    "plain_symbols_per_s": new / plain_s, "speedup": plain_s / st.seconds})
         print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+        del spec
     return out
 
 
@@ -246,11 +285,18 @@ def markdown(report: dict) -> str:
         lines += ["", "| prompt | batch | Mamba / Transformer tokens/s |", "|---|---|---|"]
         lines += [f"| {_k(p)} | {b} | {x:.1f}x |" for p, b, x in ratios]
     if report["speculative"]:
-        lines += ["", "| drafter | k | mean accepted | symbols/s | speedup vs plain | == greedy |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {s['drafter']} | {s['k']} | {s['mean_accepted']:.2f} | "
-                  f"{s['symbols_per_s']:,.0f} | {s['speedup']:.2f}x | {s['same_as_greedy']} |"
-                  for s in report["speculative"]]
+        lines += ["", "Speculative decoding, greedy, batch 1 (prefill included, capture excluded):", "",
+                  "| drafter | k | mean accepted | symbols/s | plain symbols/s | speedup vs plain "
+                  "| == greedy |", "|---|---|---|---|---|---|---|"]
+        for s in report["speculative"]:
+            if "drafter" not in s:
+                lines.append(f"| {s.get('status', '?')} | | | | | | |")
+                continue
+            lines.append(f"| {s['drafter']} | {s['k']} | {s['mean_accepted']:.2f} | "
+                         f"{s['symbols_per_s']:,.0f} | {s['plain_symbols_per_s']:,.0f} | "
+                         f"{s['speedup']:.2f}x | {s['same_as_greedy']} |")
+    lines += ["", f"Wall time of the whole run: {m['wall_s']:.0f} s; compiled block step: "
+              f"{m['compiled_step']}."]
     return "\n".join(lines)
 
 
@@ -264,10 +310,15 @@ def main(argv=None) -> int:
     p.add_argument("--new", type=int)
     p.add_argument("--prefill-limit", type=int, default=0,
                    help="longer prompts start from a random state (0: the default rule)")
-    p.add_argument("--budget-s", type=float, default=300.0)
+    p.add_argument("--budget-s", type=float, default=320.0,
+                   help="no new decode case starts after this many seconds (the run stays under 6 min)")
     p.add_argument("--draft-k", type=int, default=4)
     p.add_argument("--no-speculative", dest="speculative", action="store_false")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.compile the block step (auto: on CUDA; off: CUDA graphs of the "
+                        "eager step; on: also on a CPU, which checks the compiled path)")
     a = p.parse_args(argv)
+    a.compile = {"on": True, "off": False}.get(a.compile)
     if a.smoke and a.device == "auto":
         a.device = "cpu"
     a.prompts = a.prompts or ([8, 64] if a.smoke else [2048, 16384, 131072])
