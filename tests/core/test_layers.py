@@ -107,3 +107,34 @@ def test_scan_inputs_are_contiguous_along_the_length(monkeypatch, mixer):
     for call in seen:
         for name, t in call.items():
             assert t.stride(-1) == 1, f"{name} has stride {t.stride()} for shape {tuple(t.shape)}"
+            # every row starts on a 16-byte boundary (length 11 is padded to 16)
+            assert all(st % mamba_module.ALIGN == 0 for st in t.stride()[:-1]), \
+                f"{name} has stride {t.stride()} for shape {tuple(t.shape)}"
+
+
+@pytest.mark.parametrize("mixer", [Mamba, BiMamba])
+@pytest.mark.parametrize("length", [1, 3, 13])
+@pytest.mark.parametrize("bias", [False, True])
+def test_length_padding_changes_nothing(monkeypatch, mixer, length, bias):
+    """Padding the length to a multiple of ALIGN (for aligned scan rows) gives the outputs and
+    gradients of the unpadded computation: the forward scan reaches the padding last, the
+    reverse scan starts there from a zero input, and the reverse conv sees zeros past the end."""
+    import bytessm.nn.mamba as mamba_module
+
+    torch.manual_seed(0)
+    layer = mixer(16, d_state=4, bias=bias)
+    x = torch.randn(2, length, 16)
+
+    def run(align):
+        monkeypatch.setattr(mamba_module, "ALIGN", align)
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = layer(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        return y.detach(), xi.grad, [p.grad.clone() for p in layer.parameters()]
+
+    y1, gx1, gp1 = run(1)
+    y8, gx8, gp8 = run(8)
+    assert y8.shape == y1.shape
+    for a, b in zip([y8, gx8, *gp8], [y1, gx1, *gp1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

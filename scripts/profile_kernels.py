@@ -1,0 +1,95 @@
+"""Where a model step's GPU time goes: the CUDA kernels of one step, by total time.
+
+    python scripts/profile_kernels.py vim --resolution 224 --batch 126 [--train]
+    python scripts/profile_kernels.py decode --batch 1
+
+`vim` profiles Vim-Ti (bench_vision's model) at a resolution; `decode` profiles one eager
+decode step of bench_generate's 354M Mamba (bf16 weights), whose CUDA-graph replay costs
+about the sum of its kernels plus a launch gap per kernel. Prints the step's kernel count,
+the sum of kernel times, and the top kernels (torch.profiler, averaged over --steps steps).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def vim_step(a):
+    bv = _script("bench_vision")
+    model = bv.build(bv.SPECS[a.model], a.resolution, 16).cuda()
+    x = torch.randn(a.batch, 3, a.resolution, a.resolution, device="cuda")
+    y = torch.randint(0, 1000, (a.batch,), device="cuda")
+    if a.train:
+        model.train()
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(x).float(), y)
+            loss.backward()
+        return step
+    model.eval()
+
+    def step():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            model(x)
+    return step
+
+
+def decode_step(a):
+    bg = _script("bench_generate")
+    from bytessm.generation import Decoder, cast_for_inference
+    from bytessm.sampling import SamplingParams
+
+    model = bg.build("mamba", d_model=1024, n_layer=53, heads=16, mlp_ratio=8 / 3,
+                     scan_backend="triton")
+    model = cast_for_inference(model.cuda(), torch.bfloat16)
+    dec = Decoder(model, batch=a.batch, max_len=4096, max_new=4096,
+                  params=SamplingParams(temperature=0), device="cuda")
+    return lambda: dec.run(check_every=10**9, max_steps=1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["vim", "decode"])
+    p.add_argument("--model", default="vim-ti")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--train", action="store_true")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--top", type=int, default=25)
+    a = p.parse_args(argv)
+    step = vim_step(a) if a.what == "vim" else decode_step(a)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(a.steps):
+            step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    total = sum(e.self_device_time_total for e in events) / a.steps
+    count = sum(e.count for e in events) / a.steps
+    print(f"{a.what} {vars(a)}: {count:.0f} kernels per step, {total / 1e3:.3f} ms of kernel "
+          f"time per step")
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[: a.top]:
+        t = e.self_device_time_total / a.steps
+        print(f"{t / 1e3:9.3f} ms {100 * t / total:5.1f}%  x{e.count / a.steps:5.0f}  {e.key[:110]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
