@@ -4,8 +4,11 @@ import torch
 from bytessm.backbone import Backbone, SequenceModel
 from bytessm.nn.heads import LMHead
 
-# relative error ||out - ref|| / ||ref|| allowed between step-by-step and parallel, per dtype
-TOL = {torch.float32: 2e-5}
+# relative error ||out - ref|| / ||ref|| allowed between step-by-step and parallel, per dtype.
+# bf16 (weights cast by cast_for_inference, CPU): measured 0 (Mamba) and 5.1e-6 (hybrid) with
+# both paths rounding at the same points; 7.6e-3 when the step rounded the conv output only
+# after its SiLU (the parallel path rounds before and after).
+TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-5}
 
 
 def tiny(seed: int = 0, *, attn=(), n_layer: int = 3, d_model: int = 32, vocab: int = 256,

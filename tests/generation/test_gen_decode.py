@@ -3,7 +3,8 @@ the Decoder (graph-safe KV cache), with constant-size Mamba state."""
 import pytest
 import torch
 
-from bytessm.generation import Decoder, generate, new_states, prefill, state_bytes
+from bytessm.generation import (Decoder, cast_for_inference, generate, new_states, prefill,
+                                state_bytes)
 from bytessm.sampling import SamplingParams
 from bytessm.task import ConfigError
 from gen_models import TOL, greedy_by_recompute, rel_err, tiny
@@ -22,6 +23,21 @@ def test_step_by_step_matches_parallel_logits(kind, static):
         states = new_states(model, 2, "cpu", max_len=16, static=static)
         out = torch.stack([model.step(x[:, t], states) for t in range(13)], dim=1)
     assert rel_err(out, ref) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_bf16_step_rounds_where_the_parallel_forward_rounds(kind):
+    """bf16 weights: the step stores the conv output in bf16 before its SiLU, as F.conv1d
+    does in the parallel forward, so the two paths differ only by float32 summation order."""
+    model = cast_for_inference(tiny(**MODELS[kind]), torch.bfloat16)
+    assert model.backbone.blocks[0].mixer.in_proj.weight.dtype == torch.bfloat16
+    assert model.head.proj.weight.dtype == model.backbone.norm_f.weight.dtype == torch.float32
+    x = torch.randint(0, 256, (2, 40))
+    with torch.no_grad():
+        ref = model(x)
+        states = new_states(model, 2, "cpu", max_len=40, static=True)
+        out = torch.stack([model.step(x[:, t], states) for t in range(40)], dim=1)
+    assert rel_err(out.float(), ref.float()) < TOL[torch.bfloat16]
 
 
 # prompt lengths: 1 (nothing to prefill), 2 and 3 (shorter than d_conv=4: the conv window is

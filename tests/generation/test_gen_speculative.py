@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bytessm import speculative
-from bytessm.generation import generate, prefill
+from bytessm.generation import cast_for_inference, generate, prefill
 from bytessm.sampling import SamplingParams
 from bytessm.speculative import SpeculativeDecoder, speculative_generate
 from bytessm.task import ConfigError
@@ -31,6 +31,18 @@ def test_greedy_speculative_equals_plain_greedy(kind, drafter, penalty):
     assert stats.generated == 10 and stats.accepted + stats.rounds >= 10
     if drafter == "self":
         assert stats.acceptance_rate == 1.0
+
+
+@pytest.mark.parametrize("drafter", ["small", "self"])
+def test_bf16_greedy_speculative_equals_plain_greedy(drafter):
+    """bf16 weights (float32 head): verification and stepping round at the same points."""
+    target = cast_for_inference(tiny(), torch.bfloat16)
+    draft = target if drafter == "self" else cast_for_inference(tiny(1, n_layer=1, d_model=16),
+                                                                torch.bfloat16)
+    params = SamplingParams(temperature=0)
+    for prompt in ([7, 3, 250, 3, 9], [1, 2, 3]):
+        plain = generate(target, [prompt], max_new=40, params=params).samples[0]
+        assert speculative_generate(target, draft, prompt, max_new=40, params=params)[0] == plain
 
 
 def test_agreeing_drafter_accepts_everything_when_sampling():
