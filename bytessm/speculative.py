@@ -57,6 +57,7 @@ class SpeculativeStats:
     accepted: int = 0     # of those, accepted by the target
     generated: int = 0    # symbols committed (accepted + one per round)
     seconds: float = 0.0  # prefill and rounds
+    prefill_s: float = 0.0  # of which the two prefills
     capture_s: float = 0.0  # warm-up and CUDA-graph capture (once per SpeculativeDecoder)
 
     @property
@@ -70,7 +71,8 @@ class SpeculativeStats:
 
     def as_dict(self) -> dict:
         return {"rounds": self.rounds, "drafted": self.drafted, "accepted": self.accepted,
-                "generated": self.generated, "seconds": self.seconds, "capture_s": self.capture_s,
+                "generated": self.generated, "seconds": self.seconds, "prefill_s": self.prefill_s,
+                "capture_s": self.capture_s,
                 "mean_accepted": self.mean_accepted, "acceptance_rate": self.acceptance_rate,
                 "symbols_per_s": self.generated / max(self.seconds, 1e-9)}
 
@@ -280,6 +282,8 @@ class SpeculativeDecoder:
             self.seen.zero_()
             self.seen[0, ctx[0]] = True
         self.inp[0, 0] = ctx[0, -1]
+        sync()
+        stats.prefill_s = time.perf_counter() - t_start
         out: list[int] = []
         stop_set = {int(s) for s in stop}
         while len(out) < max_new:

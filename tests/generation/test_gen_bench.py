@@ -1,0 +1,25 @@
+"""scripts/bench_generate.py --smoke end to end: every decode case and both speculative rows."""
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_generate.py"
+
+
+def test_bench_generate_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_generate", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke", "--out", str(tmp_path), "--prompts", "8", "24",
+                       "--batches", "1", "2", "--new", "6"]) == 0
+    report = json.loads((tmp_path / "bench_generate.json").read_text())
+    rows = report["results"]
+    assert len(rows) == 2 * 2 * 2 and all(r["status"] == "ok" for r in rows)
+    assert all(r["steps"] == 6 and r["tokens_per_s"] > 0 for r in rows)
+    self_row, small_row = report["speculative"]
+    assert self_row["drafter"].startswith("self") and small_row["drafter"].startswith("small")
+    assert self_row["mean_accepted"] == self_row["k"] == 4          # float32 CPU: exact
+    assert self_row["same_as_greedy"] and small_row["same_as_greedy"]
+    assert all(r["speedup"] > 0 and r["decode_speedup"] > 0 for r in (self_row, small_row))
+    table = (tmp_path / "bench_generate.md").read_text()
+    assert "mean accepted" in table and "Wall time" in table
