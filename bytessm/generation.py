@@ -13,7 +13,9 @@ the seen-symbol mask (repetition penalty), the noise, the output and the stop fl
 step reads and writes only those buffers, with fixed shapes and no host sync, so on CUDA
 it is captured once as a CUDA graph and replayed: a step then costs GPU time, not the
 40-260 us of kernel launches it costs eagerly. Eager decoding (CPU, tests) runs the very
-same step function.
+same step function. Inside the graph a step still costs about a launch gap per kernel, so
+on CUDA each block's step is first compiled with torch.compile (`compiled_block_step`:
+9 kernels per Mamba layer instead of 15; docs/generation.md counts them).
 
 Generation knows no modality: prompts and samples are lists of symbols; the task turns
 strings into symbols (`Task.encode_prompt`) and symbols into output (`Task.write_samples`).
