@@ -7,8 +7,9 @@
 Triton's front end and the ptxas it ships run on any machine; `ptxas -v` on the PTX gives
 the register count and spill bytes that set how many programs fit on an SM. bf16 inputs,
 with D, z, delta_bias and softplus; by default the variants without cu_seqlens, with an
-initial state (--all-variants: every combination of initial state, cu_seqlens, reverse and
-the segments' state-only / adjoint-only passes).
+initial state, in both directions (--all-variants: every combination of initial state, cu_seqlens, reverse and
+the segments' state-only / adjoint-only passes); aligned as for a length that is a multiple
+of 16 unless --unaligned. Also counts the warp shuffles in the PTX.
 """
 from __future__ import annotations
 
@@ -31,9 +32,16 @@ BF16 = ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", 
         "ddelta_ptr", "dz_ptr")
 
 
-def compile_kernel(fn, constants: dict, absent: list[str], warps: int):
-    """Compile `fn` with `constants` as constexprs and the `absent` pointers as None."""
+def compile_kernel(fn, constants: dict, absent: list[str], warps: int, aligned: bool = True):
+    """Compile `fn` with `constants` as constexprs and the `absent` pointers as None.
+
+    `aligned`: specialised the way Triton specialises a call whose length and row strides
+    are multiples of 16 (unit strides along the length become constants, the other integers
+    and the pointers are marked divisible by 16): what the model layers hand the scan.
+    Without it nothing is known about alignment, as for an odd length."""
     consts = {**constants, **{name: None for name in absent}}
+    if aligned:
+        consts.update({name: 1 for name in fn.arg_names if name.endswith("_l")})
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -42,9 +50,16 @@ def compile_kernel(fn, constants: dict, absent: list[str], warps: int):
             sig[name] = "*bf16" if name in BF16 else "*i32" if name == "seq_ptr" else "*fp32"
         else:
             sig[name] = "i32"
-    src = ASTSource(fn=fn, signature=sig,
+    attrs = ({(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+              if name not in consts} if aligned else {})
+    src = ASTSource(fn=fn, signature=sig, attrs=attrs,
                     constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
+def shuffles(kernel) -> int:
+    """Warp shuffles in the kernel's PTX (most sit in the loop over state indices)."""
+    return kernel.asm["ptx"].count("shfl.sync")
 
 
 def ptxas_usage(kernel) -> str:
@@ -68,25 +83,30 @@ def main():
     p.add_argument("--block-d-bwd", type=int, default=1)
     p.add_argument("--warps-bwd", type=int, default=1)
     p.add_argument("--all-variants", action="store_true")
+    p.add_argument("--unaligned", action="store_true",
+                   help="compile as for an odd length (no alignment known)")
     a = p.parse_args()
     base = dict(CHUNK=a.chunk, N_PAD=16, UNROLL=1, SOFTPLUS=True, HAS_BIAS=True, HAS_D=True,
                 HAS_Z=True)
     flags = (itertools.product((False, True), repeat=4) if a.all_variants
-             else [(True, False, False, False)])
+             else [(True, False, False, False), (True, False, True, False)])
     for h0, cu, reverse, partial in flags:
         absent = ([] if cu else ["seq_ptr"]) + ([] if h0 else ["h0_ptr"])
         fwd = compile_kernel(scan_fwd_kernel, dict(base, BLOCK_D=a.block_d, HAS_H0=h0,
                                                     HAS_CU=cu, REVERSE=reverse,
                                                     STATE_ONLY=partial, HAS_ENTER=not partial),
-                             absent + ([] if partial else ["seg_dt_ptr"]), a.warps)
+                             absent + ([] if partial else ["seg_dt_ptr"]), a.warps,
+                             not a.unaligned)
         bwd = compile_kernel(scan_bwd_kernel, dict(base, BLOCK_D=a.block_d_bwd, HAS_H0=h0,
                                                     HAS_CU=cu, REVERSE=reverse, ADJ_ONLY=partial,
                                                     HAS_ENTER=not partial, HAS_DLAST=True),
                              absent + ([] if partial else ["seg_dt_ptr"])
-                             + ([] if (h0 and cu) else ["dh0_ptr"]), a.warps_bwd)
+                             + ([] if (h0 and cu) else ["dh0_ptr"]), a.warps_bwd,
+                             not a.unaligned)
         label = (f"h0={h0:d} cu={cu:d} reverse={reverse:d} "
                  f"{'state/adjoint-only pass' if partial else 'full pass'}")
-        print(f"{label}: forward {ptxas_usage(fwd)}; backward {ptxas_usage(bwd)}", flush=True)
+        print(f"{label}: forward {ptxas_usage(fwd)}, {shuffles(fwd)} shuffles; "
+              f"backward {ptxas_usage(bwd)}, {shuffles(bwd)} shuffles", flush=True)
 
 
 if __name__ == "__main__":

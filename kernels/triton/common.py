@@ -32,10 +32,14 @@ with it, the decay is cut (a' = 0) at each start and the sequence's initial stat
 through the input: x' = x + a * h0. The state's gradient never crosses a start either,
 since it is carried by the same a'.
 """
+import os
+
 import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
+# set before the kernels are imported (tests/conftest.py does so when there is no GPU)
+IN_INTERPRETER = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
 
 @triton.jit
@@ -47,6 +51,107 @@ def pair_combine(a1, x1, a2, x2):
 def adjoint_combine(q1, p1, f1, q2, p2, f2):
     pf = p2 * f1
     return q2 + pf * q1, pf * p1, f2
+
+
+@triton.jit
+def pair_excl_combine(ea1, ex1, ia1, ix1, ea2, ex2, ia2, ix2):
+    """The pair monoid carrying (exclusive, inclusive) prefixes: an element is (identity, e);
+    the exclusive part of `first` then `second` is first's inclusive then second's exclusive."""
+    ea, ex = pair_combine(ia1, ix1, ea2, ex2)
+    ia, ix = pair_combine(ia1, ix1, ia2, ix2)
+    return ea, ex, ia, ix
+
+
+@triton.jit
+def _groups_excl(a, x):
+    """Reverse exclusive pair scan along axis 1 of (BLOCK_D, G) tiles: what the groups after
+    each one in position order (visited before it) compose to, (1, 0) for the last group."""
+    one = tl.full(a.shape, 1.0, tl.float32)
+    zero = tl.zeros(a.shape, tl.float32)
+    ea, ex, _ia, _ix = tl.associative_scan((one, zero, a, x), axis=1,
+                                           combine_fn=pair_excl_combine, reverse=True)
+    return ea, ex
+
+
+@triton.jit
+def _flip8_split_join(v):
+    """(BLOCK_D, G, 8) -> each group's 8 positions reversed, by flipping the three bits of
+    the position one at a time with split / join: what `tl.flip(v, 2)` computes, for the
+    interpreter (which runs tl.flip's xor reductions one element at a time in Python)."""
+    BD: tl.constexpr = v.shape[0]
+    G: tl.constexpr = v.shape[1]
+    w = tl.reshape(v, (BD, G, 2, 2, 2))
+    lo, hi = tl.split(w)                                          # lowest bit
+    w = tl.join(hi, lo)
+    lo, hi = tl.split(tl.permute(w, (0, 1, 2, 4, 3)))             # middle bit
+    w = tl.permute(tl.join(hi, lo), (0, 1, 2, 4, 3))
+    lo, hi = tl.split(tl.permute(w, (0, 1, 4, 3, 2)))             # highest bit
+    w = tl.permute(tl.join(hi, lo), (0, 1, 4, 3, 2))
+    return tl.reshape(w, (BD, G, 8))
+
+
+@triton.jit
+def flip_groups(v):
+    """(BLOCK_D, G, 8): each group's positions in reverse order. On the GPU `tl.flip` along
+    an axis a thread holds compiles to a renaming of registers (split / join and permutes
+    compile to shuffles there); the interpreter gets the same permutation by split / join."""
+    if IN_INTERPRETER:
+        return _flip8_split_join(v)
+    else:
+        return tl.flip(v, 2)
+
+
+@triton.jit
+def _flip_groups(v, BLOCK_D: tl.constexpr, G: tl.constexpr, R: tl.constexpr):
+    """(BLOCK_D, G * R) -> (BLOCK_D, G, R), each group's positions in reverse order."""
+    return flip_groups(tl.reshape(v, (BLOCK_D, G, R)))
+
+
+@triton.jit
+def _first_of_group(v):
+    """(BLOCK_D, G, R) -> (BLOCK_D, G): each group's first position."""
+    i = tl.arange(0, v.shape[2])[None, None, :]
+    return tl.sum(tl.where(i == 0, v, 0.0), axis=2)
+
+
+@triton.jit
+def reverse_pair_scan(a, x, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
+    """`tl.associative_scan((a, x), axis=1, combine_fn=pair_combine, reverse=True)` on
+    (BLOCK_D, CHUNK) tiles, in two levels: each group of R positions (the 8 a thread holds
+    when the loads are vectorised) is scanned in registers, and only the groups' totals
+    cross threads. Triton lowers a reverse scan across threads by moving every value to the
+    mirrored lane and back, five shuffles a value each way (160 shuffles per (a, x) tile of
+    one warp); here only one value per operand and thread crosses lanes."""
+    R: tl.constexpr = 8
+    G: tl.constexpr = CHUNK // R
+    la, lx = tl.associative_scan((_flip_groups(a, BLOCK_D, G, R), _flip_groups(x, BLOCK_D, G, R)),
+                                 axis=2, combine_fn=pair_combine)
+    la, lx = flip_groups(la), flip_groups(lx)
+    ea, ex = _groups_excl(_first_of_group(la), _first_of_group(lx))
+    a_cum = ea[:, :, None] * la                           # the groups after, then the group's own
+    x_cum = la * ex[:, :, None] + lx
+    return tl.reshape(a_cum, (BLOCK_D, CHUNK)), tl.reshape(x_cum, (BLOCK_D, CHUNK))
+
+
+@triton.jit
+def reverse_adjoint_scan(q, p, f, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
+    """The (Q, P) of `tl.associative_scan((q, p, f), axis=1, combine_fn=adjoint_combine,
+    reverse=True)`, in two levels like `reverse_pair_scan`. Across groups the adjoint needs
+    no shifted decay: what leaves group k through its first position is
+    out_k = F_k (Q_k + P_k out_{k+1}) (Q_k, P_k at its first position, F_k the decay there),
+    a pair recurrence whose exclusive scan (E_a, E_x) gives what enters each group; then
+    Q = Q_local + P_local E_x and P = P_local E_a."""
+    R: tl.constexpr = 8
+    G: tl.constexpr = CHUNK // R
+    lq, lp, lf = tl.associative_scan(
+        (_flip_groups(q, BLOCK_D, G, R), _flip_groups(p, BLOCK_D, G, R),
+         _flip_groups(f, BLOCK_D, G, R)), axis=2, combine_fn=adjoint_combine)
+    lq, lp, lf = flip_groups(lq), flip_groups(lp), flip_groups(lf)
+    f0 = _first_of_group(lf)
+    ea, ex = _groups_excl(f0 * _first_of_group(lp), f0 * _first_of_group(lq))
+    q_full = lq + lp * ex[:, :, None]
+    p_full = lp * ea[:, :, None]
+    return tl.reshape(q_full, (BLOCK_D, CHUNK)), tl.reshape(p_full, (BLOCK_D, CHUNK))
 
 
 @triton.jit

@@ -24,7 +24,8 @@ import triton
 import triton.language as tl
 
 from .common import (LOG2E, adjoint_combine, chunk_at, load_bc_row, load_dt,
-                     load_tile, pair_combine, program_place, sequence_bounds)
+                     load_tile, pair_combine, program_place, reverse_adjoint_scan,
+                     reverse_pair_scan, sequence_bounds)
 
 
 @triton.jit
@@ -128,9 +129,12 @@ def scan_bwd_kernel(
                 m_last = last[None, :] & dmask[:, None]
                 beta += tl.load(dlast_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                                 mask=m_last, other=0.0)
-            q, p, _f = tl.associative_scan((beta, tl.full(beta.shape, 1.0, tl.float32), a_cut),
-                                           axis=1, combine_fn=adjoint_combine,
-                                           reverse=not REVERSE)
+            ones = tl.full(beta.shape, 1.0, tl.float32)
+            if REVERSE:
+                q, p, _f = tl.associative_scan((beta, ones, a_cut), axis=1,
+                                               combine_fn=adjoint_combine)
+            else:
+                q, p = reverse_adjoint_scan(beta, ones, a_cut, BLOCK_D, CHUNK)
             gr = q + p * g_in[:, None]                                          # (BD, T)
             # what reaches the chunk's entering state, stored by the thread that holds it
             tl.store(edge + n, a_cut * gr, mask=dmask[:, None] & start[None, :])
@@ -145,8 +149,11 @@ def scan_bwd_kernel(
                         x_in = x + a * tl.load(h0p, mask=m0, other=0.0)
                         tl.store(dh0_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                                  a * gr, mask=m0)
-                a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=1,
-                                                   combine_fn=pair_combine, reverse=REVERSE)
+                if REVERSE:
+                    a_cum, x_cum = reverse_pair_scan(a_cut, x_in, BLOCK_D, CHUNK)
+                else:
+                    a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=1,
+                                                       combine_fn=pair_combine)
                 hn = a_cum * h_in[:, None] + x_cum
                 if HAS_Z:
                     y += hn * Cn[None, :]

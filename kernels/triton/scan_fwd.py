@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .common import (LOG2E, chunk_at, load_bc_row, load_dt, load_tile, pair_combine,
-                     program_place, sequence_bounds)
+                     program_place, reverse_pair_scan, sequence_bounds)
 
 
 @triton.jit
@@ -99,8 +99,10 @@ def scan_fwd_kernel(
                                  mask=m0, other=0.0)
                     x += a * h0
                 a = tl.where(first[None, :], 0.0, a)
-            a_cum, x_cum = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine,
-                                               reverse=REVERSE)
+            if REVERSE:
+                a_cum, x_cum = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
+            else:
+                a_cum, x_cum = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
             hn = a_cum * h_in[:, None] + x_cum                               # (BD, T)
             # the state at the chunk's end, stored by the thread that holds it
             tl.store(edge + n, hn, mask=dmask[:, None] & end[None, :])

@@ -182,3 +182,54 @@ def test_segments_chain_to_the_full_sequence():
 def test_tolerance_table_covers_input_dtypes():
     assert set(TOLERANCE) == {torch.float32, torch.bfloat16, torch.float16}
 
+
+
+# -- the two-level reverse scans of common.py against tl.associative_scan(reverse=True) ----
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from bytessm.kernels.triton.common import (_flip8_split_join, adjoint_combine,  # noqa: E402
+                                           pair_combine, reverse_adjoint_scan,
+                                           reverse_pair_scan)
+
+
+@triton.jit
+def _reverse_scans_kernel(a_ptr, x_ptr, f_ptr, out_ptr, BD: tl.constexpr, T: tl.constexpr):
+    o = tl.arange(0, BD)[:, None] * T + tl.arange(0, T)[None, :]
+    a, x, f = tl.load(a_ptr + o), tl.load(x_ptr + o), tl.load(f_ptr + o)
+    ra, rx = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine, reverse=True)
+    ga, gx = reverse_pair_scan(a, x, BD, T)
+    rq, rp, _rf = tl.associative_scan((x, a, f), axis=1, combine_fn=adjoint_combine,
+                                      reverse=True)
+    gq, gp = reverse_adjoint_scan(x, a, f, BD, T)
+    v = tl.reshape(x, (BD, T // 8, 8))
+    flips = tl.reshape(_flip8_split_join(v) - tl.flip(v, 2), (BD, T))
+    tl.store(out_ptr + o, ra)
+    tl.store(out_ptr + BD * T + o, ga)
+    tl.store(out_ptr + 2 * BD * T + o, rx)
+    tl.store(out_ptr + 3 * BD * T + o, gx)
+    tl.store(out_ptr + 4 * BD * T + o, rq)
+    tl.store(out_ptr + 5 * BD * T + o, gq)
+    tl.store(out_ptr + 6 * BD * T + o, rp)
+    tl.store(out_ptr + 7 * BD * T + o, gp)
+    tl.store(out_ptr + 8 * BD * T + o, flips)
+
+
+@pytest.mark.parametrize("length", [8, 64])
+def test_two_level_reverse_scans_equal_tritons(length):
+    """`reverse_pair_scan` / `reverse_adjoint_scan` (in-register groups of 8, then one value
+    per group across threads) give what Triton's own reverse scan gives, and the
+    interpreter's flip of a group equals `tl.flip` (the GPU's); random values, decays in
+    (0, 1) as the scan's are."""
+    g = torch.Generator().manual_seed(length)
+    bd = 2
+    a = torch.rand(bd, length, generator=g) * 0.9 + 0.05
+    x = torch.randn(bd, length, generator=g)
+    f = torch.rand(bd, length, generator=g) * 0.9 + 0.05
+    a, x, f = (t.to(DEVICE) for t in (a, x, f))
+    out = torch.empty(9, bd, length, device=DEVICE)
+    _reverse_scans_kernel[(1,)](a, x, f, out, BD=bd, T=length)
+    for want, got in ((0, 1), (2, 3), (4, 5), (6, 7)):
+        torch.testing.assert_close(out[got], out[want], rtol=1e-5, atol=1e-6)
+    assert out[8].abs().max() == 0
