@@ -95,7 +95,7 @@ def flip_groups(v):
     """(BLOCK_D, G, 8): each group's positions in reverse order. On the GPU `tl.flip` along
     an axis a thread holds compiles to a renaming of registers (split / join and permutes
     compile to shuffles there); the interpreter gets the same permutation by split / join."""
-    if IN_INTERPRETER:
+    if IN_INTERPRETER and v.shape[2] == 8:
         return _flip8_split_join(v)
     else:
         return tl.flip(v, 2)

@@ -32,12 +32,17 @@ class ScanConfig:
     warps_carry: int
     programs: int       # split the chunks into segments until the grid has this many programs
     unroll: int = 1     # unroll factor of the loop over state indices
+    chunk_long: int = 0     # the chunk from `long_from` positions on (0: `chunk` everywhere)
+    long_from: int = 2048
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
-# program in both directions
+# program in both directions; chunks of 512 from 2048 positions on (half the chunk
+# hand-overs: 3.6 vs 4.6 ms forward at 1x128K, 0.44 vs 0.50 ms at 8x2K), 256 below, where a
+# chunk of 512 would be largely padding (Vision Mamba's 197 or 1025 tokens: at 1025 the
+# chunk of 512 measured slower, 440-480 vs 560 images/s in Vim-Ti's inference)
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=1, warps_bwd=1,
-                   block_dn=128, block_c=16, warps_carry=4, programs=256)
+                   block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512)
 MAX_DSTATE = 256
 
 
@@ -50,15 +55,26 @@ def _config(overrides: str) -> ScanConfig:
     cfg = TUNED
     if os.environ.get("TRITON_INTERPRET") == "1":
         # the interpreter pays per program and per op, not per element: few, small chunks
-        cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, programs=1)
-    return dataclasses.replace(cfg, **(json.loads(overrides) if overrides else {}))
+        cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, programs=1,
+                                  chunk_long=0)
+    fields = json.loads(overrides) if overrides else {}
+    if "chunk" in fields and "chunk_long" not in fields:
+        fields["chunk_long"] = 0  # a chunk asked for is the chunk at every length
+    return dataclasses.replace(cfg, **fields)
 
 
-def scan_config(dstate: int) -> ScanConfig:
+def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:
+    if cfg.chunk_long and length >= cfg.long_from:
+        return dataclasses.replace(cfg, chunk=cfg.chunk_long)
+    return cfg
+
+
+def scan_config(dstate: int, length: int) -> ScanConfig:
+    """The configuration of a scan over `length` positions (its shape class: the chunk)."""
     if dstate > MAX_DSTATE:
         raise ValueError(f"selective_scan (triton): dstate up to {MAX_DSTATE} is supported, "
                          f"got {dstate}")
-    return _config(os.environ.get("BYTESSM_SCAN_CONFIG", ""))
+    return _for_length(_config(os.environ.get("BYTESSM_SCAN_CONFIG", "")), length)
 
 
 def segments(rows: int, chunks: int, programs: int) -> int:

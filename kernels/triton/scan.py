@@ -25,7 +25,7 @@ f32 = torch.float32
 
 
 def num_chunks(length: int, dstate: int) -> int:
-    return triton.cdiv(length, scan_config(dstate).chunk)
+    return triton.cdiv(length, scan_config(dstate, length).chunk)
 
 
 def _grouped(M: Tensor) -> Tensor:
@@ -53,7 +53,7 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
 
 def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, block_d: int):
     """Chunk length, chunks, chunks per segment and segments of one call."""
-    cfg = scan_config(dstate)
+    cfg = scan_config(dstate, length)
     nc = triton.cdiv(length, cfg.chunk)
     rows = batch * groups * triton.cdiv(dim // groups, block_d)
     nseg = segments(rows, nc, cfg.programs)
@@ -76,7 +76,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     dstate = A.shape[1]
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
-    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, scan_config(dstate).block_d)
+    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, scan_config(dstate, length).block_d)
     A = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)
     nseq = batch if cu_seqlens is None else cu_seqlens.numel() - 1
@@ -115,7 +115,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
     cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate,
-                               scan_config(dstate).block_d_bwd)
+                               scan_config(dstate, length).block_d_bwd)
     assert nc == states.shape[1], "the forward and backward disagree on the chunk length"
     A32 = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)

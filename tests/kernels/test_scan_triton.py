@@ -17,7 +17,7 @@ from bytessm.kernels.triton.configs import scan_config
 from kernel_helpers import TOLERANCE, assert_close, scan_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-CHUNK = scan_config(16).chunk
+CHUNK = scan_config(16, 1).chunk
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
 
@@ -233,3 +233,17 @@ def test_two_level_reverse_scans_equal_tritons(length):
     for want, got in ((0, 1), (2, 3), (4, 5), (6, 7)):
         torch.testing.assert_close(out[got], out[want], rtol=1e-5, atol=1e-6)
     assert out[8].abs().max() == 0
+
+
+def test_chunk_by_length_class(monkeypatch):
+    """The tuned table's chunk depends on the length (its shape class), a chunk set through
+    BYTESSM_SCAN_CONFIG applies at every length, and the dstate limit is enforced."""
+    from bytessm.kernels.triton import configs
+
+    tuned = configs.TUNED
+    assert configs._for_length(tuned, tuned.long_from - 1).chunk == tuned.chunk
+    assert configs._for_length(tuned, tuned.long_from).chunk == tuned.chunk_long != tuned.chunk
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64}')
+    assert configs.scan_config(16, 1).chunk == configs.scan_config(16, 1 << 20).chunk == 64
+    with pytest.raises(ValueError, match="dstate up to 256"):
+        configs.scan_config(257, 10)
