@@ -24,6 +24,10 @@ moves on to the next chunk. Two monoids do all the work:
 `tl.associative_scan(..., reverse=True)` calls `combine(acc, x)` with `acc` the elements
 already visited (higher indices), the same "first, then second" convention, so one combine
 function serves both directions (tests cover both directions on the interpreter and on CUDA).
+The kernels do not call it with reverse=True, though: Triton lowers a reverse scan by moving
+every value to the mirrored lane and back (five shuffles each way), so `reverse_pair_scan`
+and `reverse_adjoint_scan` scan groups of 8 positions in registers and let only the groups'
+totals cross lanes.
 
 Sequences begin where the recurrence begins: position 0 of a batch row, each packed
 sequence's first position (`cu_seqlens`), and the *last* positions for `reverse=True`.

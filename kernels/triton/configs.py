@@ -60,7 +60,14 @@ def _config(overrides: str) -> ScanConfig:
     fields = json.loads(overrides) if overrides else {}
     if "chunk" in fields and "chunk_long" not in fields:
         fields["chunk_long"] = 0  # a chunk asked for is the chunk at every length
-    return dataclasses.replace(cfg, **fields)
+    cfg = dataclasses.replace(cfg, **fields)
+    for name in ("chunk", "chunk_long"):
+        value = getattr(cfg, name)
+        if (value or name == "chunk") and (value < 16 or value & (value - 1)):
+            raise ValueError(f"scan configuration: {name} must be a power of two >= 16 (the "
+                             f"reverse scans work on groups of 8 positions), got {value} "
+                             f"(BYTESSM_SCAN_CONFIG={overrides!r})")
+    return cfg
 
 
 def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:

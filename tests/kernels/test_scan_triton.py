@@ -247,3 +247,6 @@ def test_chunk_by_length_class(monkeypatch):
     assert configs.scan_config(16, 1).chunk == configs.scan_config(16, 1 << 20).chunk == 64
     with pytest.raises(ValueError, match="dstate up to 256"):
         configs.scan_config(257, 10)
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 24}')
+    with pytest.raises(ValueError, match="chunk must be a power of two >= 16 .*got 24"):
+        configs.scan_config(16, 100)
