@@ -28,7 +28,8 @@ from torch import Tensor
 
 from . import reference
 
-__all__ = ["selective_scan", "selective_state_update", "causal_conv1d_update", "BACKENDS"]
+__all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update",
+           "BACKENDS"]
 
 BACKENDS = ("auto", "triton", "reference", "sequential")
 _FLOAT_INPUTS = (torch.float32, torch.bfloat16, torch.float16)
@@ -155,3 +156,15 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Te
         fn = reference.causal_conv1d_update_ref
     return fn(x, conv_state, weight, bias=bias, activation=activation,
               state_batch_indices=state_batch_indices)
+
+
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, reverse: bool = False,
+                  backend: str = "auto") -> Tensor:
+    """The depthwise causal conv of a whole sequence from zeros (reverse: anti-causal, from
+    zeros after the end): x (batch, dim, length), weight (dim, width), bias (dim,). See
+    `reference.causal_conv1d_ref`; differentiable on every backend."""
+    which = resolve_backend(backend, x.device)
+    if which == "triton":
+        from .triton import causal_conv1d_triton
+        return causal_conv1d_triton(x, weight, bias, reverse)
+    return reference.causal_conv1d_ref(x, weight, bias, reverse)

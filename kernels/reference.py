@@ -239,3 +239,14 @@ def causal_conv1d_update_ref(x, conv_state, weight, bias=None, activation: str |
         raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
     conv_state[rows] = window[..., 1:].to(conv_state.dtype)
     return out.to(x.dtype)
+
+
+def causal_conv1d_ref(x, weight, bias=None, reverse: bool = False):
+    """Depthwise causal conv of a whole sequence from zeros: x (B, D, L), weight (D, W),
+    bias (D,) -> (B, D, L); y[t] = bias + sum_k weight[k] x[t - (W-1) + k]. `reverse`: the
+    anti-causal conv, y[t] = bias + sum_k weight[k] x[t + (W-1) - k]."""
+    W = weight.shape[-1]
+    w = weight.flip(-1) if reverse else weight
+    y = F.conv1d(x, w[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype),
+                 padding=W - 1, groups=x.shape[1])
+    return y[..., W - 1:] if reverse else y[..., : x.shape[-1]]

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from bytessm.kernels import causal_conv1d_update, selective_scan, selective_state_update
+from bytessm.kernels import (causal_conv1d, causal_conv1d_update, selective_scan,
+                             selective_state_update)
+from bytessm.kernels.ops import resolve_backend
 
 
 # The scan's loads are vectorised (16 bytes, 8 bf16 positions) and its chunk is scanned in
@@ -39,6 +41,9 @@ from bytessm.kernels import causal_conv1d_update, selective_scan, selective_stat
 # padding's outputs. Measured on an H200, the forward scan at 126 x 384 channels takes
 # 0.67 ms at length 197, 0.35 ms with row strides padded to 208 and 0.28 ms at length 208.
 ALIGN = 16
+
+
+TRITON_CONV_TRAIN_FROM = 1 << 17  # see SSMBranch._triton_conv
 
 
 def aligned_length(length: int) -> int:
@@ -146,12 +151,27 @@ class SSMBranch(nn.Module):
         for p in (self.A_log, self.D, self.dt_proj.bias):
             p._no_weight_decay = True
 
+    def _triton_conv(self, x: Tensor) -> bool:
+        """Whether the zero-window conv runs on the Triton kernel rather than F.conv1d. Measured
+        on an H200 (docs/benchmarks/conv.md): its forward is 2.2-6.4x faster at every tested
+        shape, forward+backward 4.8x faster at 1 x 1536 x 128K but 1.1-1.4x slower at Vim's
+        126 x 384 x 208 and 4 x 384 x 6096 (the weight gradient's atomics), so training uses
+        it from TRITON_CONV_TRAIN_FROM positions on (the crossover lies between 6096 and
+        128K, not measured)."""
+        if resolve_backend(self.scan_backend, x.device) != "triton":
+            return False
+        training = torch.is_grad_enabled() and (x.requires_grad or self.conv1d.weight.requires_grad)
+        return not training or x.shape[-1] >= TRITON_CONV_TRAIN_FROM
+
     def _conv(self, x: Tensor, window: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Depthwise conv of x (B, D, L) with the previous window; returns (y, new window).
         Without a window (zeros before the sequence, or after it when reversed) the conv pads
         by itself, and there is no window to return."""
         W = self.d_conv
         if window is None:
+            if self._triton_conv(x):
+                return causal_conv1d(x, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                     reverse=self.reverse, backend="triton"), None
             weight = self.conv1d.weight.flip(-1) if self.reverse else self.conv1d.weight
             y = F.conv1d(x, weight, self.conv1d.bias, padding=W - 1, groups=self.d_inner)
             return (y[..., W - 1:] if self.reverse else y[..., : x.shape[-1]]), None

@@ -138,3 +138,32 @@ def test_length_padding_changes_nothing(monkeypatch, mixer, length, bias):
     assert y8.shape == y1.shape
     for a, b in zip([y8, gx8, *gp8], [y1, gx1, *gp1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_window_conv_picks_the_measured_kernel(monkeypatch):
+    """The Triton sequence conv serves inference at every length and training only from
+    TRITON_CONV_TRAIN_FROM positions (where it was measured faster than F.conv1d); both give
+    the reference conv's output."""
+    import bytessm.nn.mamba as mamba_module
+
+    from bytessm.kernels.reference import causal_conv1d_ref
+
+    calls = []
+
+    def spy(x, weight, bias, reverse, backend):
+        calls.append(x.shape[-1])
+        return causal_conv1d_ref(x, weight, bias, reverse)
+
+    monkeypatch.setattr(mamba_module, "causal_conv1d", spy)
+    monkeypatch.setattr(mamba_module, "resolve_backend", lambda backend, device: "triton")
+    monkeypatch.setattr(mamba_module, "TRITON_CONV_TRAIN_FROM", 32)
+    branch = BiMamba(8, d_state=4, scan_backend="reference").bwd
+    x = torch.randn(1, branch.d_inner, 16)
+    with torch.no_grad():
+        y, _ = branch._conv(x, None)
+    assert calls == [16]
+    y_train, _ = branch._conv(x.requires_grad_(), None)           # training, short: F.conv1d
+    assert calls == [16]
+    torch.testing.assert_close(y_train.detach(), y)
+    branch._conv(torch.randn(1, branch.d_inner, 32, requires_grad=True), None)
+    assert calls == [16, 32]
