@@ -43,13 +43,19 @@ def _shifted(ptr, b, d, t, k, L, s_b, s_d, W: tl.constexpr, REVERSE: tl.constexp
 
 
 @triton.jit
+def _place(D, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Grid (length blocks, channel blocks, batch): the program's positions, channels, batch
+    row and channel mask."""
+    t = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return t, d, tl.program_id(2).to(tl.int64), d < D
+
+
+@triton.jit
 def conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, L, D, sx_b, sx_d, sy_b, sy_d,
                     W: tl.constexpr, REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr,
                     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-    t = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    b = tl.program_id(2).to(tl.int64)
-    dmask = d < D
+    t, d, b, dmask = _place(D, BLOCK_L, BLOCK_D)
     acc = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
@@ -67,10 +73,7 @@ def conv_bwd_kernel(x_ptr, w_ptr, dy_ptr, dx_ptr, dw_ptr, dbias_ptr, L, D,
                     sx_b, sx_d, sdy_b, sdy_d, sdx_b, sdx_d,
                     W: tl.constexpr, REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr,
                     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-    t = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    b = tl.program_id(2).to(tl.int64)
-    dmask = d < D
+    t, d, b, dmask = _place(D, BLOCK_L, BLOCK_D)
     m = dmask[:, None] & (t < L)[None, :]
     dy = tl.load(dy_ptr + b * sdy_b + d[:, None] * sdy_d + t[None, :], mask=m,
                  other=0.0).to(tl.float32)
