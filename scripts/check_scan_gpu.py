@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from bytessm.io import atomic_write
 from bytessm.kernels import reference, selective_scan
 
 TOL = {torch.bfloat16: 1e-2, torch.float32: 1e-5}
@@ -98,8 +99,7 @@ def main():
     results = [check(label, batch, length, **kw) for label, batch, length, kw in cases
                if length <= a.max_length]
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
+        atomic_write(a.json, json.dumps(results, indent=1))
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 
 

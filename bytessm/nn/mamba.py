@@ -153,8 +153,8 @@ class SSMBranch(nn.Module):
 
     def _triton_conv(self, x: Tensor) -> bool:
         """Whether the zero-window conv runs on the Triton kernel rather than F.conv1d. Measured
-        on an H200 (docs/benchmarks/conv.md): its forward is 2.2-6.4x faster at every tested
-        shape, forward+backward 4.8x faster at 1 x 1536 x 128K but 1.1-1.4x slower at Vim's
+        on an H200 (docs/benchmarks/conv.md): its forward is 2.3-6.4x faster at every tested
+        shape, forward+backward 4.8x faster at 1 x 1536 x 128K but 1.1-1.5x slower at Vim's
         126 x 384 x 208 and 4 x 384 x 6096 (the weight gradient's atomics), so training uses
         it from TRITON_CONV_TRAIN_FROM positions on (the crossover lies between 6096 and
         128K, not measured)."""
@@ -287,15 +287,13 @@ class Mamba(nn.Module):
 
     def forward(self, x: Tensor, state: MambaState | None = None, return_state: bool = False):
         length = x.shape[1]
-        if state is not None or return_state:  # the state must end at the last real position
-            x_in, z = linear_channels_first(self.in_proj, x).chunk(2, dim=1)  # (B, Di, L)
-            y, new_state = self.ssm(x_in, z, state=state, return_state=True)
-            y = self.out_proj(rearrange(y, "b d l -> b l d"))
-            return (y, new_state) if return_state else y
-        x_in, z = linear_channels_first(
-            self.in_proj, pad_length(x, aligned_length(length))).chunk(2, dim=1)
-        y = self.ssm(x_in, z)[..., :length]
-        return self.out_proj(rearrange(y, "b d l -> b l d"))
+        if not return_state:  # padding comes after every output; a returned state must not
+            x = pad_length(x, aligned_length(length))
+        x_in, z = linear_channels_first(self.in_proj, x).chunk(2, dim=1)      # (B, Di, Lp)
+        out = self.ssm(x_in, z, state=state, return_state=return_state)
+        y, new_state = out if return_state else (out, None)
+        y = self.out_proj(rearrange(y[..., :length], "b d l -> b l d"))
+        return (y, new_state) if return_state else y
 
     def step(self, x: Tensor, state: MambaState) -> Tensor:
         """x (B, d_model) -> (B, d_model); `state` advanced in place."""

@@ -106,7 +106,7 @@ def flip_groups(v):
 
 
 @triton.jit
-def _flip_groups(v, BLOCK_D: tl.constexpr, G: tl.constexpr, R: tl.constexpr):
+def _grouped_flipped(v, BLOCK_D: tl.constexpr, G: tl.constexpr, R: tl.constexpr):
     """(BLOCK_D, G * R) -> (BLOCK_D, G, R), each group's positions in reverse order."""
     return flip_groups(tl.reshape(v, (BLOCK_D, G, R)))
 
@@ -128,8 +128,9 @@ def reverse_pair_scan(a, x, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
     one warp); here only one value per operand and thread crosses lanes."""
     R: tl.constexpr = 8
     G: tl.constexpr = CHUNK // R
-    la, lx = tl.associative_scan((_flip_groups(a, BLOCK_D, G, R), _flip_groups(x, BLOCK_D, G, R)),
-                                 axis=2, combine_fn=pair_combine)
+    la, lx = tl.associative_scan(
+        (_grouped_flipped(a, BLOCK_D, G, R), _grouped_flipped(x, BLOCK_D, G, R)),
+        axis=2, combine_fn=pair_combine)
     la, lx = flip_groups(la), flip_groups(lx)
     ea, ex = _groups_excl(_first_of_group(la), _first_of_group(lx))
     a_cum = ea[:, :, None] * la                           # the groups after, then the group's own
@@ -148,8 +149,8 @@ def reverse_adjoint_scan(q, p, f, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
     R: tl.constexpr = 8
     G: tl.constexpr = CHUNK // R
     lq, lp, lf = tl.associative_scan(
-        (_flip_groups(q, BLOCK_D, G, R), _flip_groups(p, BLOCK_D, G, R),
-         _flip_groups(f, BLOCK_D, G, R)), axis=2, combine_fn=adjoint_combine)
+        (_grouped_flipped(q, BLOCK_D, G, R), _grouped_flipped(p, BLOCK_D, G, R),
+         _grouped_flipped(f, BLOCK_D, G, R)), axis=2, combine_fn=adjoint_combine)
     lq, lp, lf = flip_groups(lq), flip_groups(lp), flip_groups(lf)
     f0 = _first_of_group(lf)
     ea, ex = _groups_excl(f0 * _first_of_group(lp), f0 * _first_of_group(lq))
@@ -199,6 +200,21 @@ def chunk_at(i, c_lo, n_chunks, REVERSE: tl.constexpr):
     else:
         c = c_lo + i
         return c, c + 1
+
+
+@triton.jit
+def chunk_handover(buf_ptr, ends_ptr, b, s, c, c_next, last, NC, S, D, N, d, k):
+    """Where chunk c reads the value carried into it and writes the one it hands on (the
+    state forward, the adjoint backward): its row of `buf` (batch, chunks, dim, dstate), and,
+    broadcast over the chunk's positions so that the thread holding the chunk's end stores
+    it, the next chunk's row, or the segment's row of `ends` (batch, segments, dim, dstate)
+    after its `last` chunk. Returns (BLOCK_D,) and (BLOCK_D, CHUNK) pointers to dstate 0."""
+    here = buf_ptr + ((b * NC + c) * D + d) * N
+    if last:
+        there = ends_ptr + ((b * S + s) * D + d) * N
+    else:
+        there = buf_ptr + ((b * NC + c_next) * D + d) * N
+    return here, there[:, None] + 0 * k[None, :]
 
 
 @triton.jit

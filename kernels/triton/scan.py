@@ -51,10 +51,11 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
     return seq, keep
 
 
-def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, block_d: int):
-    """Chunk length, chunks, chunks per segment and segments of one call."""
+def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward: bool):
+    """Configuration, chunks, chunks per segment and segments of one call."""
     cfg = scan_config(dstate, length)
     nc = triton.cdiv(length, cfg.chunk)
+    block_d = cfg.block_d_bwd if backward else cfg.block_d
     rows = batch * groups * triton.cdiv(dim // groups, block_d)
     nseg = segments(rows, nc, cfg.programs)
     cps = max(triton.cdiv(nc, nseg), 1)
@@ -76,7 +77,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     dstate = A.shape[1]
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
-    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, scan_config(dstate, length).block_d)
+    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False)
     A = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)
     nseq = batch if cu_seqlens is None else cu_seqlens.numel() - 1
@@ -114,8 +115,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     dstate = A.shape[1]
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
-    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate,
-                               scan_config(dstate, length).block_d_bwd)
+    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True)
     assert nc == states.shape[1], "the forward and backward disagree on the chunk length"
     A32 = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)

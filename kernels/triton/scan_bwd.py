@@ -23,8 +23,8 @@ run against the scan, turns that into what arrives at each segment's end.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, adjoint_combine, chunk_at, load_bc_row, load_dt,
-                     load_tile, pair_combine, program_place, reverse_adjoint_scan,
+from .common import (LOG2E, adjoint_combine, chunk_at, chunk_handover, load_bc_row,
+                     load_dt, load_tile, pair_combine, program_place, reverse_adjoint_scan,
                      reverse_pair_scan, sequence_bounds)
 
 
@@ -97,13 +97,9 @@ def scan_bwd_kernel(
                 y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
-        here = adj_ptr + ((b * NC + c) * D + d) * N                          # (BD,)
-        if i + 1 < n_chunks:
-            there = adj_ptr + ((b * NC + c_next) * D + d) * N
-        else:
-            there = ends_ptr + ((b * S + s) * D + d) * N
+        here, edge = chunk_handover(adj_ptr, ends_ptr, b, s, c, c_next, i + 1 == n_chunks,
+                                    NC, S, D, N, d, k)
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
-        edge = there[:, None] + 0 * k[None, :]                               # (BD, T)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         g_nx = tl.load(here, mask=dmask, other=0.0)

@@ -18,8 +18,8 @@ case) the full launch is all there is.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, chunk_at, load_bc_row, load_dt, load_tile, pair_combine,
-                     program_place, reverse_pair_scan, sequence_bounds)
+from .common import (LOG2E, chunk_at, chunk_handover, load_bc_row, load_dt, load_tile,
+                     pair_combine, program_place, reverse_pair_scan, sequence_bounds)
 
 
 @triton.jit
@@ -69,13 +69,9 @@ def scan_fwd_kernel(
             dt_total += tl.sum(dt, axis=1)
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
-        here = states_ptr + ((b * NC + c) * D + d) * N                       # (BD,)
-        if i + 1 < n_chunks:
-            there = states_ptr + ((b * NC + c_next) * D + d) * N
-        else:
-            there = ends_ptr + ((b * S + s) * D + d) * N
+        here, edge = chunk_handover(states_ptr, ends_ptr, b, s, c, c_next, i + 1 == n_chunks,
+                                    NC, S, D, N, d, k)
         y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
-        edge = there[:, None] + 0 * k[None, :]                               # (BD, T)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         h_nx = tl.load(here, mask=dmask, other=0.0)

@@ -167,3 +167,22 @@ def test_zero_window_conv_picks_the_measured_kernel(monkeypatch):
     torch.testing.assert_close(y_train.detach(), y)
     branch._conv(torch.randn(1, branch.d_inner, 32, requires_grad=True), None)
     assert calls == [16, 32]
+
+
+def test_length_padding_with_an_initial_state(monkeypatch):
+    """A causal mixer started from a state and returning none pads too: its outputs equal
+    the unpadded computation's."""
+    import bytessm.nn.mamba as mamba_module
+
+    torch.manual_seed(0)
+    layer = Mamba(16, d_state=4)
+    x = torch.randn(2, 13, 16)
+    state = layer.new_state(2, "cpu")
+    state.conv.normal_()
+    state.ssm.normal_()
+
+    def run(align):
+        monkeypatch.setattr(mamba_module, "ALIGN", align)
+        return layer(x, state=mamba_module.MambaState(state.conv.clone(), state.ssm.clone()))
+
+    torch.testing.assert_close(run(16), run(1), rtol=1e-5, atol=1e-6)
