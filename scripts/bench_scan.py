@@ -161,32 +161,61 @@ def bench_shape(name, make, run, batch, length, bw) -> dict:
 
 
 # ---------------------------------------------------------------------------- decode
-def bench_decode(mamba: dict, batches=(1, 16, 128), steps: int = 16) -> list[dict]:
+def decode_inputs(batch: int) -> dict:
+    g = torch.Generator(device="cuda").manual_seed(batch)
+    rnd = lambda *shape: torch.randn(*shape, device="cuda", generator=g)  # noqa: E731
+    return dict(state=rnd(batch, D_INNER, D_STATE), x=rnd(batch, D_INNER).to(BF16),
+                dt=rnd(batch, D_INNER).to(BF16),
+                A=-(torch.rand(D_INNER, D_STATE, device="cuda", generator=g) + 0.1),
+                B=rnd(batch, D_STATE).to(BF16), C=rnd(batch, D_STATE).to(BF16),
+                D=rnd(D_INNER), z=rnd(batch, D_INNER).to(BF16), dt_bias=rnd(D_INNER) * 0.3,
+                dt_softplus=True)
+
+
+def graph_step_us(step, steps: int = 16) -> float:
+    """Median time of one call of `step`, from a CUDA graph of `steps` calls."""
+    step()  # compile outside the graph
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(steps):
+            step()
+    return 1e3 * do_bench(graph.replay, warmup=25, rep=200, return_mode="median") / steps
+
+
+def bench_decode(mamba: dict, batches=(1, 16, 128)) -> list[dict]:
     rows = []
     for batch in batches:
-        g = torch.Generator(device="cuda").manual_seed(batch)
-        state = torch.randn(batch, D_INNER, D_STATE, device="cuda", generator=g)
-        x, dt, z = (torch.randn(batch, D_INNER, device="cuda", generator=g).to(BF16) for _ in range(3))
-        A = -(torch.rand(D_INNER, D_STATE, device="cuda", generator=g) + 0.1)
-        B, C = (torch.randn(batch, D_STATE, device="cuda", generator=g).to(BF16) for _ in range(2))
-        D, bias = torch.randn(D_INNER, device="cuda"), torch.randn(D_INNER, device="cuda") * 0.3
-        impls = {"bytessm triton": lambda: selective_state_update(
-            state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, backend="triton")}
+        args = decode_inputs(batch)
+        impls = {"bytessm triton": lambda: selective_state_update(**args, backend="triton")}
         if "state_update" in mamba:
-            impls["mamba_ssm selective_state_update"] = lambda fn=mamba["state_update"]: fn(
-                state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True)
+            impls["mamba_ssm selective_state_update"] = lambda: mamba["state_update"](**args)
         for name, step in impls.items():
-            step()  # compile outside the graph
-            stream = torch.cuda.Stream()
-            with torch.cuda.stream(stream):
-                step()
-            torch.cuda.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for _ in range(steps):
-                    step()
-            ms = do_bench(graph.replay, warmup=25, rep=200, return_mode="median")
-            rows.append({"impl": name, "batch": batch, "step_us": 1e3 * ms / steps})
+            rows.append({"impl": name, "batch": batch, "step_us": graph_step_us(step)})
+    return rows
+
+
+def tune_decode(mamba: dict, batches=(1, 16, 128)) -> list[dict]:
+    """Sweep the state step's launch configuration (configs.DecodeConfig) beside mamba_ssm's."""
+    rows = bench_decode(mamba, batches)
+    for r in rows:
+        print(f"[tune-decode] {r['impl']} batch {r['batch']}: {r['step_us']:.2f} us", flush=True)
+    for block_d in (2, 4, 8, 16, 32, 64):
+        for warps in (1, 2, 4):
+            if block_d * D_STATE < 32 * warps:
+                continue
+            os.environ["BYTESSM_DECODE_CONFIG"] = json.dumps(dict(block_d=block_d, warps=warps))
+            for batch in batches:
+                args = decode_inputs(batch)
+                us = graph_step_us(lambda: selective_state_update(**args, backend="triton"))
+                rows.append({"impl": "bytessm triton", "batch": batch, "block_d": block_d,
+                             "warps": warps, "step_us": us})
+                print(f"[tune-decode] block_d {block_d} warps {warps} batch {batch}: {us:.2f} us",
+                      flush=True)
+    os.environ.pop("BYTESSM_DECODE_CONFIG")
     return rows
 
 
@@ -271,6 +300,8 @@ def main():
     p.add_argument("--shapes", default="8x2048,2x16384,1x131072,1x1048576")
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--tune", action="store_true", help="sweep configurations instead")
+    p.add_argument("--tune-decode", action="store_true",
+                   help="sweep the decode step's configuration instead")
     p.add_argument("--out", default=None, help="folder for scan.md / scan.json")
     a = p.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
@@ -285,6 +316,12 @@ def main():
             Path(a.out, "tune.json").write_text(json.dumps(res, indent=1))
         return
     mamba = load_mamba(a.mamba_src, a.mamba_so)
+    if a.tune_decode:
+        res = tune_decode(mamba)
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            Path(a.out, "tune_decode.json").write_text(json.dumps(res, indent=1))
+        return
     rows = []
     for batch, length in shapes:
         for name, (make, run) in scan_impls(mamba, a.ssd).items():

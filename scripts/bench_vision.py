@@ -21,7 +21,9 @@ embedding's absolute ones (DeiT has only the latter): a few elementwise ops per 
 
 Resolutions 224, 512, 768, 1024, 1248 (197 .. 6085 tokens), all in one run. Two modes:
 "infer" (forward under torch.inference_mode) and "train" (forward, cross-entropy, backward,
-AdamW step). The batch holds about `--tokens-per-batch` tokens (127 images at 224, 4 at
+AdamW step). On CUDA, inference is captured in a CUDA graph and replayed (`--eager`: not),
+so that it times the GPU rather than Python's kernel launches (each row says which);
+training runs eagerly. The batch holds about `--tokens-per-batch` tokens (127 images at 224, 4 at
 1248) unless `--batch` fixes it; both models get the same batch. On CUDA everything runs
 under bf16 autocast. Each point: warm-up steps, then timed steps (median), peak of
 torch.cuda.max_memory_allocated over them (weights, gradients and optimizer state
@@ -113,12 +115,12 @@ def _is_oom(e: BaseException) -> bool:
 
 def measure(spec: Spec, resolution: int, mode: str, *, patch: int, batch: int,
             dev: torch.device, bf16: bool, warmup: int, iters: int,
-            scan_backend: str) -> dict:
+            scan_backend: str, cuda_graph: bool = False) -> dict:
     """One (model, resolution, mode) point -> a result row."""
     tokens = (resolution // patch) ** 2 + 1
     row = {"model": spec.name, "resolution": resolution, "tokens": tokens, "mode": mode,
            "batch": batch, "status": "ok", "note": "", "ms": None, "images_per_s": None,
-           "peak_gib": None, "params": None}
+           "peak_gib": None, "params": None, "cuda_graph": False}
     model = optimizer = x = y = None
     try:
         torch.manual_seed(0)
@@ -127,7 +129,9 @@ def measure(spec: Spec, resolution: int, mode: str, *, patch: int, batch: int,
         g = torch.Generator().manual_seed(resolution)
         x = torch.randn(batch, 3, resolution, resolution, generator=g).to(dev)   # (B, 3, H, W)
         y = torch.randint(0, 1000, (batch,), generator=g).to(dev)                 # (B,)
-        autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+        # no cast cache: a CUDA graph must not keep casts made outside it (PyTorch's rule)
+        autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16,  # noqa: E731
+                                          cache_enabled=not cuda_graph)
         if mode == "train":
             model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
@@ -149,6 +153,8 @@ def measure(spec: Spec, resolution: int, mode: str, *, patch: int, batch: int,
         for _ in range(max(1, warmup)):           # compile kernels, allocate, optimizer state
             step()
         _sync(dev)
+        if cuda_graph and mode == "infer":
+            step = _graphed(step, row)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         times = []
@@ -170,6 +176,29 @@ def measure(spec: Spec, resolution: int, mode: str, *, patch: int, batch: int,
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return row
+
+
+def _graphed(step, row: dict):
+    """The inference step captured as a CUDA graph (PyTorch's recipe: warm up on a side
+    stream, capture, replay), so the timing is the GPU's and not Python's launching: the
+    small models launch ~1300 kernels a batch, and eager host time varied between machines.
+    Falls back to the eager step, with the reason in the row's note, if capture fails."""
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        graph.replay()
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - measure eagerly instead, and say so
+        row["note"] = f"CUDA graph capture failed ({type(e).__name__}: {e}); eager"[:300]
+        return step
+    row["cuda_graph"] = True
+    return graph.replay
 
 
 def crossover(rows: list[dict], mode: str, key: str, vim: str, vit: str) -> int | None:
@@ -236,8 +265,12 @@ def markdown(rows: list[dict], vim: str, vits: list[str]) -> str:
                     cells.append("—")
             lines.append("| " + " | ".join(cells) + " |")
     r0 = rows[0] if rows else {}
+    graphed = {r["cuda_graph"] for r in rows if r["mode"] == "infer" and r["status"] == "ok"}
+    how = {frozenset({True}): "inference replayed from a CUDA graph, training eager",
+           frozenset({False}): "eager (Python launches every kernel)"}.get(
+        frozenset(graphed), "inference through a CUDA graph where the capture worked (see notes)")
     lines += ["", f"images/s (median of timed steps) / peak allocated memory; {r0.get('dtype')} "
-              f"on {r0.get('device')}; speed = Vim img/s over ViT img/s, memory saved = 1 - "
+              f"on {r0.get('device')}; {how}; speed = Vim img/s over ViT img/s, memory saved = 1 - "
               "Vim peak / ViT peak. Crossover (lowest resolution from which on Vim wins at "
               "every larger tested one):", ""]
     measured_memory = any(r["peak_gib"] is not None for r in rows)
@@ -250,7 +283,7 @@ def markdown(rows: list[dict], vim: str, vits: list[str]) -> str:
                 else "not measured (CUDA only)"
             lines.append(f"- {vim} vs {v}, {mode}: faster from {sp}; less memory from {mem}")
     errors = sorted({f"{r['model']} {r['resolution']} {r['mode']}: {r['note']}"
-                     for r in rows if r["status"] == "error"})
+                     for r in rows if r["status"] == "error" or r["note"].startswith("CUDA graph")})
     if errors:
         lines += ["", "Errors:", *[f"- {e}" for e in errors]]
     return "\n".join(lines)
@@ -272,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ap.add_argument("--scan-backend", default="auto")
+    ap.add_argument("--eager", action="store_true",
+                    help="inference without a CUDA graph (the Python launch loop is timed too)")
     args = ap.parse_args(argv)
 
     specs = SMOKE_SPECS if args.smoke else SPECS
@@ -296,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             batch = args.batch or (2 if args.smoke else max(1, args.tokens_per_batch // tokens))
             for spec in chosen:
                 r = measure(spec, n, mode, patch=args.patch, batch=batch, dev=dev, bf16=bf16,
-                            warmup=warmup, iters=iters, scan_backend=args.scan_backend)
+                            warmup=warmup, iters=iters, scan_backend=args.scan_backend,
+                            cuda_graph=dev.type == "cuda" and not args.eager)
                 r.update(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          dtype="bf16 autocast" if bf16 else "fp32", scan_backend=backend)
                 rows.append(r)

@@ -88,3 +88,25 @@ def segments(rows: int, chunks: int, programs: int) -> int:
     """How many segments the chunks of each of `rows` (batch x channel block) rows are split
     into so that the grid has at least `programs` programs (each segment keeps a chunk)."""
     return max(1, min(triton.cdiv(programs, max(rows, 1)), chunks))
+
+
+# ---------------------------------------------------------------------------- decode step
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    block_d: int    # channels per program of the state step
+    warps: int
+
+
+def decode_config(batch: int, dim: int, dstate: int) -> DecodeConfig:
+    """Launch configuration of the single-step state update (`decode.py`). The step streams
+    the state once (batch x dim x dstate floats): enough programs to fill the SMs at batch 1,
+    enough bytes per program to keep the loads in flight at large batch.
+    `BYTESSM_DECODE_CONFIG='{"block_d": 32, "warps": 4}'` overrides it for sweeps
+    (`scripts/bench_scan.py --tune-decode`)."""
+    # ~256 state elements per program; half that at batch 1, for more programs
+    elements = 256 if batch > 1 else 128
+    cfg = DecodeConfig(block_d=min(max(1, elements // n_pad(dstate)), 64), warps=1)
+    overrides = os.environ.get("BYTESSM_DECODE_CONFIG")
+    if overrides:
+        cfg = dataclasses.replace(cfg, **json.loads(overrides))
+    return dataclasses.replace(cfg, block_d=min(cfg.block_d, triton.next_power_of_2(dim)))

@@ -14,6 +14,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .common import LOG2E, softplus
+from .configs import decode_config, n_pad
 
 
 @triton.jit
@@ -97,11 +98,6 @@ def conv_update_kernel(
     tl.store(y_ptr + b * sy_b + d * sy_d, y.to(y_ptr.dtype.element_ty), mask=dmask)
 
 
-def _block_d(batch: int, dim: int, npad: int) -> int:
-    # ~256 state elements per program; fewer channels per program at batch 1 to fill the SMs
-    return max(1, min(triton.next_power_of_2(dim), 256 // npad if batch > 1 else 128 // npad, 64))
-
-
 def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
                                   C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
                                   dt_bias: Tensor | None = None, dt_softplus: bool = True,
@@ -112,17 +108,16 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
     Cg = C if C.dim() == 3 else C.unsqueeze(1)
     groups = Bg.shape[1]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    npad = max(triton.next_power_of_2(dstate), 2)
-    block_d = _block_d(batch, dim, npad)
+    cfg = decode_config(batch, dim, dstate)
     zs = z.stride() if z is not None else (0, 0)
-    state_update_kernel[(batch, triton.cdiv(dim, block_d))](
+    state_update_kernel[(batch, triton.cdiv(dim, cfg.block_d))](
         state, x, dt, A, Bg, Cg, D, z, dt_bias, state_batch_indices, y,
         dim, dstate, dim // groups,
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *Bg.stride(), *Cg.stride(),
         *zs, *y.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
         SOFTPLUS=dt_softplus, HAS_IDX=state_batch_indices is not None,
-        BLOCK_D=block_d, N_PAD=npad, num_warps=1 if block_d * npad <= 256 else 2)
+        BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), num_warps=cfg.warps)
     return y
 
 
