@@ -29,7 +29,7 @@ from torch import Tensor
 from . import reference
 
 __all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update",
-           "BACKENDS"]
+           "gemv", "BACKENDS"]
 
 BACKENDS = ("auto", "triton", "reference", "sequential")
 _FLOAT_INPUTS = (torch.float32, torch.bfloat16, torch.float16)
@@ -168,3 +168,45 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, reverse
         from .triton import causal_conv1d_triton
         return causal_conv1d_triton(x, weight, bias, reverse)
     return reference.causal_conv1d_ref(x, weight, bias, reverse)
+
+
+def _check_gemv(x: Tensor, weight: Tensor, bias, residual, norm_weight) -> None:
+    if weight.dim() != 2:
+        raise ValueError(f"gemv: `weight` must have shape (N, K), got {tuple(weight.shape)}")
+    N, K = weight.shape
+    if x.dim() != 2 or x.shape[1] != K:
+        raise ValueError(f"gemv: `x` must have shape (M, K) with K = weight.shape[1] = {K}, "
+                         f"got {tuple(x.shape)}")
+    M = x.shape[0]
+    for name, t, shape in (("bias", bias, (N,)), ("residual", residual, (M, N)),
+                           ("norm_weight", norm_weight, (K,))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"gemv: `{name}` must have shape {shape}, got {tuple(t.shape)}")
+    for name, t in (("x", x), ("weight", weight)):
+        if t.dtype not in _FLOAT_INPUTS:
+            raise TypeError(f"gemv: `{name}` must be float32, bfloat16 or float16, got {t.dtype}")
+    if residual is not None and residual.dtype != torch.float32:
+        raise TypeError(f"gemv: `residual` (the residual stream) must be float32, got "
+                        f"{residual.dtype}")
+    for name, t in (("weight", weight), ("bias", bias), ("residual", residual),
+                    ("norm_weight", norm_weight)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"gemv: `{name}` is on {t.device} but `x` is on {x.device}")
+
+
+def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, residual: Tensor | None = None,
+         norm_weight: Tensor | None = None, norm_eps: float = 1e-5,
+         backend: str = "auto") -> Tensor:
+    """`residual + linear(rmsnorm(x))` for the few rows of a decode step, inference only.
+
+    x (M, K); weight (N, K) as nn.Linear stores it; bias (N,); norm_weight (K,) fuses an
+    RMSNorm of x (eps `norm_eps`) before the product; residual (M, N) float32 fuses the
+    residual add after it. Returns (M, N): float32 with a residual, else weight's dtype (x
+    is cast to weight's dtype first, as `cast_for_inference`'s input hooks do). Rounding
+    and maths: `reference.gemv_ref`; the kernel: `triton/gemv.py` ("triton"; "auto" picks
+    it for CUDA tensors, the reference otherwise)."""
+    _check_gemv(x, weight, bias, residual, norm_weight)
+    if resolve_backend(backend, x.device) == "triton":
+        from .triton.gemv import gemv_triton
+        return gemv_triton(x, weight, bias, residual, norm_weight, norm_eps)
+    return reference.gemv_ref(x, weight, bias, residual, norm_weight, norm_eps)

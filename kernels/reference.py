@@ -39,6 +39,7 @@ __all__ = [
     "selective_scan_chunked",
     "selective_state_update_ref",
     "causal_conv1d_update_ref",
+    "gemv_ref",
     "DEFAULT_CHUNK",
 ]
 
@@ -250,3 +251,20 @@ def causal_conv1d_ref(x, weight, bias=None, reverse: bool = False):
     y = F.conv1d(x, w[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype),
                  padding=W - 1, groups=x.shape[1])
     return y[..., W - 1:] if reverse else y[..., : x.shape[-1]]
+
+
+def gemv_ref(x, weight, bias=None, residual=None, norm_weight=None, norm_eps: float = 1e-5):
+    """`residual + linear(rmsnorm(x))` as the decode step computes it with the layers, in
+    float32 with the layers' rounding points (the contract of `triton/gemv.py`):
+
+    x (M, K); weight (N, K); bias (N,); norm_weight (K,): x is first RMS-normalised in
+    float32 (`bytessm.nn.norm.RMSNorm`); the Linear's input is rounded to weight's dtype
+    (`cast_for_inference`'s input hook) and its output y (M, N) too; with residual (M, N)
+    float32 the result is residual + y in float32, else y in weight's dtype.
+    """
+    x32 = x.float()
+    if norm_weight is not None:
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm_eps) * norm_weight.float()
+    x32 = x32.to(weight.dtype).float()
+    y = F.linear(x32, weight.float(), None if bias is None else bias.float()).to(weight.dtype)
+    return y if residual is None else residual + y.float()

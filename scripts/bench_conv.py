@@ -5,7 +5,8 @@
 
 bf16 x, float32 weight (width 4) and bias, as under autocast; shapes of Vim-Ti (126 x 384 x
 208, 4 x 384 x 6096) and of a long sequence (1 x 1536 x 128K). Forward and forward+backward
-medians (`triton.testing.do_bench`), both directions checked against the float32 reference
+medians (`triton.testing.do_bench`), forward+backward also replayed from a CUDA graph (the
+GPU's time alone: at small shapes eager timing measures Python), both directions checked against the float32 reference
 first. Writes conv.md and conv.json into --out and prints the table.
 """
 from __future__ import annotations
@@ -34,18 +35,33 @@ def make(batch, dim, length, seed=0):
     return x, w, b
 
 
-def timed(backend, x, w, b, reverse, backward):
+def timed(backend, x, w, b, reverse, backward, graph=False):
+    """Median ms of the forward (or forward+backward) call; `graph`: of its replay from a CUDA
+    graph, i.e. the GPU's time without Python's (custom-op dispatch, autograd, launches)."""
     if not backward:
-        return do_bench(lambda: causal_conv1d(x, w, b, reverse=reverse, backend=backend),
-                        warmup=5, rep=50)
-    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
-    dy = torch.randn_like(x)
+        def step():
+            causal_conv1d(x, w, b, reverse=reverse, backend=backend)
+    else:
+        leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+        dy = torch.randn_like(x)
 
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=backend == "reference"):
-            y = causal_conv1d(*leaves, reverse=reverse, backend=backend)
-        torch.autograd.grad(y, leaves, dy)
-    return do_bench(step, warmup=5, rep=50)
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=backend == "reference",
+                                cache_enabled=False):
+                y = causal_conv1d(*leaves, reverse=reverse, backend=backend)
+            torch.autograd.grad(y, leaves, dy)
+    if graph:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(stream)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            step()
+        step = g.replay
+    return do_bench(step, warmup=5, rep=50, return_mode="median")
 
 
 def check(x, w, b, reverse) -> float:
@@ -74,15 +90,18 @@ def main() -> int:
             for backend, name in (("triton", "triton"), ("reference", "F.conv1d")):
                 row[f"{name} fwd ms"] = timed(backend, x, w, b, reverse, False)
                 row[f"{name} fwd+bwd ms"] = timed(backend, x, w, b, reverse, True)
+                row[f"{name} fwd+bwd graphed ms"] = timed(backend, x, w, b, reverse, True, True)
             rows.append(row)
             print(json.dumps(row), flush=True)
     head = ["shape", "reverse", "triton fwd ms", "F.conv1d fwd ms", "triton fwd+bwd ms",
-            "F.conv1d fwd+bwd ms", "max rel err"]
+            "F.conv1d fwd+bwd ms", "triton fwd+bwd graphed ms", "F.conv1d fwd+bwd graphed ms",
+            "max rel err"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['reverse']} | {r['triton fwd ms']:.4f} | "
                      f"{r['F.conv1d fwd ms']:.4f} | {r['triton fwd+bwd ms']:.4f} | "
-                     f"{r['F.conv1d fwd+bwd ms']:.4f} | {r['max_rel_err']:.1e} |")
+                     f"{r['F.conv1d fwd+bwd ms']:.4f} | {r['triton fwd+bwd graphed ms']:.4f} | "
+                     f"{r['F.conv1d fwd+bwd graphed ms']:.4f} | {r['max_rel_err']:.1e} |")
     meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                 triton=triton.__version__, date=time.strftime("%Y-%m-%d"),
                 command=" ".join(sys.argv))

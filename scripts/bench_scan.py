@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 import types
@@ -186,36 +187,45 @@ def graph_step_us(step, steps: int = 16) -> float:
     return 1e3 * do_bench(graph.replay, warmup=25, rep=200, return_mode="median") / steps
 
 
-def bench_decode(mamba: dict, batches=(1, 16, 128)) -> list[dict]:
+def bench_decode(mamba: dict, batches=(1, 16, 128), rounds: int = 1) -> list[dict]:
+    """Per batch, both steps back to back, `rounds` times (medians reported; every round's
+    time kept in `rounds_us`): a ~2 us step drifts between graph timings."""
     rows = []
     for batch in batches:
         args = decode_inputs(batch)
         impls = {"bytessm triton": lambda: selective_state_update(**args, backend="triton")}
         if "state_update" in mamba:
             impls["mamba_ssm selective_state_update"] = lambda: mamba["state_update"](**args)
-        for name, step in impls.items():
-            rows.append({"impl": name, "batch": batch, "step_us": graph_step_us(step)})
+        times = {name: [] for name in impls}
+        for _ in range(rounds):
+            for name, step in impls.items():
+                times[name].append(graph_step_us(step))
+        rows += [{"impl": name, "batch": batch, "step_us": statistics.median(t),
+                  "rounds_us": t} for name, t in times.items()]
     return rows
 
 
 def tune_decode(mamba: dict, batches=(1, 16, 128)) -> list[dict]:
-    """Sweep the state step's launch configuration (configs.DecodeConfig) beside mamba_ssm's."""
-    rows = bench_decode(mamba, batches)
-    for r in rows:
-        print(f"[tune-decode] {r['impl']} batch {r['batch']}: {r['step_us']:.2f} us", flush=True)
-    for block_d in (2, 4, 8, 16, 32, 64):
-        for warps in (1, 2, 4):
-            if block_d * D_STATE < 32 * warps:
-                continue
-            os.environ["BYTESSM_DECODE_CONFIG"] = json.dumps(dict(block_d=block_d, warps=warps))
-            for batch in batches:
-                args = decode_inputs(batch)
-                us = graph_step_us(lambda: selective_state_update(**args, backend="triton"))
-                rows.append({"impl": "bytessm triton", "batch": batch, "block_d": block_d,
-                             "warps": warps, "step_us": us})
-                print(f"[tune-decode] block_d {block_d} warps {warps} batch {batch}: {us:.2f} us",
+    """Sweep the state step's launch configuration (configs.DecodeConfig). Each configuration
+    is timed right after mamba_ssm's step at the same batch, and compared by the ratio, since
+    back-to-back graph timings of a ~2 us step drift by more than the configurations differ."""
+    rows = []
+    for batch in batches:
+        args = decode_inputs(batch)
+        for block_d in (4, 8, 16, 32, 64):
+            for warps in (1, 2, 4):
+                if block_d * D_STATE < 32 * warps:
+                    continue
+                os.environ["BYTESSM_DECODE_CONFIG"] = json.dumps(dict(block_d=block_d, warps=warps))
+                theirs = graph_step_us(lambda: mamba["state_update"](**args)) \
+                    if "state_update" in mamba else float("nan")
+                ours = graph_step_us(lambda: selective_state_update(**args, backend="triton"))
+                rows.append(dict(batch=batch, block_d=block_d, warps=warps, ours_us=ours,
+                                 mamba_us=theirs, ratio=ours / theirs))
+                print(f"[tune-decode] batch {batch} block_d {block_d} warps {warps}: ours "
+                      f"{ours:.2f} us, mamba_ssm {theirs:.2f} us, ratio {ours / theirs:.3f}",
                       flush=True)
-    os.environ.pop("BYTESSM_DECODE_CONFIG")
+    os.environ.pop("BYTESSM_DECODE_CONFIG", None)
     return rows
 
 
@@ -278,7 +288,9 @@ def markdown(meta, rows, decode, first) -> str:
             f"Command: `{meta['command']}`  ",
             f"Copy bandwidth (read + write): {meta['copy_gbs']:.0f} GB/s. D={D_INNER}, N={D_STATE}, "
             "bf16 inputs, softplus, shared B/C; do_bench medians, L2 flushed; peak memory "
-            "includes the inputs.\n", head + "\n".join(lines) + "\n"]
+            "includes the inputs.\n", head + "\n".join(lines) + "\n"] if rows else [
+            f"# Decode step benchmark\n", f"Device: {meta['device']}; torch {meta['torch']}, "
+            f"triton {meta['triton']}; {meta['date']}.  ", f"Command: `{meta['command']}`\n"]
     if decode:
         text.append("\nDecode step (µs per step, CUDA graph of 16 steps, D=1536, N=16):\n")
         text.append("| kernel | " + " | ".join(f"batch {b}" for b in sorted({d['batch'] for d in decode})) + " |")
@@ -299,6 +311,8 @@ def main():
     p.add_argument("--ssd", action="store_true", help="also time mamba_ssm's Triton SSD")
     p.add_argument("--shapes", default="8x2048,2x16384,1x131072,1x1048576")
     p.add_argument("--no-decode", action="store_true")
+    p.add_argument("--decode-only", action="store_true",
+                   help="only the decode-step table (written as decode.md / decode.json)")
     p.add_argument("--tune", action="store_true", help="sweep configurations instead")
     p.add_argument("--tune-decode", action="store_true",
                    help="sweep the decode step's configuration instead")
@@ -323,7 +337,7 @@ def main():
             Path(a.out, "tune_decode.json").write_text(json.dumps(res, indent=1))
         return
     rows = []
-    for batch, length in shapes:
+    for batch, length in [] if a.decode_only else shapes:
         for name, (make, run) in scan_impls(mamba, a.ssd).items():
             try:
                 r = bench_shape(name, make, run, batch, length, bw)
@@ -335,7 +349,7 @@ def main():
             print(f"[{name}] {batch}x{length}: fwd {r['fwd_ms']:.3f} ms, fwd+bwd "
                   f"{r['fwd_bwd_ms']:.3f} ms, peak {r['fwd_peak_gib']:.2f}/{r['fwd_bwd_peak_gib']:.2f} GiB",
                   flush=True)
-    decode = [] if a.no_decode else bench_decode(mamba)
+    decode = [] if a.no_decode else bench_decode(mamba, rounds=5 if a.decode_only else 1)
     meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                 triton=triton.__version__, python=platform.python_version(),
                 date=datetime.date.today().isoformat(), copy_gbs=bw / 1e9,
@@ -344,8 +358,9 @@ def main():
     print(text)
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
-        Path(a.out, "scan.md").write_text(text)
-        Path(a.out, "scan.json").write_text(json.dumps(
+        name = "decode" if a.decode_only else "scan"
+        Path(a.out, f"{name}.md").write_text(text)
+        Path(a.out, f"{name}.json").write_text(json.dumps(
             dict(meta=meta, scan=rows, decode=decode, first_call=first), indent=1))
 
 

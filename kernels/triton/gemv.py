@@ -1,0 +1,295 @@
+"""Matrix-vector products of the decode step, `y = x @ W.T (+ bias)` for a few rows of x,
+as a `torch.library` custom op (inference only: no autograd).
+
+    y = gemv_triton(x, weight, bias=None, residual=None, norm_weight=None, norm_eps=1e-5)
+
+x (M, K) with unit stride along K, M small (the decode batch, 1..16; any M works);
+weight (N, K) row-major as `nn.Linear` stores it, float32, bfloat16 or float16; bias (N,);
+returns y (M, N) in weight's dtype, accumulated in float32:
+
+    xn  = x * rsqrt(mean_k(x^2) + eps) * norm_weight        (with norm_weight: RMSNorm of x)
+    y   = round_w(round_w(xn) @ W.T + bias)                  round_w: to weight's dtype
+    out = residual + y                                      (with residual: float32, (M, N))
+
+which is `residual + linear(norm(x))` as the decode step computes it with the layers
+(`Block.step`, `RMSNorm`, `cast_for_inference`'s input hooks): the Linear's input is cast
+to its weight's dtype, its output stays in that dtype, and only then is it added to the
+float32 residual. The kernel rounds at those same points, so fusing the norm and the
+residual add changes no rounding, only float32 summation order.
+
+Why: at batch 1 a decode step's products read each weight once and do two flops per
+weight, so they are bound by how fast W streams from memory. cuBLAS ran the 353M model's
+in_proj (4096 x 1024, bf16, 8 MB) at 0.67 TB/s on an H200 (~4.5 TB/s attainable), 54% of the
+step's kernel time. Here every program owns BLOCK_N rows of W and streams them in
+(BLOCK_N, BLOCK_K) tiles of 16-byte loads, with enough programs and bytes per program that
+all of W is in flight at once (`default_config`); all M rows of x are handled by the same
+program, so W is read once whatever M. Two ways to multiply a tile:
+
+- M == 1 (BLOCK_M = 1): element-wise products accumulated in a (BLOCK_N, BLOCK_K) float32
+  tile, summed over K once at the end (no reduction inside the loop);
+- a few rows (DOT, BLOCK_M = 16 with the rows past M masked): `tl.dot(W_tile, x_tile.T)`
+  on the tensor cores, W as the left operand (the "swap AB" form of skinny GEMMs, so the
+  16-row minimum of an MMA falls on x's rows, not on N). Float32 weights use "ieee"
+  precision: no TF32 rounding, as F.linear does by default.
+
+When N / BLOCK_N gives too few programs to keep the SMs streaming, K is split as well
+(SPLIT_K > 1): each program writes its float32 partial sums to a (SPLIT_K, M, N) buffer and
+a second kernel adds them in a fixed order and applies the bias / rounding / residual
+epilogue. That keeps results deterministic; float32 atomics would need the output zeroed
+first and, for a bf16 output or a residual, a final pass anyway, so they would save no kernel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+MAX_TILE_BYTES = 8192   # bytes of W one program loads per loop iteration by default
+INTERPRETER_SMS = 8     # SMs assumed under TRITON_INTERPRET: few programs, which it runs one by one
+
+
+@triton.jit
+def _finish(acc, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
+            HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND_TO: tl.constexpr):
+    """Epilogue on a (BLOCK_N, BLOCK_M) tile of float32 sums: + bias, rounded to the
+    weight's dtype (the Linear's output), and with a residual `residual + y` in float32."""
+    mask = (n < N)[:, None] & (m < M)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[:, None]
+    y = acc.to(ROUND_TO)
+    if HAS_RESIDUAL:
+        res = tl.load(res_ptr + m[None, :] * sr_m + n[:, None], mask=mask, other=0.0)
+        y = res.to(tl.float32) + y.to(tl.float32)
+    tl.store(out_ptr + m[None, :] * so_m + n[:, None], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rstd(x_rows, m_ok, K, eps, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """1 / rms of each row of x (BLOCK_M,), as RMSNorm: rsqrt(mean(x^2) + eps) in float32.
+    Every program recomputes it: K is d_model (~1K floats a row, read from L2)."""
+    ss = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_rows + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
+                    other=0.0).to(tl.float32)
+        ss += tl.sum(x * x, axis=1)
+    return tl.math.rsqrt(ss / K + eps)
+
+
+@triton.heuristics({
+    "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0,
+    "EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0,
+})
+@triton.jit
+def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
+                M, N, K, K_SPLIT, sx_m, sw_n, sr_m, so_s, so_m, eps,
+                HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_NORM: tl.constexpr,
+                SPLIT: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                EVEN_N: tl.constexpr, EVEN_K: tl.constexpr):
+    """Grid (N blocks, K splits, M blocks): rows n of W times rows m of x over this split's
+    K range [pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT). With SPLIT, `out` is the float32
+    (SPLIT_K, M, N) buffer of partial sums; otherwise the epilogue runs here."""
+    pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = m < M
+    w_rows = w_ptr + n[:, None].to(tl.int64) * sw_n                     # (BLOCK_N, 1)
+    x_rows = x_ptr + m[:, None].to(tl.int64) * sx_m                     # (BLOCK_M, 1)
+    if HAS_NORM:
+        rstd = _rstd(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
+    if DOT:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    elif BLOCK_M == 1:
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_N, BLOCK_M, BLOCK_K], dtype=tl.float32)
+    k_lo = pid_k * K_SPLIT
+    for k0 in range(k_lo, tl.minimum(k_lo + K_SPLIT, K), BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        if EVEN_N and EVEN_K:
+            w = tl.load(w_rows + k[None, :])                                 # (BLOCK_N, BLOCK_K)
+        else:
+            w = tl.load(w_rows + k[None, :], mask=(n < N)[:, None] & (k < K)[None, :],
+                        other=0.0)
+        x = tl.load(x_rows + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
+                    other=0.0).to(tl.float32)                                # (BLOCK_M, BLOCK_K)
+        if HAS_NORM:
+            nw = tl.load(nw_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+            x = x * rstd[:, None] * nw[None, :]
+        x = x.to(w_ptr.dtype.element_ty)         # the Linear's input, in its weight's dtype
+        if DOT:
+            acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
+        elif BLOCK_M == 1:
+            acc += w.to(tl.float32) * x.to(tl.float32)
+        else:
+            acc += w.to(tl.float32)[:, None, :] * x.to(tl.float32)[None, :, :]
+    if DOT:
+        y = acc                                                              # (BLOCK_N, BLOCK_M)
+    elif BLOCK_M == 1:
+        y = tl.sum(acc, axis=1)[:, None]
+    else:
+        y = tl.sum(acc, axis=2)
+    if SPLIT:
+        tl.store(out_ptr + pid_k * so_s + m[None, :] * so_m + n[:, None], y,
+                 mask=(n < N)[:, None] & m_ok[None, :])
+    else:
+        _finish(y, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
+                HAS_BIAS, HAS_RESIDUAL, w_ptr.dtype.element_ty)
+
+
+@triton.jit
+def gemv_reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, M, N, SPLIT_K, sp_s, sr_m, so_m,
+                       HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                       ROUND_TO: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Grid (N blocks, M): the SPLIT_K partial sums of one row, added in split order (so the
+    result does not depend on which program finished first), then the epilogue."""
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) + tl.arange(0, 1)
+    mask = (n < N)[:, None]
+    acc = tl.zeros([BLOCK_N, 1], dtype=tl.float32)
+    for s in range(SPLIT_K):
+        acc += tl.load(part_ptr + s * sp_s + m[None, :] * N + n[:, None], mask=mask, other=0.0)
+    _finish(acc, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
+            HAS_BIAS, HAS_RESIDUAL, ROUND_TO)
+
+
+# -- configuration -----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GemvConfig:
+    block_m: int      # rows of x per program: 1 (element-wise), or >= 16 with dot
+    block_n: int      # rows of W per program
+    block_k: int      # columns per loop iteration
+    split_k: int = 1  # programs along K (> 1: partial sums + reduction kernel)
+    num_warps: int = 4
+    num_stages: int = 2
+    dot: bool = False  # tensor-core tl.dot (needs block_m, block_n, block_k >= 16)
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device_index: int | None) -> int:
+    if device_index is None:
+        return INTERPRETER_SMS
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _pow2_floor(v: int) -> int:
+    return 1 << (max(v, 1).bit_length() - 1)
+
+
+def default_config(M: int, N: int, K: int, elem_bytes: int, sms: int = INTERPRETER_SMS
+                   ) -> GemvConfig:
+    """Launch configuration by reasoning, not tuning (`scripts/bench_gemv.py --sweep` checks it).
+
+    Streaming W at full bandwidth needs several MB in flight on an H200 (~4.8 TB/s times
+    ~1 us of loaded memory latency), so each program loads a tile of MAX_TILE_BYTES
+    (8 KB: at 4 warps, four 16-byte loads per thread) per iteration and the grid has at
+    least one program per SM where N allows; with ~6 such programs resident per SM all of
+    an 8 MB matrix is requested at once.
+
+    M == 1: BLOCK_K covers K up to the tile (one iteration for K <= 4096 bf16) and BLOCK_N
+    fills the rest of the tile, fewer rows when that would leave SMs idle: in_proj 4096 x
+    1024 bf16 -> 4 x 1024 (1024 programs), out_proj 1024 x 2048 -> 2 x 2048 (512), x_proj
+    96 x 2048 -> 1 x 2048 (96), dt_proj 2048 x 64 -> 8 x 64 (256), a float32 byte head
+    256 x 1024 -> 1 x 1024 (256). No split is needed at these shapes: every program's
+    loads go out in one iteration.
+
+    M > 1: tl.dot with BLOCK_M = 16 (up to 16 rows in one MMA column block), BLOCK_N 32
+    rows of W (16 when N / 32 would leave more than half the SMs idle), BLOCK_K filling
+    the 8 KB tile, 3 pipeline stages; K split when the N blocks alone give fewer programs
+    than SMs (out_proj at M=16: 64 N blocks x 4 splits).
+    """
+    sms = max(sms, 1)
+    if M == 1:
+        tile = MAX_TILE_BYTES // elem_bytes
+        block_k = min(triton.next_power_of_2(K), tile)
+        block_n = max(1, min(tile // block_k, _pow2_floor(N // sms)))
+        num_warps = max(1, min(4, block_n * block_k * elem_bytes // 2048))
+        block_m, dot, stages = 1, False, 2
+    else:
+        block_m = min(max(16, triton.next_power_of_2(M)), 64)
+        block_n = 32 if triton.cdiv(N, 32) >= sms // 2 else 16
+        block_k = max(16, min(triton.next_power_of_2(K), MAX_TILE_BYTES // (elem_bytes * block_n)))
+        num_warps = max(1, min(8, block_n * block_m // 128))
+        dot, stages = True, 3
+    programs = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
+    k_tiles = triton.cdiv(K, block_k)
+    split = 1
+    if programs < sms and k_tiles > 1:
+        split = min(_pow2_floor(k_tiles), triton.next_power_of_2(triton.cdiv(sms, programs)))
+    return GemvConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split,
+                      num_warps=num_warps, num_stages=stages, dot=dot)
+
+
+# -- launcher and custom op --------------------------------------------------------------
+
+def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                residual: Optional[Tensor] = None, norm_weight: Optional[Tensor] = None,
+                norm_eps: float = 1e-5, config: Optional[GemvConfig] = None) -> Tensor:
+    """Run the kernels with `config` (default: `default_config`); shapes are assumed checked
+    (`ops.gemv` checks them). The benchmark's sweep calls this directly."""
+    M, K = x.shape
+    N = weight.shape[0]
+    out_dtype = torch.float32 if residual is not None else weight.dtype
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    if M == 0:
+        return out
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    weight = weight if weight.stride(-1) == 1 else weight.contiguous()
+    if residual is not None and residual.stride(-1) != 1:
+        residual = residual.contiguous()
+    if config is None:
+        sms = num_sms(x.device.index if x.is_cuda else None)
+        config = default_config(M, N, K, weight.element_size(), sms)
+    c = config
+    k_tiles = triton.cdiv(K, c.block_k)
+    k_split = triton.cdiv(k_tiles, c.split_k) * c.block_k     # a whole number of tiles
+    split = triton.cdiv(K, k_split)                           # no empty splits
+    part = (torch.empty((split, M, N), dtype=torch.float32, device=x.device) if split > 1
+            else out)
+    grid = (triton.cdiv(N, c.block_n), split, triton.cdiv(M, c.block_m))
+    gemv_kernel[grid](
+        x, weight, bias, residual, norm_weight, part, M, N, K, k_split,
+        x.stride(0), weight.stride(0), 0 if residual is None else residual.stride(0),
+        M * N, part.stride(-2), norm_eps,
+        HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
+        HAS_NORM=norm_weight is not None, SPLIT=split > 1, DOT=c.dot,
+        PRECISION="ieee" if weight.dtype == torch.float32 else "tf32",
+        BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
+        num_warps=c.num_warps, num_stages=c.num_stages)
+    if split > 1:
+        block = min(triton.next_power_of_2(N), 1024)
+        gemv_reduce_kernel[(triton.cdiv(N, block), M)](
+            part, bias, residual, out, M, N, split, M * N,
+            0 if residual is None else residual.stride(0), out.stride(0),
+            HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
+            ROUND_TO=_TL_DTYPE[weight.dtype], BLOCK_N=block, num_warps=4)
+    return out
+
+
+_TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
+@torch.library.custom_op("bytessm::gemv", mutates_args=())
+def gemv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
+            norm_weight: Optional[Tensor], norm_eps: float) -> Tensor:
+    return gemv_launch(x, weight, bias, residual, norm_weight, norm_eps)
+
+
+@gemv_op.register_fake
+def _(x, weight, bias, residual, norm_weight, norm_eps):
+    dtype = torch.float32 if residual is not None else weight.dtype
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=dtype)
+
+
+def gemv_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                residual: Optional[Tensor] = None, norm_weight: Optional[Tensor] = None,
+                norm_eps: float = 1e-5) -> Tensor:
+    """`residual + linear(rmsnorm(x))` for a few rows; see the module docstring."""
+    return torch.ops.bytessm.gemv(x, weight, bias, residual, norm_weight, float(norm_eps))
