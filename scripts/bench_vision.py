@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import platform
@@ -179,8 +180,16 @@ def measure(spec: Spec, resolution: int, mode: str, *, patch: int, batch: int,
         del model, optimizer, x, y, step  # the step holds the CUDA graph and its memory pool
         gc.collect()
         if dev.type == "cuda":
+            torch._C._cuda_clearCublasWorkspaces()  # not to be counted in the next point's peak
             torch.cuda.empty_cache()
     return row
+
+
+@functools.cache
+def _side_stream() -> torch.cuda.Stream:
+    """One warm-up stream for every capture: cuBLAS keeps a workspace per stream it has run
+    on, so a new stream per point would add to every later point's peak memory."""
+    return torch.cuda.Stream()
 
 
 def _graphed(step, row: dict):
@@ -189,7 +198,7 @@ def _graphed(step, row: dict):
     small models launch ~1300 kernels a batch, and eager host time varied between machines.
     Falls back to the eager step, with the reason in the row's note, if capture fails."""
     try:
-        stream = torch.cuda.Stream()
+        stream = _side_stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             step()
