@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .nn import MLP, Attention, BiMamba, Block, Mamba, RMSNorm
+from .nn.heads import head_step
 
 
 class ByteEmbedding(nn.Embedding):
@@ -156,4 +157,4 @@ class SequenceModel(nn.Module):
 
     def step(self, symbol: Tensor, states: list) -> Tensor:
         """One decoding position -> head output for it, e.g. logits (B, vocab)."""
-        return self.head(self.backbone.step(symbol, states)[:, None])[:, 0]
+        return head_step(self.head, self.backbone.step(symbol, states))

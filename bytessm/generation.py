@@ -15,7 +15,9 @@ it is captured once as a CUDA graph and replayed: a step then costs GPU time, no
 40-260 us of kernel launches it costs eagerly. Eager decoding (CPU, tests) runs the very
 same step function. Inside the graph a step still costs about a launch gap per kernel, so
 on CUDA each block's step is first compiled with torch.compile (`compiled_block_step`:
-9 kernels per Mamba layer instead of 15; docs/generation.md counts them).
+9 kernels per Mamba layer instead of 15; docs/generation.md counts them), and its
+matrix-vector products run on the Triton GEMV with the norm and the residual add fused in
+(`bytessm.nn.decode`: 7 kernels).
 
 Generation knows no modality: prompts and samples are lists of symbols; the task turns
 strings into symbols (`Task.encode_prompt`) and symbols into output (`Task.write_samples`).
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 from bytessm.nn.attention import Attention, StaticKVCache
 from bytessm.nn.block import Block
+from bytessm.nn.heads import head_step
 from bytessm.nn.mamba import BiMamba, Mamba, MambaState, SSMBranch
 from bytessm.nn.norm import RMSNorm
 from bytessm.sampling import SamplingParams, draw_noise, pick, process_logits
@@ -137,7 +140,7 @@ def model_step(model: nn.Module, symbols: Tensor, states: list, block_step=None)
     if block_step is None:
         return model.step(symbols, states)
     hidden = model.backbone.step(symbols, states, block_step=block_step)     # (B, D)
-    return model.head(hidden[:, None])[:, 0]
+    return head_step(model.head, hidden)
 
 
 def capture_graphs(fns: dict, device) -> dict:

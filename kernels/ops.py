@@ -17,7 +17,9 @@ last_state (batch, dim, dstate) float32.
 
 Backends: "reference" (chunked PyTorch, `reference.py`), "sequential" (the step-by-step
 specification, for tests), "triton" (kernels in `triton/`, on CUDA, or on CPU under
-TRITON_INTERPRET=1), and "auto": Triton for CUDA tensors, the reference otherwise.
+TRITON_INTERPRET=1), and "auto": Triton for CUDA tensors, the reference otherwise. The
+decoding steps, the sequence conv and the decode step's matrix-vector products (`gemv`)
+below dispatch the same way.
 """
 from __future__ import annotations
 

@@ -10,7 +10,9 @@ Backbone with every layer attention + SwiGLU MLP, SDPA over a preallocated KV ca
 
 On CUDA every decode step is a CUDA graph of the torch.compile'd block steps (compiled in
 the capture's warm-up, once per block structure and shape; `--compile off` graphs the eager
-step). Order: the Mamba cases, the Transformer cases (each started only while the run is
+step). The step's matrix-vector products run on the Triton GEMV at batch <= 16
+(`bytessm.nn.decode`); `--decode-gemv off` runs them on F.linear (cuBLAS) for comparison.
+Order: the Mamba cases, the Transformer cases (each started only while the run is
 under `--budget-s`), then the speculative rows (batch 1, prompt 2K, 512 new symbols,
 greedy; the model as its own drafter and a small random Mamba; warm, capture excluded).
 A case that fails with the compiled step is retried without it (the JSON row keeps the
@@ -38,6 +40,7 @@ from pathlib import Path
 import torch
 import torch._dynamo
 
+import bytessm.nn.decode as decode
 from bytessm.backbone import Backbone, SequenceModel
 from bytessm.generation import Decoder, cast_for_inference, prefill, state_bytes, _load_rows
 from bytessm.nn.attention import StaticKVCache
@@ -205,7 +208,7 @@ def run(a) -> dict:
     return {"meta": {"torch": torch.__version__, "python": platform.python_version(),
                      "device": torch.cuda.get_device_name(device) if cuda else "cpu",
                      "scan_backend": backend, "dtype": str(dtype), "models": info,
-                     "compiled_step": compile_step,
+                     "compiled_step": compile_step, "decode_gemv": decode.DECODE_GEMV,
                      "command": " ".join(sys.argv), "wall_s": time.perf_counter() - t_start,
                      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
             "results": rows, "speculative": spec}
@@ -312,7 +315,7 @@ def markdown(report: dict) -> str:
                          f"{s['speedup']:.2f}x | {s['decode_speedup']:.2f}x | "
                          f"{s['same_as_greedy']}{diff} |")
     lines += ["", f"Wall time of the whole run: {m['wall_s']:.0f} s; compiled block step: "
-              f"{m['compiled_step']}."]
+              f"{m['compiled_step']}; decode GEMV: {m.get('decode_gemv', 'auto')}."]
     return "\n".join(lines)
 
 
@@ -334,7 +337,11 @@ def main(argv=None) -> int:
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile the block step (auto: on CUDA; off: CUDA graphs of the "
                         "eager step; on: also on a CPU, which checks the compiled path)")
+    p.add_argument("--decode-gemv", choices=["auto", "off"], default=decode.DECODE_GEMV,
+                   help="the decode step's products on the Triton GEMV (auto: CUDA, batch <= "
+                        "16) or on F.linear (off); bytessm.nn.decode")
     a = p.parse_args(argv)
+    decode.DECODE_GEMV = a.decode_gemv
     a.compile = {"on": True, "off": False}.get(a.compile)
     if a.smoke and a.device == "auto":
         a.device = "cpu"

@@ -45,8 +45,14 @@ class Block(nn.Module):
     def step(self, residual: Tensor, state) -> Tensor:
         """residual (B, D) float32 at one position; the mixer's state advances in place.
         `residual + y` with y in bf16 promotes inside the add kernel: the same float32 sum as
-        forward's `residual + y.float()`, without the separate cast kernel."""
-        residual = residual + self.mixer.step(self.norm(residual), state)
+        forward's `residual + y.float()`, without the separate cast kernel. A mixer with a
+        `step_residual` (Mamba) takes the norm and the add itself, to fuse them into its
+        products (`bytessm.nn.decode`)."""
+        step_residual = getattr(self.mixer, "step_residual", None)
+        if step_residual is not None:
+            residual = step_residual(residual, self.norm, state)
+        else:
+            residual = residual + self.mixer.step(self.norm(residual), state)
         if self.mlp is not None:
             residual = residual + self.mlp(self.norm2(residual))
         return residual

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .decode import gemv_backend, step_linear
+
 
 class LMHead(nn.Module):
     """hidden (B, L, D) -> logits (B, L, vocab). `weight` can be tied to the byte embedding."""
@@ -18,6 +20,18 @@ class LMHead(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.proj(hidden)
+
+    def step(self, hidden: Tensor) -> Tensor:
+        """hidden (B, D) at one decode position -> logits (B, vocab), on the GEMV kernel when
+        the decode step uses it (`bytessm.nn.decode`)."""
+        return step_linear(self.proj, hidden, gemv_backend(hidden))
+
+
+def head_step(head: nn.Module, hidden: Tensor) -> Tensor:
+    """The head's output at one decode position: hidden (B, D) -> (B, ...). A head with a
+    `step` (LMHead) gives it; others run on a length-1 sequence."""
+    step = getattr(head, "step", None)
+    return step(hidden) if step is not None else head(hidden[:, None])[:, 0]
 
 
 class ClassifierHead(nn.Module):

@@ -26,9 +26,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from bytessm.kernels import (causal_conv1d, causal_conv1d_update, selective_scan,
+from bytessm.kernels import (causal_conv1d, causal_conv1d_update, gemv, selective_scan,
                              selective_state_update)
 from bytessm.kernels.ops import resolve_backend
+
+from .decode import gemv_backend, step_linear
+from .norm import RMSNorm
 
 
 # The scan's loads are vectorised (16 bytes, 8 bf16 positions) and its chunk is scanned in
@@ -226,21 +229,23 @@ class SSMBranch(nn.Module):
             return y, MambaState(window, ssm)
         return out
 
-    def step(self, x: Tensor, z: Tensor, state: MambaState) -> Tensor:
+    def step(self, x: Tensor, z: Tensor, state: MambaState,
+             gemv_backend: str | None = None) -> Tensor:
         """One causal position: x, z (B, d_inner); `state` updated in place.
 
         Rounds where `forward` rounds, so that decoding and the parallel forward agree in
         bf16 too: the conv output is stored in x's dtype before the SiLU (F.conv1d does so),
         and the SiLU's output again. Kernels: conv step, SiLU, x_proj, dt_proj, state step;
         B and C are strided views of x_proj's output (the step kernel takes strides) and A is
-        computed once per value of A_log (`_step_A`)."""
+        computed once per value of A_log (`_step_A`). x_proj and dt_proj run on the GEMV
+        kernel when `gemv_backend` is given (`decode.gemv_backend`)."""
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
         x = F.silu(_conv_step(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
                               self.scan_backend))                                 # (B, D)
-        x_dbl = self.x_proj(x)                                                     # (B, R+2N)
+        x_dbl = step_linear(self.x_proj, x, gemv_backend)                          # (B, R+2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, self.dt_proj.weight)                   # (B, D); bias in the step
+        delta = step_linear(self.dt_proj, dt, gemv_backend, bias=False)  # (B, D); bias in the step
         return _state_step(state.ssm, x, delta, self._step_A(), B, C, self.D.float(), z,
                            self.dt_proj.bias.float(), self.scan_backend)
 
@@ -297,8 +302,27 @@ class Mamba(nn.Module):
 
     def step(self, x: Tensor, state: MambaState) -> Tensor:
         """x (B, d_model) -> (B, d_model); `state` advanced in place."""
-        x_in, z = self.in_proj(x).chunk(2, dim=-1)                            # (B, Di) each
-        return self.out_proj(self.ssm.step(x_in, z, state))
+        backend = gemv_backend(x)
+        x_in, z = step_linear(self.in_proj, x, backend).chunk(2, dim=-1)     # (B, Di) each
+        return step_linear(self.out_proj, self.ssm.step(x_in, z, state, backend), backend)
+
+    def step_residual(self, residual: Tensor, norm: nn.Module, state: MambaState) -> Tensor:
+        """The pre-norm block's step, `residual + self.step(norm(residual), state)`, for
+        residual (B, d_model) float32; `state` advanced in place.
+
+        With the decode GEMV on (`decode.gemv_backend`) the RMSNorm runs inside in_proj's
+        GEMV and the residual add inside out_proj's, at the same rounding points (the
+        normalised input cast to in_proj's dtype, out_proj's output rounded to its dtype
+        before the float32 add): 7 kernels a step instead of 9 compiled."""
+        backend = gemv_backend(residual)
+        if backend is None or not isinstance(norm, RMSNorm):
+            return residual + self.step(norm(residual), state)
+        xz = gemv(residual, self.in_proj.weight, self.in_proj.bias, norm_weight=norm.weight,
+                  norm_eps=norm.eps, backend=backend)                         # (B, 2 Di)
+        x_in, z = xz.chunk(2, dim=-1)
+        y = self.ssm.step(x_in, z, state, backend)                            # (B, Di)
+        return gemv(y, self.out_proj.weight, self.out_proj.bias, residual=residual,
+                    backend=backend)
 
     def new_state(self, batch: int, device, **_) -> MambaState:
         return self.ssm.new_state(batch, device)

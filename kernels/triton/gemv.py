@@ -15,7 +15,8 @@ which is `residual + linear(norm(x))` as the decode step computes it with the la
 (`Block.step`, `RMSNorm`, `cast_for_inference`'s input hooks): the Linear's input is cast
 to its weight's dtype, its output stays in that dtype, and only then is it added to the
 float32 residual. The kernel rounds at those same points, so fusing the norm and the
-residual add changes no rounding, only float32 summation order.
+residual add changes no rounding, only float32 summation order. A bias is added in float32
+before the output is rounded, as F.linear's fused bias epilogue does.
 
 Why: at batch 1 a decode step's products read each weight once and do two flops per
 weight, so they are bound by how fast W streams from memory. cuBLAS ran the 353M model's
@@ -26,7 +27,8 @@ all of W is in flight at once (`default_config`); all M rows of x are handled by
 program, so W is read once whatever M. Two ways to multiply a tile:
 
 - M == 1 (BLOCK_M = 1): element-wise products accumulated in a (BLOCK_N, BLOCK_K) float32
-  tile, summed over K once at the end (no reduction inside the loop);
+  tile, summed over K once at the end (no reduction inside the loop); BLOCK_M = 2..8 rows
+  the same way in a (BLOCK_N, BLOCK_M, BLOCK_K) tile (not a default: for the sweep);
 - a few rows (DOT, BLOCK_M = 16 with the rows past M masked): `tl.dot(W_tile, x_tile.T)`
   on the tensor cores, W as the left operand (the "swap AB" form of skinny GEMMs, so the
   16-row minimum of an MMA falls on x's rows, not on N). Float32 weights use "ieee"
@@ -83,18 +85,18 @@ def _rstd(x_rows, m_ok, K, eps, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
 
 @triton.heuristics({
     "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0,
-    "EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0,
+    "EVEN_K": lambda a: a["K"] % (a["K_TILES"] * a["BLOCK_K"]) == 0,   # every split's tiles full
 })
 @triton.jit
 def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
-                M, N, K, K_SPLIT, sx_m, sw_n, sr_m, so_s, so_m, eps,
+                M, N, K, K_TILES, sx_m, sw_n, sr_m, so_s, so_m, eps,
                 HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_NORM: tl.constexpr,
                 SPLIT: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                 EVEN_N: tl.constexpr, EVEN_K: tl.constexpr):
     """Grid (N blocks, K splits, M blocks): rows n of W times rows m of x over this split's
-    K range [pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT). With SPLIT, `out` is the float32
-    (SPLIT_K, M, N) buffer of partial sums; otherwise the epilogue runs here."""
+    K_TILES tiles of BLOCK_K columns. With SPLIT, `out` is the float32 (SPLIT_K, M, N)
+    buffer of partial sums; otherwise the epilogue runs here."""
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -109,9 +111,9 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_N, BLOCK_M, BLOCK_K], dtype=tl.float32)
-    k_lo = pid_k * K_SPLIT
-    for k0 in range(k_lo, tl.minimum(k_lo + K_SPLIT, K), BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
+    k_lo = pid_k * K_TILES * BLOCK_K
+    for i in range(K_TILES):
+        k = k_lo + i * BLOCK_K + tl.arange(0, BLOCK_K)
         if EVEN_N and EVEN_K:
             w = tl.load(w_rows + k[None, :])                                 # (BLOCK_N, BLOCK_K)
         else:
@@ -163,7 +165,7 @@ def gemv_reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, M, N, SPLIT_K, sp_s
 
 @dataclasses.dataclass(frozen=True)
 class GemvConfig:
-    block_m: int      # rows of x per program: 1 (element-wise), or >= 16 with dot
+    block_m: int      # rows of x per program: 1..8 element-wise, >= 16 with dot
     block_n: int      # rows of W per program
     block_k: int      # columns per loop iteration
     split_k: int = 1  # programs along K (> 1: partial sums + reduction kernel)
@@ -202,8 +204,9 @@ def default_config(M: int, N: int, K: int, elem_bytes: int, sms: int = INTERPRET
 
     M > 1: tl.dot with BLOCK_M = 16 (up to 16 rows in one MMA column block), BLOCK_N 32
     rows of W (16 when N / 32 would leave more than half the SMs idle), BLOCK_K filling
-    the 8 KB tile, 3 pipeline stages; K split when the N blocks alone give fewer programs
-    than SMs (out_proj at M=16: 64 N blocks x 4 splits).
+    the 8 KB tile, 3 pipeline stages; K split when the N blocks alone would leave more than
+    half the SMs idle, since the split's reduction kernel costs about a launch gap (out_proj
+    at M=16: 64 N blocks x 4 splits; in_proj's 128 N blocks are not split).
     """
     sms = max(sms, 1)
     if M == 1:
@@ -220,8 +223,8 @@ def default_config(M: int, N: int, K: int, elem_bytes: int, sms: int = INTERPRET
         dot, stages = True, 3
     programs = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
     k_tiles = triton.cdiv(K, block_k)
-    split = 1
-    if programs < sms and k_tiles > 1:
+    split = 1  # a split costs a second kernel (~a launch gap): only when half the SMs would idle
+    if programs < sms // 2 and k_tiles > 1:
         split = min(_pow2_floor(k_tiles), triton.next_power_of_2(triton.cdiv(sms, programs)))
     return GemvConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split,
                       num_warps=num_warps, num_stages=stages, dot=dot)
@@ -249,13 +252,13 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         config = default_config(M, N, K, weight.element_size(), sms)
     c = config
     k_tiles = triton.cdiv(K, c.block_k)
-    k_split = triton.cdiv(k_tiles, c.split_k) * c.block_k     # a whole number of tiles
-    split = triton.cdiv(K, k_split)                           # no empty splits
+    tiles = triton.cdiv(k_tiles, c.split_k)                   # per split
+    split = triton.cdiv(k_tiles, tiles)                       # no empty splits
     part = (torch.empty((split, M, N), dtype=torch.float32, device=x.device) if split > 1
             else out)
     grid = (triton.cdiv(N, c.block_n), split, triton.cdiv(M, c.block_m))
     gemv_kernel[grid](
-        x, weight, bias, residual, norm_weight, part, M, N, K, k_split,
+        x, weight, bias, residual, norm_weight, part, M, N, K, tiles,
         x.stride(0), weight.stride(0), 0 if residual is None else residual.stride(0),
         M * N, part.stride(-2), norm_eps,
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,

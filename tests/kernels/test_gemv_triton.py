@@ -1,7 +1,7 @@
 """The decode GEMV (`kernels/triton/gemv.py`) against the float32 reference `gemv_ref`: odd N
 and K, 1/3/16 rows, each dtype, with bias, the residual epilogue and the RMSNorm prologue;
 every multiply path and the split-K reduction forced; strided x; bad shapes; the custom op's
-fake kernel. Runs on CUDA, or on CPU under TRITON_INTERPRET=1 (small shapes: ~10 s)."""
+fake kernel. Runs on CUDA, or on CPU under TRITON_INTERPRET=1 (small shapes: ~20 s)."""
 from __future__ import annotations
 
 import pytest
@@ -13,6 +13,10 @@ from bytessm.kernels.triton.gemv import GemvConfig, default_config, gemv_launch
 from bytessm.nn.norm import RMSNorm
 
 from kernel_helpers import assert_close
+
+# the interpreter passes integer arguments as 1-element arrays and warns when a loop bound
+# (K_TILES, K) turns one into an int; the compiled kernel has no such conversion
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -41,7 +45,7 @@ def make(M, N, K, dtype, variant="bare", seed=0, full=False):
 def check(out, ins, dtype):
     ref = reference.gemv_ref(**ins)
     assert out.dtype == ref.dtype, (out.dtype, ref.dtype)
-    assert_close("y", out.float(), ref.float(), dtype if ins["residual"] is None else dtype)
+    assert_close("y", out.float(), ref.float(), dtype)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -58,12 +62,12 @@ def test_gemv_matches_reference(dtype, M, N, K, variant):
 
 # every multiply path, with and without the split-K reduction, whatever M
 PATHS = {
-    "row": GemvConfig(block_m=1, block_n=8, block_k=32),
-    "rows-fma": GemvConfig(block_m=2, block_n=8, block_k=32),
+    "row": GemvConfig(block_m=1, block_n=32, block_k=64),
+    "rows-fma": GemvConfig(block_m=2, block_n=16, block_k=32),
     "dot": GemvConfig(block_m=16, block_n=16, block_k=32, dot=True),
-    "row-split3": GemvConfig(block_m=1, block_n=8, block_k=16, split_k=3),
-    "rows-fma-split2": GemvConfig(block_m=4, block_n=4, block_k=32, split_k=2),
-    "dot-split4": GemvConfig(block_m=16, block_n=16, block_k=16, split_k=4, dot=True),
+    "row-split3": GemvConfig(block_m=1, block_n=32, block_k=32, split_k=3),
+    "rows-fma-split2": GemvConfig(block_m=4, block_n=16, block_k=32, split_k=2),
+    "dot-split4": GemvConfig(block_m=16, block_n=32, block_k=16, split_k=4, dot=True),
 }
 
 
