@@ -244,10 +244,11 @@ def first_call_seconds() -> dict:
 
 
 # ---------------------------------------------------------------------------- tuning
-def tune(shapes, bw):
-    """Sweep launch configurations (configs.ScanConfig fields); prints fwd and fwd+bwd per shape."""
+def tune(shapes, bw, grid: list[dict] | None = None):
+    """Sweep launch configurations (configs.ScanConfig fields; a field left out keeps the
+    tuned value); prints fwd and fwd+bwd per shape."""
     fields = ("chunk", "block_d", "warps", "block_d_bwd", "warps_bwd", "programs")
-    grid = [dict(zip(fields, v)) for v in (
+    grid = grid or [dict(zip(fields, v)) for v in (
         (256, 1, 1, 1, 1, 256), (256, 4, 4, 1, 1, 256), (128, 1, 1, 1, 1, 256),
         (512, 1, 2, 1, 2, 256), (256, 1, 1, 1, 1, 1024))]
     run = lambda a: selective_scan(**a, backend="triton")  # noqa: E731
@@ -314,6 +315,8 @@ def main():
     p.add_argument("--decode-only", action="store_true",
                    help="only the decode-step table (written as decode.md / decode.json)")
     p.add_argument("--tune", action="store_true", help="sweep configurations instead")
+    p.add_argument("--tune-grid", default=None,
+                   help='with --tune: a JSON list of ScanConfig overrides, e.g. \'[{}, {"maxnreg": 128}]\'')
     p.add_argument("--tune-decode", action="store_true",
                    help="sweep the decode step's configuration instead")
     p.add_argument("--out", default=None, help="folder for scan.md / scan.json")
@@ -324,7 +327,7 @@ def main():
     bw = copy_bandwidth()
     print(f"[copy] {bw / 1e9:.0f} GB/s", flush=True)
     if a.tune:
-        res = tune(shapes, bw)
+        res = tune(shapes, bw, json.loads(a.tune_grid) if a.tune_grid else None)
         if a.out:
             Path(a.out).mkdir(parents=True, exist_ok=True)
             Path(a.out, "tune.json").write_text(json.dumps(res, indent=1))

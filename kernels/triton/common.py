@@ -247,12 +247,6 @@ def load_bc_row(ptr, b, g, n, t, tmask, s_b, s_g, s_n, s_l):
 
 
 @triton.jit
-def load_bc_raw(ptr, b, g, n, t, tmask, s_b, s_g, s_n, s_l):
-    """Row n of B or C over the chunk's positions, (CHUNK,) in its own dtype."""
-    return tl.load(ptr + b * s_b + g * s_g + n * s_n + t * s_l, mask=tmask, other=0.0)
-
-
-@triton.jit
 def sequence_bounds(seq_ptr, t, tmask, L, REVERSE: tl.constexpr):
     """Packed sequences: for each position of the chunk its sequence index, whether the
     recurrence starts there (`first`) and whether it ends there (`last`), in scan order."""

@@ -34,15 +34,23 @@ class ScanConfig:
     unroll: int = 1     # unroll factor of the loop over state indices
     chunk_long: int = 0     # the chunk from `long_from` positions on (0: `chunk` everywhere)
     long_from: int = 2048
+    maxnreg: int = 0        # ptxas register cap of the forward kernel (0: none) ...
+    maxnreg_long: int = 0   # ... from `long_from` positions on ...
+    maxnreg_bwd: int = 0    # ... and of the backward
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
 # program in both directions; chunks of 512 from 2048 positions on (half the chunk
 # hand-overs: 3.6 vs 4.6 ms forward at 1x128K, 0.44 vs 0.50 ms at 8x2K), 256 below, where a
 # chunk of 512 would be largely padding (Vision Mamba's 197 or 1025 tokens: at 1025 the
-# chunk of 512 measured slower, 440-480 vs 560 images/s in Vim-Ti's inference)
+# chunk of 512 measured slower, 440-480 vs 560 images/s in Vim-Ti's inference). The forward
+# at chunk 256 capped at 112 registers (18 one-warp programs per SM instead of 16, 8 bytes
+# spilled): 0.42 vs 0.48 ms at 16x1K; the cap slowed chunk 512 (3.85 vs 3.52 ms at 128K)
+# and the backward (200 or 168 registers: 10-30% slower at 128K), which keep none
+# (`scan_tune_maxnreg.json`, 2026-11-30).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=1, warps_bwd=1,
-                   block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512)
+                   block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512,
+                   maxnreg=112)
 MAX_DSTATE = 256
 
 
@@ -60,6 +68,8 @@ def _config(overrides: str) -> ScanConfig:
     fields = json.loads(overrides) if overrides else {}
     if "chunk" in fields and "chunk_long" not in fields:
         fields["chunk_long"] = 0  # a chunk asked for is the chunk at every length
+    if "maxnreg" in fields and "maxnreg_long" not in fields:
+        fields["maxnreg_long"] = fields["maxnreg"]  # likewise a register cap
     cfg = dataclasses.replace(cfg, **fields)
     for name in ("chunk", "chunk_long"):
         value = getattr(cfg, name)
@@ -72,7 +82,7 @@ def _config(overrides: str) -> ScanConfig:
 
 def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:
     if cfg.chunk_long and length >= cfg.long_from:
-        return dataclasses.replace(cfg, chunk=cfg.chunk_long)
+        return dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long)
     return cfg
 
 

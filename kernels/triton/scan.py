@@ -12,6 +12,8 @@ optional inputs are empty tensors.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 from torch import Tensor
@@ -62,6 +64,11 @@ def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward:
     return cfg, nc, cps, triton.cdiv(nc, cps) if nc else 1
 
 
+def _maxnreg(limit: int) -> dict:
+    """ptxas's register cap as a launch option (0: none). Not for the interpreter."""
+    return {"maxnreg": limit} if limit and os.environ.get("TRITON_INTERPRET") != "1" else {}
+
+
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
     grid = (triton.cdiv(dim * dstate, cfg.block_dn), batch)
@@ -99,7 +106,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
-                 N_PAD=n_pad(dstate), UNROLL=cfg.unroll, num_warps=cfg.warps)
+                 N_PAD=n_pad(dstate), UNROLL=cfg.unroll, num_warps=cfg.warps,
+                 **_maxnreg(cfg.maxnreg))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
         _carry(ends, seg_dt, A, keep, reverse, cfg)
@@ -154,7 +162,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
                      BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
-                     num_warps=cfg.warps_bwd)
+                     num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
         if nseg > 1:
             scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
             _carry(ends, seg_dt, A32, keep, not reverse, cfg)

@@ -18,7 +18,7 @@ case) the full launch is all there is.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, load_bc_raw, chunk_at, chunk_handover, load_bc_row, load_dt, load_tile,
+from .common import (LOG2E, chunk_at, chunk_handover, load_bc_row, load_dt, load_tile,
                      pair_combine, program_place, reverse_pair_scan, sequence_bounds)
 
 
@@ -76,18 +76,18 @@ def scan_fwd_kernel(
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         h_nx = tl.load(here, mask=dmask, other=0.0)
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
-        B_nx = load_bc_raw(B_ptr, b, g, 0, t, tmask, sB_b, sB_g, sB_n, sB_l)
-        C_nx = load_bc_raw(C_ptr, b, g, 0, t, tmask & (not STATE_ONLY), sC_b, sC_g, sC_n, sC_l)
+        B_nx = load_bc_row(B_ptr, b, g, 0, t, tmask, sB_b, sB_g, sB_n, sB_l)
+        C_nx = load_bc_row(C_ptr, b, g, 0, t, tmask & (not STATE_ONLY), sC_b, sC_g, sC_n, sC_l)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             h_in, A2, Bn, Cn = h_nx, A2_nx, B_nx, C_nx
             more = n + 1 < N
             h_nx = tl.load(here + n + 1, mask=dmask & more, other=0.0)
             A2_nx = tl.load(A_ptr + d * N + n + 1, mask=dmask & more, other=0.0) * LOG2E
-            B_nx = load_bc_raw(B_ptr, b, g, n + 1, t, tmask & more, sB_b, sB_g, sB_n, sB_l)
-            C_nx = load_bc_raw(C_ptr, b, g, n + 1, t, tmask & more & (not STATE_ONLY),
+            B_nx = load_bc_row(B_ptr, b, g, n + 1, t, tmask & more, sB_b, sB_g, sB_n, sB_l)
+            C_nx = load_bc_row(C_ptr, b, g, n + 1, t, tmask & more & (not STATE_ONLY),
                                sC_b, sC_g, sC_n, sC_l)
             a = tl.exp2(dt * A2[:, None])
-            x = dtu * Bn.to(tl.float32)[None, :]
+            x = dtu * Bn[None, :]
             if HAS_CU:
                 if HAS_H0:
                     m0 = first[None, :] & dmask[:, None]
@@ -103,7 +103,7 @@ def scan_fwd_kernel(
             # the state at the chunk's end, stored by the thread that holds it
             tl.store(edge + n, hn, mask=dmask[:, None] & end[None, :])
             if not STATE_ONLY:
-                y += hn * Cn.to(tl.float32)[None, :]
+                y += hn * Cn[None, :]
                 if HAS_CU:
                     m_last = last[None, :] & dmask[:, None]
                     tl.store(last_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
