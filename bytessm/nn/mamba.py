@@ -156,11 +156,11 @@ class SSMBranch(nn.Module):
 
     def _triton_conv(self, x: Tensor) -> bool:
         """Whether the zero-window conv runs on the Triton kernel rather than F.conv1d. Measured
-        on an H200 (docs/benchmarks/conv.md): its forward is 2.3-6.4x faster at every tested
-        shape, forward+backward 4.8x faster at 1 x 1536 x 128K but 1.1-1.5x slower at Vim's
-        126 x 384 x 208 and 4 x 384 x 6096 (the weight gradient's atomics), so training uses
-        it from TRITON_CONV_TRAIN_FROM positions on (the crossover lies between 6096 and
-        128K, not measured)."""
+        on an H200 (docs/benchmarks/conv.md): 4-5x less GPU time forward+backward at every
+        tested shape, but at Vim's 126 x 384 x 208 the eager call costs more host time than
+        F.conv1d's (custom-op dispatch, autograd node, Triton launch), and Vim-Ti's eager
+        training is host-bound: no gain measured there. So training uses it from
+        TRITON_CONV_TRAIN_FROM positions on, inference always."""
         if resolve_backend(self.scan_backend, x.device) != "triton":
             return False
         training = torch.is_grad_enabled() and (x.requires_grad or self.conv1d.weight.requires_grad)
