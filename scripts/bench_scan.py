@@ -205,26 +205,26 @@ def bench_decode(mamba: dict, batches=(1, 16, 128), rounds: int = 1) -> list[dic
     return rows
 
 
-def tune_decode(mamba: dict, batches=(1, 16, 128)) -> list[dict]:
+def tune_decode(mamba: dict, batches=(1, 16, 128), grid=None) -> list[dict]:
     """Sweep the state step's launch configuration (configs.DecodeConfig). Each configuration
     is timed right after mamba_ssm's step at the same batch, and compared by the ratio, since
     back-to-back graph timings of a ~2 us step drift by more than the configurations differ."""
+    grid = grid or [(bd, w) for bd in (4, 8, 16, 32, 64) for w in (1, 2, 4)]
     rows = []
     for batch in batches:
         args = decode_inputs(batch)
-        for block_d in (4, 8, 16, 32, 64):
-            for warps in (1, 2, 4):
-                if block_d * D_STATE < 32 * warps:
-                    continue
-                os.environ["BYTESSM_DECODE_CONFIG"] = json.dumps(dict(block_d=block_d, warps=warps))
-                theirs = graph_step_us(lambda: mamba["state_update"](**args)) \
-                    if "state_update" in mamba else float("nan")
-                ours = graph_step_us(lambda: selective_state_update(**args, backend="triton"))
-                rows.append(dict(batch=batch, block_d=block_d, warps=warps, ours_us=ours,
-                                 mamba_us=theirs, ratio=ours / theirs))
-                print(f"[tune-decode] batch {batch} block_d {block_d} warps {warps}: ours "
-                      f"{ours:.2f} us, mamba_ssm {theirs:.2f} us, ratio {ours / theirs:.3f}",
-                      flush=True)
+        for block_d, warps in grid:
+            if block_d * D_STATE < 32 * warps:
+                continue
+            os.environ["BYTESSM_DECODE_CONFIG"] = json.dumps(dict(block_d=block_d, warps=warps))
+            theirs = graph_step_us(lambda: mamba["state_update"](**args)) \
+                if "state_update" in mamba else float("nan")
+            ours = graph_step_us(lambda: selective_state_update(**args, backend="triton"))
+            rows.append(dict(batch=batch, block_d=block_d, warps=warps, ours_us=ours,
+                             mamba_us=theirs, ratio=ours / theirs))
+            print(f"[tune-decode] batch {batch} block_d {block_d} warps {warps}:"
+                  f" ours {ours:.2f} us, mamba_ssm {theirs:.2f} us, ratio {ours / theirs:.3f}",
+                  flush=True)
     os.environ.pop("BYTESSM_DECODE_CONFIG", None)
     return rows
 
@@ -316,7 +316,8 @@ def main():
                    help="only the decode-step table (written as decode.md / decode.json)")
     p.add_argument("--tune", action="store_true", help="sweep configurations instead")
     p.add_argument("--tune-grid", default=None,
-                   help='with --tune: a JSON list of ScanConfig overrides, e.g. \'[{}, {"maxnreg": 128}]\'')
+                   help='with --tune: a JSON list of ScanConfig overrides, e.g. \'[{}, {"maxnreg": 128}]\'; '
+                        'with --tune-decode: [block_d, warps] pairs')
     p.add_argument("--tune-decode", action="store_true",
                    help="sweep the decode step's configuration instead")
     p.add_argument("--out", default=None, help="folder for scan.md / scan.json")
@@ -334,7 +335,7 @@ def main():
         return
     mamba = load_mamba(a.mamba_src, a.mamba_so)
     if a.tune_decode:
-        res = tune_decode(mamba)
+        res = tune_decode(mamba, grid=json.loads(a.tune_grid) if a.tune_grid else None)
         if a.out:
             Path(a.out).mkdir(parents=True, exist_ok=True)
             Path(a.out, "tune_decode.json").write_text(json.dumps(res, indent=1))

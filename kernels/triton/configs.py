@@ -113,13 +113,13 @@ def decode_config(batch: int, dim: int, dstate: int) -> DecodeConfig:
     enough bytes per program to keep the loads in flight at large batch.
     `BYTESSM_DECODE_CONFIG='{"block_d": 32, "warps": 4}'` overrides it for sweeps
     (`scripts/bench_scan.py --tune-decode`)."""
-    # one warp per program; 512 state elements per program from batch 2 on (32 channels at
-    # dstate 16: 6.9-7.1 vs 9.0 us for mamba_ssm's step at batch 128), 128 at batch 1, where
-    # more programs fill more SMs (H200 sweeps of 2026-11-30, `bench_scan.py --tune-decode`;
-    # at batch 1 and 16 every configuration was within a few % of mamba_ssm's, above or below
-    # from one run to the next)
-    elements = 512 if batch > 1 else 128
-    cfg = DecodeConfig(block_d=min(max(1, elements // n_pad(dstate)), 64), warps=1)
+    # by batch class, from H200 sweeps beside mamba_ssm's step (2026-11-30, dstate 16,
+    # `bench_scan.py --tune-decode`, docs/benchmarks/decode_tune.json): 128 state elements and
+    # one warp per program at batch 1 (more programs on more SMs; 1.04-1.06x mamba_ssm's
+    # time), 1024 and four warps up to batch 32 (1.00x at 16), 512 and one warp above
+    # (0.76x at 128)
+    elements, warps = (128, 1) if batch == 1 else (1024, 4) if batch <= 32 else (512, 1)
+    cfg = DecodeConfig(block_d=min(max(1, elements // n_pad(dstate)), 64), warps=warps)
     overrides = os.environ.get("BYTESSM_DECODE_CONFIG")
     if overrides:
         cfg = dataclasses.replace(cfg, **json.loads(overrides))

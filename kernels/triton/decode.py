@@ -24,7 +24,7 @@ def state_update_kernel(
     ss_b, ss_d, ss_n, sx_b, sx_d, sdt_b, sdt_d, sA_d, sA_n, sB_b, sB_g, sB_n,
     sC_b, sC_g, sC_n, sz_b, sz_d, sy_b, sy_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_IDX: tl.constexpr, ONE_GROUP: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_IDX: tl.constexpr,
     BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -44,18 +44,11 @@ def state_update_kernel(
         dt += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
     if SOFTPLUS:
         dt = softplus(dt)
-    if ONE_GROUP:  # the block's channels share one group: load its B and C rows once
-        g = (tl.program_id(1) * BLOCK_D) // DG
-        Bv = tl.load(B_ptr + b * sB_b + g * sB_g + n * sB_n, mask=n < N,
-                     other=0.0).to(tl.float32)[None, :]
-        Cv = tl.load(C_ptr + b * sC_b + g * sC_g + n * sC_n, mask=n < N,
-                     other=0.0).to(tl.float32)[None, :]
-    else:
-        g = d // DG                                                          # group of each channel
-        Bv = tl.load(B_ptr + b * sB_b + g[:, None] * sB_g + n[None, :] * sB_n, mask=m,
-                     other=0.0).to(tl.float32)
-        Cv = tl.load(C_ptr + b * sC_b + g[:, None] * sC_g + n[None, :] * sC_n, mask=m,
-                     other=0.0).to(tl.float32)
+    g = d // DG                                                              # group of each channel
+    Bv = tl.load(B_ptr + b * sB_b + g[:, None] * sB_g + n[None, :] * sB_n, mask=m,
+                 other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + b * sC_b + g[:, None] * sC_g + n[None, :] * sC_n, mask=m,
+                 other=0.0).to(tl.float32)
     A = tl.load(A_ptr + d[:, None] * sA_d + n[None, :] * sA_n, mask=m, other=0.0).to(tl.float32)
     h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv
     y = tl.sum(h * Cv, axis=1)
@@ -125,7 +118,6 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
         *zs, *y.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
         SOFTPLUS=dt_softplus, HAS_IDX=state_batch_indices is not None,
-        ONE_GROUP=(dim // groups) % cfg.block_d == 0,
         BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), num_warps=cfg.warps)
     return y
 

@@ -25,10 +25,10 @@ def _step_inputs(batch, dim, dstate, groups, dtype, rows, g):
 @pytest.mark.parametrize("groups", [0, 2], ids=["shared", "g2"])
 @pytest.mark.parametrize("indexed", [False, True], ids=["rows", "index-map"])
 @pytest.mark.parametrize("full", [True, False], ids=["D-z-bias", "bare"])
-@pytest.mark.parametrize("block_d", [None, 2], ids=["per-channel-B", "block-shares-B"])
+@pytest.mark.parametrize("block_d", [None, 2], ids=["default-block", "block-2"])
 def test_state_update_matches_reference(dtype, groups, indexed, full, block_d, monkeypatch):
-    """block_d 2 divides every group (12 or 6 channels): each program loads one B/C row;
-    the default block of 16 channels > 12 does not: B/C per channel."""
+    """The default block (16 channels, more than the 12 there are: masked) and blocks of 2
+    channels (6 programs a row, each within one B/C group)."""
     if block_d:
         monkeypatch.setenv("BYTESSM_DECODE_CONFIG", f'{{"block_d": {block_d}}}')
     g = torch.Generator().manual_seed(3)
