@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import bytessm.nn.decode as decode
-from bytessm.generation import Decoder, cast_for_inference, model_step, new_states
+from bytessm.generation import Decoder, cast_for_inference, model_step
 from bytessm.sampling import SamplingParams
 from gen_models import TOL, rel_err, tiny
-from test_gen_step_kernels import KernelCount, one_kernel_decode_steps  # noqa: F401
+from test_gen_step_kernels import block_step_ops, one_kernel_decode_steps  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0")
 MODELS = {"mamba": dict(attn=()), "hybrid": dict(attn=(1,))}
@@ -54,15 +54,7 @@ def test_gemv_block_step_kernel_budget(one_kernel_decode_steps, monkeypatch):  #
     """bf16, eager: in_proj with the norm, conv step, SiLU, x_proj, dt_proj, state step,
     out_proj with the residual add = 7 kernels (15 without the GEMV, 9 compiled)."""
     monkeypatch.setattr(decode, "DECODE_GEMV", "triton")
-    model = cast_for_inference(tiny(), torch.bfloat16)
-    block = model.backbone.blocks[0]
-    state = new_states(model, 2, "cpu", 4, static=True)[0]
-    residual = torch.randn(2, 32)
-    with torch.no_grad():
-        block.step(residual, state)                     # fills the A cache
-        with KernelCount() as count:
-            block.step(residual, state)
-    ops = count.ops
+    ops = block_step_ops()
     assert ops["gemv"] == 4 and ops["silu"] == 1, dict(ops)
     assert sum(ops.values()) == 7, dict(ops)
 

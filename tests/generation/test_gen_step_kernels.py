@@ -47,19 +47,25 @@ def one_kernel_decode_steps(monkeypatch):
         monkeypatch.setattr(mamba, name, counted)
 
 
-def test_mamba_block_step_kernel_budget(one_kernel_decode_steps):
-    """bf16 weights, eager: norm (6 pointwise/reduction ops), the in_proj input cast, in_proj,
-    conv step, SiLU, x_proj, dt_proj, state step, out_proj, residual add = 15 kernels (20
-    before: a bf16 norm-weight cast, exp and neg of A, copies of B and C, a cast of y)."""
+def block_step_ops() -> collections.Counter:
+    """Kernels of one eager step of the first block of a bf16 tiny model (after a first step
+    has filled the A cache), by op name."""
     model = cast_for_inference(tiny(), torch.bfloat16)
     block = model.backbone.blocks[0]
     state = new_states(model, 2, "cpu", 4, static=True)[0]
     residual = torch.randn(2, 32)
     with torch.no_grad():
-        block.step(residual, state)                     # fills the A cache
+        block.step(residual, state)
         with KernelCount() as count:
             block.step(residual, state)
-    ops = count.ops
+    return count.ops
+
+
+def test_mamba_block_step_kernel_budget(one_kernel_decode_steps):
+    """bf16 weights, eager: norm (6 pointwise/reduction ops), the in_proj input cast, in_proj,
+    conv step, SiLU, x_proj, dt_proj, state step, out_proj, residual add = 15 kernels (20
+    before: a bf16 norm-weight cast, exp and neg of A, copies of B and C, a cast of y)."""
+    ops = block_step_ops()
     assert not {"clone", "contiguous", "exp", "neg", "copy_"} & set(ops), dict(ops)
     assert ops["_to_copy"] == 1, dict(ops)              # in_proj's input, float32 -> bf16
     assert ops["mm"] == 4 and ops["causal_conv1d_update"] == ops["selective_state_update"] == 1
