@@ -90,3 +90,18 @@ def test_conv_update_rejects_unknown_activation():
     with pytest.raises(ValueError, match="activation"):
         causal_conv1d_update(x, torch.zeros(1, 4, 3, device=DEVICE), torch.ones(4, 4, device=DEVICE),
                              activation="relu", backend="triton")
+
+
+def test_decode_config_by_batch_class(monkeypatch):
+    """The state step's launch configuration by batch class (measured against mamba_ssm's
+    step, configs.decode_config), capped at the channels there are; an override wins."""
+    from bytessm.kernels.triton.configs import decode_config
+
+    assert (decode_config(1, 1536, 16).block_d, decode_config(1, 1536, 16).warps) == (8, 1)
+    assert (decode_config(16, 1536, 16).block_d, decode_config(16, 1536, 16).warps) == (64, 4)
+    assert (decode_config(128, 1536, 16).block_d, decode_config(128, 1536, 16).warps) == (32, 1)
+    assert decode_config(128, 12, 16).block_d == 16                 # next power of two of 12
+    assert decode_config(128, 1536, 256).block_d == 2               # 512 elements at dstate 256
+    monkeypatch.setenv("BYTESSM_DECODE_CONFIG", '{"block_d": 4, "warps": 2}')
+    assert (decode_config(1, 1536, 16).block_d, decode_config(1, 1536, 16).warps) == (4, 2)
+

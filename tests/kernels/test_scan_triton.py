@@ -243,8 +243,12 @@ def test_chunk_by_length_class(monkeypatch):
     tuned = configs.TUNED
     assert configs._for_length(tuned, tuned.long_from - 1).chunk == tuned.chunk
     assert configs._for_length(tuned, tuned.long_from).chunk == tuned.chunk_long != tuned.chunk
-    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64}')
+    # the forward's register cap belongs to the length class too (capped at chunk 256 only)
+    assert configs._for_length(tuned, tuned.long_from - 1).maxnreg == tuned.maxnreg == 112
+    assert configs._for_length(tuned, tuned.long_from).maxnreg == tuned.maxnreg_long == 0
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "maxnreg": 96}')
     assert configs.scan_config(16, 1).chunk == configs.scan_config(16, 1 << 20).chunk == 64
+    assert configs.scan_config(16, 1).maxnreg == configs.scan_config(16, 1 << 20).maxnreg == 96
     with pytest.raises(ValueError, match="dstate up to 256"):
         configs.scan_config(257, 10)
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 24}')
