@@ -225,7 +225,9 @@ def causal_conv1d_update_ref(x, conv_state, weight, bias=None, activation: str |
     """One step of a depthwise causal conv; `conv_state` holds the previous width-1 inputs.
 
     x (batch, dim); conv_state (S, dim, width-1), oldest first, updated in place;
-    weight (dim, width); bias (dim,). Returns (batch, dim) in x's dtype.
+    weight (dim, width); bias (dim,). Returns (batch, dim) in x's dtype. The SiLU sees the
+    conv output rounded to x's dtype, as `F.silu(F.conv1d(x, ...))` does in the parallel
+    forward (a no-op for float32).
     """
     batch = x.shape[0]
     rows = (torch.arange(batch, device=x.device) if state_batch_indices is None
@@ -235,7 +237,7 @@ def causal_conv1d_update_ref(x, conv_state, weight, bias=None, activation: str |
     if bias is not None:
         out = out + bias.float()
     if activation == "silu":
-        out = F.silu(out)
+        out = F.silu(out.to(x.dtype).float())
     elif activation is not None:
         raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
     conv_state[rows] = window[..., 1:].to(conv_state.dtype)

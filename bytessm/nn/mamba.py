@@ -76,7 +76,7 @@ def linear_channels_first(linear: nn.Linear, x: Tensor) -> Tensor:
 @torch.library.custom_op("bytessm::mamba_conv_step", mutates_args=("conv_state",))
 def _conv_step_op(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,
                   backend: str) -> Tensor:
-    return causal_conv1d_update(x, conv_state, weight, bias, activation=None, backend=backend)
+    return causal_conv1d_update(x, conv_state, weight, bias, activation="silu", backend=backend)
 
 
 @_conv_step_op.register_fake
@@ -98,10 +98,11 @@ def _(state, x, dt, A, B, C, D, z, dt_bias, backend):
 
 def _conv_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,
                backend: str) -> Tensor:
-    """Depthwise conv step, no activation: x (B, D) -> (B, D) in x's dtype; window in place."""
+    """Depthwise conv step and SiLU: x (B, D) -> (B, D) in x's dtype; window in place. The
+    SiLU acts on the conv output rounded to x's dtype, as in the parallel forward."""
     if torch.compiler.is_compiling():
         return _conv_step_op(x, conv_state, weight, bias, backend)
-    return causal_conv1d_update(x, conv_state, weight, bias, activation=None, backend=backend)
+    return causal_conv1d_update(x, conv_state, weight, bias, activation="silu", backend=backend)
 
 
 def _state_step(state, x, dt, A, B, C, D, z, dt_bias, backend: str) -> Tensor:
@@ -234,15 +235,16 @@ class SSMBranch(nn.Module):
         """One causal position: x, z (B, d_inner); `state` updated in place.
 
         Rounds where `forward` rounds, so that decoding and the parallel forward agree in
-        bf16 too: the conv output is stored in x's dtype before the SiLU (F.conv1d does so),
-        and the SiLU's output again. Kernels: conv step, SiLU, x_proj, dt_proj, state step;
+        bf16 too: the conv output is rounded to x's dtype before the SiLU (F.conv1d does so),
+        and the SiLU's output again, both inside the conv-step kernel. Kernels: conv step
+        with its SiLU, x_proj, dt_proj, state step;
         B and C are strided views of x_proj's output (the step kernel takes strides) and A is
         computed once per value of A_log (`_step_A`). x_proj and dt_proj run on the GEMV
         kernel when `gemv_backend` is given (`decode.gemv_backend`)."""
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
-        x = F.silu(_conv_step(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
-                              self.scan_backend))                                 # (B, D)
+        x = _conv_step(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                       self.scan_backend)                                         # (B, D)
         x_dbl = step_linear(self.x_proj, x, gemv_backend)                          # (B, R+2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = step_linear(self.dt_proj, dt, gemv_backend, bias=False)  # (B, D); bias in the step
@@ -313,7 +315,7 @@ class Mamba(nn.Module):
         With the decode GEMV on (`decode.gemv_backend`) the RMSNorm runs inside in_proj's
         GEMV and the residual add inside out_proj's, at the same rounding points (the
         normalised input cast to in_proj's dtype, out_proj's output rounded to its dtype
-        before the float32 add): 7 kernels a step instead of 9 compiled."""
+        before the float32 add): 6 kernels a step instead of 8 compiled."""
         backend = gemv_backend(residual)
         if backend is None or not isinstance(norm, RMSNorm):
             return residual + self.step(norm(residual), state)

@@ -88,7 +88,8 @@ def conv_update_kernel(
     y = tl.sum(window * w, axis=1)
     if HAS_BIAS:
         y += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
-    if SILU:
+    if SILU:  # on the output rounded to its dtype, as F.silu after F.conv1d sees it
+        y = y.to(y_ptr.dtype.element_ty).to(tl.float32)
         y = y * tl.sigmoid(y)
     # the new state is the window shifted left by one: read it again, one column over
     shifted = tl.load(s_row + (k + 1)[None, :] * ss_w,

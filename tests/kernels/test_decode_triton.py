@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bytessm.kernels import causal_conv1d_update, reference, selective_scan, selective_state_update
 
@@ -69,10 +70,11 @@ def test_steps_continue_a_prefill():
 @pytest.mark.parametrize("width", [2, 4])
 @pytest.mark.parametrize("indexed", [False, True], ids=["rows", "index-map"])
 @pytest.mark.parametrize("activation", ["silu", None], ids=["silu", "linear"])
-def test_conv_update_matches_reference(width, indexed, activation):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
+def test_conv_update_matches_reference(width, indexed, activation, dtype):
     g = torch.Generator().manual_seed(5)
     batch, dim, rows = 3, 10, 6 if indexed else 3
-    x = torch.randn(batch, dim, generator=g).to(DEVICE)
+    x = torch.randn(batch, dim, generator=g).to(DEVICE, dtype)
     state_ref = torch.randn(rows, dim, width - 1, generator=g).to(DEVICE)
     weight, bias = torch.randn(dim, width, generator=g).to(DEVICE), torch.randn(dim, generator=g).to(DEVICE)
     idx = torch.tensor([4, 1, 2], device=DEVICE) if indexed else None
@@ -81,8 +83,25 @@ def test_conv_update_matches_reference(width, indexed, activation):
                              state_batch_indices=idx, backend="triton")
     y_ref = reference.causal_conv1d_update_ref(x, state_ref, weight, bias, activation=activation,
                                                state_batch_indices=idx)
-    assert_close("y", y, y_ref, torch.float32)
+    assert y.dtype == dtype
+    assert_close("y", y.float(), y_ref.float(), dtype)
     assert_close("conv_state", state, state_ref, torch.float32)
+
+
+def test_conv_update_silu_sees_the_rounded_conv():
+    """In bf16 the SiLU acts on the conv output rounded to bf16, as F.silu(F.conv1d(x)) does
+    in the parallel forward: the step with its SiLU equals F.silu of the step without one."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 64, generator=g).to(DEVICE, torch.bfloat16)
+    window = torch.randn(4, 64, 3, generator=g).to(DEVICE)
+    weight, bias = torch.randn(64, 4, generator=g).to(DEVICE), torch.randn(64, generator=g).to(DEVICE)
+    for backend in ("reference", "triton"):
+        plain = causal_conv1d_update(x, window.clone(), weight, bias, activation=None,
+                                     backend=backend)
+        fused = causal_conv1d_update(x, window.clone(), weight, bias, activation="silu",
+                                     backend=backend)
+        torch.testing.assert_close(fused.float(), F.silu(plain.float()).to(torch.bfloat16).float(),
+                                   rtol=0, atol=0)
 
 
 def test_conv_update_rejects_unknown_activation():
