@@ -46,8 +46,8 @@ class ScanConfig:
 # chunk of 512 measured slower, 440-480 vs 560 images/s in Vim-Ti's inference). The forward
 # at chunk 256 capped at 112 registers (18 one-warp programs per SM instead of 16, 8 bytes
 # spilled): 0.42 vs 0.48 ms at 16x1K; the cap slowed chunk 512 (3.85 vs 3.52 ms at 128K)
-# and the backward (200 or 168 registers: 10-30% slower at 128K), which keep none
-# (`scan_tune_maxnreg.json`, 2026-11-30).
+# and the backward (200 or 168 registers: forward+backward 12-30% slower at 128K), which
+# keep none (`scan_tune_maxnreg.json`, 2026-11-30).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=1, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512,
                    maxnreg=112)
@@ -117,7 +117,7 @@ def decode_config(batch: int, dim: int, dstate: int) -> DecodeConfig:
     # `bench_scan.py --tune-decode`, docs/benchmarks/decode_tune.json): 128 state elements and
     # one warp per program at batch 1 (more programs on more SMs; 1.04-1.06x mamba_ssm's
     # time), 1024 and four warps up to batch 32 (1.00x at 16), 512 and one warp above
-    # (0.76x at 128)
+    # (0.77x at 128)
     elements, warps = (128, 1) if batch == 1 else (1024, 4) if batch <= 32 else (512, 1)
     cfg = DecodeConfig(block_d=min(max(1, elements // n_pad(dstate)), 64), warps=warps)
     overrides = os.environ.get("BYTESSM_DECODE_CONFIG")
