@@ -15,9 +15,9 @@ it is captured once as a CUDA graph and replayed: a step then costs GPU time, no
 40-260 us of kernel launches it costs eagerly. Eager decoding (CPU, tests) runs the very
 same step function. Inside the graph a step still costs about a launch gap per kernel, so
 on CUDA each block's step is first compiled with torch.compile (`compiled_block_step`:
-8 kernels per Mamba layer instead of 14; docs/generation.md counts them), and its
+7 kernels per Mamba layer instead of 13; docs/generation.md counts them), and its
 matrix-vector products run on the Triton GEMV with the norm and the residual add fused in
-(`bytessm.nn.decode`: 6 kernels).
+(`bytessm.nn.decode`: 5 kernels).
 
 Generation knows no modality: prompts and samples are lists of symbols; the task turns
 strings into symbols (`Task.encode_prompt`) and symbols into output (`Task.write_samples`).

@@ -135,16 +135,26 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
                            D: Tensor | None = None, z: Tensor | None = None,
                            dt_bias: Tensor | None = None, dt_softplus: bool = True,
                            state_batch_indices: Tensor | None = None,
+                           dt_proj_weight: Tensor | None = None,
                            backend: str = "auto") -> Tensor:
     """One decoding step; `state` (S, dim, dstate) is updated in place. Shapes: see
-    `reference.selective_state_update_ref`."""
+    `reference.selective_state_update_ref`; with `dt_proj_weight` (dim, R) the step takes
+    dt (batch, R) and applies the dt projection itself (one kernel fewer a step)."""
+    if dt_proj_weight is not None:
+        batch, dim = x.shape
+        if (dt_proj_weight.dim() != 2 or dt_proj_weight.shape[0] != dim or dt.dim() != 2
+                or tuple(dt.shape) != (batch, dt_proj_weight.shape[1])):
+            raise ValueError(f"selective_state_update: with dt_proj_weight (dim, R) = "
+                             f"({dim}, R), dt must be (batch, R) = ({batch}, R); got "
+                             f"dt_proj_weight {tuple(dt_proj_weight.shape)} and dt "
+                             f"{tuple(dt.shape)}")
     which = resolve_backend(backend, x.device)
     if which == "triton":
         from .triton import selective_state_update_triton as fn
     else:
         fn = reference.selective_state_update_ref
     return fn(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus,
-              state_batch_indices=state_batch_indices)
+              state_batch_indices=state_batch_indices, dt_proj_weight=dt_proj_weight)
 
 
 def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None,

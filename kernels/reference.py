@@ -186,17 +186,21 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
 
 def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
-                               dt_softplus=True, state_batch_indices=None):
+                               dt_softplus=True, state_batch_indices=None, dt_proj_weight=None):
     """One decoding step of the recurrence; `state` is updated in place and y returned.
 
     state (S, dim, dstate) float32, S >= batch; x, dt, z (batch, dim); A (dim, dstate);
     B, C (batch, dstate) or (batch, groups, dstate); D, dt_bias (dim,);
     state_batch_indices (batch,) int: row of `state` that batch element i uses
     (continuous batching); identity when None. Returns y (batch, dim) in x's dtype.
+    With dt_proj_weight (dim, R), dt is (batch, R), the input of the Mamba block's dt_proj:
+    the step's dt is `F.linear(dt, dt_proj_weight)` in the weight's dtype (bias: dt_bias).
     """
     batch, dim = x.shape
     rows = (torch.arange(batch, device=x.device) if state_batch_indices is None
             else state_batch_indices.long())
+    if dt_proj_weight is not None:
+        dt = F.linear(dt.to(dt_proj_weight.dtype), dt_proj_weight)
     d = dt.float()
     if dt_bias is not None:
         d = d + dt_bias.float()

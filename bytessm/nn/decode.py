@@ -3,7 +3,7 @@
     bytessm.nn.decode.DECODE_GEMV = "auto"     # default from BYTESSM_DECODE_GEMV, else "auto"
 
 - "auto": on CUDA, steps of at most MAX_ROWS rows (the decode batch) run in_proj (with the
-  block's RMSNorm fused in), x_proj, dt_proj, out_proj (with the residual add fused in) and
+  block's RMSNorm fused in), x_proj, out_proj (with the residual add fused in) and
   an LM head's projection on the GEMV kernel; other devices and larger batches use F.linear.
 - "off": F.linear and the layers' own norm and add everywhere (what the benchmark compares
   against).
@@ -40,11 +40,10 @@ def gemv_backend(x: Tensor) -> str | None:
     return None
 
 
-def step_linear(linear: nn.Linear, x: Tensor, backend: str | None, *, bias: bool = True) -> Tensor:
+def step_linear(linear: nn.Linear, x: Tensor, backend: str | None) -> Tensor:
     """`linear(x)` at a decode step, x (rows, in_features): the module call (its input-cast
     hook included) without a backend, else the GEMV, which casts x to the weight's dtype
-    itself. `bias=False` leaves the bias out (dt_proj's goes into the state step)."""
-    b = linear.bias if bias else None
+    itself."""
     if backend is None:
-        return linear(x) if bias else nn.functional.linear(x, linear.weight)
-    return gemv(x, linear.weight, b, backend=backend)
+        return linear(x)
+    return gemv(x, linear.weight, linear.bias, backend=backend)

@@ -86,13 +86,15 @@ def _(x, conv_state, weight, bias, backend):
 
 @torch.library.custom_op("bytessm::mamba_state_step", mutates_args=("state",))
 def _state_step_op(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                   D: Tensor, z: Tensor, dt_bias: Tensor, backend: str) -> Tensor:
+                   D: Tensor, z: Tensor, dt_bias: Tensor, dt_proj_weight: Tensor,
+                   backend: str) -> Tensor:
     return selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias,
-                                  dt_softplus=True, backend=backend)
+                                  dt_softplus=True, dt_proj_weight=dt_proj_weight,
+                                  backend=backend)
 
 
 @_state_step_op.register_fake
-def _(state, x, dt, A, B, C, D, z, dt_bias, backend):
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_proj_weight, backend):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -105,12 +107,14 @@ def _conv_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | Non
     return causal_conv1d_update(x, conv_state, weight, bias, activation="silu", backend=backend)
 
 
-def _state_step(state, x, dt, A, B, C, D, z, dt_bias, backend: str) -> Tensor:
-    """Selective-state step (softplus on dt + dt_bias): y (B, D) in x's dtype; state in place."""
+def _state_step(state, x, dt, A, B, C, D, z, dt_bias, dt_proj_weight, backend: str) -> Tensor:
+    """Selective-state step with the dt projection inside (dt (B, R) @ dt_proj_weight.T, then
+    softplus of it + dt_bias): y (B, D) in x's dtype; state in place."""
     if torch.compiler.is_compiling():
-        return _state_step_op(state, x, dt, A, B, C, D, z, dt_bias, backend)
+        return _state_step_op(state, x, dt, A, B, C, D, z, dt_bias, dt_proj_weight, backend)
     return selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias,
-                                  dt_softplus=True, backend=backend)
+                                  dt_softplus=True, dt_proj_weight=dt_proj_weight,
+                                  backend=backend)
 
 
 class MambaState(NamedTuple):
@@ -237,19 +241,19 @@ class SSMBranch(nn.Module):
         Rounds where `forward` rounds, so that decoding and the parallel forward agree in
         bf16 too: the conv output is rounded to x's dtype before the SiLU (F.conv1d does so),
         and the SiLU's output again, both inside the conv-step kernel. Kernels: conv step
-        with its SiLU, x_proj, dt_proj, state step;
+        with its SiLU, x_proj, state step with dt_proj inside (its output rounded to the
+        weight's dtype, as F.linear's);
         B and C are strided views of x_proj's output (the step kernel takes strides) and A is
-        computed once per value of A_log (`_step_A`). x_proj and dt_proj run on the GEMV
-        kernel when `gemv_backend` is given (`decode.gemv_backend`)."""
+        computed once per value of A_log (`_step_A`). x_proj runs on the GEMV kernel when
+        `gemv_backend` is given (`decode.gemv_backend`)."""
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
         x = _conv_step(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
                        self.scan_backend)                                         # (B, D)
         x_dbl = step_linear(self.x_proj, x, gemv_backend)                          # (B, R+2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = step_linear(self.dt_proj, dt, gemv_backend, bias=False)  # (B, D); bias in the step
-        return _state_step(state.ssm, x, delta, self._step_A(), B, C, self.D.float(), z,
-                           self.dt_proj.bias.float(), self.scan_backend)
+        return _state_step(state.ssm, x, dt, self._step_A(), B, C, self.D.float(), z,
+                           self.dt_proj.bias.float(), self.dt_proj.weight, self.scan_backend)
 
     def _step_A(self) -> Tensor:
         """A = -exp(A_log) (D, N) for `step`, cached: two kernels a layer a step otherwise.
@@ -315,7 +319,7 @@ class Mamba(nn.Module):
         With the decode GEMV on (`decode.gemv_backend`) the RMSNorm runs inside in_proj's
         GEMV and the residual add inside out_proj's, at the same rounding points (the
         normalised input cast to in_proj's dtype, out_proj's output rounded to its dtype
-        before the float32 add): 6 kernels a step instead of 8 compiled."""
+        before the float32 add): 5 kernels a step instead of 7 compiled."""
         backend = gemv_backend(residual)
         if backend is None or not isinstance(norm, RMSNorm):
             return residual + self.step(norm(residual), state)

@@ -20,12 +20,12 @@ from .configs import decode_config, n_pad
 @triton.jit
 def state_update_kernel(
     state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, idx_ptr, y_ptr,
-    dim, N, DG,
+    dtw_ptr, dim, N, DG, R,
     ss_b, ss_d, ss_n, sx_b, sx_d, sdt_b, sdt_d, sA_d, sA_n, sB_b, sB_g, sB_n,
-    sC_b, sC_g, sC_n, sz_b, sz_d, sy_b, sy_d,
+    sC_b, sC_g, sC_n, sz_b, sz_d, sy_b, sy_d, sw_d, sw_r,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_IDX: tl.constexpr,
-    BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_IDX: tl.constexpr, HAS_DTW: tl.constexpr,
+    BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, R_PAD: tl.constexpr,
 ):
     b = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -39,7 +39,15 @@ def state_update_kernel(
     s_ptrs = state_ptr + row * ss_b + d[:, None] * ss_d + n[None, :] * ss_n
     h = tl.load(s_ptrs, mask=m, other=0.0).to(tl.float32)                    # (BD, N)
     x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
-    dt = tl.load(dt_ptr + b * sdt_b + d * sdt_d, mask=dmask, other=0.0).to(tl.float32)
+    if HAS_DTW:  # dt is the rank-R input of dt_proj: its product, rounded as F.linear's output
+        r = tl.arange(0, R_PAD)
+        low = tl.load(dt_ptr + b * sdt_b + r * sdt_d, mask=r < R, other=0.0)
+        low = low.to(dtw_ptr.dtype.element_ty).to(tl.float32)
+        w = tl.load(dtw_ptr + d[:, None] * sw_d + r[None, :] * sw_r,
+                    mask=dmask[:, None] & (r < R)[None, :], other=0.0).to(tl.float32)
+        dt = tl.sum(w * low[None, :], axis=1).to(dtw_ptr.dtype.element_ty).to(tl.float32)
+    else:
+        dt = tl.load(dt_ptr + b * sdt_b + d * sdt_d, mask=dmask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         dt += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
     if SOFTPLUS:
@@ -103,7 +111,8 @@ def conv_update_kernel(
 def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
                                   C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
                                   dt_bias: Tensor | None = None, dt_softplus: bool = True,
-                                  state_batch_indices: Tensor | None = None) -> Tensor:
+                                  state_batch_indices: Tensor | None = None,
+                                  dt_proj_weight: Tensor | None = None) -> Tensor:
     batch, dim = x.shape
     dstate = A.shape[1]
     Bg = B if B.dim() == 3 else B.unsqueeze(1)                 # (batch, groups, dstate)
@@ -112,14 +121,17 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     cfg = decode_config(batch, dim, dstate)
     zs = z.stride() if z is not None else (0, 0)
+    rank = dt.shape[1] if dt_proj_weight is not None else 0
+    ws = dt_proj_weight.stride() if dt_proj_weight is not None else (0, 0)
     state_update_kernel[(batch, triton.cdiv(dim, cfg.block_d))](
-        state, x, dt, A, Bg, Cg, D, z, dt_bias, state_batch_indices, y,
-        dim, dstate, dim // groups,
+        state, x, dt, A, Bg, Cg, D, z, dt_bias, state_batch_indices, y, dt_proj_weight,
+        dim, dstate, dim // groups, rank,
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *Bg.stride(), *Cg.stride(),
-        *zs, *y.stride(),
+        *zs, *y.stride(), *ws,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
         SOFTPLUS=dt_softplus, HAS_IDX=state_batch_indices is not None,
-        BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), num_warps=cfg.warps)
+        HAS_DTW=dt_proj_weight is not None, BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate),
+        R_PAD=max(triton.next_power_of_2(rank), 2), num_warps=cfg.warps)
     return y
 
 

@@ -49,6 +49,33 @@ def test_state_update_matches_reference(dtype, groups, indexed, full, block_d, m
     assert_close("state", state, state_ref, torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("rank", [1, 5, 16])
+def test_state_update_applies_dt_proj(dtype, rank):
+    """With dt_proj_weight the step takes dt (batch, R), a strided view as the decode step's
+    split of x_proj's output gives it, and projects it itself: the same as projecting first
+    (F.linear in the weight's dtype) and stepping, on both backends."""
+    g = torch.Generator().manual_seed(rank)
+    batch, dim, dstate = 3, 12, 5
+    ins = _step_inputs(batch, dim, dstate, 0, dtype, rows=batch, g=g)
+    x_dbl = torch.randn(batch, rank + 7, generator=g).to(DEVICE, dtype)
+    low = x_dbl[:, 2:2 + rank]                                   # (batch, R), row stride R + 7
+    weight = (torch.randn(dim, rank, generator=g) / rank ** 0.5).to(DEVICE, dtype)
+    state = ins.pop("state")
+    ins.pop("dt")
+    want_state = state.clone()
+    want = reference.selective_state_update_ref(want_state, dt=F.linear(low, weight), **ins)
+    for backend in ("reference", "triton"):
+        got_state = state.clone()
+        got = selective_state_update(got_state, dt=low, dt_proj_weight=weight, **ins,
+                                     backend=backend)
+        assert_close(f"y ({backend})", got.float(), want.float(), dtype)
+        assert_close(f"state ({backend})", got_state, want_state, torch.float32)
+    with pytest.raises(ValueError, match=r"dt must be \(batch, R\) = \(3, R\).*dt \(3, 12\)"):
+        selective_state_update(state, dt=torch.zeros(batch, dim, device=DEVICE),
+                               dt_proj_weight=weight, **ins)
+
+
 def test_steps_continue_a_prefill():
     """Prefill with the parallel scan, then decode step by step: same outputs as one scan."""
     g = torch.Generator().manual_seed(4)
