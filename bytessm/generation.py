@@ -24,6 +24,7 @@ strings into symbols (`Task.encode_prompt`) and symbols into output (`Task.write
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -143,13 +144,20 @@ def model_step(model: nn.Module, symbols: Tensor, states: list, block_step=None)
     return head_step(model.head, hidden)
 
 
+@functools.cache
+def _warmup_stream(device: torch.device) -> torch.cuda.Stream:
+    """One warm-up stream per GPU for every capture: cuBLAS keeps a workspace for each
+    stream it has run on, so a new stream per capture would hold one more workspace each."""
+    return torch.cuda.Stream(device)
+
+
 def capture_graphs(fns: dict, device) -> dict:
     """CUDA graphs of argument-free functions of static buffers, by PyTorch's recipe: warm
     every function up twice on a side stream (Triton JIT, inductor, cuBLAS workspaces),
     then capture each. The warm-ups run the functions: callers capture before loading
     state, or save and restore what the functions write. Returns {name: CUDAGraph}."""
     current = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
+    side = _warmup_stream(current.device)
     side.wait_stream(current)
     with torch.cuda.stream(side):
         for fn in fns.values():

@@ -21,6 +21,7 @@ import torch
 import triton
 from triton.testing import do_bench
 
+from bytessm.generation import capture_graphs
 from bytessm.io import atomic_write
 from bytessm.kernels import causal_conv1d
 
@@ -50,17 +51,9 @@ def timed(backend, x, w, b, reverse, backward, graph=False):
                                 cache_enabled=False):
                 y = causal_conv1d(*leaves, reverse=reverse, backend=backend)
             torch.autograd.grad(y, leaves, dy)
-    if graph:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(stream)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            step()
-        step = g.replay
+    if graph:  # `step` keeps the tensors the graph reads alive while it replays
+        return do_bench(capture_graphs({"step": step}, "cuda")["step"].replay, warmup=5,
+                        rep=50, return_mode="median")
     return do_bench(step, warmup=5, rep=50, return_mode="median")
 
 

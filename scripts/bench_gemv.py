@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+from bytessm.generation import capture_graphs
 from bytessm.io import atomic_write
 from bytessm.kernels import gemv, reference
 from bytessm.kernels.triton.gemv import GemvConfig, default_config, gemv_launch, num_sms
@@ -110,16 +111,7 @@ class Case:
 
 def graph_us(fns, reps: int) -> float:
     """Median us per call of a CUDA graph that runs every fn once, in order."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):   # warm-up: Triton JIT, inductor, cuBLAS workspaces
-        for fn in fns[:2]:
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
+    graph = capture_graphs({"calls": lambda: [fn() for fn in fns]}, "cuda")["calls"]
     graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []

@@ -32,6 +32,7 @@ import torch
 import triton
 from triton.testing import do_bench
 
+from bytessm.generation import capture_graphs
 from bytessm.kernels import selective_scan, selective_state_update
 
 GIB = 2**30
@@ -175,15 +176,7 @@ def decode_inputs(batch: int) -> dict:
 
 def graph_step_us(step, steps: int = 16) -> float:
     """Median time of one call of `step`, from a CUDA graph of `steps` calls."""
-    step()  # compile outside the graph
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        step()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(steps):
-            step()
+    graph = capture_graphs({"steps": lambda: [step() for _ in range(steps)]}, "cuda")["steps"]
     return 1e3 * do_bench(graph.replay, warmup=25, rep=200, return_mode="median") / steps
 
 

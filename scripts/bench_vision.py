@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import json
 import platform
@@ -50,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from bytessm.backbone import Backbone, SequenceModel
+from bytessm.generation import capture_graphs
 from bytessm.kernels.ops import resolve_backend
 from bytessm.nn import ClassifierHead
 from bytessm.tasks.images import VimPatchEmbed
@@ -185,27 +185,13 @@ def measure(spec: Spec, resolution: int, mode: str, *, patch: int, batch: int,
     return row
 
 
-@functools.cache
-def _side_stream() -> torch.cuda.Stream:
-    """One warm-up stream for every capture: cuBLAS keeps a workspace per stream it has run
-    on, so a new stream per point would add to every later point's peak memory."""
-    return torch.cuda.Stream()
-
-
 def _graphed(step, row: dict):
-    """The inference step captured as a CUDA graph (PyTorch's recipe: warm up on a side
-    stream, capture, replay), so the timing is the GPU's and not Python's launching: the
-    small models launch ~1300 kernels a batch, and eager host time varied between machines.
+    """The inference step captured as a CUDA graph (`bytessm.generation.capture_graphs`), so
+    the timing is the GPU's and not Python's launching: the small models launch ~1300
+    kernels a batch, and eager host time varied between machines.
     Falls back to the eager step, with the reason in the row's note, if capture fails."""
     try:
-        stream = _side_stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            step()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
+        graph = capture_graphs({"step": step}, "cuda")["step"]
         graph.replay()
         torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001 - measure eagerly instead, and say so

@@ -177,12 +177,9 @@ class SSMBranch(nn.Module):
         by itself, and there is no window to return."""
         W = self.d_conv
         if window is None:
-            if self._triton_conv(x):
-                return causal_conv1d(x, self.conv1d.weight[:, 0, :], self.conv1d.bias,
-                                     reverse=self.reverse, backend="triton"), None
-            weight = self.conv1d.weight.flip(-1) if self.reverse else self.conv1d.weight
-            y = F.conv1d(x, weight, self.conv1d.bias, padding=W - 1, groups=self.d_inner)
-            return (y[..., W - 1:] if self.reverse else y[..., : x.shape[-1]]), None
+            backend = "triton" if self._triton_conv(x) else "reference"       # F.conv1d
+            return causal_conv1d(x, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                 reverse=self.reverse, backend=backend), None
         if self.reverse:  # anti-causal: future inputs on the right, kernel mirrored
             padded = torch.cat([x, window.to(x.dtype)], dim=-1)
             y = F.conv1d(padded, self.conv1d.weight.flip(-1), self.conv1d.bias, groups=self.d_inner)
@@ -242,9 +239,8 @@ class SSMBranch(nn.Module):
         bf16 too: the conv output is rounded to x's dtype before the SiLU (F.conv1d does so),
         and the SiLU's output again, both inside the conv-step kernel. Kernels: conv step
         with its SiLU, x_proj, state step with dt_proj inside (its output rounded to the
-        weight's dtype, as F.linear's);
-        B and C are strided views of x_proj's output (the step kernel takes strides) and A is
-        computed once per value of A_log (`_step_A`). x_proj runs on the GEMV kernel when
+        weight's dtype, as F.linear's); B and C are strided views of x_proj's output (the
+        step kernel takes strides) and A is computed once per value of A_log (`_step_A`). x_proj runs on the GEMV kernel when
         `gemv_backend` is given (`decode.gemv_backend`)."""
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
