@@ -12,6 +12,8 @@ On CUDA every decode step is a CUDA graph of the torch.compile'd block steps (co
 the capture's warm-up, once per block structure and shape; `--compile off` graphs the eager
 step). The step's matrix-vector products run on the Triton GEMV at batch <= 16
 (`bytessm.nn.decode`); `--decode-gemv off` runs them on F.linear (cuBLAS) for comparison.
+There the step's kernels are captured with programmatic dependent launch (`--pdl off`
+compares without it; `kernels/triton/pdl.py`).
 Order: the Mamba cases, the Transformer cases (each started only while the run is
 under `--budget-s`), then the speculative rows (batch 1, prompt 2K, 512 new symbols,
 greedy; the model as its own drafter and a small random Mamba; warm, capture excluded).
@@ -107,14 +109,15 @@ def kv_bytes(model, batch: int, length: int, dtype_bytes: int) -> int:
 
 
 def bench_case(model, *, prompt: int, batch: int, new: int, device, cuda_graph: bool,
-               compile_step: bool, prefill_limit: int, gen: torch.Generator) -> dict:
+               compile_step: bool, prefill_limit: int, gen: torch.Generator,
+               pdl: bool = True) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     decoder = Decoder(model, batch=batch, max_len=prompt - 1 + new, max_new=new,
                       params=SamplingParams(temperature=0), device=device, cuda_graph=cuda_graph,
-                      compile_step=compile_step)
+                      compile_step=compile_step, programmatic_launch=None if pdl else False)
     row = {"prompt": prompt, "batch": batch, "new": new}
     t0 = time.perf_counter()
     if prompt <= prefill_limit:
@@ -194,7 +197,7 @@ def run(a) -> dict:
                         lambda compile_step: bench_case(
                             model, prompt=prompt, batch=batch, new=a.new, device=device,
                             cuda_graph=cuda, compile_step=compile_step,
-                            prefill_limit=limits[name], gen=gen), compile_step)})
+                            prefill_limit=limits[name], gen=gen, pdl=a.pdl), compile_step)})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         models[name] = model.cpu() if cuda else model
         if cuda:
@@ -209,6 +212,7 @@ def run(a) -> dict:
                      "device": torch.cuda.get_device_name(device) if cuda else "cpu",
                      "scan_backend": backend, "dtype": str(dtype), "models": info,
                      "compiled_step": compile_step, "decode_gemv": decode.DECODE_GEMV,
+                     "programmatic_launch": "auto" if a.pdl else "off",
                      "command": " ".join(sys.argv), "wall_s": time.perf_counter() - t_start,
                      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
             "results": rows, "speculative": spec}
@@ -315,7 +319,8 @@ def markdown(report: dict) -> str:
                          f"{s['speedup']:.2f}x | {s['decode_speedup']:.2f}x | "
                          f"{s['same_as_greedy']}{diff} |")
     lines += ["", f"Wall time of the whole run: {m['wall_s']:.0f} s; compiled block step: "
-              f"{m['compiled_step']}; decode GEMV: {m.get('decode_gemv', 'auto')}."]
+              f"{m['compiled_step']}; decode GEMV: {m.get('decode_gemv', 'auto')}; programmatic "
+              f"launch: {m.get('programmatic_launch', 'off')}."]
     return "\n".join(lines)
 
 
@@ -340,8 +345,12 @@ def main(argv=None) -> int:
     p.add_argument("--decode-gemv", choices=["auto", "off"], default=decode.DECODE_GEMV,
                    help="the decode step's products on the Triton GEMV (auto: CUDA, batch <= "
                         "16) or on F.linear (off); bytessm.nn.decode")
+    p.add_argument("--pdl", choices=["auto", "off"], default="auto",
+                   help="programmatic dependent launch in the captured step (Hopper+; "
+                        "kernels/triton/pdl.py): auto is the Decoder's default (batch <= 16)")
     a = p.parse_args(argv)
     decode.DECODE_GEMV = a.decode_gemv
+    a.pdl = a.pdl == "auto"
     a.compile = {"on": True, "off": False}.get(a.compile)
     if a.smoke and a.device == "auto":
         a.device = "cpu"

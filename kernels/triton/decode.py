@@ -4,7 +4,8 @@ Both update their state in place and take an optional `state_batch_indices` (bat
 from batch element to state row, for continuous batching; signatures and semantics are
 those of `reference.selective_state_update_ref` and `reference.causal_conv1d_update_ref`.
 One program owns BLOCK_D channels of one batch element. A step is memory bound: the state
-is read and written once (batch x dim x dstate floats).
+is read and written once (batch x dim x dstate floats). Under `pdl.programmatic_launch()`
+each loads its state and parameters before waiting for the previous kernel's output.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from .common import LOG2E, softplus
 from .configs import decode_config, n_pad
+from .pdl import use_pdl, wait_for_previous
 
 
 @triton.jit
@@ -25,31 +27,40 @@ def state_update_kernel(
     sC_b, sC_g, sC_n, sz_b, sz_d, sy_b, sy_d, sw_d, sw_r,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_IDX: tl.constexpr, HAS_DTW: tl.constexpr,
-    BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, R_PAD: tl.constexpr,
+    BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, R_PAD: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     n = tl.arange(0, N_PAD)
     dmask = d < dim
     m = dmask[:, None] & (n < N)[None, :]
+    # what the previous kernel cannot have written (pdl.py): state, parameters
     if HAS_IDX:
         row = tl.load(idx_ptr + b).to(tl.int64)
     else:
         row = b.to(tl.int64)
     s_ptrs = state_ptr + row * ss_b + d[:, None] * ss_d + n[None, :] * ss_n
     h = tl.load(s_ptrs, mask=m, other=0.0).to(tl.float32)                    # (BD, N)
-    x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
-    if HAS_DTW:  # dt is the rank-R input of dt_proj: its product, rounded as F.linear's output
+    A = tl.load(A_ptr + d[:, None] * sA_d + n[None, :] * sA_n, mask=m, other=0.0).to(tl.float32)
+    if HAS_DTW:
         r = tl.arange(0, R_PAD)
-        low = tl.load(dt_ptr + b * sdt_b + r * sdt_d, mask=r < R, other=0.0)
-        low = low.to(dtw_ptr.dtype.element_ty).to(tl.float32)
         w = tl.load(dtw_ptr + d[:, None] * sw_d + r[None, :] * sw_r,
                     mask=dmask[:, None] & (r < R)[None, :], other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt_bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+    wait_for_previous(PDL)
+    # the step's inputs
+    x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
+    if HAS_DTW:  # dt is the rank-R input of dt_proj: its product, rounded as F.linear's output
+        low = tl.load(dt_ptr + b * sdt_b + r * sdt_d, mask=r < R, other=0.0)
+        low = low.to(dtw_ptr.dtype.element_ty).to(tl.float32)
         dt = tl.sum(w * low[None, :], axis=1).to(dtw_ptr.dtype.element_ty).to(tl.float32)
     else:
         dt = tl.load(dt_ptr + b * sdt_b + d * sdt_d, mask=dmask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        dt += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+        dt += dt_bias
     if SOFTPLUS:
         dt = softplus(dt)
     g = d // DG                                                              # group of each channel
@@ -57,11 +68,10 @@ def state_update_kernel(
                  other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + b * sC_b + g[:, None] * sC_g + n[None, :] * sC_n, mask=m,
                  other=0.0).to(tl.float32)
-    A = tl.load(A_ptr + d[:, None] * sA_d + n[None, :] * sA_n, mask=m, other=0.0).to(tl.float32)
     h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv
     y = tl.sum(h * Cv, axis=1)
     if HAS_D:
-        y += tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) * x
+        y += Dv * x
     if HAS_Z:
         z = tl.load(z_ptr + b * sz_b + d * sz_d, mask=dmask, other=0.0).to(tl.float32)
         y = y * z * tl.sigmoid(z)
@@ -76,32 +86,36 @@ def conv_update_kernel(
     x_ptr, state_ptr, w_ptr, bias_ptr, idx_ptr, y_ptr, dim, W,
     sx_b, sx_d, ss_b, ss_d, ss_w, sw_d, sw_w, sy_b, sy_d,
     HAS_BIAS: tl.constexpr, SILU: tl.constexpr, HAS_IDX: tl.constexpr,
-    BLOCK_D: tl.constexpr, W_PAD: tl.constexpr,
+    BLOCK_D: tl.constexpr, W_PAD: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     k = tl.arange(0, W_PAD)                                # window column, oldest first
     dmask = d < dim
+    # what the previous kernel cannot have written (pdl.py): the window, the weights
     if HAS_IDX:
         row = tl.load(idx_ptr + b).to(tl.int64)
     else:
         row = b.to(tl.int64)
     s_row = state_ptr + row * ss_b + d[:, None] * ss_d
-    x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
     held = dmask[:, None] & (k < W - 1)[None, :]
     window = tl.load(s_row + k[None, :] * ss_w, mask=held, other=0.0).to(tl.float32)
-    window = tl.where((k == W - 1)[None, :], x[:, None], window)             # (BD, W)
-    w = tl.load(w_ptr + d[:, None] * sw_d + k[None, :] * sw_w,
-                mask=dmask[:, None] & (k < W)[None, :], other=0.0).to(tl.float32)
-    y = tl.sum(window * w, axis=1)
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
-    if SILU:  # on the output rounded to its dtype, as F.silu after F.conv1d sees it
-        y = y.to(y_ptr.dtype.element_ty).to(tl.float32)
-        y = y * tl.sigmoid(y)
     # the new state is the window shifted left by one: read it again, one column over
     shifted = tl.load(s_row + (k + 1)[None, :] * ss_w,
                       mask=dmask[:, None] & (k + 1 < W - 1)[None, :], other=0.0)
+    w = tl.load(w_ptr + d[:, None] * sw_d + k[None, :] * sw_w,
+                mask=dmask[:, None] & (k < W)[None, :], other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+    wait_for_previous(PDL)
+    x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
+    window = tl.where((k == W - 1)[None, :], x[:, None], window)             # (BD, W)
+    y = tl.sum(window * w, axis=1)
+    if HAS_BIAS:
+        y += bias
+    if SILU:  # on the output rounded to its dtype, as F.silu after F.conv1d sees it
+        y = y.to(y_ptr.dtype.element_ty).to(tl.float32)
+        y = y * tl.sigmoid(y)
     shifted = tl.where((k == W - 2)[None, :], x[:, None].to(shifted.dtype), shifted)
     tl.debug_barrier()  # in place: all reads of the old state before any write
     tl.store(s_row + k[None, :] * ss_w, shifted, mask=held)
@@ -131,7 +145,8 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
         SOFTPLUS=dt_softplus, HAS_IDX=state_batch_indices is not None,
         HAS_DTW=dt_proj_weight is not None, BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate),
-        R_PAD=max(triton.next_power_of_2(rank), 2), num_warps=cfg.warps)
+        R_PAD=max(triton.next_power_of_2(rank), 2), PDL=use_pdl(x), num_warps=cfg.warps,
+        launch_pdl=use_pdl(x))
     return y
 
 
@@ -149,5 +164,6 @@ def causal_conv1d_update_triton(x: Tensor, conv_state: Tensor, weight: Tensor,
         *x.stride(), *conv_state.stride(), *weight.stride(), *y.stride(),
         HAS_BIAS=bias is not None, SILU=activation == "silu",
         HAS_IDX=state_batch_indices is not None,
-        BLOCK_D=block_d, W_PAD=max(triton.next_power_of_2(width), 2), num_warps=2)
+        BLOCK_D=block_d, W_PAD=max(triton.next_power_of_2(width), 2), PDL=use_pdl(x),
+        num_warps=2, launch_pdl=use_pdl(x))
     return y

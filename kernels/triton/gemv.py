@@ -51,6 +51,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .pdl import use_pdl, wait_for_previous
+
 MAX_TILE_BYTES = 8192   # bytes of W one program loads per loop iteration by default
 INTERPRETER_SMS = 8     # SMs assumed under TRITON_INTERPRET: few programs, which it runs one by one
 
@@ -83,6 +85,35 @@ def _rstd(x_rows, m_ok, K, eps, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     return tl.math.rsqrt(ss / K + eps)
 
 
+@triton.jit
+def _load_w(w_rows, n, k, N, K, EVEN: tl.constexpr):
+    """A (BLOCK_N, BLOCK_K) tile of W, masked unless every tile is full."""
+    if EVEN:
+        w = tl.load(w_rows + k[None, :])
+    else:
+        w = tl.load(w_rows + k[None, :], mask=(n < N)[:, None] & (k < K)[None, :], other=0.0)
+    return w
+
+
+@triton.jit
+def _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM: tl.constexpr,
+                DOT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """acc += the tile w times the matching columns k of x's rows (normed with HAS_NORM)."""
+    x = tl.load(x_rows + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
+                other=0.0).to(tl.float32)                                    # (BLOCK_M, BLOCK_K)
+    if HAS_NORM:
+        nw = tl.load(nw_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+        x = x * rstd[:, None] * nw[None, :]
+    x = x.to(w.dtype)                            # the Linear's input, in its weight's dtype
+    if DOT:
+        acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
+    elif BLOCK_M == 1:
+        acc += w.to(tl.float32) * x.to(tl.float32)
+    else:
+        acc += w.to(tl.float32)[:, None, :] * x.to(tl.float32)[None, :, :]
+    return acc
+
+
 @triton.heuristics({
     "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0,
     "EVEN_K": lambda a: a["K"] % (a["K_TILES"] * a["BLOCK_K"]) == 0,   # every split's tiles full
@@ -93,44 +124,38 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
                 HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_NORM: tl.constexpr,
                 SPLIT: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                EVEN_N: tl.constexpr, EVEN_K: tl.constexpr):
+                EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, PDL: tl.constexpr):
     """Grid (N blocks, K splits, M blocks): rows n of W times rows m of x over this split's
     K_TILES tiles of BLOCK_K columns. With SPLIT, `out` is the float32 (SPLIT_K, M, N)
-    buffer of partial sums; otherwise the epilogue runs here."""
+    buffer of partial sums; otherwise the epilogue runs here. The first tile of W is loaded
+    before the wait for the previous kernel (`pdl.py`): at batch 1 that is all of this
+    program's W, streamed while the previous kernel still runs."""
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = m < M
     w_rows = w_ptr + n[:, None].to(tl.int64) * sw_n                     # (BLOCK_N, 1)
     x_rows = x_ptr + m[:, None].to(tl.int64) * sx_m                     # (BLOCK_M, 1)
+    k_lo = pid_k * K_TILES * BLOCK_K
+    k = k_lo + tl.arange(0, BLOCK_K)
+    w = _load_w(w_rows, n, k, N, K, EVEN_N and EVEN_K)
+    wait_for_previous(PDL)
     if HAS_NORM:
         rstd = _rstd(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
+    else:
+        rstd = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
     if DOT:
         acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     elif BLOCK_M == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_N, BLOCK_M, BLOCK_K], dtype=tl.float32)
-    k_lo = pid_k * K_TILES * BLOCK_K
-    for i in range(K_TILES):
+    acc = _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM, DOT, PRECISION, BLOCK_M)
+    for i in range(1, K_TILES):
         k = k_lo + i * BLOCK_K + tl.arange(0, BLOCK_K)
-        if EVEN_N and EVEN_K:
-            w = tl.load(w_rows + k[None, :])                                 # (BLOCK_N, BLOCK_K)
-        else:
-            w = tl.load(w_rows + k[None, :], mask=(n < N)[:, None] & (k < K)[None, :],
-                        other=0.0)
-        x = tl.load(x_rows + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
-                    other=0.0).to(tl.float32)                                # (BLOCK_M, BLOCK_K)
-        if HAS_NORM:
-            nw = tl.load(nw_ptr + k, mask=k < K, other=0.0).to(tl.float32)
-            x = x * rstd[:, None] * nw[None, :]
-        x = x.to(w_ptr.dtype.element_ty)         # the Linear's input, in its weight's dtype
-        if DOT:
-            acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
-        elif BLOCK_M == 1:
-            acc += w.to(tl.float32) * x.to(tl.float32)
-        else:
-            acc += w.to(tl.float32)[:, None, :] * x.to(tl.float32)[None, :, :]
+        w = _load_w(w_rows, n, k, N, K, EVEN_N and EVEN_K)
+        acc = _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM, DOT, PRECISION,
+                          BLOCK_M)
     if DOT:
         y = acc                                                              # (BLOCK_N, BLOCK_M)
     elif BLOCK_M == 1:
@@ -148,9 +173,10 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
 @triton.jit
 def gemv_reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, M, N, SPLIT_K, sp_s, sr_m, so_m,
                        HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                       ROUND_TO: tl.constexpr, BLOCK_N: tl.constexpr):
+                       ROUND_TO: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
     """Grid (N blocks, M): the SPLIT_K partial sums of one row, added in split order (so the
     result does not depend on which program finished first), then the epilogue."""
+    wait_for_previous(PDL)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.program_id(1) + tl.arange(0, 1)
     mask = (n < N)[:, None]
@@ -257,6 +283,7 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     part = (torch.empty((split, M, N), dtype=torch.float32, device=x.device) if split > 1
             else out)
     grid = (triton.cdiv(N, c.block_n), split, triton.cdiv(M, c.block_m))
+    pdl = use_pdl(x)
     gemv_kernel[grid](
         x, weight, bias, residual, norm_weight, part, M, N, K, tiles,
         x.stride(0), weight.stride(0), 0 if residual is None else residual.stride(0),
@@ -264,15 +291,16 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
         HAS_NORM=norm_weight is not None, SPLIT=split > 1, DOT=c.dot,
         PRECISION="ieee" if weight.dtype == torch.float32 else "tf32",
-        BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
-        num_warps=c.num_warps, num_stages=c.num_stages)
+        BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, PDL=pdl,
+        num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)
     if split > 1:
         block = min(triton.next_power_of_2(N), 1024)
         gemv_reduce_kernel[(triton.cdiv(N, block), M)](
             part, bias, residual, out, M, N, split, M * N,
             0 if residual is None else residual.stride(0), out.stride(0),
             HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
-            ROUND_TO=_TL_DTYPE[weight.dtype], BLOCK_N=block, num_warps=4)
+            ROUND_TO=_TL_DTYPE[weight.dtype], BLOCK_N=block, PDL=pdl, num_warps=4,
+            launch_pdl=pdl)
     return out
 
 
