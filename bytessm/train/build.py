@@ -56,3 +56,7 @@ def validate_trainer(cfg: DictConfig, world_size: int) -> None:
         raise ConfigError(f"trainer.precision must be auto, fp32 or bf16, got {t.precision!r}")
     if t.parallel not in ("ddp", "fsdp"):
         raise ConfigError(f"trainer.parallel must be ddp or fsdp, got {t.parallel!r}")
+    if t.get("grad_reduce", "fp32") not in ("fp32", "bf16"):
+        raise ConfigError(f"trainer.grad_reduce must be fp32 or bf16, got {t.grad_reduce!r}")
+    if float(t.get("ddp_bucket_mb", 25)) <= 0:
+        raise ConfigError(f"trainer.ddp_bucket_mb must be positive, got {t.ddp_bucket_mb}")

@@ -51,18 +51,32 @@ def pick_device(setting: str, world: World) -> torch.device:
     return device
 
 
-def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.device) -> nn.Module:
+def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.device,
+               grad_reduce: str = "fp32", bucket_mb: float = 25.0) -> nn.Module:
+    """DDP or FSDP2 (`fully_shard` per block, then the whole model) under torchrun; the model
+    itself otherwise. grad_reduce="bf16" communicates gradients in bfloat16 (half the bytes;
+    the optimizer still sees float32 gradients): DDP through PyTorch's `bf16_compress_hook`,
+    FSDP2 through `MixedPrecisionPolicy(reduce_dtype=bfloat16)` (parameters stay float32).
+    bucket_mb is DDP's gradient bucket size."""
     if not world.distributed:
         return model
+    bf16 = grad_reduce == "bf16"
     if parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        policy = MixedPrecisionPolicy(reduce_dtype=torch.bfloat16 if bf16 else None)
         for block in model.backbone.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
         return model
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp = nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        bucket_cap_mb=bucket_mb)
+    if bf16:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
+    return ddp
 
 
 def gradient_sync_pause(model: nn.Module) -> Callable[[], ContextManager] | None:

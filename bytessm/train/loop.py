@@ -84,7 +84,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
     _seed_everything(int(t.seed), world.rank)
     n_params = sum(p.numel() for p in model.parameters())
     no_decay = no_decay_names(model)
-    model = wrap_model(model, world, t.parallel, device)
+    model = wrap_model(model, world, t.parallel, device, grad_reduce=t.get("grad_reduce", "fp32"),
+                       bucket_mb=float(t.get("ddp_bucket_mb", 25)))
     if t.compile:
         model = torch.compile(model)
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas,
