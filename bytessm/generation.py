@@ -183,9 +183,18 @@ def _mixers(model: nn.Module) -> list[nn.Module]:
 def is_layered(model: nn.Module) -> bool:
     """Whether the backbone is a stack of Mamba / attention blocks, whose states the decoder
     can build, broadcast and capture in a CUDA graph. Other causal backbones (the pooled
-    U-Net) decode eagerly through their own `new_states` / `step`."""
+    U-Net) decode through their own `new_states` / `step`."""
     blocks = getattr(model.backbone, "blocks", None)
     return blocks is not None and all(isinstance(b.mixer, (Mamba, Attention)) for b in blocks)
+
+
+def decode_period(model: nn.Module) -> int | None:
+    """Steps after which a backbone's decode step repeats its Python-side control flow: 1 for
+    a layered stack, prod(pool) for the pooled U-Net (`decode_phase` / `set_decode_phase`
+    select the phase), None for a backbone whose step cannot be captured."""
+    if is_layered(model):
+        return 1
+    return getattr(model.backbone, "decode_period", None)
 
 
 def has_attention(model: nn.Module) -> bool:
@@ -273,7 +282,9 @@ class Decoder:
     then takes up to `max_new` steps, each: logits = model.step(tok) -> sampled symbol ->
     out[:, i], stop flags, seen mask, tok. On CUDA (`cuda_graph=True`) the step is
     captured as a CUDA graph on the first `run()` and replayed; the graph bakes in the
-    sampling parameters and stop symbols. With `compile_step` (default: on with CUDA
+    sampling parameters and stop symbols. A backbone whose step repeats with a period (the
+    pooled U-Net: its levels pool every 4 and 16 positions) gets one graph per phase, and
+    `run()` replays them in turn. With `compile_step` (default: on with CUDA
     graphs) each block's step goes through torch.compile first (`compiled_block_step`):
     fewer, fused kernels inside the graph. With `programmatic_launch` the step's GEMV,
     conv-step and state-step kernels are captured with programmatic dependent launch on
@@ -294,23 +305,24 @@ class Decoder:
         vocab = check_can_generate(model)
         device = torch.device(device or next(model.parameters()).device)
         self.layered = is_layered(model)
+        self.period = decode_period(model)
         if cuda_graph and device.type != "cuda":
             raise ConfigError(f"CUDA graphs need a CUDA device, got {device}")
-        if cuda_graph and not self.layered:
+        if cuda_graph and self.period is None:
             raise ConfigError(f"{type(model.backbone).__name__} decodes eagerly (its step keeps "
                               f"Python-side buffers); use cuda_graph=False")
         self.model, self.params, self.device = model, params, device
         self.batch, self.max_len, self.max_new = batch, max_len, max_new
         if compile_step is None:
-            compile_step = cuda_graph
+            compile_step = cuda_graph and self.layered
         if compile_step and not self.layered:
             raise ConfigError(f"{type(model.backbone).__name__} has no per-block step to compile; "
                               f"use compile_step=False")
-        self.cuda_graph, self.graph = cuda_graph, None
+        self.cuda_graph, self.graphs = cuda_graph, None
         self.pdl = (default_programmatic_launch(cuda_graph, batch) if programmatic_launch is None
                     else programmatic_launch)
         self.block_step = prepare_compiled_step(model) if compile_step else None
-        self.states = new_states(model, batch, device, max_len, static=True) if self.layered else None
+        self.states = new_states(model, batch, device, max_len, static=True)
         long = dict(dtype=torch.long, device=device)
         self.tok = torch.zeros(batch, **long)                     # pending input symbols
         self.out = torch.zeros(batch, max(max_new, 1), **long)    # generated symbols
@@ -354,10 +366,16 @@ class Decoder:
                 if ctx.shape[1]:
                     _load_rows(self.states, prefill(self.model, ctx),
                                torch.tensor(rows, device=self.device))
-        else:  # prefilled as one batch, by the backbone's own states
+        else:  # prefilled as one batch, in place, in the backbone's own states
+            for t in _tensors(self.states):
+                t.zero_()
+            self._set_phase(0)
             ctx = torch.tensor([list(p[:-1]) for p in prompts], dtype=torch.long, device=self.device)
-            self.states = prefill(self.model, ctx, new_states(self.model, self.batch, self.device,
-                                                              self.max_len, static=False))
+            states = prefill(self.model, ctx, self.states)
+            if states is not self.states and self.graphs is not None:
+                raise RuntimeError(f"{type(self.model.backbone).__name__}'s prefill replaced "
+                                   f"the states its captured decode graphs read")
+            self.states = states
         self.tok.copy_(torch.tensor([p[-1] for p in prompts]))
         self.index.zero_()
         self.done.zero_()
@@ -386,36 +404,57 @@ class Decoder:
         rewritten before they are read, so only pos is kept)."""
         keep = [self.tok, self.index, self.done]
         keep += [] if self.seen is None else [self.seen]
+        if not self.layered:
+            return keep + _tensors(self.states)
         for s in self.states:
             keep += [s.conv, s.ssm] if isinstance(s, MambaState) else [s.pos]
         return keep
 
+    def _phase(self) -> int:
+        return 0 if self.period == 1 else self.model.backbone.decode_phase(self.states)
+
+    def _set_phase(self, n: int) -> None:
+        if self.period not in (None, 1):
+            self.model.backbone.set_decode_phase(self.states, n % self.period)
+
     def capture(self) -> None:
-        """Warm up on a side stream, then capture one step (PyTorch's CUDA graph recipe);
-        the buffers are restored afterwards, so capturing does not advance decoding."""
-        saved = [t.clone() for t in self._snapshot()]
+        """Warm up on a side stream, then capture the step (PyTorch's CUDA graph recipe):
+        one graph, or one per phase of a periodic backbone (the pooled U-Net: prod(pool)
+        graphs, each with its levels' pooling steps baked in). The buffers and the phase are
+        restored afterwards, so capturing does not advance decoding."""
+        saved, phase = [t.clone() for t in self._snapshot()], self._phase()
         if self.noise is not None:
             self.noise.fill_(1.0)
+
+        def step_at(k: int):
+            def step():
+                self._set_phase(k)
+                self._step()
+            return step
+
         from bytessm.kernels.triton.pdl import programmatic_launch
         with programmatic_launch(self.pdl):
-            graph = capture_graphs({"step": self._step}, self.device)["step"]
+            graphs = capture_graphs({k: step_at(k) for k in range(self.period)}, self.device)
         for t, s in zip(self._snapshot(), saved):
             t.copy_(s)
-        self.graph = graph
+        self._set_phase(phase)
+        self.graphs = [graphs[k] for k in range(self.period)]
 
     def run(self, generator: torch.Generator | None = None, check_every: int = 16,
             max_steps: int | None = None) -> int:
         """Take steps until every row is done or max_new (or max_steps) steps; returns the
         steps taken. Rows are checked for completion every `check_every` steps on CUDA
         (a host sync), every step on the CPU."""
-        if self.cuda_graph and self.graph is None:
+        if self.cuda_graph and self.graphs is None:
             self.capture()
         steps, until = 0, min(self.max_new, max_steps or self.max_new)
         while steps < until:
             if self.noise is not None:
                 draw_noise(self.noise, generator)
-            if self.graph is not None:
-                self.graph.replay()
+            if self.graphs is not None:
+                phase = self._phase()
+                self.graphs[phase].replay()
+                self._set_phase(phase + 1)
             else:
                 self._step()
             steps += 1
@@ -457,8 +496,8 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
     """Generate after each prompt (lists of symbols) with one batched decoder.
 
     `max_new` is one limit or one per prompt; a sequence also stops at the first symbol in
-    `stop`. `cuda_graph` defaults to True on CUDA (for layered backbones), `compile_step`
-    to `cuda_graph`. Stats: prefill_s, capture_s (compilation included), decode_s, steps,
+    `stop`. `cuda_graph` defaults to True on CUDA (for backbones whose step can be captured:
+    layered stacks and the pooled U-Net), `compile_step` to `cuda_graph` for layered stacks. Stats: prefill_s, capture_s (compilation included), decode_s, steps,
     symbols (kept), symbols_per_s (batch * steps / decode_s), state_bytes.
     """
     check_can_generate(model)
@@ -470,7 +509,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
         return GenerationResult([[] for _ in prompts], ["length"] * len(prompts))
     longest = max(len(p) for p in prompts)
     if cuda_graph is None:
-        cuda_graph = device.type == "cuda" and is_layered(model)
+        cuda_graph = device.type == "cuda" and decode_period(model) is not None
     decoder = Decoder(model, batch=len(prompts), max_len=max(longest - 1 + max(limits), 1),
                       max_new=max(limits), params=params, stop=stop, device=device,
                       cuda_graph=cuda_graph, compile_step=compile_step)

@@ -23,12 +23,16 @@ are zero-padded on the right and trimmed, which a causal model cannot notice.
 
 Decoding. `step` is exact (the same function as `forward`, one position at a time): each
 level buffers its last inputs until a pooled position is complete, runs the level below
-once, and hands out that level's up-pooled outputs over the next `pool` positions.
+once, and hands out that level's up-pooled outputs over the next `pool` positions. The
+buffers are fixed tensors updated in place and the only Python-side state is how many
+inputs each level holds, a function of the position modulo prod(pool) (`decode_phase`):
+so one step per phase can be captured as a CUDA graph (`generation.Decoder` captures
+`decode_period` graphs and replays them in turn).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -54,9 +58,9 @@ class DownPool(nn.Module):
         x = rearrange(x, "b (l s) w -> b l (s w)", s=self.pool)           # (B, L/s, s*W)
         return self.linear(x).float()
 
-    def step(self, group: list[Tensor]) -> Tensor:
-        """`pool` inputs (B, W), oldest first -> the pooled position (B, W * expand)."""
-        return self.linear(rearrange(torch.stack(group, 1), "b s w -> b (s w)")).float()
+    def step(self, group: Tensor) -> Tensor:
+        """`pool` inputs (B, pool, W), oldest first -> the pooled position (B, W * expand)."""
+        return self.linear(rearrange(group, "b s w -> b (s w)")).float()
 
 
 class UpPool(nn.Module):
@@ -72,18 +76,20 @@ class UpPool(nn.Module):
         y = F.pad(y[:, :-1], (0, 0, 1, 0))          # pooled t -> t+1, zeros first: causal
         return rearrange(y, "b l (s w) -> b (l s) w", s=self.pool)          # (B, L, W)
 
-    def step(self, x: Tensor) -> list[Tensor]:
-        """A pooled position (B, W * expand) -> the next `pool` fine outputs, each (B, W)."""
-        y = rearrange(self.linear(x).float(), "b (s w) -> b s w", s=self.pool)
-        return list(y.unbind(1))
+    def step(self, x: Tensor) -> Tensor:
+        """A pooled position (B, W * expand) -> the next `pool` fine outputs (B, pool, W)."""
+        return rearrange(self.linear(x).float(), "b (s w) -> b s w", s=self.pool)
 
 
 @dataclass
 class StageState:
-    """Decoding state of one resolution level; advanced in place by `Stage.step`."""
+    """Decoding state of one resolution level; advanced in place by `Stage.step`. With
+    pooling, `down` (B, pool, W) holds the inputs of the pending pooled position in its
+    first `filled` slots, and `up` (B, pool, W) the up-pooled outputs, slot `filled` next."""
     blocks: list[MambaState]
-    down: list[Tensor] = field(default_factory=list)  # inputs of the pending pooled position
-    up: list[Tensor] = field(default_factory=list)    # up-pooled outputs still to hand out
+    down: Tensor | None = None
+    up: Tensor | None = None
+    filled: int = 0
     inner: "StageState | None" = None
 
 
@@ -118,11 +124,13 @@ class Stage(nn.Module):
     def step(self, x: Tensor, state: StageState) -> Tensor:
         """One position: x (B, W) -> (B, W); `state` advances in place."""
         if self.pool is not None:
-            y = x + state.up.pop(0)
-            state.down.append(x)
-            if len(state.down) == self.pool:  # a pooled position is complete: run below
+            i = state.filled
+            y = x + state.up[:, i]
+            state.down[:, i] = x
+            state.filled = (i + 1) % self.pool
+            if state.filled == 0:  # a pooled position is complete: run the level below
                 inner_out = self.inner.step(self.down.step(state.down), state.inner)
-                state.up, state.down = self.up.step(inner_out), []
+                state.up.copy_(self.up.step(inner_out))
         else:
             y = x
         for block, block_state in zip(self.blocks, state.blocks):
@@ -132,7 +140,8 @@ class Stage(nn.Module):
     def new_state(self, batch: int, device) -> StageState:
         state = StageState([b.mixer.new_state(batch, device) for b in self.blocks])
         if self.pool is not None:
-            state.up = [torch.zeros(batch, self.width, device=device) for _ in range(self.pool)]
+            state.down = torch.zeros(batch, self.pool, self.width, device=device)
+            state.up = torch.zeros(batch, self.pool, self.width, device=device)
             state.inner = self.inner.new_state(batch, device)
         return state
 
@@ -221,3 +230,27 @@ class PooledUNet(nn.Module):
     def new_states(self, batch: int, device, max_len: int | None = None) -> list:
         """[the root StageState]: per level its blocks' Mamba states and pooling buffers."""
         return [self.stage.new_state(batch, device)]
+
+    @property
+    def decode_period(self) -> int:
+        """Steps after which every level's buffers are in the same phase again."""
+        return self.stride
+
+    def decode_phase(self, states: list) -> int:
+        """Positions decoded so far, modulo `decode_period`: the levels' fill counts read as
+        the digits of a mixed-radix number, the outermost level least significant."""
+        n, scale, state, stage = 0, 1, states[0], self.stage
+        while stage.pool is not None:
+            n += state.filled * scale
+            scale *= stage.pool
+            state, stage = state.inner, stage.inner
+        return n
+
+    def set_decode_phase(self, states: list, n: int) -> None:
+        """Set the levels' fill counts to those after n positions (the buffers' contents are
+        the caller's): how a Decoder selects the CUDA graph of a phase."""
+        state, stage = states[0], self.stage
+        while stage.pool is not None:
+            state.filled = n % stage.pool
+            n //= stage.pool
+            state, stage = state.inner, stage.inner
