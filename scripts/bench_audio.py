@@ -9,7 +9,8 @@ Models (random weights; speed does not depend on them), both over the 256 mu-law
 Training: forward + backward + AdamW step on batches of whole 1-s clips (bf16 autocast on
 CUDA), after warm-up; reported as clips (samples) per second and seconds per step.
 Generation: a batch of 1-s clips (16,000 decode steps) with `bytessm.generation.generate`
-(CUDA graphs for the flat stack; the U-Net decodes eagerly through its own step).
+(CUDA graphs for the flat stack; the U-Net decodes eagerly through its own step, or with
+`--graph-unet` in one CUDA graph per pooling phase).
 Prints a Markdown table and writes OUT/bench_audio.json.
 """
 from __future__ import annotations
@@ -76,13 +77,14 @@ def bench_train(model, *, batch: int, length: int, steps: int, warmup: int, devi
     return {"s_per_step": dt, "samples_per_s": batch / dt, "peak_mem_gib": mem}
 
 
-def bench_generate(model, *, batch: int, length: int, device) -> dict:
+def bench_generate(model, *, batch: int, length: int, device, cuda_graph=None) -> dict:
     model.eval()
     params = SamplingParams(temperature=1.0)
-    generate(model, [[128]] * batch, max_new=min(length, 32), params=params, seed=0)  # warm-up
+    kw = dict(params=params, seed=0, cuda_graph=cuda_graph)
+    generate(model, [[128]] * batch, max_new=min(length, 32), **kw)  # warm-up
     sync(device)
     t = time.perf_counter()
-    res = generate(model, [[128]] * batch, max_new=length, params=params, seed=0)
+    res = generate(model, [[128]] * batch, max_new=length, **kw)
     sync(device)
     dt = time.perf_counter() - t
     return {"gen_s": dt, "gen_symbols_per_s": batch * length / dt,
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="training batch (1-s clips)")
     ap.add_argument("--gen-batch", type=int, default=8, help="clips generated at once")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--graph-unet", action="store_true",
+                    help="decode the U-Net in its per-phase CUDA graphs (opt-in; CUDA only)")
     args = ap.parse_args(argv)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     length, gen_len = (256, 64) if args.smoke else (16000, 16000)
@@ -114,7 +118,9 @@ def main(argv=None) -> int:
         row.update(bench_train(model, batch=batch, length=length, steps=steps, warmup=warmup,
                                device=device))
         row.update(gen_batch=args.gen_batch if not args.smoke else 2, gen_len=gen_len)
-        row.update(bench_generate(model, batch=row["gen_batch"], length=gen_len, device=device))
+        graph = True if kind == "unet" and args.graph_unet and device.type == "cuda" else None
+        row.update(bench_generate(model, batch=row["gen_batch"], length=gen_len, device=device,
+                                  cuda_graph=graph))
         rows.append(row)
         del model
 

@@ -83,6 +83,6 @@ def test_unet_cuda_graphs_match_eager_cuda():
     prompts = [[5, 9, 200, 31, 7], [1, 2, 3, 4, 5]]
     params = SamplingParams(temperature=0)
     eager = generate(model, prompts, max_new=50, params=params, cuda_graph=False)
-    graphed = generate(model, prompts, max_new=50, params=params)
+    graphed = generate(model, prompts, max_new=50, params=params, cuda_graph=True)
     assert graphed.stats["cuda_graph"] and not graphed.stats["compiled_step"]
     assert graphed.samples == eager.samples
