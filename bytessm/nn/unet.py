@@ -137,6 +137,41 @@ class Stage(nn.Module):
             y = block.step(y, block_state)
         return y
 
+    def prefill(self, x: Tensor, state: StageState) -> Tensor:
+        """The next L inputs x (B, L, W) float32 at once, from `state` at fill 0 (and every
+        level below too) -> outputs (B, L, W), `state` advanced in place to after them, as
+        L calls of `step` would leave it. The level below runs over the L // pool complete
+        groups in parallel; a trailing partial group only fills `down`."""
+        L = x.shape[1]
+        if self.pool is not None:
+            if state.filled:
+                raise RuntimeError("Stage.prefill starts at a pooling boundary (fill 0), got "
+                                   f"fill {state.filled}")
+            p, G = self.pool, L // self.pool
+            if G:
+                inner_out = self.inner.prefill(self.down(x[:, :G * p]), state.inner)  # (B,G,2W)
+                up = rearrange(self.up.linear(inner_out).float(), "b g (s w) -> b g s w", s=p)
+                # group g receives the up-pooled outputs of group g-1; group 0 the state's
+                given = torch.cat([state.up[:, None], up[:, :-1]], 1)             # (B, G, p, W)
+                add = torch.cat([rearrange(given, "b g s w -> b (g s) w"),
+                                 up[:, -1, :L - G * p]], 1)                       # (B, L, W)
+                state.up.copy_(up[:, -1])
+            else:
+                add = state.up[:, :L]
+            y = x + add
+            if L >= p:  # slot s holds the latest input at a position = s (mod p)
+                state.down.copy_(torch.roll(x[:, L - p:], shifts=L % p, dims=1))
+            else:
+                state.down[:, :L] = x
+            state.filled = L % p
+        else:
+            y = x
+        for block, block_state in zip(self.blocks, state.blocks):
+            y, new = block(y, state=block_state, return_state=True)
+            block_state.conv.copy_(new.conv)
+            block_state.ssm.copy_(new.ssm)
+        return y
+
     def new_state(self, batch: int, device) -> StageState:
         state = StageState([b.mixer.new_state(batch, device) for b in self.blocks])
         if self.pool is not None:
@@ -208,13 +243,19 @@ class PooledUNet(nn.Module):
     def forward(self, inputs: Tensor, states: list | None = None, return_states: bool = False):
         """inputs (B, L) or (B, L, F) -> hidden (B, L, D) [, states after L].
 
-        With `states` or `return_states` (prefill for decoding) the positions are run through
-        `step` one by one, which is exact but sequential."""
+        With `states` or `return_states` (prefill for decoding) the states advance in place:
+        up to the next multiple of `decode_period` positions by `step`, the rest in parallel
+        (`Stage.prefill`: each level's blocks through the scan with its state)."""
         if states is not None or return_states:
             if states is None:
                 states = self.new_states(inputs.shape[0], inputs.device)
-            hidden = torch.stack([self.step(inputs[:, t], states)
-                                  for t in range(inputs.shape[1])], dim=1)   # (B, L, D)
+            lead = min(-self.decode_phase(states) % self.decode_period, inputs.shape[1])
+            hidden = [self.step(inputs[:, t], states)[:, None] for t in range(lead)]
+            if inputs.shape[1] > lead:
+                x = self.encoder(inputs[:, lead:]).float()
+                hidden.append(self.norm_f(self.stage.prefill(x, states[0])))
+            hidden = torch.cat(hidden, 1) if hidden else inputs.new_zeros(
+                (inputs.shape[0], 0, self.d_model), dtype=torch.float32)    # (B, L, D)
             return (hidden, states) if return_states else hidden
         x = self.encoder(inputs).float()                                     # (B, L, D)
         L = x.shape[1]

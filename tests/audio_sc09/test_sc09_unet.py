@@ -88,3 +88,39 @@ def test_bad_config():
         tiny(bidirectional=True)
     with pytest.raises(ValueError, match="pool factors"):
         tiny(pool=(4, 1))
+
+
+def _flat_state(states):
+    from bytessm.generation import _tensors
+    fills, st = [], states[0]
+    while st is not None:
+        fills.append(st.filled)
+        st = st.inner
+    return fills, _tensors(states)
+
+
+@pytest.mark.parametrize("pool,chunks", [((4, 4), (37,)), ((4, 4), (3,)), ((4, 4), (16, 21)),
+                                         ((4, 4), (5, 30, 1)), ((2, 3), (7, 18))],
+                         ids=["L37", "L3-no-group", "16+21", "5+30+1", "2x3-7+18"])
+def test_parallel_prefill_equals_stepping(pool, chunks):
+    """Prefill through forward(states=...) (steps to the next period boundary, then each
+    level in parallel) leaves the states and outputs of stepping position by position: the
+    fill counts exactly, the buffers and Mamba states to float32 summation order. Chunks
+    start at every kind of phase; a chunk shorter than a group skips the level below."""
+    model = tiny(pool=pool)
+    x = torch.randint(0, 256, (2, sum(chunks)), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        stepped = model.new_states(2, "cpu")
+        ys = torch.stack([model.step(x[:, t], stepped) for t in range(x.shape[1])], 1)
+        states, outs, start = model.new_states(2, "cpu"), [], 0
+        for n in chunks:
+            h, same = model(x[:, start:start + n], states=states, return_states=True)
+            assert same is states                        # advanced in place
+            outs.append(h)
+            start += n
+    torch.testing.assert_close(torch.cat(outs, 1), ys, rtol=1e-4, atol=1e-5)
+    fills, tensors = _flat_state(states)
+    ref_fills, ref_tensors = _flat_state(stepped)
+    assert fills == ref_fills
+    for t, r in zip(tensors, ref_tensors):
+        torch.testing.assert_close(t, r, rtol=1e-4, atol=1e-5)
