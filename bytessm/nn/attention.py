@@ -16,6 +16,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from bytessm.kernels import gemv
+
+from .decode import gemv_backend, step_linear
+from .norm import RMSNorm
+
 
 def rotary(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate pairs of x (B, H, L, hd) by angles pos[l] * base^(-2i/hd); pos (L,)."""
@@ -85,34 +90,57 @@ class Attention(nn.Module):
         return (y, state) if return_state else y
 
     def step(self, x: Tensor, state: KVCache | StaticKVCache) -> Tensor:
-        """x (B, D) at position state.length; appends to the cache in place."""
+        """x (B, D) at the cache's next position; appends to the cache in place. The
+        projections run on the decode GEMV where `decode.gemv_backend` says so."""
+        backend = gemv_backend(x)
+        y = self._attend_step(step_linear(self.qkv, x, backend), state)
+        return step_linear(self.out_proj, y, backend)
+
+    def step_residual(self, residual: Tensor, norm: nn.Module,
+                      state: KVCache | StaticKVCache) -> Tensor:
+        """The pre-norm block's step, `residual + self.step(norm(residual), state)`: on the
+        decode GEMV the RMSNorm runs inside the qkv product and the residual add inside the
+        output projection, rounding where the layers round (as `Mamba.step_residual`)."""
+        backend = gemv_backend(residual)
+        if backend is None or not isinstance(norm, RMSNorm):
+            return residual + self.step(norm(residual), state)
+        qkv = gemv(residual, self.qkv.weight, self.qkv.bias, norm_weight=norm.weight,
+                   norm_eps=norm.eps, backend=backend)                        # (B, 3D)
+        y = self._attend_step(qkv, state)
+        return gemv(y, self.out_proj.weight, self.out_proj.bias, residual=residual,
+                    backend=backend)
+
+    def _attend_step(self, qkv: Tensor, state: KVCache | StaticKVCache) -> Tensor:
+        """qkv (B, 3D) of one position -> attention output (B, D) before out_proj; the
+        position's k, v are appended to the cache."""
+        q, k, v = rearrange(qkv, "b (three h d) -> three b h 1 d", three=3, h=self.n_heads)
         if isinstance(state, StaticKVCache):
-            return self._step_static(x, state)
-        pos = torch.tensor([state.length], device=x.device)
-        q, k, v = self._qkv(x[:, None], pos)
+            return self._attend_static(q, k, v, state)
         if state.length >= state.k.shape[2]:
             raise RuntimeError(f"KV cache full: max_len={state.k.shape[2]}")
+        pos = torch.tensor([state.length], device=qkv.device)
+        q, k = rotary(q, pos, self.rope_base), rotary(k, pos, self.rope_base)
         state.k[:, :, state.length] = k[:, :, 0].to(state.k.dtype)
         state.v[:, :, state.length] = v[:, :, 0].to(state.v.dtype)
         state.length += 1
         kk = state.k[:, :, : state.length].to(q.dtype)
         vv = state.v[:, :, : state.length].to(q.dtype)
         y = F.scaled_dot_product_attention(q, kk, vv)                      # (B, H, 1, hd)
-        return self.out_proj(rearrange(y, "b h l d -> b (l h d)"))
+        return rearrange(y, "b h l d -> b (l h d)")
 
-    def _step_static(self, x: Tensor, state: StaticKVCache) -> Tensor:
-        """x (B, D) at position state.pos; fixed shapes, no host sync (CUDA-graph safe).
-        The caller keeps pos < max_len (an index past the cache is a device-side error)."""
+    def _attend_static(self, q: Tensor, k: Tensor, v: Tensor, state: StaticKVCache) -> Tensor:
+        """At position state.pos; fixed shapes, no host sync (CUDA-graph safe). The caller
+        keeps pos < max_len (an index past the cache is a device-side error)."""
         pos = state.pos.reshape(1)                                           # (1,)
-        q, k, v = self._qkv(x[:, None], pos)                                 # (B, H, 1, hd)
+        q, k = rotary(q, pos, self.rope_base), rotary(k, pos, self.rope_base)
         state.k.index_copy_(2, pos, k.to(state.k.dtype))
         state.v.index_copy_(2, pos, v.to(state.v.dtype))
         max_len = state.k.shape[2]
-        visible = torch.arange(max_len, device=x.device) <= pos              # (max_len,)
+        visible = torch.arange(max_len, device=q.device) <= pos              # (max_len,)
         y = F.scaled_dot_product_attention(q, state.k.to(q.dtype), state.v.to(q.dtype),
                                            attn_mask=visible[None, None, None, :])
         state.pos.add_(1)
-        return self.out_proj(rearrange(y, "b h l d -> b (l h d)"))
+        return rearrange(y, "b h l d -> b (l h d)")
 
     def new_state(self, batch: int, device, max_len: int = 4096, dtype=torch.float32) -> KVCache:
         shape = (batch, self.n_heads, max_len, self.head_dim)

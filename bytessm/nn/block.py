@@ -8,6 +8,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from bytessm.kernels import gemv
+
+from .decode import gemv_backend
 from .norm import RMSNorm
 
 
@@ -22,6 +25,18 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         a, b = self.fc1(x).chunk(2, dim=-1)
         return self.out_proj(F.silu(a) * b)
+
+    def step_residual(self, residual: Tensor, norm: nn.Module) -> Tensor:
+        """`residual + self(norm(residual))` at a decode step, residual (B, D) float32: on the
+        decode GEMV with the RMSNorm inside fc1 and the add inside out_proj, rounding where
+        the layers round (`bytessm.nn.decode`)."""
+        backend = gemv_backend(residual)
+        if backend is None or not isinstance(norm, RMSNorm):
+            return residual + self(norm(residual))
+        a, b = gemv(residual, self.fc1.weight, self.fc1.bias, norm_weight=norm.weight,
+                    norm_eps=norm.eps, backend=backend).chunk(2, dim=-1)
+        return gemv(F.silu(a) * b, self.out_proj.weight, self.out_proj.bias, residual=residual,
+                    backend=backend)
 
 
 class Block(nn.Module):
@@ -46,13 +61,13 @@ class Block(nn.Module):
         """residual (B, D) float32 at one position; the mixer's state advances in place.
         `residual + y` with y in bf16 promotes inside the add kernel: the same float32 sum as
         forward's `residual + y.float()`, without the separate cast kernel. A mixer with a
-        `step_residual` (Mamba) takes the norm and the add itself, to fuse them into its
-        products (`bytessm.nn.decode`)."""
+        `step_residual` (Mamba, Attention) takes the norm and the add itself, to fuse them into its
+        products (`bytessm.nn.decode`); so do Attention and the MLP."""
         step_residual = getattr(self.mixer, "step_residual", None)
         if step_residual is not None:
             residual = step_residual(residual, self.norm, state)
         else:
             residual = residual + self.mixer.step(self.norm(residual), state)
         if self.mlp is not None:
-            residual = residual + self.mlp(self.norm2(residual))
+            residual = self.mlp.step_residual(residual, self.norm2)
         return residual
