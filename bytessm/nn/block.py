@@ -61,8 +61,8 @@ class Block(nn.Module):
         """residual (B, D) float32 at one position; the mixer's state advances in place.
         `residual + y` with y in bf16 promotes inside the add kernel: the same float32 sum as
         forward's `residual + y.float()`, without the separate cast kernel. A mixer with a
-        `step_residual` (Mamba, Attention) takes the norm and the add itself, to fuse them into its
-        products (`bytessm.nn.decode`); so do Attention and the MLP."""
+        `step_residual` (Mamba, Attention), and the MLP, take the norm and the add
+        themselves, to fuse them into their products (`bytessm.nn.decode`)."""
         step_residual = getattr(self.mixer, "step_residual", None)
         if step_residual is not None:
             residual = step_residual(residual, self.norm, state)
