@@ -284,18 +284,20 @@ class Decoder:
     captured as a CUDA graph on the first `run()` and replayed; the graph bakes in the
     sampling parameters and stop symbols. A backbone whose step repeats with a period (the
     pooled U-Net: its levels pool every 4 and 16 positions) gets one graph per phase, and
-    `run()` replays them in turn. With `compile_step` (default: on with CUDA
-    graphs) each block's step goes through torch.compile first (`compiled_block_step`):
-    fewer, fused kernels inside the graph. With `programmatic_launch` the step's GEMV,
-    conv-step and state-step kernels are captured with programmatic dependent launch on
-    Hopper and later (`kernels/triton/pdl.py`): each loads its weights and state while the
-    kernel before it still runs. Default (`default_programmatic_launch`): on with CUDA
-    graphs where the products run on the GEMV, batch <= `decode.MAX_ROWS` (the 353M
-    model's batch-1 step: 0.63 instead of 0.86 ms on an H200); off above, where cuBLAS runs
-    them (2.30 instead of 2.16 ms at batch 128: cuBLAS never signals early, so nothing
-    overlaps). A Decoder can be
-    loaded and run again; it captures the model as it is (weights changed afterwards need
-    a new Decoder).
+    `run()` replays them in turn.
+
+    With `compile_step` (default: on with CUDA graphs, for layered stacks) each block's step
+    goes through torch.compile first (`compiled_block_step`): fewer, fused kernels inside
+    the graph. With `programmatic_launch` the step's GEMV, conv-step and state-step kernels
+    are captured with programmatic dependent launch on Hopper and later
+    (`kernels/triton/pdl.py`): each loads its weights and state while the kernel before it
+    still runs. Default (`default_programmatic_launch`): on with CUDA graphs where the
+    products run on the GEMV, batch <= `decode.MAX_ROWS` (the 353M model's batch-1 step:
+    0.63 instead of 0.85 ms on an H200); off above, where cuBLAS runs them (2.30 instead of
+    2.16 ms at batch 128: cuBLAS never signals early, so nothing overlaps).
+
+    A Decoder can be loaded and run again; it captures the model as it is (weights changed
+    afterwards need a new Decoder).
     """
 
     def __init__(self, model: nn.Module, *, batch: int, max_len: int, max_new: int,
