@@ -42,19 +42,16 @@ def test_gemv_step_matches_step_without_it(kind, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", MODELS)
-def test_compiled_gemv_step_matches_compiled_step_without_it(kind, monkeypatch):
+def test_compiled_gemv_step_matches_eager_step_without_it(kind, monkeypatch):
     """Block.step through torch.compile (fullgraph: the GEMV is an opaque custom op), bf16;
-    the hybrid's attention and MLP steps too (the Transformer baseline's path). Against the
-    compiled step without the GEMV: inductor's attention step itself differs from eager's by
-    1.8e-3 here (with or without the GEMV), the Mamba step by far less (also checked)."""
+    the hybrid's attention and MLP steps too (the Transformer baseline's path). The hybrid
+    used to differ by 1.8e-3: inductor fused SwiGLU's silu and product in float32 where
+    eager rounds silu(a) to bf16 first (`block.swiglu` now rounds once in both)."""
     model = cast_for_inference(tiny(**MODELS[kind]), torch.bfloat16)
     x = torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(3))
     compiled = decode_logits(model, x, "triton", monkeypatch, compile_step=True)
-    plain = decode_logits(model, x, "off", monkeypatch, compile_step=True)
+    plain = decode_logits(model, x, "off", monkeypatch)
     assert rel_err(compiled.float(), plain.float()) < TOL[torch.bfloat16]
-    if kind == "mamba":
-        eager = decode_logits(model, x, "off", monkeypatch)
-        assert rel_err(compiled.float(), eager.float()) < TOL[torch.bfloat16]
 
 
 def test_gemv_block_step_kernel_budget(one_kernel_decode_steps, monkeypatch):  # noqa: F811
