@@ -294,7 +294,7 @@ class Decoder:
     still runs. Default (`default_programmatic_launch`): on with CUDA graphs where the
     products run on the GEMV, batch <= `decode.MAX_ROWS` (the 353M model's batch-1 step:
     0.63 instead of 0.85 ms on an H200); off above, where cuBLAS runs them (2.30 instead of
-    2.16 ms at batch 128: cuBLAS never signals early, so nothing overlaps).
+    2.16 ms at batch 128; not profiled why).
 
     A Decoder can be loaded and run again; it captures the model as it is (weights changed
     afterwards need a new Decoder).

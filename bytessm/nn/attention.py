@@ -16,10 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from bytessm.kernels import gemv
-
-from .decode import gemv_backend, step_linear
-from .norm import RMSNorm
+from .decode import gemv_backend, residual_step, step_linear
 
 
 def rotary(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
@@ -98,17 +95,11 @@ class Attention(nn.Module):
 
     def step_residual(self, residual: Tensor, norm: nn.Module,
                       state: KVCache | StaticKVCache) -> Tensor:
-        """The pre-norm block's step, `residual + self.step(norm(residual), state)`: on the
-        decode GEMV the RMSNorm runs inside the qkv product and the residual add inside the
-        output projection, rounding where the layers round (as `Mamba.step_residual`)."""
-        backend = gemv_backend(residual)
-        if backend is None or not isinstance(norm, RMSNorm):
-            return residual + self.step(norm(residual), state)
-        qkv = gemv(residual, self.qkv.weight, self.qkv.bias, norm_weight=norm.weight,
-                   norm_eps=norm.eps, backend=backend)                        # (B, 3D)
-        y = self._attend_step(qkv, state)
-        return gemv(y, self.out_proj.weight, self.out_proj.bias, residual=residual,
-                    backend=backend)
+        """The pre-norm block's step, `residual + self.step(norm(residual), state)`, with the
+        norm and the add inside the qkv and output products on the decode GEMV
+        (`decode.residual_step`)."""
+        return residual_step(residual, norm, self.qkv,
+                             lambda qkv, _: self._attend_step(qkv, state), self.out_proj)
 
     def _attend_step(self, qkv: Tensor, state: KVCache | StaticKVCache) -> Tensor:
         """qkv (B, 3D) of one position -> attention output (B, D) before out_proj; the

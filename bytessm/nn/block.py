@@ -8,9 +8,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-from bytessm.kernels import gemv
-
-from .decode import gemv_backend
+from .decode import residual_step
 from .norm import RMSNorm
 
 
@@ -35,16 +33,11 @@ class MLP(nn.Module):
         return self.out_proj(swiglu(a, b))
 
     def step_residual(self, residual: Tensor, norm: nn.Module) -> Tensor:
-        """`residual + self(norm(residual))` at a decode step, residual (B, D) float32: on the
-        decode GEMV with the RMSNorm inside fc1 and the add inside out_proj, rounding where
-        the layers round (`bytessm.nn.decode`)."""
-        backend = gemv_backend(residual)
-        if backend is None or not isinstance(norm, RMSNorm):
-            return residual + self(norm(residual))
-        a, b = gemv(residual, self.fc1.weight, self.fc1.bias, norm_weight=norm.weight,
-                    norm_eps=norm.eps, backend=backend).chunk(2, dim=-1)
-        return gemv(swiglu(a, b), self.out_proj.weight, self.out_proj.bias, residual=residual,
-                    backend=backend)
+        """`residual + self(norm(residual))` at a decode step, residual (B, D) float32, with
+        the norm inside fc1's product and the add inside out_proj's on the decode GEMV
+        (`decode.residual_step`)."""
+        return residual_step(residual, norm, self.fc1,
+                             lambda h, _: swiglu(*h.chunk(2, dim=-1)), self.out_proj)
 
 
 class Block(nn.Module):

@@ -2,24 +2,29 @@
 
     bytessm.nn.decode.DECODE_GEMV = "auto"     # default from BYTESSM_DECODE_GEMV, else "auto"
 
-- "auto": on CUDA, steps of at most MAX_ROWS rows (the decode batch) run in_proj (with the
-  block's RMSNorm fused in), x_proj, out_proj (with the residual add fused in) and
-  an LM head's projection on the GEMV kernel; other devices and larger batches use F.linear.
+- "auto": on CUDA, steps of at most MAX_ROWS rows (the decode batch) run the Mamba,
+  attention and MLP branches' input products (with the block's RMSNorm fused in), x_proj,
+  their output products (with the residual add fused in) and an LM head's projection on
+  the GEMV kernel; other devices and larger batches use F.linear.
 - "off": F.linear and the layers' own norm and add everywhere (what the benchmark compares
   against).
 - "triton": the GEMV for every step, also CPU tensors under TRITON_INTERPRET=1 (tests).
 
-Only the decode step asks (`Mamba.step_residual`, `SSMBranch.step`, `LMHead.step`);
-training and the parallel forward never do. The compiled block step reads the switch while
-tracing, so Dynamo guards on it: changing it recompiles instead of reusing a stale graph.
+Only the decode step asks (`residual_step`, which the Mamba, attention and MLP branches use,
+`SSMBranch.step`, `LMHead.step`); training and the parallel forward never do. The compiled
+block step reads the switch while tracing, so Dynamo guards on it: changing it recompiles
+instead of reusing a stale graph.
 """
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from torch import Tensor, nn
 
 from bytessm.kernels import gemv
+
+from .norm import RMSNorm
 
 MODES = ("auto", "off", "triton")
 MAX_ROWS = 16
@@ -47,3 +52,20 @@ def step_linear(linear: nn.Linear, x: Tensor, backend: str | None) -> Tensor:
     if backend is None:
         return linear(x)
     return gemv(x, linear.weight, linear.bias, backend=backend)
+
+
+def residual_step(residual: Tensor, norm: nn.Module, first: nn.Linear,
+                  inner: Callable[[Tensor, str | None], Tensor], last: nn.Linear) -> Tensor:
+    """A pre-norm residual branch at a decode step, `residual + last(inner(first(norm(
+    residual))))`, residual (rows, d_model) float32; `inner(h, backend)` is the branch's
+    middle (the SSM step, the attention, SwiGLU). On the GEMV the RMSNorm runs inside
+    `first`'s product and the add inside `last`'s, at the layers' rounding points (the
+    normalised input cast to first's weight dtype, last's output rounded to its dtype before
+    the float32 add); otherwise the layers run as they are."""
+    backend = gemv_backend(residual)
+    if backend is None or not isinstance(norm, RMSNorm):
+        h = step_linear(first, norm(residual), backend)
+        return residual + step_linear(last, inner(h, backend), backend)
+    h = gemv(residual, first.weight, first.bias, norm_weight=norm.weight, norm_eps=norm.eps,
+             backend=backend)
+    return gemv(inner(h, backend), last.weight, last.bias, residual=residual, backend=backend)

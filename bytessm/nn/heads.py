@@ -1,7 +1,6 @@
 """Task heads shared by the modalities: next-symbol LM head and a pooled classifier."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .decode import gemv_backend, step_linear

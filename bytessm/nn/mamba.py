@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from bytessm.kernels import (causal_conv1d, causal_conv1d_update, gemv, selective_scan,
+from bytessm.kernels import (causal_conv1d, causal_conv1d_update, selective_scan,
                              selective_state_update)
 from bytessm.kernels.ops import resolve_backend
 
-from .decode import gemv_backend, step_linear
-from .norm import RMSNorm
+from .decode import gemv_backend, residual_step, step_linear
 
 
 # The scan's loads are vectorised (16 bytes, 8 bf16 positions) and its chunk is scanned in
@@ -240,8 +239,8 @@ class SSMBranch(nn.Module):
         and the SiLU's output again, both inside the conv-step kernel. Kernels: conv step
         with its SiLU, x_proj, state step with dt_proj inside (its output rounded to the
         weight's dtype, as F.linear's); B and C are strided views of x_proj's output (the
-        step kernel takes strides) and A is computed once per value of A_log (`_step_A`). x_proj runs on the GEMV kernel when
-        `gemv_backend` is given (`decode.gemv_backend`)."""
+        step kernel takes strides) and A is computed once per value of A_log (`_step_A`).
+        x_proj runs on the GEMV kernel when `gemv_backend` is given (`decode.gemv_backend`)."""
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
         x = _conv_step(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
@@ -310,21 +309,13 @@ class Mamba(nn.Module):
 
     def step_residual(self, residual: Tensor, norm: nn.Module, state: MambaState) -> Tensor:
         """The pre-norm block's step, `residual + self.step(norm(residual), state)`, for
-        residual (B, d_model) float32; `state` advanced in place.
-
-        With the decode GEMV on (`decode.gemv_backend`) the RMSNorm runs inside in_proj's
-        GEMV and the residual add inside out_proj's, at the same rounding points (the
-        normalised input cast to in_proj's dtype, out_proj's output rounded to its dtype
-        before the float32 add): 5 kernels a step instead of 7 compiled."""
-        backend = gemv_backend(residual)
-        if backend is None or not isinstance(norm, RMSNorm):
-            return residual + self.step(norm(residual), state)
-        xz = gemv(residual, self.in_proj.weight, self.in_proj.bias, norm_weight=norm.weight,
-                  norm_eps=norm.eps, backend=backend)                         # (B, 2 Di)
-        x_in, z = xz.chunk(2, dim=-1)
-        y = self.ssm.step(x_in, z, state, backend)                            # (B, Di)
-        return gemv(y, self.out_proj.weight, self.out_proj.bias, residual=residual,
-                    backend=backend)
+        residual (B, d_model) float32; `state` advanced in place. On the decode GEMV the norm
+        and the add run inside in_proj's and out_proj's products (`decode.residual_step`):
+        5 kernels a step instead of 7 compiled."""
+        return residual_step(
+            residual, norm, self.in_proj,
+            lambda xz, backend: self.ssm.step(*xz.chunk(2, dim=-1), state, backend),
+            self.out_proj)
 
     def new_state(self, batch: int, device, **_) -> MambaState:
         return self.ssm.new_state(batch, device)

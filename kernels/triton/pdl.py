@@ -5,7 +5,7 @@
         step()
 
 A decode step is a chain of a few hundred small kernels (five per Mamba layer), each a
-couple of microseconds, most of which is the wait for its first loads from memory. With
+couple of microseconds (the conv and state steps 2.4-2.5 us on an H200, for a few KB). With
 PDL a kernel is launched while the one before it still runs: it loads what the previous
 kernel cannot have written (its weights, the layer's conv window and SSM state, A, D, the
 biases) and only then waits (`griddepcontrol.wait`) for the previous kernel to finish
