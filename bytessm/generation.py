@@ -498,11 +498,11 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
     """Generate after each prompt (lists of symbols) with one batched decoder.
 
     `max_new` is one limit or one per prompt; a sequence also stops at the first symbol in
-    `stop`. `cuda_graph` defaults to True on CUDA for layered stacks; the pooled U-Net's
-    per-phase graphs are opt-in (`cuda_graph=True`, `bytessm generate ... cuda_graph=true`)
-    until they have been run on a GPU (tests/audio_sc09/test_sc09_unet_graphs.py has the
-    CUDA check). `compile_step` defaults to `cuda_graph` for layered stacks. Stats: prefill_s, capture_s (compilation included), decode_s, steps,
-    symbols (kept), symbols_per_s (batch * steps / decode_s), state_bytes.
+    `stop`. `cuda_graph` defaults to True on CUDA for every backbone whose step can be
+    captured (layered stacks: one graph; the pooled U-Net: one graph per pooling phase,
+    `decode_period`). `compile_step` defaults to `cuda_graph` for layered stacks. Stats:
+    prefill_s, capture_s (compilation included), decode_s, steps, symbols (kept),
+    symbols_per_s (batch * steps / decode_s), state_bytes.
     """
     check_can_generate(model)
     device = next(model.parameters()).device
@@ -512,8 +512,8 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
     if not prompts or max(limits) == 0:
         return GenerationResult([[] for _ in prompts], ["length"] * len(prompts))
     longest = max(len(p) for p in prompts)
-    if cuda_graph is None:  # the U-Net's phase graphs are opt-in until measured on a GPU
-        cuda_graph = device.type == "cuda" and is_layered(model)
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda" and decode_period(model) is not None
     decoder = Decoder(model, batch=len(prompts), max_len=max(longest - 1 + max(limits), 1),
                       max_new=max(limits), params=params, stop=stop, device=device,
                       cuda_graph=cuda_graph, compile_step=compile_step)

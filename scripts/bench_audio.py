@@ -9,8 +9,8 @@ Models (random weights; speed does not depend on them), both over the 256 mu-law
 Training: forward + backward + AdamW step on batches of whole 1-s clips (bf16 autocast on
 CUDA), after warm-up; reported as clips (samples) per second and seconds per step.
 Generation: a batch of 1-s clips (16,000 decode steps) with `bytessm.generation.generate`
-(CUDA graphs for the flat stack; the U-Net decodes eagerly through its own step, or with
-`--graph-unet` in one CUDA graph per pooling phase).
+(on CUDA in CUDA graphs: one for the flat stack's step, one per pooling phase for the
+U-Net's; `--eager-unet` decodes the U-Net eagerly through its own step, for comparison).
 Prints a Markdown table and writes OUT/bench_audio.json.
 """
 from __future__ import annotations
@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="training batch (1-s clips)")
     ap.add_argument("--gen-batch", type=int, default=8, help="clips generated at once")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--graph-unet", action="store_true",
-                    help="decode the U-Net in its per-phase CUDA graphs (opt-in; CUDA only)")
+    ap.add_argument("--eager-unet", action="store_true",
+                    help="decode the U-Net eagerly instead of in its per-phase CUDA graphs")
     args = ap.parse_args(argv)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     length, gen_len = (256, 64) if args.smoke else (16000, 16000)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         row.update(bench_train(model, batch=batch, length=length, steps=steps, warmup=warmup,
                                device=device))
         row.update(gen_batch=args.gen_batch if not args.smoke else 2, gen_len=gen_len)
-        graph = True if kind == "unet" and args.graph_unet and device.type == "cuda" else None
+        graph = False if kind == "unet" and args.eager_unet else None   # None: generate's default
         row.update(bench_generate(model, batch=row["gen_batch"], length=gen_len, device=device,
                                   cuda_graph=graph))
         rows.append(row)
