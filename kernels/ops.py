@@ -206,19 +206,63 @@ def _check_gemv(x: Tensor, weight: Tensor, bias, residual, norm_weight) -> None:
             raise ValueError(f"gemv: `{name}` is on {t.device} but `x` is on {x.device}")
 
 
+def _check_gemv_conv(x: Tensor, weight: Tensor, residual, conv_state, conv_weight,
+                     conv_bias) -> None:
+    if conv_state is None:
+        if conv_weight is not None or conv_bias is not None:
+            raise ValueError("gemv: `conv_weight` / `conv_bias` need `conv_state`")
+        return
+    if residual is not None:
+        raise ValueError("gemv: a conv step (`conv_state`) and a `residual` add are exclusive")
+    if conv_weight is None or conv_weight.dim() != 2:
+        raise ValueError(f"gemv: `conv_weight` must have shape (C, width), got "
+                         f"{None if conv_weight is None else tuple(conv_weight.shape)}")
+    C, width = conv_weight.shape
+    M, N = x.shape[0], weight.shape[0]
+    if C > N or width < 2:
+        raise ValueError(f"gemv: `conv_weight` (C, width) needs C <= N = {N} and width >= 2, "
+                         f"got {tuple(conv_weight.shape)}")
+    if tuple(conv_state.shape) != (M, C, width - 1):
+        raise ValueError(f"gemv: `conv_state` must have shape {(M, C, width - 1)}, got "
+                         f"{tuple(conv_state.shape)}")
+    if conv_state.stride(-1) != 1:
+        raise ValueError(f"gemv: `conv_state` is updated in place and needs unit stride along "
+                         f"its last dimension, got strides {conv_state.stride()}")
+    if conv_bias is not None and tuple(conv_bias.shape) != (C,):
+        raise ValueError(f"gemv: `conv_bias` must have shape {(C,)}, got {tuple(conv_bias.shape)}")
+    for name, t in (("conv_state", conv_state), ("conv_weight", conv_weight),
+                    ("conv_bias", conv_bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"gemv: `{name}` is on {t.device} but `x` is on {x.device}")
+
+
 def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, residual: Tensor | None = None,
          norm_weight: Tensor | None = None, norm_eps: float = 1e-5,
-         backend: str = "auto") -> Tensor:
+         conv_state: Tensor | None = None, conv_weight: Tensor | None = None,
+         conv_bias: Tensor | None = None, backend: str = "auto") -> Tensor:
     """`residual + linear(rmsnorm(x))` for the few rows of a decode step, inference only.
 
     x (M, K); weight (N, K) as nn.Linear stores it; bias (N,); norm_weight (K,) fuses an
     RMSNorm of x (eps `norm_eps`) before the product; residual (M, N) float32 fuses the
     residual add after it. Returns (M, N): float32 with a residual, else weight's dtype (x
-    is cast to weight's dtype first, as `cast_for_inference`'s input hooks do). Rounding
-    and maths: `reference.gemv_ref`; the kernel: `triton/gemv.py` ("triton"; "auto" picks
-    it for CUDA tensors, the reference otherwise)."""
+    is cast to weight's dtype first, as `cast_for_inference`'s input hooks do).
+
+    conv_state (M, C, width-1), conv_weight (C, width), conv_bias (C,) (no residual): the
+    first C outputs go on through a depthwise causal conv step and SiLU, exactly
+    `causal_conv1d_update(y[:, :C], conv_state, conv_weight, conv_bias, "silu")`, with
+    conv_state updated in place (the Mamba mixer's in_proj and conv in one kernel).
+
+    Rounding and maths: `reference.gemv_ref`; the kernel: `triton/gemv.py` ("triton";
+    "auto" picks it for CUDA tensors, the reference otherwise)."""
     _check_gemv(x, weight, bias, residual, norm_weight)
+    _check_gemv_conv(x, weight, residual, conv_state, conv_weight, conv_bias)
     if resolve_backend(backend, x.device) == "triton":
         from .triton.gemv import gemv_triton
-        return gemv_triton(x, weight, bias, residual, norm_weight, norm_eps)
-    return reference.gemv_ref(x, weight, bias, residual, norm_weight, norm_eps)
+        return gemv_triton(x, weight, bias, residual, norm_weight, norm_eps, conv_state,
+                           conv_weight, conv_bias)
+    y = reference.gemv_ref(x, weight, bias, residual, norm_weight, norm_eps)
+    if conv_state is None:
+        return y
+    C = conv_weight.shape[0]
+    xc = reference.causal_conv1d_update_ref(y[:, :C], conv_state, conv_weight, conv_bias, "silu")
+    return torch.cat([xc, y[:, C:]], dim=1)

@@ -99,7 +99,7 @@ class Attention(nn.Module):
         norm and the add inside the qkv and output products on the decode GEMV
         (`decode.residual_step`)."""
         return residual_step(residual, norm, self.qkv,
-                             lambda qkv, _: self._attend_step(qkv, state), self.out_proj)
+                             lambda qkv, *_: self._attend_step(qkv, state), self.out_proj)
 
     def _attend_step(self, qkv: Tensor, state: KVCache | StaticKVCache) -> Tensor:
         """qkv (B, 3D) of one position -> attention output (B, D) before out_proj; the

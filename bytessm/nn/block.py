@@ -37,7 +37,7 @@ class MLP(nn.Module):
         the norm inside fc1's product and the add inside out_proj's on the decode GEMV
         (`decode.residual_step`)."""
         return residual_step(residual, norm, self.fc1,
-                             lambda h, _: swiglu(*h.chunk(2, dim=-1)), self.out_proj)
+                             lambda h, *_: swiglu(*h.chunk(2, dim=-1)), self.out_proj)
 
 
 class Block(nn.Module):

@@ -18,7 +18,7 @@ instead of reusing a stale graph.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from torch import Tensor, nn
 
@@ -54,18 +54,33 @@ def step_linear(linear: nn.Linear, x: Tensor, backend: str | None) -> Tensor:
     return gemv(x, linear.weight, linear.bias, backend=backend)
 
 
+class ConvStep(NamedTuple):
+    """A depthwise causal conv step (with SiLU) that a branch runs first on the first C
+    outputs of its input product, as Mamba's on in_proj's x half: window (rows, C, width-1)
+    updated in place, weight (C, width), bias (C,) or None."""
+    state: Tensor
+    weight: Tensor
+    bias: Tensor | None
+
+
 def residual_step(residual: Tensor, norm: nn.Module, first: nn.Linear,
-                  inner: Callable[[Tensor, str | None], Tensor], last: nn.Linear) -> Tensor:
+                  inner: Callable[[Tensor, str | None, bool], Tensor], last: nn.Linear,
+                  conv: ConvStep | None = None) -> Tensor:
     """A pre-norm residual branch at a decode step, `residual + last(inner(first(norm(
-    residual))))`, residual (rows, d_model) float32; `inner(h, backend)` is the branch's
-    middle (the SSM step, the attention, SwiGLU). On the GEMV the RMSNorm runs inside
-    `first`'s product and the add inside `last`'s, at the layers' rounding points (the
-    normalised input cast to first's weight dtype, last's output rounded to its dtype before
-    the float32 add); otherwise the layers run as they are."""
+    residual))))`, residual (rows, d_model) float32; `inner(h, backend, conv_done)` is the
+    branch's middle (the SSM step, the attention, SwiGLU). On the GEMV the RMSNorm runs
+    inside `first`'s product and the add inside `last`'s, at the layers' rounding points
+    (the normalised input cast to first's weight dtype, last's output rounded to its dtype
+    before the float32 add); otherwise the layers run as they are. With `conv`, the fused
+    path runs that conv step inside first's product too (`kernels.gemv`'s conv epilogue)
+    and calls inner with conv_done=True; otherwise conv_done is False and inner runs it."""
     backend = gemv_backend(residual)
     if backend is None or not isinstance(norm, RMSNorm):
         h = step_linear(first, norm(residual), backend)
-        return residual + step_linear(last, inner(h, backend), backend)
+        return residual + step_linear(last, inner(h, backend, False), backend)
+    conv_args = {} if conv is None else dict(conv_state=conv.state, conv_weight=conv.weight,
+                                             conv_bias=conv.bias)
     h = gemv(residual, first.weight, first.bias, norm_weight=norm.weight, norm_eps=norm.eps,
-             backend=backend)
-    return gemv(inner(h, backend), last.weight, last.bias, residual=residual, backend=backend)
+             backend=backend, **conv_args)
+    return gemv(inner(h, backend, conv is not None), last.weight, last.bias, residual=residual,
+                backend=backend)

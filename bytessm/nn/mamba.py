@@ -30,7 +30,7 @@ from bytessm.kernels import (causal_conv1d, causal_conv1d_update, selective_scan
                              selective_state_update)
 from bytessm.kernels.ops import resolve_backend
 
-from .decode import gemv_backend, residual_step, step_linear
+from .decode import ConvStep, gemv_backend, residual_step, step_linear
 
 
 # The scan's loads are vectorised (16 bytes, 8 bf16 positions) and its chunk is scanned in
@@ -231,8 +231,10 @@ class SSMBranch(nn.Module):
         return out
 
     def step(self, x: Tensor, z: Tensor, state: MambaState,
-             gemv_backend: str | None = None) -> Tensor:
-        """One causal position: x, z (B, d_inner); `state` updated in place.
+             gemv_backend: str | None = None, conv_done: bool = False) -> Tensor:
+        """One causal position: x, z (B, d_inner); `state` updated in place. With
+        `conv_done`, x is already the conv step's output (in_proj's GEMV ran it, `conv_step`)
+        and the window already advanced.
 
         Rounds where `forward` rounds, so that decoding and the parallel forward agree in
         bf16 too: the conv output is rounded to x's dtype before the SiLU (F.conv1d does so),
@@ -243,12 +245,18 @@ class SSMBranch(nn.Module):
         x_proj runs on the GEMV kernel when `gemv_backend` is given (`decode.gemv_backend`)."""
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
-        x = _conv_step(x, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias,
-                       self.scan_backend)                                         # (B, D)
+        if not conv_done:
+            x = _conv_step(x, state.conv, *self.conv_step(state)[1:], self.scan_backend)
+
         x_dbl = step_linear(self.x_proj, x, gemv_backend)                          # (B, R+2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         return _state_step(state.ssm, x, dt, self._step_A(), B, C, self.D.float(), z,
                            self.dt_proj.bias.float(), self.dt_proj.weight, self.scan_backend)
+
+    def conv_step(self, state: MambaState) -> ConvStep:
+        """The conv step's window, weights (d_inner, d_conv) and bias, for `step` or for a
+        product that runs it in its epilogue (`decode.residual_step`)."""
+        return ConvStep(state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias)
 
     def _step_A(self) -> Tensor:
         """A = -exp(A_log) (D, N) for `step`, cached: two kernels a layer a step otherwise.
@@ -310,12 +318,14 @@ class Mamba(nn.Module):
     def step_residual(self, residual: Tensor, norm: nn.Module, state: MambaState) -> Tensor:
         """The pre-norm block's step, `residual + self.step(norm(residual), state)`, for
         residual (B, d_model) float32; `state` advanced in place. On the decode GEMV the norm
-        and the add run inside in_proj's and out_proj's products (`decode.residual_step`):
-        5 kernels a step instead of 7 compiled."""
+        and the add run inside in_proj's and out_proj's products, and the conv step inside
+        in_proj's too (`decode.residual_step`): 4 kernels a step (in_proj + conv, x_proj,
+        the state step with dt_proj, out_proj + add)."""
         return residual_step(
             residual, norm, self.in_proj,
-            lambda xz, backend: self.ssm.step(*xz.chunk(2, dim=-1), state, backend),
-            self.out_proj)
+            lambda xz, backend, conv_done: self.ssm.step(*xz.chunk(2, dim=-1), state, backend,
+                                                        conv_done),
+            self.out_proj, conv=self.ssm.conv_step(state))
 
     def new_state(self, batch: int, device, **_) -> MambaState:
         return self.ssm.new_state(batch, device)

@@ -11,7 +11,13 @@ returns y (M, N) in weight's dtype, accumulated in float32:
     y   = round_w(round_w(xn) @ W.T + bias)                  round_w: to weight's dtype
     out = residual + y                                      (with residual: float32, (M, N))
 
-which is `residual + linear(norm(x))` as the decode step computes it with the layers
+With `conv_state` (M, C, W-1) float32, `conv_weight` (C, W) and `conv_bias` (C,) instead
+of a residual, the first C outputs of each row go on through the Mamba mixer's depthwise
+causal conv step and its SiLU (`causal_conv1d_update` with activation "silu" on y[:, :C]),
+the window updated in place: in_proj's output channels are the conv's, one to one, so the
+program that computes a channel can run its conv too, and the step saves a kernel a layer.
+
+`residual + linear(norm(x))` is what the decode step computes with the layers
 (`Block.step`, `RMSNorm`, `cast_for_inference`'s input hooks): the Linear's input is cast
 to its weight's dtype, its output stays in that dtype, and only then is it added to the
 float32 residual. The kernel rounds at those same points, so fusing the norm and the
@@ -58,14 +64,64 @@ INTERPRETER_SMS = 8     # SMs assumed under TRITON_INTERPRET: few programs, whic
 
 
 @triton.jit
+def _load_conv(cs_ptr, cw_ptr, cb_ptr, n, m, M, C, scs_m, scs_c, scw_c,
+               HAS_CBIAS: tl.constexpr, CONV_W: tl.constexpr, W_PAD: tl.constexpr):
+    """What the conv epilogue needs besides the product, for output rows n < C and rows m
+    of x: each (n, m)'s window of the last CONV_W - 1 inputs (oldest first; column
+    CONV_W - 1 is left for the new input), the window shifted by one (the next state, but
+    for its last column), the conv weights (BLOCK_N, W_PAD) and bias. Loaded before the
+    wait for the previous kernel, like W: the window is written only by this layer's own
+    product, one step earlier."""
+    k = tl.arange(0, W_PAD)
+    rows = (n < C)[:, None, None] & (m < M)[None, :, None]                   # (BN, BM, 1)
+    ptrs = (cs_ptr + m[None, :, None].to(tl.int64) * scs_m + n[:, None, None] * scs_c
+            + k[None, None, :])                                              # unit stride along k
+    window = tl.load(ptrs, mask=rows & (k < CONV_W - 1)[None, None, :], other=0.0)
+    shifted = tl.load(ptrs + 1, mask=rows & (k < CONV_W - 2)[None, None, :], other=0.0)
+    cw = tl.load(cw_ptr + n[:, None] * scw_c + k[None, :],
+                 mask=(n < C)[:, None] & (k < CONV_W)[None, :], other=0.0).to(tl.float32)
+    if HAS_CBIAS:
+        cb = tl.load(cb_ptr + n, mask=n < C, other=0.0).to(tl.float32)
+    else:
+        cb = tl.zeros_like(n).to(tl.float32)
+    return ptrs, window, shifted, cw, cb
+
+
+@triton.jit
+def _conv_silu(y, n, m, M, C, ptrs, window, shifted, cw, cb,
+               CONV_W: tl.constexpr, W_PAD: tl.constexpr):
+    """The depthwise causal conv step and SiLU on output rows n < C of y (BLOCK_N, BLOCK_M),
+    y already rounded to the weight's dtype, as `reference.causal_conv1d_update_ref` with
+    activation "silu" computes it on the Linear's output: float32 sum of window and new
+    input times the weights, + bias, rounded to y's dtype, SiLU, rounded again. Writes the
+    shifted window back (in place) and returns y with those rows replaced."""
+    k = tl.arange(0, W_PAD)
+    xin = y.to(tl.float32)
+    full = tl.where((k == CONV_W - 1)[None, None, :], xin[:, :, None], window.to(tl.float32))
+    out = tl.sum(full * cw[:, None, :], axis=2) + cb[:, None]
+    out = out.to(y.dtype).to(tl.float32)
+    out = out * tl.sigmoid(out)
+    new = tl.where((k == CONV_W - 2)[None, None, :], xin[:, :, None].to(shifted.dtype), shifted)
+    tl.debug_barrier()  # in place: every read of the old window before any write
+    tl.store(ptrs, new, mask=(n < C)[:, None, None] & (m < M)[None, :, None]
+             & (k < CONV_W - 1)[None, None, :])
+    return tl.where((n < C)[:, None], out.to(y.dtype), y)
+
+
+@triton.jit
 def _finish(acc, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
-            HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND_TO: tl.constexpr):
+            HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND_TO: tl.constexpr,
+            C, conv_ptrs, window, shifted, cw, cb,
+            HAS_CONV: tl.constexpr, CONV_W: tl.constexpr, W_PAD: tl.constexpr):
     """Epilogue on a (BLOCK_N, BLOCK_M) tile of float32 sums: + bias, rounded to the
-    weight's dtype (the Linear's output), and with a residual `residual + y` in float32."""
+    weight's dtype (the Linear's output); with a residual `residual + y` in float32; with
+    a conv (HAS_CONV, tiles from `_load_conv`) the conv step and SiLU on rows n < C."""
     mask = (n < N)[:, None] & (m < M)[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[:, None]
     y = acc.to(ROUND_TO)
+    if HAS_CONV:
+        y = _conv_silu(y, n, m, M, C, conv_ptrs, window, shifted, cw, cb, CONV_W, W_PAD)
     if HAS_RESIDUAL:
         res = tl.load(res_ptr + m[None, :] * sr_m + n[:, None], mask=mask, other=0.0)
         y = res.to(tl.float32) + y.to(tl.float32)
@@ -119,17 +175,20 @@ def _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM: tl.constexpr
     "EVEN_K": lambda a: a["K"] % (a["K_TILES"] * a["BLOCK_K"]) == 0,   # every split's tiles full
 })
 @triton.jit
-def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
-                M, N, K, K_TILES, sx_m, sw_n, sr_m, so_s, so_m, eps,
+def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr, cs_ptr, cw_ptr, cb_ptr,
+                M, N, K, K_TILES, C, sx_m, sw_n, sr_m, so_s, so_m, scs_m, scs_c, scw_c, eps,
                 HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_NORM: tl.constexpr,
+                HAS_CONV: tl.constexpr, HAS_CBIAS: tl.constexpr, CONV_W: tl.constexpr,
+                W_PAD: tl.constexpr,
                 SPLIT: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                 EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, PDL: tl.constexpr):
     """Grid (N blocks, K splits, M blocks): rows n of W times rows m of x over this split's
     K_TILES tiles of BLOCK_K columns. With SPLIT, `out` is the float32 (SPLIT_K, M, N)
-    buffer of partial sums; otherwise the epilogue runs here. The first tile of W is loaded
-    before the wait for the previous kernel (`pdl.py`): at batch 1 that is all of this
-    program's W, streamed while the previous kernel still runs."""
+    buffer of partial sums; otherwise the epilogue runs here (with the conv step on rows
+    n < C: HAS_CONV). The first tile of W (and the conv windows) is loaded before the wait
+    for the previous kernel (`pdl.py`): at batch 1 that is all of this program's W,
+    streamed while the previous kernel still runs."""
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -139,6 +198,12 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
     k_lo = pid_k * K_TILES * BLOCK_K
     k = k_lo + tl.arange(0, BLOCK_K)
     w = _load_w(w_rows, n, k, N, K, EVEN_N and EVEN_K)
+    if HAS_CONV and not SPLIT:
+        conv_ptrs, window, shifted, cw, cb = _load_conv(cs_ptr, cw_ptr, cb_ptr, n, m, M, C,
+                                                        scs_m, scs_c, scw_c, HAS_CBIAS,
+                                                        CONV_W, W_PAD)
+    else:
+        conv_ptrs, window, shifted, cw, cb = cs_ptr, 0.0, 0.0, 0.0, 0.0
     wait_for_previous(PDL)
     if HAS_NORM:
         rstd = _rstd(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
@@ -167,24 +232,35 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr,
                  mask=(n < N)[:, None] & m_ok[None, :])
     else:
         _finish(y, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
-                HAS_BIAS, HAS_RESIDUAL, w_ptr.dtype.element_ty)
+                HAS_BIAS, HAS_RESIDUAL, w_ptr.dtype.element_ty,
+                C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, CONV_W, W_PAD)
 
 
 @triton.jit
-def gemv_reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, M, N, SPLIT_K, sp_s, sr_m, so_m,
+def gemv_reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, cs_ptr, cw_ptr, cb_ptr,
+                       M, N, SPLIT_K, C, sp_s, sr_m, so_m, scs_m, scs_c, scw_c,
                        HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                       ROUND_TO: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
+                       HAS_CONV: tl.constexpr, HAS_CBIAS: tl.constexpr, CONV_W: tl.constexpr,
+                       W_PAD: tl.constexpr, ROUND_TO: tl.constexpr, BLOCK_N: tl.constexpr,
+                       PDL: tl.constexpr):
     """Grid (N blocks, M): the SPLIT_K partial sums of one row, added in split order (so the
     result does not depend on which program finished first), then the epilogue."""
-    wait_for_previous(PDL)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.program_id(1) + tl.arange(0, 1)
+    if HAS_CONV:
+        conv_ptrs, window, shifted, cw, cb = _load_conv(cs_ptr, cw_ptr, cb_ptr, n, m, M, C,
+                                                        scs_m, scs_c, scw_c, HAS_CBIAS,
+                                                        CONV_W, W_PAD)
+    else:
+        conv_ptrs, window, shifted, cw, cb = cs_ptr, 0.0, 0.0, 0.0, 0.0
+    wait_for_previous(PDL)
     mask = (n < N)[:, None]
     acc = tl.zeros([BLOCK_N, 1], dtype=tl.float32)
     for s in range(SPLIT_K):
         acc += tl.load(part_ptr + s * sp_s + m[None, :] * N + n[:, None], mask=mask, other=0.0)
     _finish(acc, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
-            HAS_BIAS, HAS_RESIDUAL, ROUND_TO)
+            HAS_BIAS, HAS_RESIDUAL, ROUND_TO,
+            C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, CONV_W, W_PAD)
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -260,9 +336,13 @@ def default_config(M: int, N: int, K: int, elem_bytes: int, sms: int = INTERPRET
 
 def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                 residual: Optional[Tensor] = None, norm_weight: Optional[Tensor] = None,
-                norm_eps: float = 1e-5, config: Optional[GemvConfig] = None) -> Tensor:
+                norm_eps: float = 1e-5, config: Optional[GemvConfig] = None,
+                conv_state: Optional[Tensor] = None, conv_weight: Optional[Tensor] = None,
+                conv_bias: Optional[Tensor] = None) -> Tensor:
     """Run the kernels with `config` (default: `default_config`); shapes are assumed checked
-    (`ops.gemv` checks them). The benchmark's sweep calls this directly."""
+    (`ops.gemv` checks them). The benchmark's sweep calls this directly. With conv_state
+    (M, C, W-1), unit stride along its last dimension, updated in place: output rows n < C
+    are the conv step and SiLU of the product (`_conv_silu`)."""
     M, K = x.shape
     N = weight.shape[0]
     out_dtype = torch.float32 if residual is not None else weight.dtype
@@ -273,6 +353,15 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     weight = weight if weight.stride(-1) == 1 else weight.contiguous()
     if residual is not None and residual.stride(-1) != 1:
         residual = residual.contiguous()
+    if conv_state is not None:
+        conv_weight = conv_weight if conv_weight.stride(-1) == 1 else conv_weight.contiguous()
+        C, width = conv_weight.shape
+        conv = dict(C=C, scs_m=conv_state.stride(0), scs_c=conv_state.stride(1),
+                    scw_c=conv_weight.stride(0), HAS_CONV=True, HAS_CBIAS=conv_bias is not None,
+                    CONV_W=width, W_PAD=max(triton.next_power_of_2(width), 2))
+    else:
+        conv = dict(C=0, scs_m=0, scs_c=0, scw_c=0, HAS_CONV=False, HAS_CBIAS=False,
+                    CONV_W=2, W_PAD=2)
     if config is None:
         sms = num_sms(x.device.index if x.is_cuda else None)
         config = default_config(M, N, K, weight.element_size(), sms)
@@ -285,22 +374,27 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     grid = (triton.cdiv(N, c.block_n), split, triton.cdiv(M, c.block_m))
     pdl = use_pdl(x)
     gemv_kernel[grid](
-        x, weight, bias, residual, norm_weight, part, M, N, K, tiles,
-        x.stride(0), weight.stride(0), 0 if residual is None else residual.stride(0),
-        M * N, part.stride(-2), norm_eps,
+        x, weight, bias, residual, norm_weight, part, conv_state, conv_weight, conv_bias,
+        M, N, K, tiles, conv["C"], x.stride(0), weight.stride(0),
+        0 if residual is None else residual.stride(0), M * N, part.stride(-2),
+        conv["scs_m"], conv["scs_c"], conv["scw_c"], norm_eps,
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
-        HAS_NORM=norm_weight is not None, SPLIT=split > 1, DOT=c.dot,
+        HAS_NORM=norm_weight is not None, HAS_CONV=conv["HAS_CONV"],
+        HAS_CBIAS=conv["HAS_CBIAS"], CONV_W=conv["CONV_W"], W_PAD=conv["W_PAD"],
+        SPLIT=split > 1, DOT=c.dot,
         PRECISION="ieee" if weight.dtype == torch.float32 else "tf32",
         BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, PDL=pdl,
         num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)
     if split > 1:
         block = min(triton.next_power_of_2(N), 1024)
         gemv_reduce_kernel[(triton.cdiv(N, block), M)](
-            part, bias, residual, out, M, N, split, M * N,
-            0 if residual is None else residual.stride(0), out.stride(0),
+            part, bias, residual, out, conv_state, conv_weight, conv_bias, M, N, split,
+            conv["C"], M * N, 0 if residual is None else residual.stride(0), out.stride(0),
+            conv["scs_m"], conv["scs_c"], conv["scw_c"],
             HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
-            ROUND_TO=_TL_DTYPE[weight.dtype], BLOCK_N=block, PDL=pdl, num_warps=4,
-            launch_pdl=pdl)
+            HAS_CONV=conv["HAS_CONV"], HAS_CBIAS=conv["HAS_CBIAS"], CONV_W=conv["CONV_W"],
+            W_PAD=conv["W_PAD"], ROUND_TO=_TL_DTYPE[weight.dtype], BLOCK_N=block, PDL=pdl,
+            num_warps=4, launch_pdl=pdl)
     return out
 
 
@@ -319,8 +413,27 @@ def _(x, weight, bias, residual, norm_weight, norm_eps):
     return x.new_empty((x.shape[0], weight.shape[0]), dtype=dtype)
 
 
+@torch.library.custom_op("bytessm::gemv_conv", mutates_args=("conv_state",))
+def gemv_conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], norm_weight: Optional[Tensor],
+                 norm_eps: float, conv_state: Tensor, conv_weight: Tensor,
+                 conv_bias: Optional[Tensor]) -> Tensor:
+    return gemv_launch(x, weight, bias, None, norm_weight, norm_eps, conv_state=conv_state,
+                       conv_weight=conv_weight, conv_bias=conv_bias)
+
+
+@gemv_conv_op.register_fake
+def _(x, weight, bias, norm_weight, norm_eps, conv_state, conv_weight, conv_bias):
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=weight.dtype)
+
+
 def gemv_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                 residual: Optional[Tensor] = None, norm_weight: Optional[Tensor] = None,
-                norm_eps: float = 1e-5) -> Tensor:
-    """`residual + linear(rmsnorm(x))` for a few rows; see the module docstring."""
+                norm_eps: float = 1e-5, conv_state: Optional[Tensor] = None,
+                conv_weight: Optional[Tensor] = None,
+                conv_bias: Optional[Tensor] = None) -> Tensor:
+    """`residual + linear(rmsnorm(x))` for a few rows, or with a conv state the conv step on
+    the first rows of `linear(rmsnorm(x))`; see the module docstring."""
+    if conv_state is not None:
+        return torch.ops.bytessm.gemv_conv(x, weight, bias, norm_weight, float(norm_eps),
+                                           conv_state, conv_weight, conv_bias)
     return torch.ops.bytessm.gemv(x, weight, bias, residual, norm_weight, float(norm_eps))

@@ -151,3 +151,115 @@ def test_custom_op_registration_is_consistent():
     args = (ins["x"], ins["weight"], ins["bias"], ins["residual"], ins["norm_weight"], 1e-5)
     torch.library.opcheck(torch.ops.bytessm.gemv.default, args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+# -- the conv epilogue (Mamba's in_proj with the conv step and SiLU of its x half) ---------
+
+def make_conv(M, N, C, width, seed=0, bias=True):
+    """A conv over the first C of N outputs: window (M, C, width-1) float32, weights, bias."""
+    g = torch.Generator().manual_seed(seed + 7 * C + width)
+    r = lambda *s: (torch.randn(*s, generator=g) + 0.1).to(DEVICE)  # noqa: E731
+    return dict(conv_state=r(M, C, width - 1), conv_weight=r(C, width) / width,
+                conv_bias=r(C) if bias else None)
+
+
+def conv_reference(ins, conv):
+    """The unfused composition: gemv_ref, then the conv step kernel's reference on y[:, :C]."""
+    y = reference.gemv_ref(**ins)
+    state = conv["conv_state"].clone()
+    C = conv["conv_weight"].shape[0]
+    xc = reference.causal_conv1d_update_ref(y[:, :C], state, conv["conv_weight"],
+                                            conv["conv_bias"], "silu")
+    return torch.cat([xc, y[:, C:]], 1), state
+
+
+CONV_PATHS = {"default": None, "dot": PATHS["dot"], "row-split3": PATHS["row-split3"],
+              "dot-split4": PATHS["dot-split4"]}
+
+
+@pytest.mark.parametrize("path", CONV_PATHS)
+@pytest.mark.parametrize("M", [1, 3], ids=lambda m: f"M{m}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_conv_epilogue_matches_product_then_conv_step(dtype, M, path):
+    """Output (conv'd rows and plain rows) and the updated window against the product
+    followed by the conv step's reference; C = 51 of N = 97 rows (not a block multiple),
+    RMSNorm prologue and bias on, width 4; every multiply path and the split reduction."""
+    ins = make(M, 97, 200, dtype, "norm")
+    ins["bias"] = make(M, 97, 200, dtype, "bias")["bias"]
+    conv = make_conv(M, 97, 51, 4)
+    want, want_state = conv_reference(ins, conv)
+    out = gemv_launch(**ins, **conv, config=CONV_PATHS[path])
+    assert out.dtype == want.dtype
+    assert_close("y", out.float(), want.float(), dtype)
+    assert_close("conv_state", conv["conv_state"], want_state, torch.float32)
+
+
+@pytest.mark.parametrize("width,bias", [(2, False), (3, True), (4, False)])
+def test_conv_epilogue_widths_through_the_public_op(width, bias):
+    """Window widths 2 (no held column shifts), 3 (odd, padded), 4 without bias; all N rows
+    convolved; the reference backend and the kernel agree, window included."""
+    ins = make(2, 64, 48, torch.bfloat16, "norm")
+    conv_k, conv_r = make_conv(2, 64, 64, width, bias=bias), make_conv(2, 64, 64, width, bias=bias)
+    out = gemv(**{k: v for k, v in ins.items() if k != "residual"}, **conv_k, backend="triton")
+    ref = gemv(**{k: v for k, v in ins.items() if k != "residual"}, **conv_r,
+               backend="reference")
+    assert_close("y", out.float(), ref.float(), torch.bfloat16)
+    assert_close("conv_state", conv_k["conv_state"], conv_r["conv_state"], torch.float32)
+    # a second step reads the window the first wrote
+    out2 = gemv(**{k: v for k, v in ins.items() if k != "residual"}, **conv_k, backend="triton")
+    ref2 = gemv(**{k: v for k, v in ins.items() if k != "residual"}, **conv_r,
+                backend="reference")
+    assert_close("y2", out2.float(), ref2.float(), torch.bfloat16)
+    assert not torch.equal(out2, out)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(conv_state=(3, 5, 3)), r"`conv_state` must have shape \(3, 4, 3\), got \(3, 5, 3\)"),
+    (dict(conv_weight=(7, 4)), r"C <= N = 6"),
+    (dict(conv_bias=(5,)), r"`conv_bias` must have shape \(4,\), got \(5,\)"),
+    (dict(residual=(3, 6)), r"`residual` add are exclusive"),
+], ids=["state", "weight", "bias", "residual"])
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_conv_bad_shapes_name_the_argument(kwargs, message, backend):
+    shapes = dict(conv_state=(3, 4, 3), conv_weight=(4, 4), conv_bias=(4,), residual=None)
+    shapes.update(kwargs)
+    if "conv_weight" in kwargs:
+        shapes["conv_state"] = (3, 7, 3)
+    args = {k: None if s is None else torch.randn(*s, device=DEVICE) for k, s in shapes.items()}
+    with pytest.raises(ValueError, match=message):
+        gemv(torch.randn(3, 4, device=DEVICE), torch.randn(6, 4, device=DEVICE), **args,
+             backend=backend)
+
+
+def test_conv_state_must_be_updatable_in_place():
+    state = torch.randn(2, 3, 4, device=DEVICE).transpose(1, 2)[:, :, :3]      # (2, 4, 3) strided
+    with pytest.raises(ValueError, match="unit stride along its last dimension"):
+        gemv(torch.randn(2, 4, device=DEVICE), torch.randn(6, 4, device=DEVICE),
+             conv_state=state, conv_weight=torch.randn(4, 4, device=DEVICE), backend="triton")
+
+
+def test_gemv_conv_op_registration_is_consistent():
+    ins = make(3, 20, 16, torch.bfloat16, "norm")
+    conv = make_conv(3, 20, 12, 4)
+    args = (ins["x"], ins["weight"], None, ins["norm_weight"], 1e-5, conv["conv_state"],
+            conv["conv_weight"], conv["conv_bias"])
+    torch.library.opcheck(torch.ops.bytessm.gemv_conv.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("M", [1, 5], ids=lambda m: f"M{m}")
+def test_conv_epilogue_equals_the_two_kernels_bitwise(M):
+    """bf16, the 353M model's rounding points: the fused kernel gives exactly what the GEMV
+    followed by the conv-step kernel gives (outputs and window), so fusing changes no
+    decoded symbol; a tolerance would miss a dropped rounding before the SiLU."""
+    from bytessm.kernels import causal_conv1d_update
+    ins = make(M, 96, 64, torch.bfloat16, "norm")
+    ins["bias"] = None
+    fused, split = make_conv(M, 96, 48, 4), make_conv(M, 96, 48, 4)
+    out = gemv(ins["x"], ins["weight"], norm_weight=ins["norm_weight"], **fused,
+               backend="triton")
+    y = gemv(ins["x"], ins["weight"], norm_weight=ins["norm_weight"], backend="triton")
+    xc = causal_conv1d_update(y[:, :48], split["conv_state"], split["conv_weight"],
+                              split["conv_bias"], activation="silu", backend="triton")
+    assert torch.equal(out[:, :48], xc) and torch.equal(out[:, 48:], y[:, 48:])
+    assert torch.equal(fused["conv_state"], split["conv_state"])
