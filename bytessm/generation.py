@@ -17,7 +17,7 @@ same step function. Inside the graph a step still costs about a launch gap per k
 on CUDA each block's step is first compiled with torch.compile (`compiled_block_step`:
 7 kernels per Mamba layer instead of 13; docs/generation.md counts them), and its
 matrix-vector products run on the Triton GEMV with the norm and the residual add fused in
-(`bytessm.nn.decode`: 5 kernels), launched with programmatic dependent launch so that each
+and the conv step in in_proj's (`bytessm.nn.decode`: 4 kernels), launched with programmatic dependent launch so that each
 kernel streams its weights while the one before it finishes (`kernels/triton/pdl.py`).
 
 Generation knows no modality: prompts and samples are lists of symbols; the task turns

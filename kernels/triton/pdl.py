@@ -4,8 +4,8 @@
     with programmatic_launch():     # `generation.Decoder` wraps its step's warm-up and capture
         step()
 
-A decode step is a chain of a few hundred small kernels (five per Mamba layer), each a
-couple of microseconds (the conv and state steps 2.4-2.5 us on an H200, for a few KB). With
+A decode step is a chain of a few hundred small kernels (four per Mamba layer), each a
+couple of microseconds (the state step 1.9 us on an H200, for a few KB). With
 PDL a kernel is launched while the one before it still runs: it loads what the previous
 kernel cannot have written (its weights, the layer's conv window and SSM state, A, D, the
 biases) and only then waits (`griddepcontrol.wait`) for the previous kernel to finish

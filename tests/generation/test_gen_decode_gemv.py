@@ -1,7 +1,7 @@
 """The decode step on the GEMV kernel (`bytessm.nn.decode`, forced with DECODE_GEMV="triton",
-under TRITON_INTERPRET=1 on the CPU): same logits as the step without it and as the
-parallel forward, float32 and bf16 weights, eager and torch.compile'd; 5 kernels per Mamba
-block step; the switch's choices."""
+under TRITON_INTERPRET=1 on the CPU, on the GPU where there is one): same logits as the
+step without it and as the parallel forward, float32 and bf16 weights, eager and
+torch.compile'd; 4 kernels per Mamba block step; the switch's choices."""
 import pytest
 import torch
 
@@ -13,6 +13,7 @@ from test_gen_step_kernels import block_step_ops, one_kernel_decode_steps  # noq
 
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0")
 MODELS = {"mamba": dict(attn=()), "hybrid": dict(attn=(1,))}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def decode_logits(model, x, mode, monkeypatch, compile_step=False):
@@ -31,8 +32,8 @@ def test_gemv_step_matches_step_without_it(kind, dtype, monkeypatch):
     """in_proj (+ norm), x_proj, dt_proj, out_proj (+ residual) and the LM head on the GEMV:
     the logits of the step without it and of the parallel forward, to float32 summation
     order (the kernel rounds where the layers round)."""
-    model = cast_for_inference(tiny(**MODELS[kind]), dtype)
-    x = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(2))
+    model = cast_for_inference(tiny(**MODELS[kind]).to(DEVICE), dtype)
+    x = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(2)).to(DEVICE)
     with torch.no_grad():
         ref = model(x)
     gemv = decode_logits(model, x, "triton", monkeypatch)
@@ -47,8 +48,8 @@ def test_compiled_gemv_step_matches_eager_step_without_it(kind, monkeypatch):
     the hybrid's attention and MLP steps too (the Transformer baseline's path). The hybrid
     used to differ by 1.8e-3: inductor fused SwiGLU's silu and product in float32 where
     eager rounds silu(a) to bf16 first (`block.swiglu` now rounds once in both)."""
-    model = cast_for_inference(tiny(**MODELS[kind]), torch.bfloat16)
-    x = torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(3))
+    model = cast_for_inference(tiny(**MODELS[kind]).to(DEVICE), torch.bfloat16)
+    x = torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(3)).to(DEVICE)
     compiled = decode_logits(model, x, "triton", monkeypatch, compile_step=True)
     plain = decode_logits(model, x, "off", monkeypatch)
     assert rel_err(compiled.float(), plain.float()) < TOL[torch.bfloat16]
@@ -59,7 +60,7 @@ def test_gemv_block_step_kernel_budget(one_kernel_decode_steps, monkeypatch):  #
     step with dt_proj, out_proj with the residual add = 4 kernels (13 without the GEMV, 7
     compiled)."""
     monkeypatch.setattr(decode, "DECODE_GEMV", "triton")
-    ops = block_step_ops()
+    ops = block_step_ops(DEVICE)
     assert ops["gemv_conv"] == 1 and ops["gemv"] == 2 and "silu" not in ops, dict(ops)
     assert "causal_conv1d_update" not in ops, dict(ops)
     assert sum(ops.values()) == 4, dict(ops)

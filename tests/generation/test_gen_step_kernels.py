@@ -47,13 +47,13 @@ def one_kernel_decode_steps(monkeypatch):
         monkeypatch.setattr(mamba, name, counted)
 
 
-def block_step_ops() -> collections.Counter:
+def block_step_ops(device="cpu") -> collections.Counter:
     """Kernels of one eager step of the first block of a bf16 tiny model (after a first step
     has filled the A cache), by op name."""
-    model = cast_for_inference(tiny(), torch.bfloat16)
+    model = cast_for_inference(tiny().to(device), torch.bfloat16)
     block = model.backbone.blocks[0]
-    state = new_states(model, 2, "cpu", 4, static=True)[0]
-    residual = torch.randn(2, 32)
+    state = new_states(model, 2, device, 4, static=True)[0]
+    residual = torch.randn(2, 32, device=device)
     with torch.no_grad():
         block.step(residual, state)
         with KernelCount() as count:
