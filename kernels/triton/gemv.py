@@ -109,22 +109,40 @@ def _conv_silu(y, n, m, M, C, ptrs, window, shifted, cw, cb,
 
 
 @triton.jit
-def _finish(acc, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
+def _load_epilogue(n, m, N, M, bias_ptr, res_ptr, sr_m,
+                   HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+    """The bias (BLOCK_N,) and residual (BLOCK_N, BLOCK_M) tiles of `_finish`, float32 (zeros
+    without them), loaded before the wait for the previous kernel: the residual stream a
+    block adds to was written by the block before it, several kernels back (`pdl.py`)."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros_like(n).to(tl.float32)
+    if HAS_RESIDUAL:
+        res = tl.load(res_ptr + m[None, :] * sr_m + n[:, None],
+                      mask=(n < N)[:, None] & (m < M)[None, :], other=0.0).to(tl.float32)
+    else:
+        res = tl.zeros([n.shape[0], m.shape[0]], dtype=tl.float32)
+    return bias, res
+
+
+@triton.jit
+def _finish(acc, n, m, N, M, bias, res, out_ptr, so_m,
             HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND_TO: tl.constexpr,
             C, conv_ptrs, window, shifted, cw, cb,
             HAS_CONV: tl.constexpr, CONV_W: tl.constexpr, W_PAD: tl.constexpr):
     """Epilogue on a (BLOCK_N, BLOCK_M) tile of float32 sums: + bias, rounded to the
     weight's dtype (the Linear's output); with a residual `residual + y` in float32; with
-    a conv (HAS_CONV, tiles from `_load_conv`) the conv step and SiLU on rows n < C."""
+    a conv (HAS_CONV, tiles from `_load_conv`) the conv step and SiLU on rows n < C. The
+    bias and residual tiles come from `_load_epilogue`."""
     mask = (n < N)[:, None] & (m < M)[None, :]
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[:, None]
+        acc += bias[:, None]
     y = acc.to(ROUND_TO)
     if HAS_CONV:
         y = _conv_silu(y, n, m, M, C, conv_ptrs, window, shifted, cw, cb, CONV_W, W_PAD)
     if HAS_RESIDUAL:
-        res = tl.load(res_ptr + m[None, :] * sr_m + n[:, None], mask=mask, other=0.0)
-        y = res.to(tl.float32) + y.to(tl.float32)
+        y = res + y.to(tl.float32)
     tl.store(out_ptr + m[None, :] * so_m + n[:, None], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -152,15 +170,8 @@ def _load_w(w_rows, n, k, N, K, EVEN: tl.constexpr):
 
 
 @triton.jit
-def _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM: tl.constexpr,
-                DOT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
-    """acc += the tile w times the matching columns k of x's rows (normed with HAS_NORM)."""
-    x = tl.load(x_rows + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
-                other=0.0).to(tl.float32)                                    # (BLOCK_M, BLOCK_K)
-    if HAS_NORM:
-        nw = tl.load(nw_ptr + k, mask=k < K, other=0.0).to(tl.float32)
-        x = x * rstd[:, None] * nw[None, :]
-    x = x.to(w.dtype)                            # the Linear's input, in its weight's dtype
+def _multiply(acc, w, x, DOT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """acc += the tile w (BLOCK_N, BLOCK_K) times x (BLOCK_M, BLOCK_K), already in w's dtype."""
     if DOT:
         acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
     elif BLOCK_M == 1:
@@ -170,9 +181,22 @@ def _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM: tl.constexpr
     return acc
 
 
+@triton.jit
+def _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM: tl.constexpr,
+                DOT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """acc += the tile w times the matching columns k of x's rows (normed with HAS_NORM)."""
+    x = tl.load(x_rows + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
+                other=0.0).to(tl.float32)                                    # (BLOCK_M, BLOCK_K)
+    if HAS_NORM:
+        nw = tl.load(nw_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+        x = x * rstd[:, None] * nw[None, :]
+    return _multiply(acc, w, x.to(w.dtype), DOT, PRECISION, BLOCK_M)     # the Linear's input
+
+
 @triton.heuristics({
     "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0,
     "EVEN_K": lambda a: a["K"] % (a["K_TILES"] * a["BLOCK_K"]) == 0,   # every split's tiles full
+    "ONE_TILE": lambda a: a["K"] <= a["BLOCK_K"],   # all of K in one tile (batch 1, K <= 4096)
 })
 @triton.jit
 def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr, cs_ptr, cw_ptr, cb_ptr,
@@ -182,13 +206,16 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr, cs_ptr, cw_ptr
                 W_PAD: tl.constexpr,
                 SPLIT: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, PDL: tl.constexpr):
+                EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, ONE_TILE: tl.constexpr,
+                PDL: tl.constexpr):
     """Grid (N blocks, K splits, M blocks): rows n of W times rows m of x over this split's
     K_TILES tiles of BLOCK_K columns. With SPLIT, `out` is the float32 (SPLIT_K, M, N)
     buffer of partial sums; otherwise the epilogue runs here (with the conv step on rows
-    n < C: HAS_CONV). The first tile of W (and the conv windows) is loaded before the wait
-    for the previous kernel (`pdl.py`): at batch 1 that is all of this program's W,
-    streamed while the previous kernel still runs."""
+    n < C: HAS_CONV). Before the wait for the previous kernel (`pdl.py`) it loads what that
+    kernel cannot be writing: the first tile of W (at batch 1 all of this program's W,
+    streamed while the previous kernel still runs), the conv windows, the bias, the
+    residual and, when all of K fits in one tile, the norm weight; after it, x's rows, read
+    once in that case."""
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -204,23 +231,36 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr, cs_ptr, cw_ptr
                                                         CONV_W, W_PAD)
     else:
         conv_ptrs, window, shifted, cw, cb = cs_ptr, 0.0, 0.0, 0.0, 0.0
+    if not SPLIT:
+        bias, res = _load_epilogue(n, m, N, M, bias_ptr, res_ptr, sr_m, HAS_BIAS, HAS_RESIDUAL)
+    if ONE_TILE and HAS_NORM:
+        nw = tl.load(nw_ptr + k, mask=k < K, other=0.0).to(tl.float32)
     wait_for_previous(PDL)
-    if HAS_NORM:
-        rstd = _rstd(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
-    else:
-        rstd = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
     if DOT:
         acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     elif BLOCK_M == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_N, BLOCK_M, BLOCK_K], dtype=tl.float32)
-    acc = _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM, DOT, PRECISION, BLOCK_M)
-    for i in range(1, K_TILES):
-        k = k_lo + i * BLOCK_K + tl.arange(0, BLOCK_K)
-        w = _load_w(w_rows, n, k, N, K, EVEN_N and EVEN_K)
+    if ONE_TILE:  # x's rows are read once: the RMSNorm's sum of squares from the same tile
+        x = tl.load(x_rows + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
+                    other=0.0).to(tl.float32)                                # (BLOCK_M, BLOCK_K)
+        if HAS_NORM:
+            rstd = tl.math.rsqrt(tl.sum(x * x, axis=1) / K + eps)
+            x = x * rstd[:, None] * nw[None, :]
+        acc = _multiply(acc, w, x.to(w.dtype), DOT, PRECISION, BLOCK_M)
+    else:
+        if HAS_NORM:
+            rstd = _rstd(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
+        else:
+            rstd = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
         acc = _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM, DOT, PRECISION,
                           BLOCK_M)
+        for i in range(1, K_TILES):
+            k = k_lo + i * BLOCK_K + tl.arange(0, BLOCK_K)
+            w = _load_w(w_rows, n, k, N, K, EVEN_N and EVEN_K)
+            acc = _accumulate(acc, w, x_rows, m_ok, k, K, nw_ptr, rstd, HAS_NORM, DOT,
+                              PRECISION, BLOCK_M)
     if DOT:
         y = acc                                                              # (BLOCK_N, BLOCK_M)
     elif BLOCK_M == 1:
@@ -231,7 +271,7 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr, cs_ptr, cw_ptr
         tl.store(out_ptr + pid_k * so_s + m[None, :] * so_m + n[:, None], y,
                  mask=(n < N)[:, None] & m_ok[None, :])
     else:
-        _finish(y, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
+        _finish(y, n, m, N, M, bias, res, out_ptr, so_m,
                 HAS_BIAS, HAS_RESIDUAL, w_ptr.dtype.element_ty,
                 C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, CONV_W, W_PAD)
 
@@ -253,12 +293,13 @@ def gemv_reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, cs_ptr, cw_ptr, cb_
                                                         CONV_W, W_PAD)
     else:
         conv_ptrs, window, shifted, cw, cb = cs_ptr, 0.0, 0.0, 0.0, 0.0
+    bias, res = _load_epilogue(n, m, N, M, bias_ptr, res_ptr, sr_m, HAS_BIAS, HAS_RESIDUAL)
     wait_for_previous(PDL)
     mask = (n < N)[:, None]
     acc = tl.zeros([BLOCK_N, 1], dtype=tl.float32)
     for s in range(SPLIT_K):
         acc += tl.load(part_ptr + s * sp_s + m[None, :] * N + n[:, None], mask=mask, other=0.0)
-    _finish(acc, n, m, N, M, bias_ptr, res_ptr, out_ptr, sr_m, so_m,
+    _finish(acc, n, m, N, M, bias, res, out_ptr, so_m,
             HAS_BIAS, HAS_RESIDUAL, ROUND_TO,
             C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, CONV_W, W_PAD)
 
