@@ -13,15 +13,14 @@ before it reads that kernel's output and writes anything. Right after the wait i
 next kernel launch (`griddepcontrol.launch_dependents`).
 
 The contract, which is why it is opt-in and scoped: inside `programmatic_launch()` the
-caller promises that the kernel launched just before a GEMV, conv-step or state-step kernel
-does not write that kernel's weights, biases, states, index map or the residual a GEMV adds
-to. Kernels two or more
-launches back need no promise: a kernel launches only after every program of the one before
-it has passed its own wait, by which time the one before that has finished. The decode step
-keeps that promise (a state is written by its own step kernel only, weights never, and the
-residual stream by the product that closes the branch before, at least two kernels
-earlier); a loop
-that, say, zeroes a state and then steps it at once does not, so PDL is off by default.
+caller promises that the kernel launched just before a GEMV, conv-step or state-step
+kernel does not write that kernel's weights, biases, states, index map or the residual a
+GEMV adds to. Kernels two or more launches back need no promise: a kernel launches only
+after every program of the one before it has passed its own wait, by which time the one
+before that has finished. The decode step keeps that promise (a state is written by its
+own step kernel only, weights never, and the residual stream by the product that closes
+the branch before, at least two kernels earlier); a loop that, say, zeroes a state and
+then steps it at once does not, so PDL is off by default.
 
 Launches record the attribute into a CUDA graph captured meanwhile, so replays keep it.
 Off on devices before compute capability 9.0 and under TRITON_INTERPRET=1 (the
