@@ -68,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=1e9,
                    help="start no configuration after this many seconds")
     p.add_argument("--commit", default=None, help="commit to record (default: git rev-parse)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after the timed steps, profile N more (trainer.profile) and tabulate "
+                        "each rank's wall time, GPU busy time and collective time per step")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     a = p.parse_args(argv)
     if a.smoke:
@@ -96,10 +99,14 @@ def train_command(a, parallel: str, nproc: int, out_dir: Path) -> list[str]:
         "task=synthetic", f"model={a.model}", f"trainer.device={a.device}",
         f"trainer.parallel={parallel}", f"trainer.precision={a.precision}",
         f"trainer.seq_len={a.seq_len}", f"trainer.batch_size={a.batch_per_gpu * nproc}",
-        f"trainer.max_steps={a.warmup_steps + a.steps}", f"trainer.log_every={a.log_every}",
+        f"trainer.max_steps={a.warmup_steps + a.steps + a.profile}",
+        f"trainer.log_every={a.log_every}",
         "trainer.eval_every=0", "trainer.save_every=0", "trainer.eval_batches=1",
         f"task.eval_size={nproc * a.batch_per_gpu}", "trainer.progress=false",
         f"trainer.out_dir={out_dir}", *a.overrides]
+    if a.profile:  # after the timed windows, which they would slow down
+        overrides += [f"trainer.profile.start={a.warmup_steps + a.steps + 1}",
+                      f"trainer.profile.steps={a.profile}"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={nproc}", "-m", "bytessm.cli", "train", *overrides]
 
@@ -120,11 +127,13 @@ def run_one(cmd: list[str], log: Path, timeout_s: float, env: dict) -> tuple[int
 
 
 def throughput(metrics_path: Path, *, warmup_steps: int, log_every: int,
-               symbols_per_step: int) -> dict:
-    """Combine the timed windows of a run's train log: total symbols / total time."""
+               symbols_per_step: int, last_step: int | None = None) -> dict:
+    """Combine the timed windows of a run's train log (after `warmup_steps`, up to
+    `last_step`): total symbols / total time."""
     rows = [json.loads(line) for line in open(metrics_path)]
     windows = [r for r in rows if r.get("split") == "train" and "symbols_per_s" in r]
-    timed = [w for w in windows if w["step"] - log_every >= warmup_steps]
+    timed = [w for w in windows if w["step"] - log_every >= warmup_steps
+             and (last_step is None or w["step"] <= last_step)]
     if not timed:
         raise ValueError(f"no timed window in {metrics_path}")
     symbols = symbols_per_step * log_every * len(timed)
@@ -189,7 +198,40 @@ def markdown(rows: list[dict], a, m: dict) -> str:
         lines.append(f"| {r['parallel'] if r['gpus'] > 1 else r['parallel'] + ' (1 proc: unwrapped)'}"
                      f" | {r['gpus']} | {r['global_batch']} | {1000 * r['step_s']:.0f} ms | "
                      f"{r['symbols_per_s']:,.0f} | {sp} | {eff} |")
-    return head + "\n".join(lines) + "\n\nCommand: `" + m["command"] + "`\n"
+    return (head + "\n".join(lines) + profile_markdown(rows) + "\n\nCommand: `" + m["command"]
+            + "`\n")
+
+
+def _ms(v) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def profile_markdown(rows: list[dict], top: int = 8) -> str:
+    """The `--profile` tables: per run and rank, ms per profiled step; then each run's top
+    kernels on rank 0."""
+    prof = [r for r in rows if r.get("profile")]
+    if not prof:
+        return ""
+    lines = ["", "", "Profiled steps (trainer.profile, after the timed ones; ms per step; GPU "
+             "busy = union of kernel intervals, so overlapping kernels count once):", "",
+             "| run | rank | wall | GPU busy | GPU idle | kernels (sum) | collectives |",
+             "|---|---|---|---|---|---|---|"]
+    for r in prof:
+        for s in r["profile"]:
+            busy = s["device_busy_ms_per_step"]
+            idle = None if busy is None else s["wall_ms_per_step"] - busy
+            lines.append(f"| {r['parallel']} x{r['gpus']} | {s['rank']} | "
+                         f"{_ms(s['wall_ms_per_step'])} | {_ms(busy)} | {_ms(idle)} | "
+                         f"{_ms(s['kernel_ms_per_step'])} | {_ms(s['collective_ms_per_step'])} |")
+    for r in prof:
+        kernels = r["profile"][0]["top_kernels"][:top]
+        if not kernels:
+            continue
+        lines += ["", f"Top kernels, {r['parallel']} x{r['gpus']}, rank 0 (ms per step, calls):",
+                  "", "| kernel | ms | calls |", "|---|---|---|"]
+        lines += [f"| `{k['name'][:90]}` | {k['ms_per_step']:.2f} | {k['calls_per_step']:.0f} |"
+                  for k in kernels]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -228,7 +270,11 @@ def main(argv=None) -> int:
             continue
         row.update(throughput(run_root / name / "metrics.jsonl", warmup_steps=a.warmup_steps,
                               log_every=a.log_every,
-                              symbols_per_step=a.batch_per_gpu * nproc * a.seq_len))
+                              symbols_per_step=a.batch_per_gpu * nproc * a.seq_len,
+                              last_step=a.warmup_steps + a.steps))
+        if a.profile:
+            row["profile"] = [json.loads(f.read_text()) for f in
+                              sorted((run_root / name / "profile").glob("rank*_summary.json"))]
         row["status"] = "ok"
         print(f"[bench_scale] {name}: {row['symbols_per_s']:,.0f} symbols/s, "
               f"{row['step_s'] * 1000:.0f} ms/step, wall {wall:.0f} s", file=sys.stderr,

@@ -60,3 +60,9 @@ def validate_trainer(cfg: DictConfig, world_size: int) -> None:
         raise ConfigError(f"trainer.grad_reduce must be fp32 or bf16, got {t.grad_reduce!r}")
     if float(t.get("ddp_bucket_mb", 25)) <= 0:
         raise ConfigError(f"trainer.ddp_bucket_mb must be positive, got {t.ddp_bucket_mb}")
+    prof = t.get("profile") or {}
+    if prof.get("start") is not None:
+        start, n = int(prof.start), int(prof.get("steps", 3))
+        if start < 1 or n < 1 or start + n - 1 > int(t.max_steps):
+            raise ConfigError(f"trainer.profile: steps start={start} .. {start + n - 1} must lie "
+                              f"within 1 .. trainer.max_steps={t.max_steps} (steps >= 1)")

@@ -30,6 +30,7 @@ from .distributed import (World, all_reduce_sum, broadcast_object, close, gradie
 from .evaluate import autocast, evaluate, to_device
 from .logging import MetricsWriter, progress
 from .optim import build_optimizer, no_decay_names, warmup_cosine
+from .profiling import StepProfiler
 from .segments import segmented_step
 
 
@@ -142,9 +143,13 @@ def _train(cfg: DictConfig, world: World) -> dict:
     bar = progress(int(t.max_steps), step, enabled=world.is_main and bool(t.progress))
     model.train()
     pause = gradient_sync_pause(model) if world.distributed else None
+    prof_cfg = t.get("profile") or {}
+    profiler = StepProfiler(prof_cfg.get("start"), prof_cfg.get("steps", 3), out_dir, world.rank,
+                            device)
     window = {"symbols": 0.0, "time": time.perf_counter()}
     log_sums: dict[str, list[float]] = {}
     while step < t.max_steps:
+        profiler.before(step + 1)
         if length_at(step) != current_len:  # sequence-length warmup: rebuild the stream
             batches, current_len = make_iter(step), length_at(step)
         step_sums: dict[str, list[float]] = {}
@@ -184,6 +189,14 @@ def _train(cfg: DictConfig, world: World) -> dict:
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
+        summary = profiler.after(step)
+        if summary is not None and world.is_main:
+            print(f"[bytessm] profile of steps {profiler.start}-{step} (rank 0): "
+                  f"{summary['wall_ms_per_step']:.1f} ms a step"
+                  + ("" if summary["device_busy_ms_per_step"] is None else
+                     f", GPU busy {summary['device_busy_ms_per_step']:.1f} ms, collectives "
+                     f"{summary['collective_ms_per_step']:.1f} ms")
+                  + f"; trace in {out_dir / 'profile'}", flush=True)
         for k, v in totals.items():
             acc = log_sums.setdefault(k, [0.0, 0.0])
             acc[0] += v[0]

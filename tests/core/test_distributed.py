@@ -149,3 +149,18 @@ def test_fsdp_with_paused_gradient_sync_matches_one_process(tmp_path, extra):
     _, _, m2 = load_for_inference(tmp_path / "two")
     for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         torch.testing.assert_close(p2, p1, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_profile_writes_a_trace_and_summary_per_rank(tmp_path):
+    """trainer.profile: steps 2-3 of a 2-rank run profiled; each rank writes its Chrome trace
+    and summary (CPU run: the GPU fields are null), and training still matches its steps."""
+    losses, _ = _train(tmp_path / "run", 2, "trainer.profile.start=2", "trainer.profile.steps=2")
+    assert len(losses) == 3
+    for rank in (0, 1):
+        summary = json.loads((tmp_path / "run" / "profile" / f"rank{rank}_summary.json").read_text())
+        assert summary["rank"] == rank and summary["first_step"] == 2 and summary["steps"] == 2
+        assert summary["wall_ms_per_step"] > 0 and summary["device_busy_ms_per_step"] is None
+        trace = json.loads((tmp_path / "run" / "profile" / f"rank{rank}.json").read_text())
+        names = {e.get("name", "") for e in trace["traceEvents"]}
+        assert any("backward" in n.lower() for n in names), sorted(names)[:20]
+    assert not list((tmp_path / "run" / "profile").glob("*.tmp*"))

@@ -34,14 +34,19 @@ def test_throughput_combines_timed_windows_only(tmp_path):
     assert got["symbols_per_s"] == pytest.approx(240 / 1.6)
     assert got["step_s"] == pytest.approx(1.6 / 4) and got["timed_steps"] == 4
     assert got["final_train_loss"] == 2.5
+    # profiled steps after the timed ones (--profile) are left out too
+    late = _load("bench_scale").throughput(log, warmup_steps=2, log_every=2, symbols_per_step=60,
+                                           last_step=4)
+    assert late["symbols_per_s"] == pytest.approx(100.0) and late["timed_steps"] == 2
 
 
 def test_bench_scale_smoke_ddp_with_an_override(tmp_path):
     """One process, then two DDP ranks, each a real `bytessm train` run; the override
-    reaches both (bf16 gradient all-reduce on gloo)."""
+    reaches both (bf16 gradient all-reduce on gloo); --profile adds each rank's profile of
+    two steps after the timed ones."""
     r = subprocess.run([sys.executable, str(SCRIPTS / "bench_scale.py"), "--smoke",
-                        "--parallel", "ddp", "--out", str(tmp_path), "--run-dir",
-                        str(tmp_path / "runs"), "trainer.grad_reduce=bf16"],
+                        "--parallel", "ddp", "--profile", "2", "--out", str(tmp_path),
+                        "--run-dir", str(tmp_path / "runs"), "trainer.grad_reduce=bf16"],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "bench_scale.json").read_text())
@@ -53,6 +58,10 @@ def test_bench_scale_smoke_ddp_with_an_override(tmp_path):
     assert two["efficiency"] == pytest.approx(two["symbols_per_s"] / (2 * one["symbols_per_s"]))
     table = (tmp_path / "bench_scale.md").read_text()
     assert "| ddp | 2 | 4 |" in table and "efficiency" in table
+    assert [p["rank"] for p in one["profile"]] == [0] and [p["rank"] for p in two["profile"]] == [0, 1]
+    assert all(p["first_step"] == 7 and p["steps"] == 2 for p in two["profile"])
+    assert two["timed_steps"] == 4                    # the profiled steps are not timed
+    assert "| ddp x2 | 1 |" in table
 
 
 def test_bench_allreduce_smoke_prints_every_size_and_dtype():
