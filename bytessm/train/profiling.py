@@ -7,8 +7,9 @@ profiles steps 20, 21 and 22 (1-based, as logged) on every rank and writes, unde
 
 - `rank<R>.json`: the Chrome trace (open in chrome://tracing or Perfetto);
 - `rank<R>_summary.json`: per profiled step, the wall time, the time the GPU was busy
-  (union of kernel intervals: concurrent kernels count once), the summed kernel time, the
-  collective-communication kernels' share (NCCL) and the top kernels by time.
+  (union of kernel and copy intervals: concurrent kernels count once; user annotations such
+  as "DistributedDataParallel.forward" are ranges, not work, and are left out), the summed
+  kernel time, the collective-communication kernels' share (NCCL) and the top kernels.
 
 Why the busy time: a step that takes longer on N GPUs than on one, with the same work per
 GPU, is either waiting (host launches, synchronisation: the GPU idles) or doing more (copies,
@@ -48,7 +49,11 @@ def busy_time_us(intervals: list[tuple[float, float]]) -> float:
 def summarize(events, steps: int, wall_s: float, top: int = 15) -> dict:
     """The summary of `rank<R>_summary.json` from a profiler's events (FunctionEvents with
     `device_type` and `time_range`); times in ms per profiled step."""
-    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    # GPU-side events, without the user annotations the profiler also puts on the GPU
+    # timeline (DDP's forward, NCCL's "nccl:all_reduce", the optimizer step): those are
+    # ranges spanning kernels and gaps, not work
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+               and not getattr(e, "is_user_annotation", False)]
     per_step = lambda us: us / 1e3 / steps  # noqa: E731
     summary = {"steps": steps, "wall_ms_per_step": wall_s * 1e3 / steps}
     if not kernels:

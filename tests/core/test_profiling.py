@@ -12,8 +12,8 @@ from bytessm.train.profiling import busy_time_us, summarize
 CUDA, CPU = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
 
 
-def event(name, start, end, device=CUDA):
-    return SimpleNamespace(name=name, device_type=device,
+def event(name, start, end, device=CUDA, annotation=False):
+    return SimpleNamespace(name=name, device_type=device, is_user_annotation=annotation,
                            time_range=SimpleNamespace(start=start, end=end))
 
 
@@ -25,7 +25,10 @@ def test_busy_time_counts_overlaps_once():
 def test_summary_separates_busy_time_collectives_and_cpu_events():
     events = [event("scan_fwd_kernel", 0, 1000), event("scan_fwd_kernel", 3000, 4000),
               event("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 500, 2500),   # overlaps compute
-              event("aten::mm", 0, 9000, CPU)]
+              event("aten::mm", 0, 9000, CPU),
+              # GPU-timeline annotations: ranges, not work
+              event("DistributedDataParallel.forward", 0, 9000, annotation=True),
+              event("nccl:all_reduce", 500, 2500, annotation=True)]
     s = summarize(events, steps=2, wall_s=0.01)
     assert s["wall_ms_per_step"] == pytest.approx(5.0)
     assert s["device_busy_ms_per_step"] == pytest.approx(3.5 / 2)     # [0, 2.5) + [3, 4) ms
