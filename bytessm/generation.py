@@ -26,6 +26,7 @@ strings into symbols (`Task.encode_prompt`) and symbols into output (`Task.write
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -136,6 +137,12 @@ def prepare_compiled_step(model: nn.Module):
         if isinstance(m, SSMBranch) and not m.reverse:
             m._step_A()
     return compiled_block_step()
+
+
+def takes_block_step(model: nn.Module) -> bool:
+    """Whether the backbone's step takes a `block_step` to run its blocks with (layered
+    stacks, the pooled U-Net), so that the decoder can hand it a compiled one."""
+    return "block_step" in inspect.signature(model.backbone.step).parameters
 
 
 def model_step(model: nn.Module, symbols: Tensor, states: list, block_step=None) -> Tensor:
@@ -286,9 +293,9 @@ class Decoder:
     pooled U-Net: its levels pool every 4 and 16 positions) gets one graph per phase, and
     `run()` replays them in turn.
 
-    With `compile_step` (default: on with CUDA graphs, for layered stacks) each block's step
-    goes through torch.compile first (`compiled_block_step`): fewer, fused kernels inside
-    the graph. With `programmatic_launch` the step's GEMV, conv-step and state-step kernels
+    With `compile_step` (default: on with CUDA graphs, for layered stacks; the pooled U-Net
+    takes it too, opt-in until measured on a GPU) each block's step goes through
+    torch.compile first (`compiled_block_step`): fewer, fused kernels inside the graph. With `programmatic_launch` the step's GEMV, conv-step and state-step kernels
     are captured with programmatic dependent launch on Hopper and later
     (`kernels/triton/pdl.py`): each loads its weights and state while the kernel before it
     still runs. Default (`default_programmatic_launch`): on with CUDA graphs where the
@@ -317,7 +324,7 @@ class Decoder:
         self.batch, self.max_len, self.max_new = batch, max_len, max_new
         if compile_step is None:
             compile_step = cuda_graph and self.layered
-        if compile_step and not self.layered:
+        if compile_step and not takes_block_step(model):
             raise ConfigError(f"{type(model.backbone).__name__} has no per-block step to compile; "
                               f"use compile_step=False")
         self.cuda_graph, self.graphs = cuda_graph, None

@@ -77,10 +77,11 @@ def bench_train(model, *, batch: int, length: int, steps: int, warmup: int, devi
     return {"s_per_step": dt, "samples_per_s": batch / dt, "peak_mem_gib": mem}
 
 
-def bench_generate(model, *, batch: int, length: int, device, cuda_graph=None) -> dict:
+def bench_generate(model, *, batch: int, length: int, device, cuda_graph=None,
+                   compile_step=None) -> dict:
     model.eval()
     params = SamplingParams(temperature=1.0)
-    kw = dict(params=params, seed=0, cuda_graph=cuda_graph)
+    kw = dict(params=params, seed=0, cuda_graph=cuda_graph, compile_step=compile_step)
     generate(model, [[128]] * batch, max_new=min(length, 32), **kw)  # warm-up
     sync(device)
     t = time.perf_counter()
@@ -89,7 +90,8 @@ def bench_generate(model, *, batch: int, length: int, device, cuda_graph=None) -
     dt = time.perf_counter() - t
     return {"gen_s": dt, "gen_symbols_per_s": batch * length / dt,
             "gen_realtime_factor": (batch * length / 16000) / dt,
-            "cuda_graph": bool(res.stats.get("cuda_graph", False))}
+            "cuda_graph": bool(res.stats.get("cuda_graph", False)),
+            "compiled_step": bool(res.stats.get("compiled_step", False))}
 
 
 def main(argv=None) -> int:
@@ -101,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--eager-unet", action="store_true",
                     help="decode the U-Net eagerly instead of in its per-phase CUDA graphs")
+    ap.add_argument("--compile-unet", action="store_true",
+                    help="the U-Net's blocks step through the compiled Block.step (opt-in)")
     args = ap.parse_args(argv)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     length, gen_len = (256, 64) if args.smoke else (16000, 16000)
@@ -119,8 +123,9 @@ def main(argv=None) -> int:
                                device=device))
         row.update(gen_batch=args.gen_batch if not args.smoke else 2, gen_len=gen_len)
         graph = False if kind == "unet" and args.eager_unet else None   # None: generate's default
+        compiled = True if kind == "unet" and args.compile_unet else None
         row.update(bench_generate(model, batch=row["gen_batch"], length=gen_len, device=device,
-                                  cuda_graph=graph))
+                                  cuda_graph=graph, compile_step=compiled))
         rows.append(row)
         del model
 

@@ -121,20 +121,23 @@ class Stage(nn.Module):
                 x = block(x)
         return x
 
-    def step(self, x: Tensor, state: StageState) -> Tensor:
-        """One position: x (B, W) -> (B, W); `state` advances in place."""
+    def step(self, x: Tensor, state: StageState, block_step=None) -> Tensor:
+        """One position: x (B, W) -> (B, W); `state` advances in place. `block_step(block,
+        residual, state)` replaces `Block.step` (`PooledUNet.step`)."""
         if self.pool is not None:
             i = state.filled
             y = x + state.up[:, i]
             state.down[:, i] = x
             state.filled = (i + 1) % self.pool
             if state.filled == 0:  # a pooled position is complete: run the level below
-                inner_out = self.inner.step(self.down.step(state.down), state.inner)
+                inner_out = self.inner.step(self.down.step(state.down), state.inner,
+                                            block_step)
                 state.up.copy_(self.up.step(inner_out))
         else:
             y = x
         for block, block_state in zip(self.blocks, state.blocks):
-            y = block.step(y, block_state)
+            y = block.step(y, block_state) if block_step is None \
+                else block_step(block, y, block_state)
         return y
 
     def prefill(self, x: Tensor, state: StageState) -> Tensor:
@@ -264,9 +267,11 @@ class PooledUNet(nn.Module):
         x = self.stage(x, self.checkpoint_blocks)[:, :L]                     # (B, L, D)
         return self.norm_f(x)
 
-    def step(self, symbol: Tensor, states: list) -> Tensor:
-        """One position: symbol (B,) or (B, F) -> hidden (B, D); states advance in place."""
-        return self.norm_f(self.stage.step(self.encoder(symbol).float(), states[0]))
+    def step(self, symbol: Tensor, states: list, block_step=None) -> Tensor:
+        """One position: symbol (B,) or (B, F) -> hidden (B, D); states advance in place.
+        `block_step(block, residual, state)` replaces `Block.step` (the decoder passes a
+        torch.compile'd one, compiled once per block width and batch)."""
+        return self.norm_f(self.stage.step(self.encoder(symbol).float(), states[0], block_step))
 
     def new_states(self, batch: int, device, max_len: int | None = None) -> list:
         """[the root StageState]: per level its blocks' Mamba states and pooling buffers."""
