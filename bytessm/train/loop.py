@@ -181,9 +181,9 @@ def _train(cfg: DictConfig, world: World) -> dict:
             raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; the last "
                                 f"good checkpoint is kept in {ckpt_dir}")
         scale = world.size / max(count, 1.0)  # DDP/FSDP averaged over ranks: undo, then mean
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad.mul_(scale)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads:  # one multi-tensor launch, not one kernel per parameter (~530 at 353M)
+            torch._foreach_mul_(grads, scale)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
