@@ -78,13 +78,17 @@ def test_phase_graphs_bookkeeping_matches_eager(prompt_len, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_unet_cuda_graphs_match_eager_cuda():
+@pytest.mark.parametrize("compile_step", [False, True], ids=["eager-step", "compiled-step"])
+def test_unet_cuda_graphs_match_eager_cuda(compile_step):
+    """Real per-phase CUDA graphs, of the eager step or of the compiled block step
+    (opt-in), give the symbols of eager decoding."""
     model = tiny_lm(device="cuda")
     prompts = [[5, 9, 200, 31, 7], [1, 2, 3, 4, 5]]
     params = SamplingParams(temperature=0)
     eager = generate(model, prompts, max_new=50, params=params, cuda_graph=False)
-    graphed = generate(model, prompts, max_new=50, params=params, cuda_graph=True)
-    assert graphed.stats["cuda_graph"] and not graphed.stats["compiled_step"]
+    graphed = generate(model, prompts, max_new=50, params=params, cuda_graph=True,
+                       compile_step=compile_step)
+    assert graphed.stats["cuda_graph"] and graphed.stats["compiled_step"] == compile_step
     assert graphed.samples == eager.samples
 
 
@@ -113,15 +117,3 @@ def test_compiled_block_step_decodes_like_eager():
     torch.testing.assert_close(logits(True), logits(False), rtol=1e-5, atol=1e-5)
     assert len(calls) == 20 + 5 + 1    # every level's block: each position, every 4th, 16th
 
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_unet_compiled_cuda_graphs_match_eager_cuda():
-    model = tiny_lm(device="cuda")
-    prompts = [[5, 9, 200, 31, 7], [1, 2, 3, 4, 5]]
-    params = SamplingParams(temperature=0)
-    eager = generate(model, prompts, max_new=50, params=params, cuda_graph=False)
-    graphed = generate(model, prompts, max_new=50, params=params, cuda_graph=True,
-                       compile_step=True)
-    assert graphed.stats["cuda_graph"] and graphed.stats["compiled_step"]
-    assert graphed.samples == eager.samples
