@@ -17,8 +17,9 @@ same step function. Inside the graph a step still costs about a launch gap per k
 on CUDA each block's step is first compiled with torch.compile (`compiled_block_step`:
 7 kernels per Mamba layer instead of 13; docs/generation.md counts them), and its
 matrix-vector products run on the Triton GEMV with the norm and the residual add fused in
-and the conv step in in_proj's (`bytessm.nn.decode`: 4 kernels), launched with programmatic dependent launch so that each
-kernel streams its weights while the one before it finishes (`kernels/triton/pdl.py`).
+and the conv step in in_proj's (`bytessm.nn.decode`: 4 kernels), launched with
+programmatic dependent launch so that each kernel streams its weights while the one
+before it finishes (`kernels/triton/pdl.py`).
 
 Generation knows no modality: prompts and samples are lists of symbols; the task turns
 strings into symbols (`Task.encode_prompt`) and symbols into output (`Task.write_samples`).
@@ -293,15 +294,16 @@ class Decoder:
     pooled U-Net: its levels pool every 4 and 16 positions) gets one graph per phase, and
     `run()` replays them in turn.
 
-    With `compile_step` (default: on with CUDA graphs, for layered stacks; the pooled U-Net
-    takes it too, opt-in until measured on a GPU) each block's step goes through
-    torch.compile first (`compiled_block_step`): fewer, fused kernels inside the graph. With `programmatic_launch` the step's GEMV, conv-step and state-step kernels
-    are captured with programmatic dependent launch on Hopper and later
+    With `compile_step` (default: on with CUDA graphs, for layered stacks; the pooled
+    U-Net takes it too, opt-in until measured on a GPU) each block's step goes through
+    torch.compile first (`compiled_block_step`): fewer, fused kernels inside the graph.
+    With `programmatic_launch` the step's GEMV, conv-step and state-step kernels are
+    captured with programmatic dependent launch on Hopper and later
     (`kernels/triton/pdl.py`): each loads its weights and state while the kernel before it
     still runs. Default (`default_programmatic_launch`): on with CUDA graphs where the
     products run on the GEMV, batch <= `decode.MAX_ROWS` (the 353M model's batch-1 step:
-    0.63 instead of 0.85 ms on an H200); off above, where cuBLAS runs them (2.30 instead of
-    2.16 ms at batch 128; not profiled why).
+    0.63 instead of 0.85 ms on an H200); off above, where cuBLAS runs them (2.30 instead
+    of 2.16 ms at batch 128; not profiled why).
 
     A Decoder can be loaded and run again; it captures the model as it is (weights changed
     afterwards need a new Decoder).

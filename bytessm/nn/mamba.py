@@ -246,8 +246,7 @@ class SSMBranch(nn.Module):
         if self.reverse:
             raise RuntimeError("a reverse (anti-causal) branch cannot decode step by step")
         if not conv_done:
-            x = _conv_step(x, state.conv, *self.conv_step(state)[1:], self.scan_backend)
-
+            x = _conv_step(x, *self.conv_step(state), self.scan_backend)             # (B, D)
         x_dbl = step_linear(self.x_proj, x, gemv_backend)                          # (B, R+2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         return _state_step(state.ssm, x, dt, self._step_A(), B, C, self.D.float(), z,

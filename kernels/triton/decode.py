@@ -82,6 +82,28 @@ def state_update_kernel(
 
 
 @triton.jit
+def conv_window_step(window, shifted, x, w, bias, W, SILU: tl.constexpr,
+                     ROUND_TO: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """One step of a depthwise causal conv on tiles whose last axis is the window's W_PAD
+    columns, oldest first: `window` holds the last W-1 inputs in columns 0..W-2 (column W-1
+    is the new input's), `shifted` the same held inputs one column over (loaded at k+1),
+    x (...) float32 the new inputs, w and bias broadcastable to the window's and x's shape.
+    Returns y (...) float32, sum((window, x) * w) + bias, with SILU rounded to ROUND_TO
+    first (as F.silu sees F.conv1d's output) and then SiLU'd; and the next window in
+    shifted's dtype. The conv-step kernel and the GEMV's conv epilogue (`gemv.py`) both
+    call it, so the fused step rounds exactly where the separate one does."""
+    k = tl.arange(0, window.shape[len(window.shape) - 1])
+    xk = tl.expand_dims(x, len(x.shape))
+    y = tl.sum(tl.where(k == W - 1, xk, window.to(tl.float32)) * w, axis=len(x.shape))
+    if HAS_BIAS:
+        y += bias
+    if SILU:
+        y = y.to(ROUND_TO).to(tl.float32)
+        y = y * tl.sigmoid(y)
+    return y, tl.where(k == W - 2, xk.to(shifted.dtype), shifted)
+
+
+@triton.jit
 def conv_update_kernel(
     x_ptr, state_ptr, w_ptr, bias_ptr, idx_ptr, y_ptr, dim, W,
     sx_b, sx_d, ss_b, ss_d, ss_w, sw_d, sw_w, sy_b, sy_d,
@@ -107,16 +129,12 @@ def conv_update_kernel(
                 mask=dmask[:, None] & (k < W)[None, :], other=0.0).to(tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+    else:
+        bias = 0.0
     wait_for_previous(PDL)
     x = tl.load(x_ptr + b * sx_b + d * sx_d, mask=dmask, other=0.0).to(tl.float32)
-    window = tl.where((k == W - 1)[None, :], x[:, None], window)             # (BD, W)
-    y = tl.sum(window * w, axis=1)
-    if HAS_BIAS:
-        y += bias
-    if SILU:  # on the output rounded to its dtype, as F.silu after F.conv1d sees it
-        y = y.to(y_ptr.dtype.element_ty).to(tl.float32)
-        y = y * tl.sigmoid(y)
-    shifted = tl.where((k == W - 2)[None, :], x[:, None].to(shifted.dtype), shifted)
+    y, shifted = conv_window_step(window, shifted, x, w, bias, W, SILU, y_ptr.dtype.element_ty,
+                                  HAS_BIAS)
     tl.debug_barrier()  # in place: all reads of the old state before any write
     tl.store(s_row + k[None, :] * ss_w, shifted, mask=held)
     tl.store(y_ptr + b * sy_b + d * sy_d, y.to(y_ptr.dtype.element_ty), mask=dmask)

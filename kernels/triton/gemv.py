@@ -57,6 +57,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .decode import conv_window_step
 from .pdl import use_pdl, wait_for_previous
 
 MAX_TILE_BYTES = 8192   # bytes of W one program loads per loop iteration by default
@@ -83,25 +84,20 @@ def _load_conv(cs_ptr, cw_ptr, cb_ptr, n, m, M, C, scs_m, scs_c, scw_c,
     if HAS_CBIAS:
         cb = tl.load(cb_ptr + n, mask=n < C, other=0.0).to(tl.float32)
     else:
-        cb = tl.zeros_like(n).to(tl.float32)
+        cb = tl.zeros_like(n).to(tl.float32)    # not added (HAS_CBIAS): a tile to index
     return ptrs, window, shifted, cw, cb
 
 
 @triton.jit
-def _conv_silu(y, n, m, M, C, ptrs, window, shifted, cw, cb,
+def _conv_silu(y, n, m, M, C, ptrs, window, shifted, cw, cb, HAS_CBIAS: tl.constexpr,
                CONV_W: tl.constexpr, W_PAD: tl.constexpr):
     """The depthwise causal conv step and SiLU on output rows n < C of y (BLOCK_N, BLOCK_M),
-    y already rounded to the weight's dtype, as `reference.causal_conv1d_update_ref` with
-    activation "silu" computes it on the Linear's output: float32 sum of window and new
-    input times the weights, + bias, rounded to y's dtype, SiLU, rounded again. Writes the
-    shifted window back (in place) and returns y with those rows replaced."""
+    y already rounded to the weight's dtype: `decode.conv_window_step`, the conv-step
+    kernel's own arithmetic, on the Linear's output. Writes the next window back (in place)
+    and returns y with those rows replaced."""
     k = tl.arange(0, W_PAD)
-    xin = y.to(tl.float32)
-    full = tl.where((k == CONV_W - 1)[None, None, :], xin[:, :, None], window.to(tl.float32))
-    out = tl.sum(full * cw[:, None, :], axis=2) + cb[:, None]
-    out = out.to(y.dtype).to(tl.float32)
-    out = out * tl.sigmoid(out)
-    new = tl.where((k == CONV_W - 2)[None, None, :], xin[:, :, None].to(shifted.dtype), shifted)
+    out, new = conv_window_step(window, shifted, y.to(tl.float32), cw[:, None, :], cb[:, None],
+                                CONV_W, True, y.dtype, HAS_CBIAS)
     tl.debug_barrier()  # in place: every read of the old window before any write
     tl.store(ptrs, new, mask=(n < C)[:, None, None] & (m < M)[None, :, None]
              & (k < CONV_W - 1)[None, None, :])
@@ -129,8 +125,8 @@ def _load_epilogue(n, m, N, M, bias_ptr, res_ptr, sr_m,
 @triton.jit
 def _finish(acc, n, m, N, M, bias, res, out_ptr, so_m,
             HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND_TO: tl.constexpr,
-            C, conv_ptrs, window, shifted, cw, cb,
-            HAS_CONV: tl.constexpr, CONV_W: tl.constexpr, W_PAD: tl.constexpr):
+            C, conv_ptrs, window, shifted, cw, cb, HAS_CONV: tl.constexpr,
+            HAS_CBIAS: tl.constexpr, CONV_W: tl.constexpr, W_PAD: tl.constexpr):
     """Epilogue on a (BLOCK_N, BLOCK_M) tile of float32 sums: + bias, rounded to the
     weight's dtype (the Linear's output); with a residual `residual + y` in float32; with
     a conv (HAS_CONV, tiles from `_load_conv`) the conv step and SiLU on rows n < C. The
@@ -140,7 +136,8 @@ def _finish(acc, n, m, N, M, bias, res, out_ptr, so_m,
         acc += bias[:, None]
     y = acc.to(ROUND_TO)
     if HAS_CONV:
-        y = _conv_silu(y, n, m, M, C, conv_ptrs, window, shifted, cw, cb, CONV_W, W_PAD)
+        y = _conv_silu(y, n, m, M, C, conv_ptrs, window, shifted, cw, cb, HAS_CBIAS, CONV_W,
+                       W_PAD)
     if HAS_RESIDUAL:
         y = res + y.to(tl.float32)
     tl.store(out_ptr + m[None, :] * so_m + n[:, None], y.to(out_ptr.dtype.element_ty), mask=mask)
@@ -273,7 +270,7 @@ def gemv_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, nw_ptr, out_ptr, cs_ptr, cw_ptr
     else:
         _finish(y, n, m, N, M, bias, res, out_ptr, so_m,
                 HAS_BIAS, HAS_RESIDUAL, w_ptr.dtype.element_ty,
-                C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, CONV_W, W_PAD)
+                C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, HAS_CBIAS, CONV_W, W_PAD)
 
 
 @triton.jit
@@ -301,7 +298,7 @@ def gemv_reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, cs_ptr, cw_ptr, cb_
         acc += tl.load(part_ptr + s * sp_s + m[None, :] * N + n[:, None], mask=mask, other=0.0)
     _finish(acc, n, m, N, M, bias, res, out_ptr, so_m,
             HAS_BIAS, HAS_RESIDUAL, ROUND_TO,
-            C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, CONV_W, W_PAD)
+            C, conv_ptrs, window, shifted, cw, cb, HAS_CONV, HAS_CBIAS, CONV_W, W_PAD)
 
 
 # -- configuration -----------------------------------------------------------------------
