@@ -114,14 +114,18 @@ class Backbone(nn.Module):
         hidden = self.norm_f(residual)
         return (hidden, new_states) if return_states else hidden
 
-    def step(self, symbol: Tensor, states: list, block_step=None) -> Tensor:
+    def step(self, symbol: Tensor, states: list, block_step=None, stack_step=None) -> Tensor:
         """One position: symbol (B,) or (B, F) -> hidden (B, D); states advance in place.
         `block_step(block, residual, state)` replaces `Block.step` (the decoder passes a
-        torch.compile'd one: compiled once, reused by every block of the same structure)."""
+        torch.compile'd one: compiled once, reused by every block of the same structure);
+        `stack_step(residual, states)` replaces the whole loop over the blocks (the decoder
+        passes a `bytessm.nn.stack.FusedStack`: every block in one kernel)."""
         if self.bidirectional:
             raise RuntimeError("a bidirectional model sees the whole sequence and cannot "
                                "generate step by step")
         residual = self.encoder(symbol).float()
+        if stack_step is not None:
+            return self.norm_f(stack_step(residual, states))
         for block, state in zip(self.blocks, states):
             residual = block.step(residual, state) if block_step is None \
                 else block_step(block, residual, state)

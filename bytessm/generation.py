@@ -41,6 +41,7 @@ from bytessm.nn.block import Block
 from bytessm.nn.heads import head_step
 from bytessm.nn.mamba import BiMamba, Mamba, MambaState, SSMBranch
 from bytessm.nn.norm import RMSNorm
+from bytessm.nn.stack import FusedStack, stack_blocker, use_fused_stack
 from bytessm.sampling import SamplingParams, draw_noise, pick, process_logits
 from bytessm.task import ConfigError
 
@@ -146,11 +147,14 @@ def takes_block_step(model: nn.Module) -> bool:
     return "block_step" in inspect.signature(model.backbone.step).parameters
 
 
-def model_step(model: nn.Module, symbols: Tensor, states: list, block_step=None) -> Tensor:
-    """`model.step(symbols, states)`, with `block_step` replacing `Block.step` when given."""
-    if block_step is None:
+def model_step(model: nn.Module, symbols: Tensor, states: list, block_step=None,
+               stack_step=None) -> Tensor:
+    """`model.step(symbols, states)`, with `block_step` replacing `Block.step` or
+    `stack_step` the whole stack of blocks (`bytessm.nn.stack.FusedStack`) when given."""
+    if block_step is None and stack_step is None:
         return model.step(symbols, states)
-    hidden = model.backbone.step(symbols, states, block_step=block_step)     # (B, D)
+    kw = {"stack_step": stack_step} if stack_step is not None else {"block_step": block_step}
+    hidden = model.backbone.step(symbols, states, **kw)                      # (B, D)
     return head_step(model.head, hidden)
 
 
@@ -294,9 +298,13 @@ class Decoder:
     pooled U-Net: its levels pool every 4 and 16 positions) gets one graph per phase, and
     `run()` replays them in turn.
 
-    With `compile_step` (default: on with CUDA graphs, for layered stacks; the pooled
-    U-Net takes it too, opt-in until measured on a GPU) each block's step goes through
-    torch.compile first (`compiled_block_step`): fewer, fused kernels inside the graph.
+    With `fused_stack` (default `bytessm.nn.stack.use_fused_stack`: on CUDA, for a plain
+    Mamba stack at batch <= 4) every block's step runs as one persistent kernel
+    (`bytessm.nn.stack.FusedStack`), and nothing is compiled. Otherwise, with
+    `compile_step` (default: on with CUDA graphs, for layered stacks; the pooled U-Net
+    takes it too; ignored where the default fuses the stack) each block's step goes
+    through torch.compile first (`compiled_block_step`): fewer, fused kernels inside the
+    graph.
     With `programmatic_launch` the step's GEMV, conv-step and state-step kernels are
     captured with programmatic dependent launch on Hopper and later
     (`kernels/triton/pdl.py`): each loads its weights and state while the kernel before it
@@ -312,7 +320,7 @@ class Decoder:
     def __init__(self, model: nn.Module, *, batch: int, max_len: int, max_new: int,
                  params: SamplingParams, stop: Sequence[int] = (), device=None,
                  cuda_graph: bool = False, compile_step: bool | None = None,
-                 programmatic_launch: bool | None = None):
+                 programmatic_launch: bool | None = None, fused_stack: bool | None = None):
         vocab = check_can_generate(model)
         device = torch.device(device or next(model.parameters()).device)
         self.layered = is_layered(model)
@@ -324,8 +332,21 @@ class Decoder:
                               f"Python-side buffers); use cuda_graph=False")
         self.model, self.params, self.device = model, params, device
         self.batch, self.max_len, self.max_new = batch, max_len, max_new
-        if compile_step is None:
-            compile_step = cuda_graph and self.layered
+        self.states = new_states(model, batch, device, max_len, static=True)
+        blocks = list(model.backbone.blocks) if self.layered else []
+        if fused_stack is None:
+            fused_stack = self.layered and use_fused_stack(blocks, batch, device)
+        elif fused_stack:
+            why = stack_blocker(blocks) if self.layered else "not a stack of blocks"
+            if why is not None:
+                raise ConfigError(f"fused_stack=True: {type(model.backbone).__name__} cannot "
+                                  f"decode as one fused stack ({why})")
+            if compile_step:
+                raise ConfigError("fused_stack=True and compile_step=True exclude each other: "
+                                  "the fused kernel runs every block's step")
+        self.stack = FusedStack(blocks, self.states) if fused_stack else None
+        if compile_step is None or self.stack is not None:
+            compile_step = cuda_graph and self.layered and self.stack is None
         if compile_step and not takes_block_step(model):
             raise ConfigError(f"{type(model.backbone).__name__} has no per-block step to compile; "
                               f"use compile_step=False")
@@ -333,7 +354,6 @@ class Decoder:
         self.pdl = (default_programmatic_launch(cuda_graph, batch) if programmatic_launch is None
                     else programmatic_launch)
         self.block_step = prepare_compiled_step(model) if compile_step else None
-        self.states = new_states(model, batch, device, max_len, static=True)
         long = dict(dtype=torch.long, device=device)
         self.tok = torch.zeros(batch, **long)                     # pending input symbols
         self.out = torch.zeros(batch, max(max_new, 1), **long)    # generated symbols
@@ -399,7 +419,8 @@ class Decoder:
 
     @torch.no_grad()
     def _step(self) -> None:
-        logits = model_step(self.model, self.tok, self.states, self.block_step)  # (B, V)
+        logits = model_step(self.model, self.tok, self.states, self.block_step,
+                            self.stack)                                            # (B, V)
         chosen = pick(process_logits(logits, self.params, self.seen), self.params, self.noise)
         self.out.index_copy_(1, self.index.reshape(1), chosen[:, None])       # out[:, i] = chosen
         if self.stop is not None:
@@ -503,13 +524,14 @@ def make_generator(seed: int | None, device) -> torch.Generator | None:
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int | Sequence[int],
              params: SamplingParams = SamplingParams(), seed: int | None = None,
              stop: Sequence[int] = (), cuda_graph: bool | None = None,
-             compile_step: bool | None = None) -> GenerationResult:
+             compile_step: bool | None = None, fused_stack: bool | None = None
+             ) -> GenerationResult:
     """Generate after each prompt (lists of symbols) with one batched decoder.
 
     `max_new` is one limit or one per prompt; a sequence also stops at the first symbol in
     `stop`. `cuda_graph` defaults to True on CUDA for every backbone whose step can be
     captured (layered stacks: one graph; the pooled U-Net: one graph per pooling phase,
-    `decode_period`). `compile_step` defaults to `cuda_graph` for layered stacks. Stats:
+    `decode_period`). `fused_stack` and `compile_step` as `Decoder`'s. Stats:
     prefill_s, capture_s (compilation included), decode_s, steps, symbols (kept),
     symbols_per_s (batch * steps / decode_s), state_bytes.
     """
@@ -525,7 +547,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
         cuda_graph = device.type == "cuda" and decode_period(model) is not None
     decoder = Decoder(model, batch=len(prompts), max_len=max(longest - 1 + max(limits), 1),
                       max_new=max(limits), params=params, stop=stop, device=device,
-                      cuda_graph=cuda_graph, compile_step=compile_step)
+                      cuda_graph=cuda_graph, compile_step=compile_step, fused_stack=fused_stack)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     decoder.load(prompts, limits)
@@ -543,5 +565,6 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new: int
              "symbols": sum(len(s) for s, _ in kept),
              "symbols_per_s": len(prompts) * steps / max(t3 - t2, 1e-9),
              "state_bytes": state_bytes(decoder.states), "cuda_graph": decoder.cuda_graph,
-             "compiled_step": decoder.block_step is not None}
+             "compiled_step": decoder.block_step is not None,
+             "fused_stack": decoder.stack is not None}
     return GenerationResult([s for s, _ in kept], [f for _, f in kept], stats)

@@ -13,7 +13,9 @@ the capture's warm-up, once per block structure and shape; `--compile off` graph
 step). The step's matrix-vector products run on the Triton GEMV at batch <= 16
 (`bytessm.nn.decode`); `--decode-gemv off` runs them on F.linear (cuBLAS) for comparison.
 There the step's kernels are captured with programmatic dependent launch (`--pdl off`
-compares without it; `kernels/triton/pdl.py`).
+compares without it; `kernels/triton/pdl.py`). At batch <= 4 the Mamba's whole stack of
+blocks steps as one persistent kernel (`bytessm.nn.stack`; no compiled block step then);
+`--fused-stack off` steps each block on its own kernels.
 Order: the Mamba cases, the Transformer cases (each started only while the run is
 under `--budget-s`), then the speculative rows (batch 1, prompt 2K, 512 new symbols,
 greedy; the model as its own drafter and a small random Mamba; warm, capture excluded).
@@ -150,7 +152,7 @@ def bench_case(model, *, prompt: int, batch: int, new: int, device, cuda_graph: 
     steps = decoder.run(check_every=10**9)
     sync()
     dt = time.perf_counter() - t1
-    row.update(status="ok", decode_s=dt, steps=steps, ms_per_step=1e3 * dt / steps,
+    row.update(status="ok", fused_stack=decoder.stack is not None, decode_s=dt, steps=steps, ms_per_step=1e3 * dt / steps,
                tokens_per_s=batch * steps / dt, state_gib=state_bytes(decoder.states) / GIB,
                peak_decode_gib=(torch.cuda.max_memory_allocated() / GIB
                                 if device.type == "cuda" else None))
@@ -213,6 +215,7 @@ def run(a) -> dict:
                      "scan_backend": backend, "dtype": str(dtype), "models": info,
                      "compiled_step": compile_step, "decode_gemv": decode.DECODE_GEMV,
                      "programmatic_launch": "auto" if a.pdl else "off",
+                     "decode_stack": decode.DECODE_STACK,
                      "command": " ".join(sys.argv), "wall_s": time.perf_counter() - t_start,
                      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
             "results": rows, "speculative": spec}
@@ -295,7 +298,8 @@ def markdown(report: dict) -> str:
             continue
         peak = "" if r["peak_decode_gib"] is None else f"{r['peak_decode_gib']:.2f}"
         pre = r["prefill"] + ("" if r["prefill_s"] is None else f" {r['prefill_s']:.1f}s")
-        lines.append(f"| {r['model']} | {_k(r['prompt'])} | {r['batch']} | {r['tokens_per_s']:,.0f} "
+        name = r["model"] + (" (fused stack)" if r.get("fused_stack") else "")
+        lines.append(f"| {name} | {_k(r['prompt'])} | {r['batch']} | {r['tokens_per_s']:,.0f} "
                      f"| {r['ms_per_step']:.2f} | {r['state_gib']:.3f} | {peak} | {pre} |")
     ok = {(r["model"], r["prompt"], r["batch"]): r["tokens_per_s"]
           for r in report["results"] if r["status"] == "ok"}
@@ -320,7 +324,8 @@ def markdown(report: dict) -> str:
                          f"{s['same_as_greedy']}{diff} |")
     lines += ["", f"Wall time of the whole run: {m['wall_s']:.0f} s; compiled block step: "
               f"{m['compiled_step']}; decode GEMV: {m.get('decode_gemv', 'auto')}; programmatic "
-              f"launch: {m.get('programmatic_launch', 'off')}."]
+              f"launch: {m.get('programmatic_launch', 'off')}; fused Mamba stack: "
+              f"{m.get('decode_stack', 'off')}."]
     return "\n".join(lines)
 
 
@@ -348,8 +353,12 @@ def main(argv=None) -> int:
     p.add_argument("--pdl", choices=["auto", "off"], default="auto",
                    help="programmatic dependent launch in the captured step (Hopper+; "
                         "kernels/triton/pdl.py): auto is the Decoder's default (batch <= 16)")
+    p.add_argument("--fused-stack", choices=["auto", "off"], default=decode.DECODE_STACK,
+                   help="step a Mamba stack as one kernel at batch <= 4 (auto, CUDA) or each "
+                        "block on its own kernels (off); bytessm.nn.stack")
     a = p.parse_args(argv)
     decode.DECODE_GEMV = a.decode_gemv
+    decode.DECODE_STACK = a.fused_stack
     a.pdl = a.pdl == "auto"
     a.compile = {"on": True, "off": False}.get(a.compile)
     if a.smoke and a.device == "auto":

@@ -29,6 +29,8 @@ from .norm import RMSNorm
 MODES = ("auto", "off", "triton")
 MAX_ROWS = 16
 DECODE_GEMV = os.environ.get("BYTESSM_DECODE_GEMV", "auto")
+# whether a Decoder steps a plain Mamba stack as one kernel (`bytessm.nn.stack`, same modes)
+DECODE_STACK = os.environ.get("BYTESSM_DECODE_STACK", "auto")
 
 
 def gemv_backend(x: Tensor) -> str | None:

@@ -23,3 +23,16 @@ def test_bench_generate_smoke(tmp_path):
     assert all(r["speedup"] > 0 and r["decode_speedup"] > 0 for r in (self_row, small_row))
     table = (tmp_path / "bench_generate.md").read_text()
     assert "mean accepted" in table and "Wall time" in table
+
+
+def test_bench_stack_smoke(tmp_path):
+    """scripts/bench_stack.py --smoke: the blocks' step and the fused kernel (with and without
+    its prefetches) on a 2-block stack; the fused outputs agree with the blocks'."""
+    spec = importlib.util.spec_from_file_location("bench_stack", SCRIPT.with_name("bench_stack.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench_stack.json").read_text())["results"]
+    assert [r["variant"].split(",")[0] for r in rows] == ["blocks (eager)", "fused", "fused"]
+    assert all(r["us_per_step"] > 0 and r["rel_err_vs_blocks"] < 1e-5 for r in rows)
+    assert "| 1 | fused, 4 warps, no prefetch |" in (tmp_path / "bench_stack.md").read_text()

@@ -1,0 +1,157 @@
+"""The decode step of a stack of Mamba blocks as one persistent kernel
+(`kernels/triton/stack.py`), for the smallest batches.
+
+    bytessm.nn.decode.DECODE_STACK = "auto"    # default from BYTESSM_DECODE_STACK, else "auto"
+
+- "auto": a `generation.Decoder` on CUDA whose backbone is a plain stack of Mamba blocks
+  (no attention, no MLP) and whose batch is at most MAX_ROWS runs all the blocks' steps as
+  one kernel (`FusedStack`); otherwise each block steps on its own kernels.
+- "off": never.
+- "triton": wherever the stack qualifies, also CPU tensors under TRITON_INTERPRET=1 (tests).
+
+At batch 1 the separate kernels spend most of each layer's time starting and draining (four
+dependent kernels a layer); the fused kernel streams the weights while its programs wait for
+each other. Its float32 sums are added with atomics, so its results vary from run to run in
+the last bits (`kernels/triton/stack.py`); the separate kernels' do not.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import decode
+from .block import Block
+from .mamba import Mamba, MambaState
+from .norm import RMSNorm
+
+MAX_ROWS = 4
+
+
+def stack_blocker(blocks: Sequence[nn.Module]) -> str | None:
+    """Why these blocks cannot step as one fused stack, or None if they can: every block a
+    pre-norm Mamba block without MLP (RMSNorm, causal mixer), all of one shape and weight
+    dtype."""
+    if not blocks:
+        return "no blocks"
+    first = blocks[0]
+    for i, b in enumerate(blocks):
+        if not isinstance(b, Block) or not isinstance(b.mixer, Mamba) or b.mlp is not None:
+            return f"block {i} is not a Mamba block without MLP"
+        if not isinstance(b.norm, RMSNorm):
+            return f"block {i}'s norm is {type(b.norm).__name__}, not RMSNorm"
+        m, f = b.mixer, first.mixer
+        shape = lambda m: (m.in_proj.weight.shape, m.ssm.x_proj.weight.shape,  # noqa: E731
+                           m.ssm.dt_proj.weight.shape, m.ssm.A_log.shape, m.ssm.d_conv,
+                           m.in_proj.bias is None, m.out_proj.bias is None,
+                           m.ssm.conv1d.bias is None, b.norm.eps)
+        if shape(m) != shape(f) or b.norm.eps != first.norm.eps:
+            return f"block {i}'s shapes differ from block 0's"
+        dtypes = {m.in_proj.weight.dtype, m.ssm.x_proj.weight.dtype, m.ssm.dt_proj.weight.dtype,
+                  m.out_proj.weight.dtype, f.in_proj.weight.dtype}
+        if len(dtypes) > 1:
+            return f"block {i}'s products are in several dtypes {sorted(map(str, dtypes))}"
+    return None
+
+
+def use_fused_stack(blocks: Sequence[nn.Module], batch: int, device: torch.device) -> bool:
+    """The DECODE_STACK switch's choice for a decoder of `batch` rows on `device`."""
+    mode = decode.DECODE_STACK
+    if mode not in decode.MODES:
+        raise ValueError(f"bytessm.nn.decode.DECODE_STACK (or BYTESSM_DECODE_STACK) must be "
+                         f"one of {decode.MODES}, got {mode!r}")
+    if mode == "off" or stack_blocker(blocks) is not None:
+        return False
+    return mode == "triton" or (device.type == "cuda" and batch <= MAX_ROWS)
+
+
+class FusedStack:
+    """`for block, state in zip(blocks, states): residual = block.step(residual, state)` as
+    one kernel, for residual (batch, d_model) float32 and the MambaStates the kernel is
+    built for (`states`, advanced in place).
+
+    The kernel reads the layers through a table of addresses: the products' weights where
+    the model keeps them, float32 copies of the small vectors (conv weights and biases, A,
+    D, dt bias, norm weights; exact, and each layer's step would read them in float32
+    anyway), the states themselves. The table is rebuilt when a parameter changes (storage
+    or version) or other states are passed; a CUDA graph captured around a call bakes it in,
+    like every other kernel argument."""
+
+    def __init__(self, blocks: Sequence[Block], states: Sequence[MambaState]):
+        why = stack_blocker(blocks)
+        if why is not None:
+            raise ValueError(f"these blocks cannot decode as one fused stack: {why}")
+        self.blocks = list(blocks)
+        self._key = None
+        self._build(states)
+
+    def _params(self) -> list[Tensor]:
+        return [p for b in self.blocks for p in b.parameters()]
+
+    def _key_of(self, states: Sequence[MambaState]) -> tuple:
+        return (tuple((p.data_ptr(), p._version) for p in self._params())
+                + tuple((s.conv.data_ptr(), s.ssm.data_ptr()) for s in states))
+
+    def _build(self, states: Sequence[MambaState]) -> None:
+        # imported here, like every Triton kernel (`kernels/ops.py`): TRITON_INTERPRET is
+        # read when the kernel modules are imported
+        from bytessm.kernels.triton.stack import KINDS, StackLayers, StackWorkspace
+
+        if len(states) != len(self.blocks):
+            raise ValueError(f"{len(self.blocks)} blocks but {len(states)} states")
+        batch = states[0].conv.shape[0]
+        device = states[0].conv.device
+        keep, rows = [], []
+
+        def addr(t: Tensor | None, *, f32: bool = False) -> int:
+            if t is None:
+                return 0
+            t = t.detach()
+            t = (t.float() if f32 else t).contiguous()
+            keep.append(t)
+            return t.data_ptr()
+
+        for i, (b, s) in enumerate(zip(self.blocks, states)):
+            m, ssm = b.mixer, b.mixer.ssm
+            for name, t in (("conv window", s.conv), ("SSM state", s.ssm)):
+                want = (batch, ssm.d_inner, ssm.d_conv - 1 if name == "conv window" else ssm.d_state)
+                if (tuple(t.shape) != want or t.dtype != torch.float32 or not t.is_contiguous()
+                        or t.device != device):
+                    raise ValueError(f"layer {i}'s {name} must be a contiguous float32 "
+                                     f"{want} tensor on {device}, got {tuple(t.shape)} "
+                                     f"{t.dtype} on {t.device}")
+            row = [0] * KINDS
+            row[0] = addr(m.in_proj.weight)
+            row[1] = addr(m.in_proj.bias, f32=True)
+            row[2] = addr(ssm.conv1d.weight[:, 0, :], f32=True)
+            row[3] = addr(ssm.conv1d.bias, f32=True)
+            row[4] = addr(ssm.x_proj.weight)
+            row[5] = addr(ssm.dt_proj.weight)
+            row[6] = addr(ssm.dt_proj.bias, f32=True)
+            row[7] = addr(ssm.A(), f32=True)
+            row[8] = addr(ssm.D, f32=True)
+            row[9] = addr(m.out_proj.weight)
+            row[10] = addr(m.out_proj.bias, f32=True)
+            row[11] = addr(b.norm.weight, f32=True)
+            row[12], row[13] = s.conv.data_ptr(), s.ssm.data_ptr()
+            rows.append(row)
+        first = self.blocks[0]
+        m0 = first.mixer
+        self.layers = StackLayers(
+            table=torch.tensor(rows, dtype=torch.int64).to(device), keep=keep,
+            d_model=m0.in_proj.weight.shape[1], d_inner=m0.d_inner,
+            dt_rank=m0.ssm.dt_rank, d_state=m0.ssm.d_state, d_conv=m0.ssm.d_conv,
+            batch=batch, eps=first.norm.eps, weight_dtype=m0.in_proj.weight.dtype,
+            in_bias=m0.in_proj.bias is not None, out_bias=m0.out_proj.bias is not None,
+            conv_bias=m0.ssm.conv1d.bias is not None)
+        self.workspace = StackWorkspace.new(self.layers, device)
+        self._key = self._key_of(states)
+
+    @torch.no_grad()
+    def __call__(self, residual: Tensor, states: Sequence[MambaState], **launch) -> Tensor:
+        """`launch`: the kernel's `num_warps` / `prefetch` (benchmarks only)."""
+        from bytessm.kernels.triton.stack import mamba_stack_step_triton
+        if self._key_of(states) != self._key:
+            self._build(states)
+        return mamba_stack_step_triton(self.layers, residual, self.workspace, **launch)

@@ -1,0 +1,373 @@
+"""The decode step of a whole stack of Mamba blocks as one persistent kernel.
+
+    out = mamba_stack_step_triton(layers, residual, workspace)
+
+A batch-1 decode step of the 353M model is 53 layers x 4 dependent kernels (`gemv.py`,
+`decode.py`), each a few microseconds, most of it ramp-up and tail: 0.55 ms a step, 1.3 TB/s
+of weights against the ~4 TB/s an H200 streams. Here one kernel runs every layer. Its
+programs stay resident (one per SM at most: the grid is never larger than the GPU holds at
+once) and meet at a grid barrier twice a layer, the two points where the step needs the
+whole of something:
+
+    phase A (program p owns channels C_p of d_inner):
+        r    = residual of this layer (the previous layer's + its out_proj output)
+        x, z = in_proj(rmsnorm(r)) rows C_p          conv step + SiLU on x (window in place)
+        dbc += x_proj[:, C_p] @ x[C_p]                 partial sums, float32 atomics
+    -- barrier: dbc (dt_low, B, C) complete
+    phase B:
+        dt   = softplus(dt_proj[C_p] @ dt_low + dt_bias)
+        state step on C_p (state in place), y = (C.h + D x) silu(z)
+        out += out_proj[:, C_p] @ y[C_p]               partial sums, float32 atomics
+    -- barrier: out complete; the next layer's phase A adds it to the residual
+
+Each program also prefetches into L2 the weights it will read next (phase A: this layer's
+out_proj columns; phase B: the next layer's in_proj rows), so that HBM keeps streaming
+while the programs compute and wait at the barriers.
+
+Rounding is the layers' own, as in the kernels it replaces: the normalised input and every
+product's output are rounded to the weights' dtype (x_proj's and out_proj's after their
+float32 sums are complete), the conv output before its SiLU, y before out_proj. Only the
+order of the float32 sums differs, and the atomics make it vary from run to run: results
+are not bitwise reproducible on the GPU (they agree to float32 summation order).
+
+The grid barrier is a sense-reversing counter on one uint32 (`_grid_barrier`): it never
+needs resetting, and the float32 accumulators are zeroed by the kernel itself after their
+last read, so consecutive launches (a CUDA graph's replays) need nothing between them.
+Under TRITON_INTERPRET=1 programs run one after another, which a barrier would deadlock:
+the launcher then runs one program that takes every channel block in turn (each phase
+loops over its blocks), the same code.
+
+The layers are passed as a table of addresses (`StackLayers`), one row per layer, so a
+53-layer model needs no copy of its weights; the states are read and written where the
+model keeps them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .common import LOG2E, softplus
+from .decode import conv_window_step
+from .gemv import num_sms
+
+# columns of the address table, one row per layer
+IN_W, IN_B, CONV_W, CONV_B, X_W, DT_W, DT_B, A_, D_, OUT_W, OUT_B, NORM_W, CONV_S, SSM_S = range(14)
+KINDS = 14
+
+
+@triton.jit
+def _addr(tab_ptr, l, KIND: tl.constexpr, ELEM: tl.constexpr):
+    """Layer l's tensor KIND as a pointer to ELEM."""
+    return tl.load(tab_ptr + l * 14 + KIND).to(tl.pointer_type(ELEM))
+
+
+@triton.jit
+def _prefetch_l2(ptrs, PREFETCH: tl.constexpr):
+    """Ask for the cache lines at ptrs to be brought into L2 (keep them there: evict_last),
+    without waiting for them. A no-op without PREFETCH (the interpreter has no PTX)."""
+    if PREFETCH:
+        tl.inline_asm_elementwise("prefetch.global.L2::evict_last [$1];\n\tmov.u32 $0, 0;",
+                                  "=r,l", [ptrs.to(tl.int64, bitcast=True)], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
+def _grid_barrier(sem_ptr):
+    """Wait until every program of the grid has arrived here; each program's earlier global
+    writes and atomics are visible to all after it. Sense reversal: program 0 adds
+    2^31 - (programs - 1), the others 1, so bit 31 of the counter flips exactly when the
+    last one arrives and the low bits are back where they were; each waits for the bit to
+    differ from what it saw on arrival. No reset between barriers or launches."""
+    tl.debug_barrier()                       # this program's threads are all done
+    expected = tl.num_programs(0).to(tl.uint32)
+    if tl.program_id(0) == 0:
+        add = 0x80000000 - (expected - 1)
+    else:
+        add = tl.full([], 1, tl.uint32)
+    seen = tl.atomic_add(sem_ptr, add, sem="release")
+    flipped = False
+    while not flipped:
+        now = tl.atomic_add(sem_ptr, 0, sem="acquire")
+        flipped = ((seen ^ now) & 0x80000000) != 0
+    tl.debug_barrier()
+
+
+@triton.jit
+def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, cols, cmask, DM,
+              HAS_OUT_BIAS: tl.constexpr, WT: tl.constexpr):
+    """Columns `cols` of row m of layer l's input residual (float32): the stack's input for
+    layer 0, else layer l-1's input (resbuf, written in its phase A) + its out_proj output,
+    rounded to the weights' dtype as the Linear's output is before the float32 add."""
+    if l == 0:
+        r = tl.load(res_in_ptr + m * DM + cols, mask=cmask, other=0.0)
+    else:
+        prev = tl.load(resbuf_ptr + (((l - 1) % 2) * M + m) * DM + cols, mask=cmask, other=0.0,
+                       cache_modifier=".cg")
+        out = tl.load(acc_ptr + ((l - 1) * M + m) * DM + cols, mask=cmask, other=0.0,
+                      cache_modifier=".cg")
+        if HAS_OUT_BIAS:
+            out += tl.load(_addr(tab_ptr, l - 1, 10, tl.float32) + cols, mask=cmask, other=0.0)
+        r = prev + out.to(WT).to(tl.float32)
+    return r
+
+
+@triton.jit
+def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, blk, M, DM, E, NX,
+             eps, HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
+             HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr, W_PAD: tl.constexpr,
+             CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr, NX_PAD: tl.constexpr,
+             WT: tl.constexpr, PREFETCH: tl.constexpr):
+    """Block blk's channels of layer l up to x_proj (module docstring)."""
+    c = blk * CB + tl.arange(0, CB)
+    cm = c < E
+    kd = tl.arange(0, DM_PAD)
+    dm = kd < DM
+    nx = tl.arange(0, NX_PAD)
+    kw = tl.arange(0, W_PAD)
+    in_w = _addr(tab_ptr, l, 0, WT)
+    wx = tl.load(in_w + c[:, None] * DM + kd[None, :], mask=cm[:, None] & dm[None, :], other=0.0)
+    wz = tl.load(in_w + (E + c)[:, None] * DM + kd[None, :], mask=cm[:, None] & dm[None, :],
+                 other=0.0)
+    xw = tl.load(_addr(tab_ptr, l, 4, WT) + nx[:, None] * E + c[None, :],
+                 mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
+    # phase B reads out_proj's columns C_p (strided rows of 2*CB bytes): on their way to L2
+    out_w = _addr(tab_ptr, l, 9, WT)
+    _prefetch_l2(out_w + tl.where(dm, kd, 0) * E + blk * CB, PREFETCH)
+    cw = tl.load(_addr(tab_ptr, l, 2, tl.float32) + c[:, None] * CONV_WIDTH + kw[None, :],
+                 mask=cm[:, None] & (kw < CONV_WIDTH)[None, :], other=0.0)       # (CB, W_PAD)
+    if HAS_CONV_BIAS:
+        cb = tl.load(_addr(tab_ptr, l, 3, tl.float32) + c, mask=cm, other=0.0)
+    else:
+        cb = 0.0
+    if HAS_IN_BIAS:
+        in_b = _addr(tab_ptr, l, 1, tl.float32)
+        bx = tl.load(in_b + c, mask=cm, other=0.0)
+        bz = tl.load(in_b + E + c, mask=cm, other=0.0)
+    nw = tl.load(_addr(tab_ptr, l, 11, tl.float32) + kd, mask=dm, other=0.0)
+    conv_s = _addr(tab_ptr, l, 12, tl.float32)
+    own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
+    for m in range(M):
+        r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, kd, dm, DM,
+                      HAS_OUT_BIAS, WT)
+        r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, own, own < DM, DM,
+                          HAS_OUT_BIAS, WT)
+        tl.store(resbuf_ptr + ((l % 2) * M + m) * DM + own, r_own, mask=own < DM)
+        rstd = tl.math.rsqrt(tl.sum(r * r, axis=0) / DM + eps)
+        h = (r * rstd * nw).to(WT).to(tl.float32)                  # in_proj's input
+        x = tl.sum(wx.to(tl.float32) * h[None, :], axis=1)
+        z = tl.sum(wz.to(tl.float32) * h[None, :], axis=1)
+        if HAS_IN_BIAS:
+            x += bx
+            z += bz
+        x = x.to(WT).to(tl.float32)
+        # conv step on the window (M, E, CONV_WIDTH - 1) float32, oldest input first
+        wptrs = conv_s + (m * E + c[:, None]) * (CONV_WIDTH - 1) + kw[None, :]
+        held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
+        window = tl.load(wptrs, mask=held, other=0.0)
+        shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :],
+                          other=0.0)
+        xc, new = conv_window_step(window, shifted, x, cw, cb, CONV_WIDTH, True, WT,
+                                   HAS_CONV_BIAS)
+        tl.debug_barrier()  # in place: every read of the old window before any write
+        tl.store(wptrs, new, mask=held)
+        xc = xc.to(WT)
+        tl.store(xz_ptr + m * 2 * E + c, xc, mask=cm)
+        tl.store(xz_ptr + m * 2 * E + E + c, z.to(WT), mask=cm)
+        part = tl.sum(xw.to(tl.float32) * xc.to(tl.float32)[None, :], axis=1)   # (NX_PAD,)
+        tl.atomic_add(dbc_ptr + (l * M + m) * NX + nx, part, mask=nx < NX, sem="relaxed")
+
+
+@triton.jit
+def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
+             CB: tl.constexpr, DM_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr,
+             WT: tl.constexpr, PREFETCH: tl.constexpr):
+    """Block blk's channels of layer l from dt_proj to out_proj's partial sums."""
+    c = blk * CB + tl.arange(0, CB)
+    cm = c < E
+    kd = tl.arange(0, DM_PAD)
+    dm = kd < DM
+    r = tl.arange(0, R_PAD)
+    n = tl.arange(0, N_PAD)
+    sm = cm[:, None] & (n < N)[None, :]
+    dtw = tl.load(_addr(tab_ptr, l, 5, WT) + c[:, None] * R + r[None, :],
+                  mask=cm[:, None] & (r < R)[None, :], other=0.0).to(tl.float32)
+    dtb = tl.load(_addr(tab_ptr, l, 6, tl.float32) + c, mask=cm, other=0.0)
+    A = tl.load(_addr(tab_ptr, l, 7, tl.float32) + c[:, None] * N + n[None, :], mask=sm, other=0.0)
+    Dv = tl.load(_addr(tab_ptr, l, 8, tl.float32) + c, mask=cm, other=0.0)
+    wo = tl.load(_addr(tab_ptr, l, 9, WT) + kd[:, None] * E + c[None, :],
+                 mask=dm[:, None] & cm[None, :], other=0.0)                      # (DM_PAD, CB)
+    if l + 1 < L:  # the next layer's in_proj rows of these channels, into L2
+        nxt = _addr(tab_ptr, l + 1, 0, WT)
+        line = tl.arange(0, DM_PAD // 64) * 64                                  # 128-byte lines
+        _prefetch_l2(nxt + c[:, None] * DM + tl.where(line < DM, line, 0)[None, :], PREFETCH)
+        _prefetch_l2(nxt + (E + c)[:, None] * DM + tl.where(line < DM, line, 0)[None, :],
+                     PREFETCH)
+    ssm_s = _addr(tab_ptr, l, 13, tl.float32)
+    for m in range(M):
+        row = dbc_ptr + (l * M + m) * NX
+        low = tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
+        Bv = tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
+        Cv = tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
+        low = low.to(WT).to(tl.float32)       # x_proj's output, rounded as the Linear's
+        Bv = Bv.to(WT).to(tl.float32)
+        Cv = Cv.to(WT).to(tl.float32)
+        dt = tl.sum(dtw * low[None, :], axis=1).to(WT).to(tl.float32)
+        dt = softplus(dt + dtb)
+        x = tl.load(xz_ptr + m * 2 * E + c, mask=cm, other=0.0).to(tl.float32)
+        z = tl.load(xz_ptr + m * 2 * E + E + c, mask=cm, other=0.0).to(tl.float32)
+        sptrs = ssm_s + (m * E + c[:, None]) * N + n[None, :]
+        h = tl.load(sptrs, mask=sm, other=0.0)
+        h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv[None, :]
+        tl.store(sptrs, h, mask=sm)
+        y = tl.sum(h * Cv[None, :], axis=1) + Dv * x
+        y = (y * z * tl.sigmoid(z)).to(WT).to(tl.float32)             # out_proj's input
+        part = tl.sum(wo.to(tl.float32) * y[None, :], axis=1)                     # (DM_PAD,)
+        tl.atomic_add(acc_ptr + (l * M + m) * DM + kd, part, mask=dm, sem="relaxed")
+
+
+@triton.jit
+def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr,
+                       sem_ptr, wt_ptr, L, M, DM, E, NX, R, N, NBLK, eps,
+                       HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
+                       HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
+                       W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
+                       DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, R_PAD: tl.constexpr,
+                       N_PAD: tl.constexpr, ZB: tl.constexpr, PREFETCH: tl.constexpr):
+    """Grid: at most one program per SM (the barrier needs all of them resident); program p
+    takes channel blocks p, p + programs, ... of CB channels (one block each on a GPU), and
+    residual columns blk * DS ... for each block blk it takes."""
+    WT: tl.constexpr = wt_ptr.dtype.element_ty
+    pid, nprog = tl.program_id(0), tl.num_programs(0)
+    for l in range(L):
+        for blk in range(pid, NBLK, nprog):
+            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, blk, M, DM,
+                     E, NX, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS, CONV_WIDTH, W_PAD,
+                     CB, DS, DM_PAD, NX_PAD, WT, PREFETCH)
+        _grid_barrier(sem_ptr)
+        for blk in range(pid, NBLK, nprog):
+            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
+                     CB, DM_PAD, R_PAD, N_PAD, WT, PREFETCH)
+        _grid_barrier(sem_ptr)
+    # the output residual; then zero what this program read last, for the next launch
+    for blk in range(pid, NBLK, nprog):
+        own = blk * DS + tl.arange(0, DS)
+        for m in range(M):
+            r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, L, m, M, own, own < DM, DM,
+                          HAS_OUT_BIAS, WT)
+            tl.store(res_out_ptr + m * DM + own, r, mask=own < DM)
+            for l in range(L):  # acc[., m, own] is read by this block only, and now has been
+                tl.store(acc_ptr + (l * M + m) * DM + own, tl.zeros([DS], tl.float32),
+                         mask=own < DM)
+        z = blk * ZB + tl.arange(0, ZB)      # dbc: read by every program, before the last barrier
+        tl.store(dbc_ptr + z, tl.zeros([ZB], tl.float32), mask=z < L * M * NX)
+
+
+# -- launcher ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class StackLayers:
+    """A stack of L Mamba blocks as the kernel reads them.
+
+    table: (L, 14) int64 addresses on the device, columns IN_W ... SSM_S of this module:
+        in_proj.weight (2E, DM), its bias (2E,) float32 or 0, conv weight (E, width) float32,
+        conv bias (E,) float32 or 0, x_proj.weight (NX, E), dt_proj.weight (E, R),
+        dt_proj.bias (E,) float32, A (E, N) float32, D (E,) float32, out_proj.weight
+        (DM, E), its bias (DM,) float32 or 0, the norm weight (DM,) float32, the conv window
+        (M, E, width - 1) float32, the SSM state (M, E, N) float32;
+        every tensor contiguous, the matrices in one dtype (`weight_dtype`).
+    keep: the tensors the addresses point to (held so that they stay allocated).
+    """
+    table: Tensor
+    keep: list
+    d_model: int
+    d_inner: int
+    dt_rank: int
+    d_state: int
+    d_conv: int
+    batch: int
+    eps: float
+    weight_dtype: torch.dtype
+    in_bias: bool
+    out_bias: bool
+    conv_bias: bool
+
+    @property
+    def n_layer(self) -> int:
+        return self.table.shape[0]
+
+
+@dataclasses.dataclass
+class StackWorkspace:
+    """Scratch for `mamba_stack_step_triton`, one per StackLayers (reused every step): the
+    accumulators must be zero before the first launch, and each launch leaves them zero."""
+    resbuf: Tensor    # (2, M, DM) float32: layer inputs, alternating
+    acc: Tensor       # (L, M, DM) float32: out_proj sums per layer
+    dbc: Tensor       # (L, M, NX) float32: x_proj sums per layer
+    xz: Tensor        # (M, 2, E) weight dtype: x after the conv, and z
+    sem: Tensor       # (1,) uint32: the grid barrier
+    weight: Tensor    # (1,) weight dtype: gives the kernel the weights' element type
+
+    @classmethod
+    def new(cls, layers: StackLayers, device) -> "StackWorkspace":
+        L, M, DM, E = layers.n_layer, layers.batch, layers.d_model, layers.d_inner
+        nx = layers.dt_rank + 2 * layers.d_state
+        f32 = dict(dtype=torch.float32, device=device)
+        return cls(resbuf=torch.zeros(2, M, DM, **f32), acc=torch.zeros(L, M, DM, **f32),
+                   dbc=torch.zeros(L, M, nx, **f32),
+                   xz=torch.zeros(M, 2, E, dtype=layers.weight_dtype, device=device),
+                   sem=torch.zeros(1, dtype=torch.uint32, device=device),
+                   weight=torch.zeros(1, dtype=layers.weight_dtype, device=device))
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
+    """(channels per block CB, programs): CB the smallest power of two that leaves no more
+    blocks than SMs, so that every block has its own resident program; one program under
+    the interpreter."""
+    if interpreting() or device.type != "cuda":
+        cb = min(16, triton.next_power_of_2(d_inner))
+        return cb, 1
+    sms = num_sms(device.index if device.index is not None else torch.cuda.current_device())
+    cb = triton.next_power_of_2(triton.cdiv(d_inner, sms))
+    return cb, triton.cdiv(d_inner, cb)
+
+
+def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
+                            num_warps: int | None = None, prefetch: bool = True) -> Tensor:
+    """residual (M, d_model) float32 before the first block -> after the last; every layer's
+    conv window and SSM state advanced in place (those the table points to). `num_warps`
+    (default 8 at d_model x 16 channels >= 8192 weights a tile, else 4) and `prefetch` (the
+    L2 prefetches, GPU only) are for scripts/bench_stack.py's comparisons."""
+    M, DM = residual.shape
+    if (M, DM) != (layers.batch, layers.d_model) or residual.dtype != torch.float32:
+        raise ValueError(f"residual must be ({layers.batch}, {layers.d_model}) float32, got "
+                         f"{tuple(residual.shape)} {residual.dtype}")
+    residual = residual.contiguous()
+    out = torch.empty_like(residual)
+    L, E, R, N = layers.n_layer, layers.d_inner, layers.dt_rank, layers.d_state
+    NX = R + 2 * N
+    cb, programs = stack_grid(E, residual.device)
+    nblk = triton.cdiv(E, cb)
+    ds = triton.next_power_of_2(triton.cdiv(DM, nblk))
+    zb = triton.next_power_of_2(triton.cdiv(L * M * NX, nblk))
+    if num_warps is None:
+        num_warps = 8 if cb * DM >= 8192 else 4
+    mamba_stack_kernel[(programs,)](
+        layers.table, residual, out, ws.resbuf, ws.acc, ws.dbc, ws.xz, ws.sem, ws.weight,
+        L, M, DM, E, NX, R, N, nblk, layers.eps,
+        HAS_IN_BIAS=layers.in_bias, HAS_OUT_BIAS=layers.out_bias,
+        HAS_CONV_BIAS=layers.conv_bias, CONV_WIDTH=layers.d_conv,
+        W_PAD=max(triton.next_power_of_2(layers.d_conv), 2), CB=cb, DS=ds,
+        DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
+        R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
+        ZB=zb, PREFETCH=prefetch and residual.is_cuda and not interpreting(),
+        num_warps=num_warps)
+    return out
