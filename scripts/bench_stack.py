@@ -75,7 +75,7 @@ def run(a) -> dict:
                                      torch.float32).blocks)
     weight_bytes = sum(p.numel() * p.element_size() for b in blocks for p in b.parameters())
     compiled = prepare_compiled_step(backbone) if cuda else None
-    rows = []
+    rows, timeline = [], []
     for batch in a.batches:
         states = [b.mixer.new_state(batch, device) for b in blocks]
         for s in states:
@@ -94,10 +94,11 @@ def run(a) -> dict:
         variants = [("blocks (compiled, GEMV, PDL)" if cuda else "blocks (eager)", blocks_step)]
         fused = FusedStack(blocks, states)
         for warps in a.warps:
-            for prefetch in (True, False):
-                variants.append((f"fused, {warps} warps" + ("" if prefetch else ", no prefetch"),
-                                 lambda w=warps, p=prefetch: fused(residual, states,
-                                                                    num_warps=w, prefetch=p)))
+            for prefetch, poll_load in ((True, True), (False, True), (True, False)):
+                name = (f"fused, {warps} warps" + ("" if prefetch else ", no prefetch")
+                        + ("" if poll_load else ", barrier polls with atomics"))
+                variants.append((name, lambda w=warps, p=prefetch, q=poll_load: fused(
+                    residual, states, num_warps=w, prefetch=p, poll_load=q)))
         start = [(s.conv.clone(), s.ssm.clone()) for s in states]
         ref = None
         for name, fn in variants:
@@ -112,11 +113,39 @@ def run(a) -> dict:
             rows.append({"batch": batch, "variant": name, "us_per_step": sec * 1e6,
                          "gb_per_s": moved / sec / 1e9, "rel_err_vs_blocks": err})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        if a.timeline and cuda:
+            timeline.append({"batch": batch, **phase_times(fused, residual, states)})
+            print(json.dumps(timeline[-1]), file=sys.stderr, flush=True)
     return {"meta": {"torch": torch.__version__, "python": platform.python_version(),
                      "device": torch.cuda.get_device_name(device) if cuda else "cpu",
                      "n_layer": n_layer, "d_model": d_model, "weight_bytes": weight_bytes,
                      "command": " ".join(sys.argv),
-                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, "results": rows}
+                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, "results": rows,
+            "timeline": timeline}
+
+
+def phase_times(fused, residual, states) -> dict:
+    """One fused step with the kernel's timer (`times`): per layer and program the global
+    timer at the layer's start, after phase A, after its barrier, after phase B, after its
+    barrier. Means over programs and layers 1.. (layer 0 includes the launch) in us: each
+    phase, each barrier's wait; arrival spread (last minus first program to reach the
+    barrier) and release (first program through minus last arrival)."""
+    from bytessm.kernels.triton.stack import stack_grid
+    _, programs = stack_grid(fused.layers.d_inner, residual.device)
+    times = torch.zeros(programs, fused.layers.n_layer, 5, dtype=torch.int64,
+                        device=residual.device)
+    for _ in range(2):  # the second call's times
+        fused(residual, states, times=times)
+    torch.cuda.synchronize()
+    t = times[:, 1:].double() / 1e3                                   # (P, L-1, 5) us
+    d = t.diff(dim=-1)                                                # A, wait, B, wait
+    out = {f"{k}_us": float(d[..., i].mean()) for i, k in
+           enumerate(("phase_a", "barrier_a", "phase_b", "barrier_b"))}
+    for name, arrive, leave in (("a", 1, 2), ("b", 3, 4)):
+        out[f"arrival_spread_{name}_us"] = float((t[..., arrive].amax(0) - t[..., arrive].amin(0)).mean())
+        out[f"release_{name}_us"] = float((t[..., leave].amin(0) - t[..., arrive].amax(0)).mean())
+    out["layer_us"] = float((t[:, -1, 4] - t[:, 0, 0]).mean()) / t.shape[1]
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -131,6 +160,13 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         lines.append(f"| {r['batch']} | {r['variant']} | {r['us_per_step']:.1f} | "
                      f"{r['gb_per_s']:,.0f} | {r['rel_err_vs_blocks']:.1e} |")
+    if report["timeline"]:
+        keys = [k for k in report["timeline"][0] if k != "batch"]
+        lines += ["", "Fused kernel (default launch), per layer, mean over programs and layers "
+                  "1.., us:", "", "| batch | " + " | ".join(k[:-3] for k in keys) + " |",
+                  "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {r['batch']} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |"
+                  for r in report["timeline"]]
     return "\n".join(lines)
 
 
@@ -144,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--warps", type=int, nargs="+", default=[8, 16])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--timeline", action="store_true",
+                   help="also time the fused kernel's phases and barriers (CUDA)")
     a = p.parse_args(argv)
     if a.smoke and not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -62,8 +62,9 @@ KINDS = 14
 
 @triton.jit
 def _addr(tab_ptr, l, KIND: tl.constexpr, ELEM: tl.constexpr):
-    """Layer l's tensor KIND as a pointer to ELEM."""
-    return tl.load(tab_ptr + l * 14 + KIND).to(tl.pointer_type(ELEM))
+    """Layer l's tensor KIND as a pointer to ELEM, 16-byte aligned (the table's builder
+    checks): without the hint Triton cannot vectorise the loads through it."""
+    return tl.multiple_of(tl.load(tab_ptr + l * 14 + KIND).to(tl.pointer_type(ELEM)), 16)
 
 
 @triton.jit
@@ -77,7 +78,26 @@ def _prefetch_l2(ptrs, PREFETCH: tl.constexpr):
 
 
 @triton.jit
-def _grid_barrier(sem_ptr):
+def _now(TIMING: tl.constexpr):
+    """The GPU's global timer in ns (TIMING only: scripts/bench_stack.py --timeline)."""
+    if TIMING:
+        t = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64,
+                                      is_pure=False, pack=1)
+    else:
+        t = 0
+    return t
+
+
+@triton.jit
+def _load_acquire(ptr):
+    """ld.acquire.gpu of one uint32: polling without the atomic unit (GPU only)."""
+    return tl.inline_asm_elementwise("ld.global.acquire.gpu.u32 $0, [$1];", "=r,l",
+                                     [ptr.to(tl.int64, bitcast=True)], dtype=tl.uint32,
+                                     is_pure=False, pack=1)
+
+
+@triton.jit
+def _grid_barrier(sem_ptr, POLL_LOAD: tl.constexpr):
     """Wait until every program of the grid has arrived here; each program's earlier global
     writes and atomics are visible to all after it. Sense reversal: program 0 adds
     2^31 - (programs - 1), the others 1, so bit 31 of the counter flips exactly when the
@@ -92,7 +112,10 @@ def _grid_barrier(sem_ptr):
     seen = tl.atomic_add(sem_ptr, add, sem="release")
     flipped = False
     while not flipped:
-        now = tl.atomic_add(sem_ptr, 0, sem="acquire")
+        if POLL_LOAD:
+            now = _load_acquire(sem_ptr)
+        else:
+            now = tl.atomic_add(sem_ptr, 0, sem="acquire")
         flipped = ((seen ^ now) & 0x80000000) != 0
     tl.debug_barrier()
 
@@ -237,22 +260,34 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
                        HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
                        W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
                        DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, R_PAD: tl.constexpr,
-                       N_PAD: tl.constexpr, ZB: tl.constexpr, PREFETCH: tl.constexpr):
+                       N_PAD: tl.constexpr, ZB: tl.constexpr, PREFETCH: tl.constexpr,
+                       POLL_LOAD: tl.constexpr, times_ptr, TIMING: tl.constexpr):
     """Grid: at most one program per SM (the barrier needs all of them resident); program p
     takes channel blocks p, p + programs, ... of CB channels (one block each on a GPU), and
     residual columns blk * DS ... for each block blk it takes."""
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
     for l in range(L):
+        t0 = _now(TIMING)
         for blk in range(pid, NBLK, nprog):
             _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, blk, M, DM,
                      E, NX, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS, CONV_WIDTH, W_PAD,
                      CB, DS, DM_PAD, NX_PAD, WT, PREFETCH)
-        _grid_barrier(sem_ptr)
+        t1 = _now(TIMING)
+        _grid_barrier(sem_ptr, POLL_LOAD)
+        t2 = _now(TIMING)
         for blk in range(pid, NBLK, nprog):
             _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
                      CB, DM_PAD, R_PAD, N_PAD, WT, PREFETCH)
-        _grid_barrier(sem_ptr)
+        t3 = _now(TIMING)
+        _grid_barrier(sem_ptr, POLL_LOAD)
+        if TIMING:  # (program, layer, 5): start, phase A done, barrier passed, B done, passed
+            row = times_ptr + (pid * L + l) * 5
+            tl.store(row, t0)
+            tl.store(row + 1, t1)
+            tl.store(row + 2, t2)
+            tl.store(row + 3, t3)
+            tl.store(row + 4, _now(TIMING))
     # the output residual; then zero what this program read last, for the next launch
     for blk in range(pid, NBLK, nprog):
         own = blk * DS + tl.arange(0, DS)
@@ -341,11 +376,15 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
 
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
-                            num_warps: int | None = None, prefetch: bool = True) -> Tensor:
+                            num_warps: int | None = None, prefetch: bool = True,
+                            poll_load: bool = True, times: Tensor | None = None) -> Tensor:
     """residual (M, d_model) float32 before the first block -> after the last; every layer's
     conv window and SSM state advanced in place (those the table points to). `num_warps`
     (default 8 at d_model x 16 channels >= 8192 weights a tile, else 4) and `prefetch` (the
-    L2 prefetches, GPU only) are for scripts/bench_stack.py's comparisons."""
+    L2 prefetches, GPU only), `poll_load` (the barrier polls with loads rather than atomics,
+    GPU only) and `times` ((programs, L, 5) int64: per layer the global timer at its start,
+    after phase A, after the barrier, after phase B, after the barrier) are for
+    scripts/bench_stack.py's comparisons."""
     M, DM = residual.shape
     if (M, DM) != (layers.batch, layers.d_model) or residual.dtype != torch.float32:
         raise ValueError(f"residual must be ({layers.batch}, {layers.d_model}) float32, got "
@@ -358,6 +397,7 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
     nblk = triton.cdiv(E, cb)
     ds = triton.next_power_of_2(triton.cdiv(DM, nblk))
     zb = triton.next_power_of_2(triton.cdiv(L * M * NX, nblk))
+    gpu = residual.is_cuda and not interpreting()
     if num_warps is None:
         num_warps = 8 if cb * DM >= 8192 else 4
     mamba_stack_kernel[(programs,)](
@@ -368,6 +408,6 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
         W_PAD=max(triton.next_power_of_2(layers.d_conv), 2), CB=cb, DS=ds,
         DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
         R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
-        ZB=zb, PREFETCH=prefetch and residual.is_cuda and not interpreting(),
-        num_warps=num_warps)
+        ZB=zb, PREFETCH=prefetch and gpu, POLL_LOAD=poll_load and gpu, times_ptr=times,
+        TIMING=times is not None and gpu, num_warps=num_warps)
     return out

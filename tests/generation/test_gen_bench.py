@@ -33,6 +33,6 @@ def test_bench_stack_smoke(tmp_path):
     spec.loader.exec_module(bench)
     assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "bench_stack.json").read_text())["results"]
-    assert [r["variant"].split(",")[0] for r in rows] == ["blocks (eager)", "fused", "fused"]
+    assert [r["variant"].split(",")[0] for r in rows] == ["blocks (eager)"] + ["fused"] * 3
     assert all(r["us_per_step"] > 0 and r["rel_err_vs_blocks"] < 1e-5 for r in rows)
     assert "| 1 | fused, 4 warps, no prefetch |" in (tmp_path / "bench_stack.md").read_text()
