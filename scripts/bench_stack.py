@@ -94,11 +94,16 @@ def run(a) -> dict:
         variants = [("blocks (compiled, GEMV, PDL)" if cuda else "blocks (eager)", blocks_step)]
         fused = FusedStack(blocks, states)
         for warps in a.warps:
-            for prefetch, poll_load in ((True, True), (False, True), (True, False)):
-                name = (f"fused, {warps} warps" + ("" if prefetch else ", no prefetch")
-                        + ("" if poll_load else ", barrier polls with atomics"))
-                variants.append((name, lambda w=warps, p=prefetch, q=poll_load: fused(
-                    residual, states, num_warps=w, prefetch=p, poll_load=q)))
+            for copies in a.copies:
+                for prefetch, poll_load in ((True, True), (False, True), (True, False)):
+                    if copies > 1 and not poll_load:
+                        continue
+                    name = (f"fused, {warps} warps" + (f", {copies} copies" if copies > 1 else "")
+                            + ("" if prefetch else ", no prefetch")
+                            + ("" if poll_load else ", barrier polls with atomics"))
+                    variants.append((name, lambda w=warps, p=prefetch, q=poll_load, c=copies:
+                                     fused(residual, states, num_warps=w, prefetch=p,
+                                           poll_load=q, copies=c)))
         start = [(s.conv.clone(), s.ssm.clone()) for s in states]
         ref = None
         for name, fn in variants:
@@ -126,25 +131,26 @@ def run(a) -> dict:
 
 def phase_times(fused, residual, states) -> dict:
     """One fused step with the kernel's timer (`times`): per layer and program the global
-    timer at the layer's start, after phase A, after its barrier, after phase B, after its
-    barrier. Means over programs and layers 1.. (layer 0 includes the launch) in us: each
-    phase, each barrier's wait; arrival spread (last minus first program to reach the
-    barrier) and release (first program through minus last arrival)."""
+    timer at ten points (`mamba_stack_kernel`). Means over programs and layers 1.. (layer
+    0 includes the launch) in us: each stretch between two points; for each barrier the
+    arrival spread (last minus first program to reach it) and the release (first program
+    through minus last arrival)."""
     from bytessm.kernels.triton.stack import stack_grid
     _, programs = stack_grid(fused.layers.d_inner, residual.device)
-    times = torch.zeros(programs, fused.layers.n_layer, 5, dtype=torch.int64,
+    times = torch.zeros(programs, fused.layers.n_layer, 10, dtype=torch.int64,
                         device=residual.device)
     for _ in range(2):  # the second call's times
         fused(residual, states, times=times)
     torch.cuda.synchronize()
-    t = times[:, 1:].double() / 1e3                                   # (P, L-1, 5) us
-    d = t.diff(dim=-1)                                                # A, wait, B, wait
-    out = {f"{k}_us": float(d[..., i].mean()) for i, k in
-           enumerate(("phase_a", "barrier_a", "phase_b", "barrier_b"))}
-    for name, arrive, leave in (("a", 1, 2), ("b", 3, 4)):
+    t = times[:, 1:].double() / 1e3                                   # (P, L-1, 10) us
+    d = t.diff(dim=-1)
+    names = ("a_to_h", "a_h_to_xz", "a_xz_to_conv", "a_conv_to_end", "barrier_a",
+             "b_to_dt", "b_dt_to_y", "b_y_to_end", "barrier_b")
+    out = {f"{k}_us": float(d[..., i].mean()) for i, k in enumerate(names)}
+    for name, arrive, leave in (("a", 4, 5), ("b", 8, 9)):
         out[f"arrival_spread_{name}_us"] = float((t[..., arrive].amax(0) - t[..., arrive].amin(0)).mean())
         out[f"release_{name}_us"] = float((t[..., leave].amin(0) - t[..., arrive].amax(0)).mean())
-    out["layer_us"] = float((t[:, -1, 4] - t[:, 0, 0]).mean()) / t.shape[1]
+    out["layer_us"] = float((t[:, -1, 9] - t[:, 0, 0]).mean()) / t.shape[1]
     return out
 
 
@@ -178,6 +184,8 @@ def main(argv=None) -> int:
     p.add_argument("--d-model", type=int, default=1024)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--warps", type=int, nargs="+", default=[8, 16])
+    p.add_argument("--copies", type=int, nargs="+", default=[1, 8],
+                   help="accumulator copies (kernels/triton/stack.py)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--timeline", action="store_true",
@@ -186,7 +194,7 @@ def main(argv=None) -> int:
     if a.smoke and not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     if a.smoke:
-        a.batches, a.warps, a.steps, a.repeats = [1], [4], 1, 1
+        a.batches, a.warps, a.copies, a.steps, a.repeats = [1], [4], [1], 1, 1
     report = run(a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,7 @@ from .gemv import num_sms
 # columns of the address table, one row per layer
 IN_W, IN_B, CONV_W, CONV_B, X_W, DT_W, DT_B, A_, D_, OUT_W, OUT_B, NORM_W, CONV_S, SSM_S = range(14)
 KINDS = 14
+MAX_COPIES = 8  # accumulator copies the workspace holds (`mamba_stack_step_triton`'s copies)
 
 
 @triton.jit
@@ -121,8 +122,8 @@ def _grid_barrier(sem_ptr, POLL_LOAD: tl.constexpr):
 
 
 @triton.jit
-def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, cols, cmask, DM,
-              HAS_OUT_BIAS: tl.constexpr, WT: tl.constexpr):
+def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, cols, cmask, DM, L,
+              HAS_OUT_BIAS: tl.constexpr, WT: tl.constexpr, COPIES: tl.constexpr):
     """Columns `cols` of row m of layer l's input residual (float32): the stack's input for
     layer 0, else layer l-1's input (resbuf, written in its phase A) + its out_proj output,
     rounded to the weights' dtype as the Linear's output is before the float32 add."""
@@ -131,8 +132,10 @@ def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, cols, cmask, DM
     else:
         prev = tl.load(resbuf_ptr + (((l - 1) % 2) * M + m) * DM + cols, mask=cmask, other=0.0,
                        cache_modifier=".cg")
-        out = tl.load(acc_ptr + ((l - 1) * M + m) * DM + cols, mask=cmask, other=0.0,
-                      cache_modifier=".cg")
+        out = tl.zeros_like(prev)
+        for k in tl.static_range(COPIES):  # the copies' sums, in a fixed order
+            out += tl.load(acc_ptr + ((k * L + l - 1) * M + m) * DM + cols, mask=cmask,
+                           other=0.0, cache_modifier=".cg")
         if HAS_OUT_BIAS:
             out += tl.load(_addr(tab_ptr, l - 1, 10, tl.float32) + cols, mask=cmask, other=0.0)
         r = prev + out.to(WT).to(tl.float32)
@@ -140,12 +143,14 @@ def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, cols, cmask, DM
 
 
 @triton.jit
-def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, blk, M, DM, E, NX,
-             eps, HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
+def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E,
+             NX, eps, COPIES: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
              HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr, W_PAD: tl.constexpr,
              CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr, NX_PAD: tl.constexpr,
-             WT: tl.constexpr, PREFETCH: tl.constexpr):
-    """Block blk's channels of layer l up to x_proj (module docstring)."""
+             WT: tl.constexpr, PREFETCH: tl.constexpr, trow, TIMING: tl.constexpr):
+    """Block blk's channels of layer l up to x_proj (module docstring). Every load that does
+    not depend on another comes first, so that their latencies overlap: the weights, then
+    per row the conv window (HBM: evicted since the last step) with the residual (L2)."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
@@ -175,25 +180,29 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, blk, 
     conv_s = _addr(tab_ptr, l, 12, tl.float32)
     own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
     for m in range(M):
-        r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, kd, dm, DM,
-                      HAS_OUT_BIAS, WT)
+        # the conv window (M, E, CONV_WIDTH - 1) float32, oldest input first
+        wptrs = conv_s + (m * E + c[:, None]) * (CONV_WIDTH - 1) + kw[None, :]
+        held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
+        window = tl.load(wptrs, mask=held, other=0.0)
+        shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :],
+                          other=0.0)
+        r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, kd, dm, DM, L,
+                      HAS_OUT_BIAS, WT, COPIES)
         r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, own, own < DM, DM,
-                          HAS_OUT_BIAS, WT)
+                          L, HAS_OUT_BIAS, WT, COPIES)
         tl.store(resbuf_ptr + ((l % 2) * M + m) * DM + own, r_own, mask=own < DM)
         rstd = tl.math.rsqrt(tl.sum(r * r, axis=0) / DM + eps)
         h = (r * rstd * nw).to(WT).to(tl.float32)                  # in_proj's input
+        if TIMING:
+            tl.store(trow + 1, _now(TIMING))
         x = tl.sum(wx.to(tl.float32) * h[None, :], axis=1)
         z = tl.sum(wz.to(tl.float32) * h[None, :], axis=1)
         if HAS_IN_BIAS:
             x += bx
             z += bz
         x = x.to(WT).to(tl.float32)
-        # conv step on the window (M, E, CONV_WIDTH - 1) float32, oldest input first
-        wptrs = conv_s + (m * E + c[:, None]) * (CONV_WIDTH - 1) + kw[None, :]
-        held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
-        window = tl.load(wptrs, mask=held, other=0.0)
-        shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :],
-                          other=0.0)
+        if TIMING:
+            tl.store(trow + 2, _now(TIMING))
         xc, new = conv_window_step(window, shifted, x, cw, cb, CONV_WIDTH, True, WT,
                                    HAS_CONV_BIAS)
         tl.debug_barrier()  # in place: every read of the old window before any write
@@ -201,15 +210,20 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, blk, 
         xc = xc.to(WT)
         tl.store(xz_ptr + m * 2 * E + c, xc, mask=cm)
         tl.store(xz_ptr + m * 2 * E + E + c, z.to(WT), mask=cm)
+        if TIMING:
+            tl.store(trow + 3, _now(TIMING))
         part = tl.sum(xw.to(tl.float32) * xc.to(tl.float32)[None, :], axis=1)   # (NX_PAD,)
-        tl.atomic_add(dbc_ptr + (l * M + m) * NX + nx, part, mask=nx < NX, sem="relaxed")
+        tl.atomic_add(dbc_ptr + (((blk % COPIES) * L + l) * M + m) * NX + nx, part,
+                      mask=nx < NX, sem="relaxed")
 
 
 @triton.jit
 def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
+             COPIES: tl.constexpr,
              CB: tl.constexpr, DM_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr,
-             WT: tl.constexpr, PREFETCH: tl.constexpr):
-    """Block blk's channels of layer l from dt_proj to out_proj's partial sums."""
+             WT: tl.constexpr, PREFETCH: tl.constexpr, trow, TIMING: tl.constexpr):
+    """Block blk's channels of layer l from dt_proj to out_proj's partial sums; per row the
+    SSM state (HBM) is loaded first, then x, z and x_proj's sums."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
@@ -232,25 +246,34 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
                      PREFETCH)
     ssm_s = _addr(tab_ptr, l, 13, tl.float32)
     for m in range(M):
-        row = dbc_ptr + (l * M + m) * NX
-        low = tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
-        Bv = tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
-        Cv = tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
+        sptrs = ssm_s + (m * E + c[:, None]) * N + n[None, :]
+        h = tl.load(sptrs, mask=sm, other=0.0)
+        x = tl.load(xz_ptr + m * 2 * E + c, mask=cm, other=0.0).to(tl.float32)
+        z = tl.load(xz_ptr + m * 2 * E + E + c, mask=cm, other=0.0).to(tl.float32)
+        low = tl.zeros([R_PAD], tl.float32)
+        Bv = tl.zeros([N_PAD], tl.float32)
+        Cv = tl.zeros([N_PAD], tl.float32)
+        for k in tl.static_range(COPIES):  # the copies' sums, in a fixed order
+            row = dbc_ptr + ((k * L + l) * M + m) * NX
+            low += tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
+            Bv += tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
+            Cv += tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
         low = low.to(WT).to(tl.float32)       # x_proj's output, rounded as the Linear's
         Bv = Bv.to(WT).to(tl.float32)
         Cv = Cv.to(WT).to(tl.float32)
         dt = tl.sum(dtw * low[None, :], axis=1).to(WT).to(tl.float32)
         dt = softplus(dt + dtb)
-        x = tl.load(xz_ptr + m * 2 * E + c, mask=cm, other=0.0).to(tl.float32)
-        z = tl.load(xz_ptr + m * 2 * E + E + c, mask=cm, other=0.0).to(tl.float32)
-        sptrs = ssm_s + (m * E + c[:, None]) * N + n[None, :]
-        h = tl.load(sptrs, mask=sm, other=0.0)
+        if TIMING:
+            tl.store(trow + 6, _now(TIMING))
         h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv[None, :]
         tl.store(sptrs, h, mask=sm)
         y = tl.sum(h * Cv[None, :], axis=1) + Dv * x
         y = (y * z * tl.sigmoid(z)).to(WT).to(tl.float32)             # out_proj's input
+        if TIMING:
+            tl.store(trow + 7, _now(TIMING))
         part = tl.sum(wo.to(tl.float32) * y[None, :], axis=1)                     # (DM_PAD,)
-        tl.atomic_add(acc_ptr + (l * M + m) * DM + kd, part, mask=dm, sem="relaxed")
+        tl.atomic_add(acc_ptr + (((blk % COPIES) * L + l) * M + m) * DM + kd, part, mask=dm,
+                      sem="relaxed")
 
 
 @triton.jit
@@ -261,45 +284,50 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
                        W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
                        DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, R_PAD: tl.constexpr,
                        N_PAD: tl.constexpr, ZB: tl.constexpr, PREFETCH: tl.constexpr,
-                       POLL_LOAD: tl.constexpr, times_ptr, TIMING: tl.constexpr):
+                       POLL_LOAD: tl.constexpr, COPIES: tl.constexpr, times_ptr,
+                       TIMING: tl.constexpr):
     """Grid: at most one program per SM (the barrier needs all of them resident); program p
     takes channel blocks p, p + programs, ... of CB channels (one block each on a GPU), and
     residual columns blk * DS ... for each block blk it takes."""
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
     for l in range(L):
-        t0 = _now(TIMING)
+        # TIMING: (program, layer, 10) global timer: start, A's h, x and z, conv, A done,
+        # barrier passed, B's dt, y, B done, barrier passed
+        if TIMING:
+            trow = times_ptr + (pid * L + l) * 10
+            tl.store(trow, _now(TIMING))
+        else:
+            trow = times_ptr
         for blk in range(pid, NBLK, nprog):
-            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, blk, M, DM,
-                     E, NX, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS, CONV_WIDTH, W_PAD,
-                     CB, DS, DM_PAD, NX_PAD, WT, PREFETCH)
-        t1 = _now(TIMING)
+            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M,
+                     DM, E, NX, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS, CONV_WIDTH, W_PAD,
+                     CB, DS, DM_PAD, NX_PAD, WT, PREFETCH, trow, TIMING)
+        if TIMING:
+            tl.store(trow + 4, _now(TIMING))
         _grid_barrier(sem_ptr, POLL_LOAD)
-        t2 = _now(TIMING)
+        if TIMING:
+            tl.store(trow + 5, _now(TIMING))
         for blk in range(pid, NBLK, nprog):
-            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
-                     CB, DM_PAD, R_PAD, N_PAD, WT, PREFETCH)
-        t3 = _now(TIMING)
+            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N, COPIES,
+                     CB, DM_PAD, R_PAD, N_PAD, WT, PREFETCH, trow, TIMING)
+        if TIMING:
+            tl.store(trow + 8, _now(TIMING))
         _grid_barrier(sem_ptr, POLL_LOAD)
-        if TIMING:  # (program, layer, 5): start, phase A done, barrier passed, B done, passed
-            row = times_ptr + (pid * L + l) * 5
-            tl.store(row, t0)
-            tl.store(row + 1, t1)
-            tl.store(row + 2, t2)
-            tl.store(row + 3, t3)
-            tl.store(row + 4, _now(TIMING))
+        if TIMING:
+            tl.store(trow + 9, _now(TIMING))
     # the output residual; then zero what this program read last, for the next launch
     for blk in range(pid, NBLK, nprog):
         own = blk * DS + tl.arange(0, DS)
         for m in range(M):
             r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, L, m, M, own, own < DM, DM,
-                          HAS_OUT_BIAS, WT)
+                          L, HAS_OUT_BIAS, WT, COPIES)
             tl.store(res_out_ptr + m * DM + own, r, mask=own < DM)
-            for l in range(L):  # acc[., m, own] is read by this block only, and now has been
-                tl.store(acc_ptr + (l * M + m) * DM + own, tl.zeros([DS], tl.float32),
+            for i in range(COPIES * L):  # acc[., ., m, own]: read by this block only, and done
+                tl.store(acc_ptr + (i * M + m) * DM + own, tl.zeros([DS], tl.float32),
                          mask=own < DM)
         z = blk * ZB + tl.arange(0, ZB)      # dbc: read by every program, before the last barrier
-        tl.store(dbc_ptr + z, tl.zeros([ZB], tl.float32), mask=z < L * M * NX)
+        tl.store(dbc_ptr + z, tl.zeros([ZB], tl.float32), mask=z < COPIES * L * M * NX)
 
 
 # -- launcher ----------------------------------------------------------------------------
@@ -341,8 +369,8 @@ class StackWorkspace:
     """Scratch for `mamba_stack_step_triton`, one per StackLayers (reused every step): the
     accumulators must be zero before the first launch, and each launch leaves them zero."""
     resbuf: Tensor    # (2, M, DM) float32: layer inputs, alternating
-    acc: Tensor       # (L, M, DM) float32: out_proj sums per layer
-    dbc: Tensor       # (L, M, NX) float32: x_proj sums per layer
+    acc: Tensor       # (MAX_COPIES, L, M, DM) float32: out_proj sums per layer
+    dbc: Tensor       # (MAX_COPIES, L, M, NX) float32: x_proj sums per layer
     xz: Tensor        # (M, 2, E) weight dtype: x after the conv, and z
     sem: Tensor       # (1,) uint32: the grid barrier
     weight: Tensor    # (1,) weight dtype: gives the kernel the weights' element type
@@ -352,8 +380,9 @@ class StackWorkspace:
         L, M, DM, E = layers.n_layer, layers.batch, layers.d_model, layers.d_inner
         nx = layers.dt_rank + 2 * layers.d_state
         f32 = dict(dtype=torch.float32, device=device)
-        return cls(resbuf=torch.zeros(2, M, DM, **f32), acc=torch.zeros(L, M, DM, **f32),
-                   dbc=torch.zeros(L, M, nx, **f32),
+        return cls(resbuf=torch.zeros(2, M, DM, **f32),
+                   acc=torch.zeros(MAX_COPIES, L, M, DM, **f32),
+                   dbc=torch.zeros(MAX_COPIES, L, M, nx, **f32),
                    xz=torch.zeros(M, 2, E, dtype=layers.weight_dtype, device=device),
                    sem=torch.zeros(1, dtype=torch.uint32, device=device),
                    weight=torch.zeros(1, dtype=layers.weight_dtype, device=device))
@@ -377,13 +406,15 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
                             num_warps: int | None = None, prefetch: bool = True,
-                            poll_load: bool = True, times: Tensor | None = None) -> Tensor:
+                            poll_load: bool = True, copies: int = 1,
+                            times: Tensor | None = None) -> Tensor:
     """residual (M, d_model) float32 before the first block -> after the last; every layer's
     conv window and SSM state advanced in place (those the table points to). `num_warps`
     (default 8 at d_model x 16 channels >= 8192 weights a tile, else 4) and `prefetch` (the
     L2 prefetches, GPU only), `poll_load` (the barrier polls with loads rather than atomics,
-    GPU only) and `times` ((programs, L, 5) int64: per layer the global timer at its start,
-    after phase A, after the barrier, after phase B, after the barrier) are for
+    GPU only), `copies` (1..MAX_COPIES accumulators a layer, program p adding into copy
+    p % copies: fewer atomics on each address) and `times` ((programs, L, 10) int64: per layer the global timer at ten
+    points, `mamba_stack_kernel`) are for
     scripts/bench_stack.py's comparisons."""
     M, DM = residual.shape
     if (M, DM) != (layers.batch, layers.d_model) or residual.dtype != torch.float32:
@@ -396,7 +427,9 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
     cb, programs = stack_grid(E, residual.device)
     nblk = triton.cdiv(E, cb)
     ds = triton.next_power_of_2(triton.cdiv(DM, nblk))
-    zb = triton.next_power_of_2(triton.cdiv(L * M * NX, nblk))
+    if copies not in (1, 2, 4, 8) or copies > MAX_COPIES:
+        raise ValueError(f"copies must be 1, 2, 4 or 8, got {copies}")
+    zb = triton.next_power_of_2(triton.cdiv(copies * L * M * NX, nblk))
     gpu = residual.is_cuda and not interpreting()
     if num_warps is None:
         num_warps = 8 if cb * DM >= 8192 else 4
@@ -408,6 +441,6 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
         W_PAD=max(triton.next_power_of_2(layers.d_conv), 2), CB=cb, DS=ds,
         DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
         R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
-        ZB=zb, PREFETCH=prefetch and gpu, POLL_LOAD=poll_load and gpu, times_ptr=times,
+        ZB=zb, PREFETCH=prefetch and gpu, POLL_LOAD=poll_load and gpu, COPIES=copies, times_ptr=times,
         TIMING=times is not None and gpu, num_warps=num_warps)
     return out

@@ -20,7 +20,8 @@ def decode_logits(model, x, mode, monkeypatch, compile_step=False):
     """Logits (B, L, V) of stepping through x (B, L) from zero states, DECODE_GEMV = mode."""
     monkeypatch.setattr(decode, "DECODE_GEMV", mode)
     dec = Decoder(model, batch=x.shape[0], max_len=x.shape[1], max_new=1,
-                  params=SamplingParams(temperature=0), compile_step=compile_step)
+                  params=SamplingParams(temperature=0), compile_step=compile_step,
+                  fused_stack=False)
     with torch.no_grad():
         return torch.stack([model_step(model, x[:, t], dec.states, dec.block_step)
                             for t in range(x.shape[1])], 1)

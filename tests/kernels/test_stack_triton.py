@@ -54,7 +54,7 @@ def to_device(states):
     return [MambaState(s.conv.to(DEVICE), s.ssm.to(DEVICE)) for s in states]
 
 
-def compare(blocks, batch, steps, dtype, monkeypatch):
+def compare(blocks, batch, steps, dtype, monkeypatch, **launch):
     monkeypatch.setattr(decode, "DECODE_GEMV", "off")
     ref_states = to_device(random_states(blocks, batch))
     states = [MambaState(s.conv.clone(), s.ssm.clone()) for s in ref_states]
@@ -67,7 +67,7 @@ def compare(blocks, batch, steps, dtype, monkeypatch):
             ref = residual.clone()
             for b, s in zip(blocks, ref_states):
                 ref = b.step(ref, s)
-        out = fused(residual, states)
+        out = fused(residual, states, **launch)
         assert rel_err(out, ref) < TOL[dtype], (t, rel_err(out, ref))
         for i, (s, r) in enumerate(zip(states, ref_states)):
             assert rel_err(s.conv, r.conv) < TOL[dtype], (t, i)
@@ -81,6 +81,13 @@ def compare(blocks, batch, steps, dtype, monkeypatch):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_fused_stack_matches_block_steps(dtype, batch, monkeypatch):
     compare(mamba_stack(dtype=dtype), batch, steps=3, dtype=dtype, monkeypatch=monkeypatch)
+
+
+def test_fused_stack_accumulator_copies(monkeypatch):
+    """Programs adding their partial sums into 4 copies (program p into copy p % 4), which
+    the readers add up: same results, every copy left zero."""
+    compare(mamba_stack(2, 32), 2, steps=2, dtype=torch.float32, monkeypatch=monkeypatch,
+            copies=4)
 
 
 @pytest.mark.parametrize("d_conv", [2, 3])
