@@ -9,8 +9,8 @@ blocks only (no embedding, final norm or head). Each variant's step is captured 
 graph and replayed; the time is the median over --repeats runs of --steps replays, between
 CUDA events. "blocks": `Block.step` per block, compiled (`generation.compiled_block_step`,
 as the Decoder runs it without the fused stack), on the decode GEMV with programmatic
-dependent launch; "fused": the persistent kernel at each --warps, with and without its L2
-prefetches. Bandwidth: the bytes a step must move (weights once, states read and written)
+dependent launch; "fused": the persistent kernel at each --warps and --copies, its barrier
+polling with loads (default) or atomics. Bandwidth: the bytes a step must move (weights once, states read and written)
 over the step's time. Prints a Markdown table; writes bench_stack.{md,json} into --out.
 """
 from __future__ import annotations
@@ -95,15 +95,13 @@ def run(a) -> dict:
         fused = FusedStack(blocks, states)
         for warps in a.warps:
             for copies in a.copies:
-                for prefetch, poll_load in ((True, True), (False, True), (True, False)):
+                for poll_load in (True, False):
                     if copies > 1 and not poll_load:
                         continue
                     name = (f"fused, {warps} warps" + (f", {copies} copies" if copies > 1 else "")
-                            + ("" if prefetch else ", no prefetch")
                             + ("" if poll_load else ", barrier polls with atomics"))
-                    variants.append((name, lambda w=warps, p=prefetch, q=poll_load, c=copies:
-                                     fused(residual, states, num_warps=w, prefetch=p,
-                                           poll_load=q, copies=c)))
+                    variants.append((name, lambda w=warps, q=poll_load, c=copies: fused(
+                        residual, states, num_warps=w, poll_load=q, copies=c)))
         start = [(s.conv.clone(), s.ssm.clone()) for s in states]
         ref = None
         for name, fn in variants:

@@ -20,9 +20,9 @@ whole of something:
         out += out_proj[:, C_p] @ y[C_p]               partial sums, float32 atomics
     -- barrier: out complete; the next layer's phase A adds it to the residual
 
-Each program also prefetches into L2 the weights it will read next (phase A: this layer's
-out_proj columns; phase B: the next layer's in_proj rows), so that HBM keeps streaming
-while the programs compute and wait at the barriers.
+Each program asks for every weight tile a phase before it needs it (phase B's parameters
+when phase A starts, the next layer's in_proj rows when phase B starts), so that HBM keeps
+streaming while the programs compute and wait at the barriers.
 
 Rounding is the layers' own, as in the kernels it replaces: the normalised input and every
 product's output are rounded to the weights' dtype (x_proj's and out_proj's after their
@@ -69,16 +69,6 @@ def _addr(tab_ptr, l, KIND: tl.constexpr, ELEM: tl.constexpr):
 
 
 @triton.jit
-def _prefetch_l2(ptrs, PREFETCH: tl.constexpr):
-    """Ask for the cache lines at ptrs to be brought into L2 (keep them there: evict_last),
-    without waiting for them. A no-op without PREFETCH (the interpreter has no PTX)."""
-    if PREFETCH:
-        tl.inline_asm_elementwise("prefetch.global.L2::evict_last [$1];\n\tmov.u32 $0, 0;",
-                                  "=r,l", [ptrs.to(tl.int64, bitcast=True)], dtype=tl.int32,
-                                  is_pure=False, pack=1)
-
-
-@triton.jit
 def _now(TIMING: tl.constexpr):
     """The GPU's global timer in ns (TIMING only: scripts/bench_stack.py --timeline)."""
     if TIMING:
@@ -87,6 +77,17 @@ def _now(TIMING: tl.constexpr):
     else:
         t = 0
     return t
+
+
+@triton.jit
+def _stamp(times_ptr, pid, l, L, POINT: tl.constexpr, TIMING: tl.constexpr):
+    """TIMING: store the global timer as point POINT of (program, layer); returns the row."""
+    if TIMING:
+        row = times_ptr + (pid * L + l) * 10
+        tl.store(row + POINT, _now(TIMING))
+    else:
+        row = times_ptr
+    return row
 
 
 @triton.jit
@@ -143,29 +144,57 @@ def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, cols, cmask, DM
 
 
 @triton.jit
-def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E,
-             NX, eps, COPIES: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
+def _load_in_proj(tab_ptr, l, blk, DM, E, CB: tl.constexpr, DM_PAD: tl.constexpr,
+                  WT: tl.constexpr):
+    """Layer l's in_proj rows of block blk's channels: x half and z half, (CB, DM_PAD) each."""
+    c = blk * CB + tl.arange(0, CB)
+    kd = tl.arange(0, DM_PAD)
+    mask = (c < E)[:, None] & (kd < DM)[None, :]
+    in_w = _addr(tab_ptr, l, 0, WT)
+    wx = tl.load(in_w + c[:, None] * DM + kd[None, :], mask=mask, other=0.0)
+    wz = tl.load(in_w + (E + c)[:, None] * DM + kd[None, :], mask=mask, other=0.0)
+    return wx, wz
+
+
+@triton.jit
+def _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB: tl.constexpr, DM_PAD: tl.constexpr,
+                  R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr):
+    """Phase B's parameters of layer l for block blk: out_proj's columns (DM_PAD, CB), dt_proj's
+    rows (CB, R_PAD) float32, dt bias, A (CB, N_PAD), D."""
+    c = blk * CB + tl.arange(0, CB)
+    cm = c < E
+    kd = tl.arange(0, DM_PAD)
+    r = tl.arange(0, R_PAD)
+    n = tl.arange(0, N_PAD)
+    wo = tl.load(_addr(tab_ptr, l, 9, WT) + kd[:, None] * E + c[None, :],
+                 mask=(kd < DM)[:, None] & cm[None, :], other=0.0)
+    dtw = tl.load(_addr(tab_ptr, l, 5, WT) + c[:, None] * R + r[None, :],
+                  mask=cm[:, None] & (r < R)[None, :], other=0.0).to(tl.float32)
+    dtb = tl.load(_addr(tab_ptr, l, 6, tl.float32) + c, mask=cm, other=0.0)
+    A = tl.load(_addr(tab_ptr, l, 7, tl.float32) + c[:, None] * N + n[None, :],
+                mask=cm[:, None] & (n < N)[None, :], other=0.0)
+    Dv = tl.load(_addr(tab_ptr, l, 8, tl.float32) + c, mask=cm, other=0.0)
+    return wo, dtw, dtb, A, Dv
+
+
+@triton.jit
+def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, blk, M,
+             DM, E, NX, eps, COPIES: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
              HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr, W_PAD: tl.constexpr,
              CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr, NX_PAD: tl.constexpr,
-             WT: tl.constexpr, PREFETCH: tl.constexpr, trow, TIMING: tl.constexpr):
-    """Block blk's channels of layer l up to x_proj (module docstring). Every load that does
-    not depend on another comes first, so that their latencies overlap: the weights, then
-    per row the conv window (HBM: evicted since the last step) with the residual (L2)."""
+             WT: tl.constexpr, trow, TIMING: tl.constexpr):
+    """Block blk's channels of layer l up to x_proj (module docstring), with its in_proj rows
+    wx, wz (`_load_in_proj`). Loads that depend on nothing come first, so that their
+    latencies overlap: per row the conv window (HBM: evicted since the last step), then
+    the residual (L2)."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
     dm = kd < DM
     nx = tl.arange(0, NX_PAD)
     kw = tl.arange(0, W_PAD)
-    in_w = _addr(tab_ptr, l, 0, WT)
-    wx = tl.load(in_w + c[:, None] * DM + kd[None, :], mask=cm[:, None] & dm[None, :], other=0.0)
-    wz = tl.load(in_w + (E + c)[:, None] * DM + kd[None, :], mask=cm[:, None] & dm[None, :],
-                 other=0.0)
     xw = tl.load(_addr(tab_ptr, l, 4, WT) + nx[:, None] * E + c[None, :],
                  mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
-    # phase B reads out_proj's columns C_p (strided rows of 2*CB bytes): on their way to L2
-    out_w = _addr(tab_ptr, l, 9, WT)
-    _prefetch_l2(out_w + tl.where(dm, kd, 0) * E + blk * CB, PREFETCH)
     cw = tl.load(_addr(tab_ptr, l, 2, tl.float32) + c[:, None] * CONV_WIDTH + kw[None, :],
                  mask=cm[:, None] & (kw < CONV_WIDTH)[None, :], other=0.0)       # (CB, W_PAD)
     if HAS_CONV_BIAS:
@@ -218,12 +247,13 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, bl
 
 
 @triton.jit
-def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
-             COPIES: tl.constexpr,
-             CB: tl.constexpr, DM_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr,
-             WT: tl.constexpr, PREFETCH: tl.constexpr, trow, TIMING: tl.constexpr):
-    """Block blk's channels of layer l from dt_proj to out_proj's partial sums; per row the
-    SSM state (HBM) is loaded first, then x, z and x_proj's sums."""
+def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, M, DM, E, NX,
+             R, N, COPIES: tl.constexpr, CB: tl.constexpr, DM_PAD: tl.constexpr,
+             R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr, trow,
+             TIMING: tl.constexpr):
+    """Block blk's channels of layer l from dt_proj to out_proj's partial sums, with the
+    parameters of `_load_phase_b`; per row the SSM state (HBM) is loaded first, then x, z
+    and x_proj's sums."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
@@ -231,19 +261,6 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N,
     r = tl.arange(0, R_PAD)
     n = tl.arange(0, N_PAD)
     sm = cm[:, None] & (n < N)[None, :]
-    dtw = tl.load(_addr(tab_ptr, l, 5, WT) + c[:, None] * R + r[None, :],
-                  mask=cm[:, None] & (r < R)[None, :], other=0.0).to(tl.float32)
-    dtb = tl.load(_addr(tab_ptr, l, 6, tl.float32) + c, mask=cm, other=0.0)
-    A = tl.load(_addr(tab_ptr, l, 7, tl.float32) + c[:, None] * N + n[None, :], mask=sm, other=0.0)
-    Dv = tl.load(_addr(tab_ptr, l, 8, tl.float32) + c, mask=cm, other=0.0)
-    wo = tl.load(_addr(tab_ptr, l, 9, WT) + kd[:, None] * E + c[None, :],
-                 mask=dm[:, None] & cm[None, :], other=0.0)                      # (DM_PAD, CB)
-    if l + 1 < L:  # the next layer's in_proj rows of these channels, into L2
-        nxt = _addr(tab_ptr, l + 1, 0, WT)
-        line = tl.arange(0, DM_PAD // 64) * 64                                  # 128-byte lines
-        _prefetch_l2(nxt + c[:, None] * DM + tl.where(line < DM, line, 0)[None, :], PREFETCH)
-        _prefetch_l2(nxt + (E + c)[:, None] * DM + tl.where(line < DM, line, 0)[None, :],
-                     PREFETCH)
     ssm_s = _addr(tab_ptr, l, 13, tl.float32)
     for m in range(M):
         sptrs = ssm_s + (m * E + c[:, None]) * N + n[None, :]
@@ -283,7 +300,7 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
                        HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
                        W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
                        DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, R_PAD: tl.constexpr,
-                       N_PAD: tl.constexpr, ZB: tl.constexpr, PREFETCH: tl.constexpr,
+                       N_PAD: tl.constexpr, ZB: tl.constexpr, ONE_BLOCK: tl.constexpr,
                        POLL_LOAD: tl.constexpr, COPIES: tl.constexpr, times_ptr,
                        TIMING: tl.constexpr):
     """Grid: at most one program per SM (the barrier needs all of them resident); program p
@@ -291,31 +308,47 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
     residual columns blk * DS ... for each block blk it takes."""
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
-    for l in range(L):
-        # TIMING: (program, layer, 10) global timer: start, A's h, x and z, conv, A done,
-        # barrier passed, B's dt, y, B done, barrier passed
-        if TIMING:
-            trow = times_ptr + (pid * L + l) * 10
-            tl.store(trow, _now(TIMING))
-        else:
-            trow = times_ptr
-        for blk in range(pid, NBLK, nprog):
-            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M,
-                     DM, E, NX, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS, CONV_WIDTH, W_PAD,
-                     CB, DS, DM_PAD, NX_PAD, WT, PREFETCH, trow, TIMING)
-        if TIMING:
-            tl.store(trow + 4, _now(TIMING))
-        _grid_barrier(sem_ptr, POLL_LOAD)
-        if TIMING:
-            tl.store(trow + 5, _now(TIMING))
-        for blk in range(pid, NBLK, nprog):
-            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, l, L, blk, M, DM, E, NX, R, N, COPIES,
-                     CB, DM_PAD, R_PAD, N_PAD, WT, PREFETCH, trow, TIMING)
-        if TIMING:
-            tl.store(trow + 8, _now(TIMING))
-        _grid_barrier(sem_ptr, POLL_LOAD)
-        if TIMING:
-            tl.store(trow + 9, _now(TIMING))
+    # TIMING: (program, layer, 10) global timer: start, A's h, x and z, conv, A done,
+    # barrier passed, B's dt, y, B done, barrier passed
+    if ONE_BLOCK:
+        # a block per program (a GPU): each weight tile is requested a phase before it is
+        # needed, so that it streams in while the program computes and waits at a barrier:
+        # phase B's parameters when phase A starts, the next layer's in_proj rows when phase
+        # B starts; then only the barriers' latency is exposed, not the loads'
+        wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
+        for l in range(L):
+            trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
+            wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, pid, DM, E, R, N, CB, DM_PAD, R_PAD,
+                                                N_PAD, WT)
+            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L,
+                     pid, M, DM, E, NX, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
+                     CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, WT, trow, TIMING)
+            _stamp(times_ptr, pid, l, L, 4, TIMING)
+            _grid_barrier(sem_ptr, POLL_LOAD)
+            _stamp(times_ptr, pid, l, L, 5, TIMING)
+            wx, wz = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), pid, DM, E, CB, DM_PAD, WT)
+            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, pid, M, DM, E,
+                     NX, R, N, COPIES, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
+            _stamp(times_ptr, pid, l, L, 8, TIMING)
+            _grid_barrier(sem_ptr, POLL_LOAD)
+            _stamp(times_ptr, pid, l, L, 9, TIMING)
+    else:
+        # the interpreter's single program: every block in turn, each phase's loads in place
+        for l in range(L):
+            trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
+            for blk in range(pid, NBLK, nprog):
+                wx, wz = _load_in_proj(tab_ptr, l, blk, DM, E, CB, DM_PAD, WT)
+                _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L,
+                         blk, M, DM, E, NX, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS,
+                         HAS_CONV_BIAS, CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, WT, trow,
+                         TIMING)
+            _grid_barrier(sem_ptr, POLL_LOAD)
+            for blk in range(pid, NBLK, nprog):
+                wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD,
+                                                    R_PAD, N_PAD, WT)
+                _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, M,
+                         DM, E, NX, R, N, COPIES, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
+            _grid_barrier(sem_ptr, POLL_LOAD)
     # the output residual; then zero what this program read last, for the next launch
     for blk in range(pid, NBLK, nprog):
         own = blk * DS + tl.arange(0, DS)
@@ -405,13 +438,12 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
 
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
-                            num_warps: int | None = None, prefetch: bool = True,
-                            poll_load: bool = True, copies: int = 1,
+                            num_warps: int | None = None, poll_load: bool = True,
+                            copies: int = 1,
                             times: Tensor | None = None) -> Tensor:
     """residual (M, d_model) float32 before the first block -> after the last; every layer's
     conv window and SSM state advanced in place (those the table points to). `num_warps`
-    (default 8 at d_model x 16 channels >= 8192 weights a tile, else 4) and `prefetch` (the
-    L2 prefetches, GPU only), `poll_load` (the barrier polls with loads rather than atomics,
+    (default 8 at d_model x 16 channels >= 8192 weights a tile, else 4), `poll_load` (the barrier polls with loads rather than atomics,
     GPU only), `copies` (1..MAX_COPIES accumulators a layer, program p adding into copy
     p % copies: fewer atomics on each address) and `times` ((programs, L, 10) int64: per layer the global timer at ten
     points, `mamba_stack_kernel`) are for
@@ -441,6 +473,6 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
         W_PAD=max(triton.next_power_of_2(layers.d_conv), 2), CB=cb, DS=ds,
         DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
         R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
-        ZB=zb, PREFETCH=prefetch and gpu, POLL_LOAD=poll_load and gpu, COPIES=copies, times_ptr=times,
+        ZB=zb, ONE_BLOCK=programs == nblk, POLL_LOAD=poll_load and gpu, COPIES=copies, times_ptr=times,
         TIMING=times is not None and gpu, num_warps=num_warps)
     return out

@@ -83,6 +83,12 @@ def test_fused_stack_matches_block_steps(dtype, batch, monkeypatch):
     compare(mamba_stack(dtype=dtype), batch, steps=3, dtype=dtype, monkeypatch=monkeypatch)
 
 
+def test_fused_stack_one_block_per_program(monkeypatch):
+    """d_model 8 -> d_inner 16, one channel block: the interpreter's one program takes the GPU
+    path (each tile requested a phase ahead, carried across the barrier)."""
+    compare(mamba_stack(3, 8), 2, steps=3, dtype=torch.bfloat16, monkeypatch=monkeypatch)
+
+
 def test_fused_stack_accumulator_copies(monkeypatch):
     """Programs adding their partial sums into 4 copies (program p into copy p % 4), which
     the readers add up: same results, every copy left zero."""
