@@ -299,7 +299,7 @@ class Decoder:
     `run()` replays them in turn.
 
     With `fused_stack` (default `bytessm.nn.stack.use_fused_stack`: on CUDA, for a plain
-    Mamba stack at batch <= 4) every block's step runs as one persistent kernel
+    Mamba stack at batch 1) every block's step runs as one persistent kernel
     (`bytessm.nn.stack.FusedStack`), and nothing is compiled. Otherwise, with
     `compile_step` (default: on with CUDA graphs, for layered stacks; the pooled U-Net
     takes it too; ignored where the default fuses the stack) each block's step goes
@@ -341,6 +341,9 @@ class Decoder:
             if why is not None:
                 raise ConfigError(f"fused_stack=True: {type(model.backbone).__name__} cannot "
                                   f"decode as one fused stack ({why})")
+            if batch != 1:
+                raise ConfigError(f"fused_stack=True decodes one sequence at a time, got batch "
+                                  f"{batch}")
             if compile_step:
                 raise ConfigError("fused_stack=True and compile_step=True exclude each other: "
                                   "the fused kernel runs every block's step")

@@ -13,7 +13,7 @@ the capture's warm-up, once per block structure and shape; `--compile off` graph
 step). The step's matrix-vector products run on the Triton GEMV at batch <= 16
 (`bytessm.nn.decode`); `--decode-gemv off` runs them on F.linear (cuBLAS) for comparison.
 There the step's kernels are captured with programmatic dependent launch (`--pdl off`
-compares without it; `kernels/triton/pdl.py`). At batch <= 4 the Mamba's whole stack of
+compares without it; `kernels/triton/pdl.py`). At batch 1 the Mamba's whole stack of
 blocks steps as one persistent kernel (`bytessm.nn.stack`; no compiled block step then);
 `--fused-stack off` steps each block on its own kernels.
 Order: the Mamba cases, the Transformer cases (each started only while the run is
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
                    help="programmatic dependent launch in the captured step (Hopper+; "
                         "kernels/triton/pdl.py): auto is the Decoder's default (batch <= 16)")
     p.add_argument("--fused-stack", choices=["auto", "off"], default=decode.DECODE_STACK,
-                   help="step a Mamba stack as one kernel at batch <= 4 (auto, CUDA) or each "
+                   help="step a Mamba stack as one kernel at batch 1 (auto, CUDA) or each "
                         "block on its own kernels (off); bytessm.nn.stack")
     a = p.parse_args(argv)
     decode.DECODE_GEMV = a.decode_gemv

@@ -1,13 +1,14 @@
 """The decode step of a stack of Mamba blocks as one persistent kernel
-(`kernels/triton/stack.py`), for the smallest batches.
+(`kernels/triton/stack.py`), at batch 1.
 
     bytessm.nn.decode.DECODE_STACK = "auto"    # default from BYTESSM_DECODE_STACK, else "auto"
 
 - "auto": a `generation.Decoder` on CUDA whose backbone is a plain stack of Mamba blocks
-  (no attention, no MLP) and whose batch is at most MAX_ROWS runs all the blocks' steps as
-  one kernel (`FusedStack`); otherwise each block steps on its own kernels.
+  (no attention, no MLP) and whose batch is 1 runs all the blocks' steps as one kernel
+  (`FusedStack`); otherwise each block steps on its own kernels.
 - "off": never.
-- "triton": wherever the stack qualifies, also CPU tensors under TRITON_INTERPRET=1 (tests).
+- "triton": wherever the stack qualifies (batch 1), also CPU tensors under
+  TRITON_INTERPRET=1 (tests).
 
 At batch 1 the separate kernels spend most of each layer's time starting and draining (four
 dependent kernels a layer); the fused kernel streams the weights while its programs wait for
@@ -26,7 +27,6 @@ from .block import Block
 from .mamba import Mamba, MambaState
 from .norm import RMSNorm
 
-MAX_ROWS = 4
 
 
 def stack_blocker(blocks: Sequence[nn.Module]) -> str | None:
@@ -61,14 +61,14 @@ def use_fused_stack(blocks: Sequence[nn.Module], batch: int, device: torch.devic
     if mode not in decode.MODES:
         raise ValueError(f"bytessm.nn.decode.DECODE_STACK (or BYTESSM_DECODE_STACK) must be "
                          f"one of {decode.MODES}, got {mode!r}")
-    if mode == "off" or stack_blocker(blocks) is not None:
+    if mode == "off" or batch != 1 or stack_blocker(blocks) is not None:
         return False
-    return mode == "triton" or (device.type == "cuda" and batch <= MAX_ROWS)
+    return mode == "triton" or device.type == "cuda"
 
 
 class FusedStack:
     """`for block, state in zip(blocks, states): residual = block.step(residual, state)` as
-    one kernel, for residual (batch, d_model) float32 and the MambaStates the kernel is
+    one kernel, for residual (1, d_model) float32 and the batch-1 MambaStates the kernel is
     built for (`states`, advanced in place).
 
     The kernel reads the layers through a table of addresses: the products' weights where
@@ -100,7 +100,6 @@ class FusedStack:
 
         if len(states) != len(self.blocks):
             raise ValueError(f"{len(self.blocks)} blocks but {len(states)} states")
-        batch = states[0].conv.shape[0]
         device = states[0].conv.device
         keep, rows = [], []
 
@@ -115,7 +114,7 @@ class FusedStack:
         for i, (b, s) in enumerate(zip(self.blocks, states)):
             m, ssm = b.mixer, b.mixer.ssm
             for name, t in (("conv window", s.conv), ("SSM state", s.ssm)):
-                want = (batch, ssm.d_inner, ssm.d_conv - 1 if name == "conv window" else ssm.d_state)
+                want = (1, ssm.d_inner, ssm.d_conv - 1 if name == "conv window" else ssm.d_state)
                 if (tuple(t.shape) != want or t.dtype != torch.float32 or not t.is_contiguous()
                         or t.device != device):
                     raise ValueError(f"layer {i}'s {name} must be a contiguous float32 "
@@ -142,7 +141,7 @@ class FusedStack:
             table=torch.tensor(rows, dtype=torch.int64).to(device), keep=keep,
             d_model=m0.in_proj.weight.shape[1], d_inner=m0.d_inner,
             dt_rank=m0.ssm.dt_rank, d_state=m0.ssm.d_state, d_conv=m0.ssm.d_conv,
-            batch=batch, eps=first.norm.eps, weight_dtype=m0.in_proj.weight.dtype,
+            eps=first.norm.eps, weight_dtype=m0.in_proj.weight.dtype,
             in_bias=m0.in_proj.bias is not None, out_bias=m0.out_proj.bias is not None,
             conv_bias=m0.ssm.conv1d.bias is not None)
         self.workspace = StackWorkspace.new(self.layers, device)

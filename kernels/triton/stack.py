@@ -1,6 +1,6 @@
 """The decode step of a whole stack of Mamba blocks as one persistent kernel.
 
-    out = mamba_stack_step_triton(layers, residual, workspace)
+    out = mamba_stack_step_triton(layers, residual, workspace)     # batch 1
 
 A batch-1 decode step of the 353M model is 53 layers x 4 dependent kernels (`gemv.py`,
 `decode.py`), each a few microseconds, most of it ramp-up and tail: 0.55 ms a step, 1.3 TB/s
@@ -58,7 +58,7 @@ from .gemv import num_sms
 # columns of the address table, one row per layer
 IN_W, IN_B, CONV_W, CONV_B, X_W, DT_W, DT_B, A_, D_, OUT_W, OUT_B, NORM_W, CONV_S, SSM_S = range(14)
 KINDS = 14
-MAX_COPIES = 8  # accumulator copies the workspace holds (`mamba_stack_step_triton`'s copies)
+MAX_COPIES = 8  # accumulator copies the workspace holds (`mamba_stack_step_triton`'s `copies`)
 
 
 @triton.jit
@@ -81,7 +81,8 @@ def _now(TIMING: tl.constexpr):
 
 @triton.jit
 def _stamp(times_ptr, pid, l, L, POINT: tl.constexpr, TIMING: tl.constexpr):
-    """TIMING: store the global timer as point POINT of (program, layer); returns the row."""
+    """TIMING: store the global timer as point POINT of (program pid, layer l) of times
+    (programs, L, 10); returns that row (called with pid = l = 0 on a row: into the row)."""
     if TIMING:
         row = times_ptr + (pid * L + l) * 10
         tl.store(row + POINT, _now(TIMING))
@@ -123,20 +124,21 @@ def _grid_barrier(sem_ptr, POLL_LOAD: tl.constexpr):
 
 
 @triton.jit
-def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, cols, cmask, DM, L,
+def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, cols, cmask,
               HAS_OUT_BIAS: tl.constexpr, WT: tl.constexpr, COPIES: tl.constexpr):
-    """Columns `cols` of row m of layer l's input residual (float32): the stack's input for
-    layer 0, else layer l-1's input (resbuf, written in its phase A) + its out_proj output,
-    rounded to the weights' dtype as the Linear's output is before the float32 add."""
+    """Columns `cols` of layer l's input residual (float32): the stack's input for layer 0,
+    else layer l-1's input (resbuf, written in its phase A) + its out_proj output (the
+    accumulator copies' sums, in a fixed order), rounded to the weights' dtype as the
+    Linear's output is before the float32 add."""
     if l == 0:
-        r = tl.load(res_in_ptr + m * DM + cols, mask=cmask, other=0.0)
+        r = tl.load(res_in_ptr + cols, mask=cmask, other=0.0)
     else:
-        prev = tl.load(resbuf_ptr + (((l - 1) % 2) * M + m) * DM + cols, mask=cmask, other=0.0,
+        prev = tl.load(resbuf_ptr + ((l - 1) % 2) * DM + cols, mask=cmask, other=0.0,
                        cache_modifier=".cg")
         out = tl.zeros_like(prev)
-        for k in tl.static_range(COPIES):  # the copies' sums, in a fixed order
-            out += tl.load(acc_ptr + ((k * L + l - 1) * M + m) * DM + cols, mask=cmask,
-                           other=0.0, cache_modifier=".cg")
+        for k in tl.static_range(COPIES):
+            out += tl.load(acc_ptr + (k * L + l - 1) * DM + cols, mask=cmask, other=0.0,
+                           cache_modifier=".cg")
         if HAS_OUT_BIAS:
             out += tl.load(_addr(tab_ptr, l - 1, 10, tl.float32) + cols, mask=cmask, other=0.0)
         r = prev + out.to(WT).to(tl.float32)
@@ -178,23 +180,35 @@ def _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB: tl.constexpr, DM_PAD: tl.con
 
 
 @triton.jit
-def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, blk, M,
-             DM, E, NX, eps, COPIES: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
-             HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr, W_PAD: tl.constexpr,
-             CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr, NX_PAD: tl.constexpr,
-             WT: tl.constexpr, trow, TIMING: tl.constexpr):
+def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, blk, DM,
+             E, NX, R, N, eps, COPIES: tl.constexpr, HAS_IN_BIAS: tl.constexpr,
+             HAS_OUT_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
+             W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr,
+             NX_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr,
+             trow, TIMING: tl.constexpr):
     """Block blk's channels of layer l up to x_proj (module docstring), with its in_proj rows
-    wx, wz (`_load_in_proj`). Loads that depend on nothing come first, so that their
-    latencies overlap: per row the conv window (HBM: evicted since the last step), then
-    the residual (L2)."""
+    wx, wz (`_load_in_proj`). Returns phase B's parameters for the block (`_load_phase_b`),
+    requested after this phase's own small loads (the conv window, the residual, the
+    vectors) so that those are not queued behind them: they stream in while this phase
+    computes and waits at the barrier."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
     dm = kd < DM
     nx = tl.arange(0, NX_PAD)
     kw = tl.arange(0, W_PAD)
-    xw = tl.load(_addr(tab_ptr, l, 4, WT) + nx[:, None] * E + c[None, :],
-                 mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
+    # the conv window (E, CONV_WIDTH - 1) float32, oldest input first; HBM (evicted since
+    # the last step), so first
+    wptrs = _addr(tab_ptr, l, 12, tl.float32) + c[:, None] * (CONV_WIDTH - 1) + kw[None, :]
+    held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
+    window = tl.load(wptrs, mask=held, other=0.0)
+    shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :], other=0.0)
+    r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, kd, dm, HAS_OUT_BIAS, WT,
+                  COPIES)
+    own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
+    r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, own, own < DM,
+                      HAS_OUT_BIAS, WT, COPIES)
+    nw = tl.load(_addr(tab_ptr, l, 11, tl.float32) + kd, mask=dm, other=0.0)
     cw = tl.load(_addr(tab_ptr, l, 2, tl.float32) + c[:, None] * CONV_WIDTH + kw[None, :],
                  mask=cm[:, None] & (kw < CONV_WIDTH)[None, :], other=0.0)       # (CB, W_PAD)
     if HAS_CONV_BIAS:
@@ -205,97 +219,81 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
         in_b = _addr(tab_ptr, l, 1, tl.float32)
         bx = tl.load(in_b + c, mask=cm, other=0.0)
         bz = tl.load(in_b + E + c, mask=cm, other=0.0)
-    nw = tl.load(_addr(tab_ptr, l, 11, tl.float32) + kd, mask=dm, other=0.0)
-    conv_s = _addr(tab_ptr, l, 12, tl.float32)
-    own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
-    for m in range(M):
-        # the conv window (M, E, CONV_WIDTH - 1) float32, oldest input first
-        wptrs = conv_s + (m * E + c[:, None]) * (CONV_WIDTH - 1) + kw[None, :]
-        held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
-        window = tl.load(wptrs, mask=held, other=0.0)
-        shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :],
-                          other=0.0)
-        r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, kd, dm, DM, L,
-                      HAS_OUT_BIAS, WT, COPIES)
-        r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, m, M, own, own < DM, DM,
-                          L, HAS_OUT_BIAS, WT, COPIES)
-        tl.store(resbuf_ptr + ((l % 2) * M + m) * DM + own, r_own, mask=own < DM)
-        rstd = tl.math.rsqrt(tl.sum(r * r, axis=0) / DM + eps)
-        h = (r * rstd * nw).to(WT).to(tl.float32)                  # in_proj's input
-        if TIMING:
-            tl.store(trow + 1, _now(TIMING))
-        x = tl.sum(wx.to(tl.float32) * h[None, :], axis=1)
-        z = tl.sum(wz.to(tl.float32) * h[None, :], axis=1)
-        if HAS_IN_BIAS:
-            x += bx
-            z += bz
-        x = x.to(WT).to(tl.float32)
-        if TIMING:
-            tl.store(trow + 2, _now(TIMING))
-        xc, new = conv_window_step(window, shifted, x, cw, cb, CONV_WIDTH, True, WT,
-                                   HAS_CONV_BIAS)
-        tl.debug_barrier()  # in place: every read of the old window before any write
-        tl.store(wptrs, new, mask=held)
-        xc = xc.to(WT)
-        tl.store(xz_ptr + m * 2 * E + c, xc, mask=cm)
-        tl.store(xz_ptr + m * 2 * E + E + c, z.to(WT), mask=cm)
-        if TIMING:
-            tl.store(trow + 3, _now(TIMING))
-        part = tl.sum(xw.to(tl.float32) * xc.to(tl.float32)[None, :], axis=1)   # (NX_PAD,)
-        tl.atomic_add(dbc_ptr + (((blk % COPIES) * L + l) * M + m) * NX + nx, part,
-                      mask=nx < NX, sem="relaxed")
+    xw = tl.load(_addr(tab_ptr, l, 4, WT) + nx[:, None] * E + c[None, :],
+                 mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
+    nxt = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD, R_PAD, N_PAD, WT)
+    tl.store(resbuf_ptr + (l % 2) * DM + own, r_own, mask=own < DM)
+    rstd = tl.math.rsqrt(tl.sum(r * r, axis=0) / DM + eps)
+    h = (r * rstd * nw).to(WT).to(tl.float32)                                     # in_proj's input
+    _stamp(trow, 0, 0, 0, 1, TIMING)
+    x = tl.sum(wx.to(tl.float32) * h[None, :], axis=1)
+    z = tl.sum(wz.to(tl.float32) * h[None, :], axis=1)
+    if HAS_IN_BIAS:
+        x += bx
+        z += bz
+    x = x.to(WT).to(tl.float32)
+    _stamp(trow, 0, 0, 0, 2, TIMING)
+    xc, new = conv_window_step(window, shifted, x, cw, cb, CONV_WIDTH, True, WT, HAS_CONV_BIAS)
+    tl.debug_barrier()  # in place: every read of the old window before any write
+    tl.store(wptrs, new, mask=held)
+    xc = xc.to(WT)
+    tl.store(xz_ptr + c, xc, mask=cm)
+    tl.store(xz_ptr + E + c, z.to(WT), mask=cm)
+    _stamp(trow, 0, 0, 0, 3, TIMING)
+    part = tl.sum(xw.to(tl.float32) * xc.to(tl.float32)[None, :], axis=1)        # (NX_PAD,)
+    tl.atomic_add(dbc_ptr + ((blk % COPIES) * L + l) * NX + nx, part, mask=nx < NX,
+                  sem="relaxed")
+    return nxt
 
 
 @triton.jit
-def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, M, DM, E, NX,
-             R, N, COPIES: tl.constexpr, CB: tl.constexpr, DM_PAD: tl.constexpr,
+def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, DM, E, NX, R,
+             N, COPIES: tl.constexpr, CB: tl.constexpr, DM_PAD: tl.constexpr,
              R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr, trow,
              TIMING: tl.constexpr):
     """Block blk's channels of layer l from dt_proj to out_proj's partial sums, with the
-    parameters of `_load_phase_b`; per row the SSM state (HBM) is loaded first, then x, z
-    and x_proj's sums."""
+    parameters of `_load_phase_b`. Its own loads first (the SSM state from HBM, then x, z
+    and x_proj's sums); returns the next layer's in_proj rows for the block (the last
+    layer's again after the last), requested after them."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
-    dm = kd < DM
     r = tl.arange(0, R_PAD)
     n = tl.arange(0, N_PAD)
     sm = cm[:, None] & (n < N)[None, :]
-    ssm_s = _addr(tab_ptr, l, 13, tl.float32)
-    for m in range(M):
-        sptrs = ssm_s + (m * E + c[:, None]) * N + n[None, :]
-        h = tl.load(sptrs, mask=sm, other=0.0)
-        x = tl.load(xz_ptr + m * 2 * E + c, mask=cm, other=0.0).to(tl.float32)
-        z = tl.load(xz_ptr + m * 2 * E + E + c, mask=cm, other=0.0).to(tl.float32)
-        low = tl.zeros([R_PAD], tl.float32)
-        Bv = tl.zeros([N_PAD], tl.float32)
-        Cv = tl.zeros([N_PAD], tl.float32)
-        for k in tl.static_range(COPIES):  # the copies' sums, in a fixed order
-            row = dbc_ptr + ((k * L + l) * M + m) * NX
-            low += tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
-            Bv += tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
-            Cv += tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
-        low = low.to(WT).to(tl.float32)       # x_proj's output, rounded as the Linear's
-        Bv = Bv.to(WT).to(tl.float32)
-        Cv = Cv.to(WT).to(tl.float32)
-        dt = tl.sum(dtw * low[None, :], axis=1).to(WT).to(tl.float32)
-        dt = softplus(dt + dtb)
-        if TIMING:
-            tl.store(trow + 6, _now(TIMING))
-        h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv[None, :]
-        tl.store(sptrs, h, mask=sm)
-        y = tl.sum(h * Cv[None, :], axis=1) + Dv * x
-        y = (y * z * tl.sigmoid(z)).to(WT).to(tl.float32)             # out_proj's input
-        if TIMING:
-            tl.store(trow + 7, _now(TIMING))
-        part = tl.sum(wo.to(tl.float32) * y[None, :], axis=1)                     # (DM_PAD,)
-        tl.atomic_add(acc_ptr + (((blk % COPIES) * L + l) * M + m) * DM + kd, part, mask=dm,
-                      sem="relaxed")
+    sptrs = _addr(tab_ptr, l, 13, tl.float32) + c[:, None] * N + n[None, :]
+    h = tl.load(sptrs, mask=sm, other=0.0)
+    x = tl.load(xz_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    z = tl.load(xz_ptr + E + c, mask=cm, other=0.0).to(tl.float32)
+    low = tl.zeros([R_PAD], tl.float32)
+    Bv = tl.zeros([N_PAD], tl.float32)
+    Cv = tl.zeros([N_PAD], tl.float32)
+    for k in tl.static_range(COPIES):  # the copies' sums, in a fixed order
+        row = dbc_ptr + (k * L + l) * NX
+        low += tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
+        Bv += tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
+        Cv += tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
+    nxt = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), blk, DM, E, CB, DM_PAD, WT)
+    low = low.to(WT).to(tl.float32)       # x_proj's output, rounded as the Linear's
+    Bv = Bv.to(WT).to(tl.float32)
+    Cv = Cv.to(WT).to(tl.float32)
+    dt = tl.sum(dtw * low[None, :], axis=1).to(WT).to(tl.float32)
+    dt = softplus(dt + dtb)
+    _stamp(trow, 0, 0, 0, 6, TIMING)
+    h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv[None, :]
+    tl.store(sptrs, h, mask=sm)
+    y = tl.sum(h * Cv[None, :], axis=1) + Dv * x
+    y = (y * z * tl.sigmoid(z)).to(WT).to(tl.float32)                   # out_proj's input
+    _stamp(trow, 0, 0, 0, 7, TIMING)
+    part = tl.sum(wo.to(tl.float32) * y[None, :], axis=1)                         # (DM_PAD,)
+    tl.atomic_add(acc_ptr + ((blk % COPIES) * L + l) * DM + kd, part, mask=kd < DM,
+                  sem="relaxed")
+    return nxt
 
 
 @triton.jit
 def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr,
-                       sem_ptr, wt_ptr, L, M, DM, E, NX, R, N, NBLK, eps,
+                       sem_ptr, wt_ptr, L, DM, E, NX, R, N, NBLK, eps,
                        HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
                        HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
                        W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
@@ -304,63 +302,59 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
                        POLL_LOAD: tl.constexpr, COPIES: tl.constexpr, times_ptr,
                        TIMING: tl.constexpr):
     """Grid: at most one program per SM (the barrier needs all of them resident); program p
-    takes channel blocks p, p + programs, ... of CB channels (one block each on a GPU), and
-    residual columns blk * DS ... for each block blk it takes."""
+    takes channel blocks p, p + programs, ... of CB channels (ONE_BLOCK: exactly block p,
+    a GPU), and residual columns blk * DS ... for each block blk it takes. TIMING: the
+    global timer at ten points of each (program, layer) into times (programs, L, 10): the
+    layer's start, phase A's h, x and z, conv, its end, the barrier passed, phase B's dt,
+    y, its end, the barrier passed."""
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
-    # TIMING: (program, layer, 10) global timer: start, A's h, x and z, conv, A done,
-    # barrier passed, B's dt, y, B done, barrier passed
     if ONE_BLOCK:
-        # a block per program (a GPU): each weight tile is requested a phase before it is
-        # needed, so that it streams in while the program computes and waits at a barrier:
-        # phase B's parameters when phase A starts, the next layer's in_proj rows when phase
-        # B starts; then only the barriers' latency is exposed, not the loads'
+        # each phase requests the next phase's weights after its own small loads, and they
+        # are carried across the barrier: HBM keeps streaming while the program computes
+        # and waits (scripts/bench_stack.py's timeline shows where the time goes)
         wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
         for l in range(L):
             trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
-            wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, pid, DM, E, R, N, CB, DM_PAD, R_PAD,
-                                                N_PAD, WT)
-            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L,
-                     pid, M, DM, E, NX, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
-                     CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, WT, trow, TIMING)
+            wo, dtw, dtb, A, Dv = _phase_a(
+                tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, pid,
+                DM, E, NX, R, N, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
+                CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 4, TIMING)
             _grid_barrier(sem_ptr, POLL_LOAD)
             _stamp(times_ptr, pid, l, L, 5, TIMING)
-            wx, wz = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), pid, DM, E, CB, DM_PAD, WT)
-            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, pid, M, DM, E,
-                     NX, R, N, COPIES, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
+            wx, wz = _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, pid,
+                              DM, E, NX, R, N, COPIES, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 8, TIMING)
             _grid_barrier(sem_ptr, POLL_LOAD)
             _stamp(times_ptr, pid, l, L, 9, TIMING)
     else:
-        # the interpreter's single program: every block in turn, each phase's loads in place
+        # the interpreter's single program: every block in turn, each phase's tiles loaded
+        # in place (what the phases return is the next phase's, of the last block only)
         for l in range(L):
-            trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
             for blk in range(pid, NBLK, nprog):
                 wx, wz = _load_in_proj(tab_ptr, l, blk, DM, E, CB, DM_PAD, WT)
                 _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L,
-                         blk, M, DM, E, NX, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS,
-                         HAS_CONV_BIAS, CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, WT, trow,
-                         TIMING)
+                         blk, DM, E, NX, R, N, eps, COPIES, HAS_IN_BIAS, HAS_OUT_BIAS,
+                         HAS_CONV_BIAS, CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD,
+                         WT, times_ptr, False)
             _grid_barrier(sem_ptr, POLL_LOAD)
             for blk in range(pid, NBLK, nprog):
                 wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD,
                                                     R_PAD, N_PAD, WT)
-                _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, M,
-                         DM, E, NX, R, N, COPIES, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
+                _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, DM,
+                         E, NX, R, N, COPIES, CB, DM_PAD, R_PAD, N_PAD, WT, times_ptr, False)
             _grid_barrier(sem_ptr, POLL_LOAD)
     # the output residual; then zero what this program read last, for the next launch
     for blk in range(pid, NBLK, nprog):
         own = blk * DS + tl.arange(0, DS)
-        for m in range(M):
-            r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, L, m, M, own, own < DM, DM,
-                          L, HAS_OUT_BIAS, WT, COPIES)
-            tl.store(res_out_ptr + m * DM + own, r, mask=own < DM)
-            for i in range(COPIES * L):  # acc[., ., m, own]: read by this block only, and done
-                tl.store(acc_ptr + (i * M + m) * DM + own, tl.zeros([DS], tl.float32),
-                         mask=own < DM)
+        r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, L, L, DM, own, own < DM,
+                      HAS_OUT_BIAS, WT, COPIES)
+        tl.store(res_out_ptr + own, r, mask=own < DM)
+        for i in range(COPIES * L):  # acc[., ., own]: read by this block only, and done
+            tl.store(acc_ptr + i * DM + own, tl.zeros([DS], tl.float32), mask=own < DM)
         z = blk * ZB + tl.arange(0, ZB)      # dbc: read by every program, before the last barrier
-        tl.store(dbc_ptr + z, tl.zeros([ZB], tl.float32), mask=z < COPIES * L * M * NX)
+        tl.store(dbc_ptr + z, tl.zeros([ZB], tl.float32), mask=z < COPIES * L * NX)
 
 
 # -- launcher ----------------------------------------------------------------------------
@@ -374,7 +368,7 @@ class StackLayers:
         conv bias (E,) float32 or 0, x_proj.weight (NX, E), dt_proj.weight (E, R),
         dt_proj.bias (E,) float32, A (E, N) float32, D (E,) float32, out_proj.weight
         (DM, E), its bias (DM,) float32 or 0, the norm weight (DM,) float32, the conv window
-        (M, E, width - 1) float32, the SSM state (M, E, N) float32;
+        (1, E, width - 1) float32, the SSM state (1, E, N) float32;
         every tensor contiguous, the matrices in one dtype (`weight_dtype`).
     keep: the tensors the addresses point to (held so that they stay allocated).
     """
@@ -385,7 +379,6 @@ class StackLayers:
     dt_rank: int
     d_state: int
     d_conv: int
-    batch: int
     eps: float
     weight_dtype: torch.dtype
     in_bias: bool
@@ -401,22 +394,21 @@ class StackLayers:
 class StackWorkspace:
     """Scratch for `mamba_stack_step_triton`, one per StackLayers (reused every step): the
     accumulators must be zero before the first launch, and each launch leaves them zero."""
-    resbuf: Tensor    # (2, M, DM) float32: layer inputs, alternating
-    acc: Tensor       # (MAX_COPIES, L, M, DM) float32: out_proj sums per layer
-    dbc: Tensor       # (MAX_COPIES, L, M, NX) float32: x_proj sums per layer
-    xz: Tensor        # (M, 2, E) weight dtype: x after the conv, and z
+    resbuf: Tensor    # (2, DM) float32: layer inputs, alternating
+    acc: Tensor       # (MAX_COPIES, L, DM) float32: out_proj sums per layer
+    dbc: Tensor       # (MAX_COPIES, L, NX) float32: x_proj sums per layer
+    xz: Tensor        # (2, E) weight dtype: x after the conv, and z
     sem: Tensor       # (1,) uint32: the grid barrier
     weight: Tensor    # (1,) weight dtype: gives the kernel the weights' element type
 
     @classmethod
     def new(cls, layers: StackLayers, device) -> "StackWorkspace":
-        L, M, DM, E = layers.n_layer, layers.batch, layers.d_model, layers.d_inner
+        L, DM, E = layers.n_layer, layers.d_model, layers.d_inner
         nx = layers.dt_rank + 2 * layers.d_state
         f32 = dict(dtype=torch.float32, device=device)
-        return cls(resbuf=torch.zeros(2, M, DM, **f32),
-                   acc=torch.zeros(MAX_COPIES, L, M, DM, **f32),
-                   dbc=torch.zeros(MAX_COPIES, L, M, nx, **f32),
-                   xz=torch.zeros(M, 2, E, dtype=layers.weight_dtype, device=device),
+        return cls(resbuf=torch.zeros(2, DM, **f32), acc=torch.zeros(MAX_COPIES, L, DM, **f32),
+                   dbc=torch.zeros(MAX_COPIES, L, nx, **f32),
+                   xz=torch.zeros(2, E, dtype=layers.weight_dtype, device=device),
                    sem=torch.zeros(1, dtype=torch.uint32, device=device),
                    weight=torch.zeros(1, dtype=layers.weight_dtype, device=device))
 
@@ -439,40 +431,40 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
                             num_warps: int | None = None, poll_load: bool = True,
-                            copies: int = 1,
-                            times: Tensor | None = None) -> Tensor:
-    """residual (M, d_model) float32 before the first block -> after the last; every layer's
-    conv window and SSM state advanced in place (those the table points to). `num_warps`
-    (default 8 at d_model x 16 channels >= 8192 weights a tile, else 4), `poll_load` (the barrier polls with loads rather than atomics,
-    GPU only), `copies` (1..MAX_COPIES accumulators a layer, program p adding into copy
-    p % copies: fewer atomics on each address) and `times` ((programs, L, 10) int64: per layer the global timer at ten
-    points, `mamba_stack_kernel`) are for
-    scripts/bench_stack.py's comparisons."""
-    M, DM = residual.shape
-    if (M, DM) != (layers.batch, layers.d_model) or residual.dtype != torch.float32:
-        raise ValueError(f"residual must be ({layers.batch}, {layers.d_model}) float32, got "
+                            copies: int = 1, times: Tensor | None = None) -> Tensor:
+    """residual (1, d_model) float32 before the first block -> after the last; every layer's
+    conv window and SSM state advanced in place (those the table points to).
+
+    For scripts/bench_stack.py's comparisons: `num_warps` (default 8 when a block's in_proj
+    tile has >= 8192 weights, else 4); `poll_load` (the barrier polls with loads rather than
+    atomics; GPU only); `copies` (1, 2, 4 or 8 accumulators a layer, program p adding into
+    copy p % copies: fewer atomics on each address); `times` ((programs, L, 10) int64: the
+    kernel's timeline, `mamba_stack_kernel`; GPU only)."""
+    if tuple(residual.shape) != (1, layers.d_model) or residual.dtype != torch.float32:
+        raise ValueError(f"residual must be (1, {layers.d_model}) float32, got "
                          f"{tuple(residual.shape)} {residual.dtype}")
+    if copies not in (1, 2, 4, 8):
+        raise ValueError(f"copies must be 1, 2, 4 or 8, got {copies}")
     residual = residual.contiguous()
     out = torch.empty_like(residual)
-    L, E, R, N = layers.n_layer, layers.d_inner, layers.dt_rank, layers.d_state
+    L, DM, E = layers.n_layer, layers.d_model, layers.d_inner
+    R, N = layers.dt_rank, layers.d_state
     NX = R + 2 * N
     cb, programs = stack_grid(E, residual.device)
     nblk = triton.cdiv(E, cb)
-    ds = triton.next_power_of_2(triton.cdiv(DM, nblk))
-    if copies not in (1, 2, 4, 8) or copies > MAX_COPIES:
-        raise ValueError(f"copies must be 1, 2, 4 or 8, got {copies}")
-    zb = triton.next_power_of_2(triton.cdiv(copies * L * M * NX, nblk))
     gpu = residual.is_cuda and not interpreting()
     if num_warps is None:
         num_warps = 8 if cb * DM >= 8192 else 4
     mamba_stack_kernel[(programs,)](
         layers.table, residual, out, ws.resbuf, ws.acc, ws.dbc, ws.xz, ws.sem, ws.weight,
-        L, M, DM, E, NX, R, N, nblk, layers.eps,
+        L, DM, E, NX, R, N, nblk, layers.eps,
         HAS_IN_BIAS=layers.in_bias, HAS_OUT_BIAS=layers.out_bias,
         HAS_CONV_BIAS=layers.conv_bias, CONV_WIDTH=layers.d_conv,
-        W_PAD=max(triton.next_power_of_2(layers.d_conv), 2), CB=cb, DS=ds,
+        W_PAD=max(triton.next_power_of_2(layers.d_conv), 2), CB=cb,
+        DS=triton.next_power_of_2(triton.cdiv(DM, nblk)),
         DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
         R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
-        ZB=zb, ONE_BLOCK=programs == nblk, POLL_LOAD=poll_load and gpu, COPIES=copies, times_ptr=times,
-        TIMING=times is not None and gpu, num_warps=num_warps)
+        ZB=triton.next_power_of_2(triton.cdiv(copies * L * NX, nblk)),
+        ONE_BLOCK=programs == nblk, POLL_LOAD=poll_load and gpu, COPIES=copies,
+        times_ptr=times, TIMING=times is not None and gpu, num_warps=num_warps)
     return out
