@@ -298,13 +298,13 @@ class Decoder:
     pooled U-Net: its levels pool every 4 and 16 positions) gets one graph per phase, and
     `run()` replays them in turn.
 
-    With `fused_stack` (default `bytessm.nn.stack.use_fused_stack`: on CUDA, for a plain
-    Mamba stack at batch 1) every block's step runs as one persistent kernel
-    (`bytessm.nn.stack.FusedStack`), and nothing is compiled. Otherwise, with
-    `compile_step` (default: on with CUDA graphs, for layered stacks; the pooled U-Net
-    takes it too; ignored where the default fuses the stack) each block's step goes
-    through torch.compile first (`compiled_block_step`): fewer, fused kernels inside the
-    graph.
+    With `fused_stack` (default `bytessm.nn.stack.use_fused_stack`: off unless
+    DECODE_STACK says otherwise; a plain Mamba stack at batch 1) every block's step runs as
+    one persistent kernel (`bytessm.nn.stack.FusedStack`, experimental), and nothing is
+    compiled. Otherwise, with `compile_step` (default: on with CUDA graphs, for layered
+    stacks; the pooled U-Net takes it too; ignored where the switch fuses the stack) each
+    block's step goes through torch.compile first (`compiled_block_step`): fewer, fused
+    kernels inside the graph.
     With `programmatic_launch` the step's GEMV, conv-step and state-step kernels are
     captured with programmatic dependent launch on Hopper and later
     (`kernels/triton/pdl.py`): each loads its weights and state while the kernel before it

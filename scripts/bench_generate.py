@@ -13,9 +13,9 @@ the capture's warm-up, once per block structure and shape; `--compile off` graph
 step). The step's matrix-vector products run on the Triton GEMV at batch <= 16
 (`bytessm.nn.decode`); `--decode-gemv off` runs them on F.linear (cuBLAS) for comparison.
 There the step's kernels are captured with programmatic dependent launch (`--pdl off`
-compares without it; `kernels/triton/pdl.py`). At batch 1 the Mamba's whole stack of
-blocks steps as one persistent kernel (`bytessm.nn.stack`; no compiled block step then);
-`--fused-stack off` steps each block on its own kernels.
+compares without it; `kernels/triton/pdl.py`). `--fused-stack auto` steps the Mamba's
+whole stack of blocks as one persistent kernel at batch 1 (`bytessm.nn.stack`,
+experimental and slower so far; no compiled block step then).
 Order: the Mamba cases, the Transformer cases (each started only while the run is
 under `--budget-s`), then the speculative rows (batch 1, prompt 2K, 512 new symbols,
 greedy; the model as its own drafter and a small random Mamba; warm, capture excluded).
@@ -354,8 +354,9 @@ def main(argv=None) -> int:
                    help="programmatic dependent launch in the captured step (Hopper+; "
                         "kernels/triton/pdl.py): auto is the Decoder's default (batch <= 16)")
     p.add_argument("--fused-stack", choices=["auto", "off"], default=decode.DECODE_STACK,
-                   help="step a Mamba stack as one kernel at batch 1 (auto, CUDA) or each "
-                        "block on its own kernels (off); bytessm.nn.stack")
+                   help="step a Mamba stack as one kernel at batch 1 (auto, CUDA; "
+                        "experimental) or each block on its own kernels (off, the default); "
+                        "bytessm.nn.stack")
     a = p.parse_args(argv)
     decode.DECODE_GEMV = a.decode_gemv
     decode.DECODE_STACK = a.fused_stack

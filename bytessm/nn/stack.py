@@ -1,19 +1,24 @@
 """The decode step of a stack of Mamba blocks as one persistent kernel
-(`kernels/triton/stack.py`), at batch 1.
+(`kernels/triton/stack.py`), at batch 1. Experimental: opt-in, since it is slower so far.
 
-    bytessm.nn.decode.DECODE_STACK = "auto"    # default from BYTESSM_DECODE_STACK, else "auto"
+    bytessm.nn.decode.DECODE_STACK = "off"     # default from BYTESSM_DECODE_STACK, else "off"
 
+- "off" (default): each block steps on its own kernels (`Block.step`).
 - "auto": a `generation.Decoder` on CUDA whose backbone is a plain stack of Mamba blocks
   (no attention, no MLP) and whose batch is 1 runs all the blocks' steps as one kernel
-  (`FusedStack`); otherwise each block steps on its own kernels.
-- "off": never.
+  (`FusedStack`). `Decoder(fused_stack=True)` asks for it whatever the switch says.
 - "triton": wherever the stack qualifies (batch 1), also CPU tensors under
   TRITON_INTERPRET=1 (tests).
 
-At batch 1 the separate kernels spend most of each layer's time starting and draining (four
-dependent kernels a layer); the fused kernel streams the weights while its programs wait for
-each other. Its float32 sums are added with atomics, so its results vary from run to run in
-the last bits (`kernels/triton/stack.py`); the separate kernels' do not.
+Why it exists: at batch 1 the separate kernels spend most of each layer's time starting and
+draining (four dependent kernels a layer, 0.50 ms a step for the 353M model on an H200,
+1.45 TB/s); one kernel whose programs meet at grid barriers could stream the weights
+while they wait. Measured (scripts/bench_stack.py, results/bench_stack): 0.72 ms, and the
+kernel's timeline says where: each phase waits 3-4 us for its first small input (the
+residual, x_proj's sums) after the barrier, about the time its 32-64 KB of weights per SM
+take to arrive; the barriers themselves cost 1.3-1.9 us. Its float32 sums are added with
+atomics, so its results vary from run to run in the last bits; the separate kernels' do
+not.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Decoding with the Mamba stack fused into one kernel (`bytessm.nn.stack`, forced with
-DECODE_STACK="triton" under TRITON_INTERPRET=1 on the CPU; the default on CUDA at batch 1):
+DECODE_STACK="triton" under TRITON_INTERPRET=1 on the CPU; opt-in on CUDA, at batch 1):
 the logits of the blocks' own steps and of the parallel forward, greedy output equal to the
 unfused decoder's, the switch, and the models it refuses."""
 import pytest
@@ -55,11 +55,12 @@ def test_generate_fused_equals_unfused_greedy():
 
 
 def test_switch(monkeypatch):
-    """"auto": CUDA decoders of one row of a plain Mamba stack; "off" never; "triton"
-    wherever the stack qualifies (one row); a bad value is named."""
+    """"off" (the default) never; "auto": CUDA decoders of one row of a plain Mamba stack;
+    "triton" wherever the stack qualifies (one row); a bad value is named."""
     blocks = list(tiny().backbone.blocks)
     hybrid = list(tiny(attn=(1,)).backbone.blocks)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert decode.DECODE_STACK == "off" and not stack.use_fused_stack(blocks, 1, cuda)
     monkeypatch.setattr(decode, "DECODE_STACK", "auto")
     assert not stack.use_fused_stack(blocks, 1, cpu)
     assert stack.use_fused_stack(blocks, 1, cuda)
@@ -89,11 +90,11 @@ def test_refused_models():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fused_stack_in_cuda_graph():
-    """The default CUDA decoder at batch 1 fuses the stack and captures it in the graph: its
-    greedy symbols equal the unfused (GEMV) decoder's, float32 weights."""
+    """A CUDA decoder at batch 1 with the fused stack captures it in the graph: its greedy
+    symbols equal the unfused (GEMV) decoder's, float32 weights."""
     model = tiny(seed=2, n_layer=4).cuda()
     prompt = [[1, 2, 3, 250, 17, 99]]
-    fused = generate(model, prompt, max_new=40, params=GREEDY)
-    plain = generate(model, prompt, max_new=40, params=GREEDY, fused_stack=False)
+    fused = generate(model, prompt, max_new=40, params=GREEDY, fused_stack=True)
+    plain = generate(model, prompt, max_new=40, params=GREEDY)
     assert fused.stats["fused_stack"] and fused.stats["cuda_graph"]
     assert fused.samples == plain.samples
