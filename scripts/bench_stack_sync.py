@@ -12,11 +12,14 @@ Each round uses its own vector (zeroed before the launch), so no round waits for
 zeroing. Prints us per round (CUDA events over the whole launch, median of --repeats).
 
     PYTHONPATH=. python scripts/bench_stack_sync.py
+    PYTHONPATH=. python scripts/bench_stack_sync.py --smoke    # CPU interpreter, one program
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import time
 
 import torch
 import triton
@@ -26,7 +29,8 @@ from bytessm.kernels.triton.stack import _grid_barrier
 
 
 @triton.jit
-def sync_kernel(sem_ptr, buf_ptr, out_ptr, ITERS, WIDTH: tl.constexpr, MODE: tl.constexpr):
+def sync_kernel(sem_ptr, buf_ptr, out_ptr, ITERS, WIDTH: tl.constexpr, MODE: tl.constexpr,
+                POLL_LOAD: tl.constexpr):
     """MODE 0: barrier only; 1: atomics of WIDTH floats, barrier, read; 2: stores, barrier,
     read."""
     k = tl.arange(0, WIDTH)
@@ -38,25 +42,38 @@ def sync_kernel(sem_ptr, buf_ptr, out_ptr, ITERS, WIDTH: tl.constexpr, MODE: tl.
             tl.atomic_add(row, part, sem="relaxed")
         if MODE == 2:
             tl.store(row, part)
-        _grid_barrier(sem_ptr, True)
+        _grid_barrier(sem_ptr, POLL_LOAD)
         if MODE != 0:
             total += tl.load(row, cache_modifier=".cg")
     tl.store(out_ptr + tl.program_id(0) * WIDTH + k, total)
 
 
-def run(mode: int, width: int, programs: int, iters: int, repeats: int) -> float:
-    sem = torch.zeros(1, dtype=torch.uint32, device="cuda")
-    buf = torch.zeros(iters, width, device="cuda")
-    out = torch.empty(programs, width, device="cuda")
+def run(mode: int, width: int, programs: int, iters: int, repeats: int, device) -> float:
+    """us per round; checks the reads: after round i every program has read the sum (or,
+    with stores, one program's value) of round i's vector."""
+    cuda = device.type == "cuda"
+    sem = torch.zeros(1, dtype=torch.uint32, device=device)
+    buf = torch.zeros(iters, width, device=device)
+    out = torch.empty(programs, width, device=device)
     times = []
     for _ in range(repeats + 1):
         buf.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        sync_kernel[(programs,)](sem, buf, out, iters, WIDTH=width, MODE=mode, num_warps=8)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / iters)
+        t0 = time.perf_counter()
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        sync_kernel[(programs,)](sem, buf, out, iters, WIDTH=width, MODE=mode, POLL_LOAD=cuda,
+                                 num_warps=8)
+        if cuda:
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3 / iters)
+        else:
+            times.append((time.perf_counter() - t0) * 1e6 / iters)
+    if mode == 1:  # every program read every round's complete sum
+        k = torch.arange(width, device=device, dtype=torch.float32)
+        want = iters * (programs * k + programs * (programs - 1) / 2)
+        assert torch.allclose(out, want.expand_as(out)), "a read saw an incomplete sum"
     return statistics.median(times[1:])
 
 
@@ -65,14 +82,22 @@ def main(argv=None) -> int:
     p.add_argument("--programs", type=int, default=128)
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--smoke", action="store_true", help="CPU interpreter: 1 program, 3 rounds")
     a = p.parse_args(argv)
-    print(f"{torch.cuda.get_device_name()}, {a.programs} programs of 8 warps, {a.iters} rounds")
+    if a.smoke:
+        a.programs, a.iters, a.repeats = 1, 3, 1
+    device = torch.device("cuda" if torch.cuda.is_available() and not a.smoke else "cpu")
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise SystemExit("without a GPU: --smoke with TRITON_INTERPRET=1 set")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (interpreter)"
+    print(f"{name}, {a.programs} programs of 8 warps, {a.iters} rounds")
     print("| round | us |\n|---|---:|")
     for name, mode, width in (("barrier", 0, 1024), ("atomics 1024 + barrier + read", 1, 1024),
                               ("stores 1024 + barrier + read", 2, 1024),
                               ("atomics 128 + barrier + read", 1, 128),
                               ("stores 128 + barrier + read", 2, 128)):
-        print(f"| {name} | {run(mode, width, a.programs, a.iters, a.repeats):.2f} |", flush=True)
+        us = run(mode, width, a.programs, a.iters, a.repeats, device)
+        print(f"| {name} | {us:.2f} |", flush=True)
     return 0
 
 

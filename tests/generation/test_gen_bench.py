@@ -37,3 +37,15 @@ def test_bench_stack_smoke(tmp_path):
     assert all(r["us_per_step"] > 0 and r["rel_err_vs_blocks"] < 1e-5 for r in rows)
     assert "| 1 | fused, 4 warps, barrier polls with atomics |" in (
         tmp_path / "bench_stack.md").read_text()
+
+
+def test_bench_stack_sync_smoke(capsys):
+    """scripts/bench_stack_sync.py --smoke: every round type on one program (interpreter),
+    including the check that reads see complete sums."""
+    spec = importlib.util.spec_from_file_location("bench_stack_sync",
+                                                  SCRIPT.with_name("bench_stack_sync.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("+ barrier + read |") == 4 and "| barrier |" in out
