@@ -34,7 +34,7 @@ def main():
                   W_PAD=4, CB=cb, DS=triton.next_power_of_2(triton.cdiv(dm, nblk)),
                   DM_PAD=triton.next_power_of_2(dm), NX_PAD=triton.next_power_of_2(nx),
                   R_PAD=triton.next_power_of_2(rank), N_PAD=triton.next_power_of_2(args.d_state),
-                  ZB=64, ONE_BLOCK=True, POLL_LOAD=True, TIMING=False, COPIES=1)
+                  ZB=64, ONE_BLOCK=True, TIMING=False)
     fn = mamba_stack_kernel
     types = dict(tab_ptr="*i64", times_ptr="*i64", xz_ptr="*bf16", wt_ptr="*bf16", sem_ptr="*u32", eps="fp32")
     sig = {n: "constexpr" if n in consts else types.get(n, "*fp32" if n.endswith("_ptr") else "i32")

@@ -88,13 +88,6 @@ def test_fused_stack_one_block_per_program(monkeypatch):
     compare(mamba_stack(3, 8), steps=3, dtype=torch.bfloat16, monkeypatch=monkeypatch)
 
 
-def test_fused_stack_accumulator_copies(monkeypatch):
-    """Programs adding their partial sums into 4 copies (program p into copy p % 4), which
-    the readers add up: same results, every copy left zero."""
-    compare(mamba_stack(2, 32), steps=2, dtype=torch.float32, monkeypatch=monkeypatch,
-            copies=4)
-
-
 @pytest.mark.parametrize("d_conv", [2, 3])
 def test_fused_stack_biases_and_conv_widths(d_conv, monkeypatch):
     """in_proj and out_proj biases (added before their rounding), no conv bias, narrower
