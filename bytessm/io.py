@@ -13,6 +13,7 @@ makes `path.parent`. Swapping whole folders (checkpoints, prepared datasets) is 
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -56,3 +57,13 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *,
     """Write all of `data` (str as `encoding` text, bytes as they are) to `path` atomically."""
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w", encoding=encoding) as f:
         f.write(data)
+
+
+def write_report(out_dir: str | os.PathLike, name: str, table: str, report: dict) -> None:
+    """A benchmark's outputs: OUT_DIR/NAME.md (its Markdown table) and OUT_DIR/NAME.json (the
+    whole report), each written atomically, and the table printed."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{name}.md", table + "\n")
+    atomic_write(out / f"{name}.json", json.dumps(report, indent=1))
+    print(table)

@@ -39,7 +39,6 @@ import platform
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import torch
 import torch._dynamo
@@ -52,7 +51,7 @@ from bytessm.nn.heads import LMHead
 from bytessm.nn.mamba import MambaState
 from bytessm.sampling import SamplingParams
 from bytessm.speculative import SpeculativeDecoder
-from bytessm.io import atomic_write
+from bytessm.io import write_report
 
 GIB = 2**30
 VOCAB = 256
@@ -368,12 +367,7 @@ def main(argv=None) -> int:
     a.batches = a.batches or ([1, 3] if a.smoke else [1, 16, 128])
     a.new = a.new or (16 if a.smoke else 1024)
     report = run(a)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = markdown(report)
-    atomic_write(out / "bench_generate.md", table + "\n")
-    atomic_write(out / "bench_generate.json", json.dumps(report, indent=1))
-    print(table)
+    write_report(a.out, "bench_generate", markdown(report), report)
     return 0
 
 

@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO))
 
 from bytessm.generation import cast_for_inference, generate  # noqa: E402
-from bytessm.io import atomic_write  # noqa: E402
+from bytessm.io import write_report  # noqa: E402
 from bytessm.sampling import SamplingParams  # noqa: E402
 from bytessm.speculative import speculative_generate  # noqa: E402
 from bytessm.train.checkpoint import load_for_inference  # noqa: E402
@@ -128,10 +128,9 @@ def main(argv=None) -> int:
     report = run(a)
     table = markdown(report)
     if a.out:
-        os.makedirs(a.out, exist_ok=True)
-        atomic_write(os.path.join(a.out, "bench_speculative.json"), json.dumps(report, indent=1))
-        atomic_write(os.path.join(a.out, "bench_speculative.md"), table)
-    print(table)
+        write_report(a.out, "bench_speculative", table, report)
+    else:
+        print(table)
     return 0 if all(r["equal_to_greedy"] == r["prompts"] for r in report["rows"]) else 1
 
 

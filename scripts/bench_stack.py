@@ -21,14 +21,12 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from bytessm.backbone import Backbone
 from bytessm.generation import cast_for_inference, prepare_compiled_step
-from bytessm.io import atomic_write
-from bytessm.nn.mamba import MambaState
+from bytessm.io import write_report
 from bytessm.nn.stack import FusedStack
 
 
@@ -186,12 +184,7 @@ def main(argv=None) -> int:
     if a.smoke:
         a.batches, a.warps, a.steps, a.repeats = [1], [4], 1, 1
     report = run(a)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = markdown(report)
-    atomic_write(out / "bench_stack.md", table + "\n")
-    atomic_write(out / "bench_stack.json", json.dumps(report, indent=1))
-    print(table)
+    write_report(a.out, "bench_stack", markdown(report), report)
     return 0
 
 
