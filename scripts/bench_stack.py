@@ -9,7 +9,7 @@ blocks only (no embedding, final norm or head). Each variant's step is captured 
 graph and replayed; the time is the median over --repeats runs of --steps replays, between
 CUDA events. "blocks": `Block.step` per block, compiled (`generation.compiled_block_step`,
 as the Decoder runs it without the fused stack), on the decode GEMV with programmatic
-dependent launch; "fused" (batch 1): the persistent kernel at each --warps and --stages. Bandwidth: the bytes a step must move (weights once, states read and written)
+dependent launch; "fused" (batch 1): the persistent kernel at each --warps. Bandwidth: the bytes a step must move (weights once, states read and written)
 over the step's time. Prints a Markdown table; writes bench_stack.{md,json} into --out.
 """
 from __future__ import annotations
@@ -91,10 +91,8 @@ def run(a) -> dict:
         variants = [("blocks (compiled, GEMV, PDL)" if cuda else "blocks (eager)", blocks_step)]
         fused = FusedStack(blocks, states) if batch == 1 else None
         for warps in a.warps if fused is not None else ():
-            for stages in a.stages:
-                variants.append((f"fused, {warps} warps, {stages} stage" + "s" * (stages > 1),
-                                 lambda w=warps, st=stages: fused(residual, states,
-                                                                  num_warps=w, stages=st)))
+            variants.append((f"fused, {warps} warps",
+                             lambda w=warps: fused(residual, states, num_warps=w)))
         start = [(s.conv.clone(), s.ssm.clone()) for s in states]
         ref = None
         for name, fn in variants:
@@ -176,8 +174,6 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1],
                    help="the fused kernel runs at batch 1 only; other batches time the blocks")
     p.add_argument("--warps", type=int, nargs="+", default=[8, 16])
-    p.add_argument("--stages", type=int, nargs="+", default=[1, 2],
-                   help="software-pipelining stages of the fused kernel's layer loop")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--timeline", action="store_true",
@@ -186,7 +182,7 @@ def main(argv=None) -> int:
     if a.smoke and not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     if a.smoke:
-        a.batches, a.warps, a.stages, a.steps, a.repeats = [1], [4], [2], 1, 1
+        a.batches, a.warps, a.steps, a.repeats = [1], [4], 1, 1
     report = run(a)
     write_report(a.out, "bench_stack", markdown(report), report)
     return 0

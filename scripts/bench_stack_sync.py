@@ -29,8 +29,7 @@ from bytessm.kernels.triton.stack import _grid_barrier
 
 
 @triton.jit
-def sync_kernel(sem_ptr, buf_ptr, out_ptr, ITERS, WIDTH: tl.constexpr, MODE: tl.constexpr,
-                GPU: tl.constexpr):
+def sync_kernel(sem_ptr, buf_ptr, out_ptr, ITERS, WIDTH: tl.constexpr, MODE: tl.constexpr):
     """MODE 0: barrier only; 1: atomics of WIDTH floats, barrier, read; 2: stores, barrier,
     read."""
     k = tl.arange(0, WIDTH)
@@ -42,7 +41,7 @@ def sync_kernel(sem_ptr, buf_ptr, out_ptr, ITERS, WIDTH: tl.constexpr, MODE: tl.
             tl.atomic_add(row, part, sem="relaxed")
         if MODE == 2:
             tl.store(row, part)
-        _grid_barrier(sem_ptr, GPU)
+        _grid_barrier(sem_ptr)
         if MODE != 0:
             total += tl.load(row, cache_modifier=".cg")
     tl.store(out_ptr + tl.program_id(0) * WIDTH + k, total)
@@ -62,8 +61,7 @@ def run(mode: int, width: int, programs: int, iters: int, repeats: int, device) 
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-        sync_kernel[(programs,)](sem, buf, out, iters, WIDTH=width, MODE=mode, GPU=cuda,
-                                 num_warps=8)
+        sync_kernel[(programs,)](sem, buf, out, iters, WIDTH=width, MODE=mode, num_warps=8)
         if cuda:
             end.record()
             end.synchronize()

@@ -96,83 +96,44 @@ def _stamp(times_ptr, pid, l, L, POINT: tl.constexpr, TIMING: tl.constexpr):
 
 
 @triton.jit
-def _bar_sync():
-    """bar.sync 0 as inline PTX: a CTA barrier that, unlike tl.debug_barrier, leaves the
-    enclosing loop to Triton's software pipeliner."""
-    tl.inline_asm_elementwise("bar.sync 0;\n\tmov.u32 $0, 0;", "=r", [], dtype=tl.int32,
-                              is_pure=False, pack=1)
-
-
-@triton.jit
-def _spin(sem_ptr, seen):
-    """Poll the barrier's counter (atomically, acquire) until bit 31 differs from `seen`; the
-    loop in PTX, not in Triton (scf.while), for the same reason as `_bar_sync`."""
-    tl.inline_asm_elementwise(
-        "{\n\t.reg .pred p;\n\t.reg .b32 v;\n\tSPIN${:uid}:\n\t"
-        "atom.global.acquire.gpu.add.u32 v, [$1], 0;\n\txor.b32 v, v, $2;\n\t"
-        "and.b32 v, v, 0x80000000;\n\tsetp.eq.u32 p, v, 0;\n\t@p bra SPIN${:uid};\n\t"
-        "mov.u32 $0, 0;\n\t}", "=r,l,r", [sem_ptr.to(tl.int64, bitcast=True), seen],
-        dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _grid_barrier(sem_ptr, GPU: tl.constexpr):
+def _grid_barrier(sem_ptr):
     """Wait until every program of the grid has arrived here; each program's earlier global
     writes and atomics are visible to all after it. Sense reversal: program 0 adds
     2^31 - (programs - 1), the others 1, so bit 31 of the counter flips exactly when the
     last one arrives and the low bits are back where they were; each waits for the bit to
-    differ from what it saw on arrival (polling atomically: 1-3% faster in the whole kernel
-    than ld.acquire polling). No reset between barriers or launches. GPU: written in
-    inline PTX, so that the layer loop stays pipelined (`mamba_stack_kernel`)."""
+    differ from what it saw on arrival. No reset between barriers or launches. It polls
+    with atomics (measured 1-3% faster in the whole kernel than ld.acquire polling)."""
+    tl.debug_barrier()                       # this program's threads are all done
     expected = tl.num_programs(0).to(tl.uint32)
-    add = tl.where(tl.program_id(0) == 0, 0x80000000 - (expected - 1), 1).to(tl.uint32)
-    if GPU:
-        _bar_sync()                          # this program's threads are all done
-        seen = tl.atomic_add(sem_ptr, add, sem="release")
-        _spin(sem_ptr, seen)
-        _bar_sync()
+    if tl.program_id(0) == 0:
+        add = 0x80000000 - (expected - 1)
     else:
-        tl.debug_barrier()
-        seen = tl.atomic_add(sem_ptr, add, sem="release")
-        flipped = False
-        while not flipped:
-            now = tl.atomic_add(sem_ptr, 0, sem="acquire")
-            flipped = ((seen ^ now) & 0x80000000) != 0
-        tl.debug_barrier()
-
-
-@triton.jit
-def _load_shared(ptrs, mask, GPU: tl.constexpr):
-    """float32 loads of what other programs wrote before the last barrier, through L2 (.cg).
-    GPU: inline PTX, which Triton's pipeliner leaves where it is (a tl.load it could hoist
-    into the previous iteration, before the barrier, as it does the weights' loads)."""
-    if GPU:
-        v = tl.inline_asm_elementwise(
-            "{\n\t.reg .pred p;\n\tsetp.ne.b32 p, $2, 0;\n\tmov.b32 $0, 0;\n\t"
-            "@p ld.global.cg.b32 $0, [$1];\n\t}", "=r,l,r",
-            [ptrs.to(tl.int64, bitcast=True), mask.to(tl.int32)], dtype=tl.float32,
-            is_pure=False, pack=1)
-    else:
-        v = tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg")
-    return v
+        add = tl.full([], 1, tl.uint32)
+    seen = tl.atomic_add(sem_ptr, add, sem="release")
+    flipped = False
+    while not flipped:
+        now = tl.atomic_add(sem_ptr, 0, sem="acquire")
+        flipped = ((seen ^ now) & 0x80000000) != 0
+    tl.debug_barrier()
 
 
 @triton.jit
 def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, cols, cmask,
-              HAS_OUT_BIAS: tl.constexpr, WT: tl.constexpr, GPU: tl.constexpr):
+              HAS_OUT_BIAS: tl.constexpr, WT: tl.constexpr):
     """Columns `cols` of layer l's input residual (float32): the stack's input for layer 0,
     else layer l-1's input (resbuf, written in its phase A) + its out_proj output, rounded
-    to the weights' dtype as the Linear's output is before the float32 add. Masked rather
-    than branched on l (loads under a branch would stop the pipeliner)."""
-    first = l == 0
-    later = cmask & (l > 0)
-    r0 = _load_shared(res_in_ptr + cols, cmask & first, GPU)
-    prev = _load_shared(resbuf_ptr + ((l + 1) % 2) * DM + cols, later, GPU)    # (l - 1) % 2
-    out = _load_shared(acc_ptr + (l - 1) * DM + cols, later, GPU)
-    if HAS_OUT_BIAS:
-        out += tl.load(_addr(tab_ptr, tl.maximum(l - 1, 0), 10, tl.float32) + cols,
-                       mask=later, other=0.0)
-    return tl.where(first, r0, prev + out.to(WT).to(tl.float32))
+    to the weights' dtype as the Linear's output is before the float32 add."""
+    if l == 0:
+        r = tl.load(res_in_ptr + cols, mask=cmask, other=0.0)
+    else:
+        prev = tl.load(resbuf_ptr + ((l - 1) % 2) * DM + cols, mask=cmask, other=0.0,
+                       cache_modifier=".cg")
+        out = tl.load(acc_ptr + (l - 1) * DM + cols, mask=cmask, other=0.0,
+                      cache_modifier=".cg")
+        if HAS_OUT_BIAS:
+            out += tl.load(_addr(tab_ptr, l - 1, 10, tl.float32) + cols, mask=cmask, other=0.0)
+        r = prev + out.to(WT).to(tl.float32)
+    return r
 
 
 @triton.jit
@@ -210,25 +171,33 @@ def _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB: tl.constexpr, DM_PAD: tl.con
 
 
 @triton.jit
-def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, wx, wz, l, L, blk, DM, E, NX,
-             eps, HAS_IN_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
-             HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr, W_PAD: tl.constexpr,
-             CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr, NX_PAD: tl.constexpr,
-             WT: tl.constexpr, GPU: tl.constexpr, trow, TIMING: tl.constexpr):
+def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, blk, DM,
+             E, NX, R, N, eps, HAS_IN_BIAS: tl.constexpr,
+             HAS_OUT_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
+             W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr,
+             NX_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr,
+             trow, TIMING: tl.constexpr):
     """Block blk's channels of layer l up to x_proj (module docstring), with its in_proj rows
-    wx, wz (`_load_in_proj`). Returns x after the conv and SiLU, and z, (CB,) in the
-    weights' dtype, for phase B."""
+    wx, wz (`_load_in_proj`). Returns phase B's parameters for the block (`_load_phase_b`),
+    requested after this phase's own small loads (the conv window, the residual, the
+    vectors) so that those are not queued behind them: they stream in while this phase
+    computes and waits at the barrier."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
     dm = kd < DM
     nx = tl.arange(0, NX_PAD)
     kw = tl.arange(0, W_PAD)
-    # the conv window (E, CONV_WIDTH - 1) float32, oldest input first
+    # the conv window (E, CONV_WIDTH - 1) float32, oldest input first; HBM (evicted since
+    # the last step), so first
     wptrs = _addr(tab_ptr, l, 12, tl.float32) + c[:, None] * (CONV_WIDTH - 1) + kw[None, :]
     held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
     window = tl.load(wptrs, mask=held, other=0.0)
     shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :], other=0.0)
+    r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, kd, dm, HAS_OUT_BIAS, WT)
+    own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
+    r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, own, own < DM,
+                      HAS_OUT_BIAS, WT)
     nw = tl.load(_addr(tab_ptr, l, 11, tl.float32) + kd, mask=dm, other=0.0)
     cw = tl.load(_addr(tab_ptr, l, 2, tl.float32) + c[:, None] * CONV_WIDTH + kw[None, :],
                  mask=cm[:, None] & (kw < CONV_WIDTH)[None, :], other=0.0)       # (CB, W_PAD)
@@ -242,11 +211,7 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, wx, wz, l, L, bl
         bz = tl.load(in_b + E + c, mask=cm, other=0.0)
     xw = tl.load(_addr(tab_ptr, l, 4, WT) + nx[:, None] * E + c[None, :],
                  mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
-    r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, kd, dm, HAS_OUT_BIAS, WT,
-                  GPU)
-    own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
-    r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, own, own < DM,
-                      HAS_OUT_BIAS, WT, GPU)
+    nxt = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD, R_PAD, N_PAD, WT)
     tl.store(resbuf_ptr + (l % 2) * DM + own, r_own, mask=own < DM)
     rstd = tl.math.rsqrt(tl.sum(r * r, axis=0) / DM + eps)
     h = (r * rstd * nw).to(WT).to(tl.float32)                                     # in_proj's input
@@ -259,24 +224,26 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, wx, wz, l, L, bl
     x = x.to(WT).to(tl.float32)
     _stamp(trow, 0, 0, 0, 2, TIMING)
     xc, new = conv_window_step(window, shifted, x, cw, cb, CONV_WIDTH, True, WT, HAS_CONV_BIAS)
-    if GPU:
-        _bar_sync()     # in place: every read of the old window before any write
-    else:
-        tl.debug_barrier()
+    tl.debug_barrier()  # in place: every read of the old window before any write
     tl.store(wptrs, new, mask=held)
     xc = xc.to(WT)
+    tl.store(xz_ptr + c, xc, mask=cm)
+    tl.store(xz_ptr + E + c, z.to(WT), mask=cm)
     _stamp(trow, 0, 0, 0, 3, TIMING)
     part = tl.sum(xw.to(tl.float32) * xc.to(tl.float32)[None, :], axis=1)        # (NX_PAD,)
     tl.atomic_add(dbc_ptr + l * NX + nx, part, mask=nx < NX, sem="relaxed")
-    return xc, z.to(WT)
+    return nxt
 
 
 @triton.jit
-def _phase_b(tab_ptr, acc_ptr, dbc_ptr, wo, dtw, dtb, A, Dv, x, z, l, L, blk, DM, E, NX, R, N,
-             CB: tl.constexpr, DM_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr,
-             WT: tl.constexpr, GPU: tl.constexpr, trow, TIMING: tl.constexpr):
+def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, DM, E, NX, R,
+             N, CB: tl.constexpr, DM_PAD: tl.constexpr,
+             R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr, trow,
+             TIMING: tl.constexpr):
     """Block blk's channels of layer l from dt_proj to out_proj's partial sums, with the
-    parameters of `_load_phase_b` and phase A's x and z (CB,)."""
+    parameters of `_load_phase_b`. Its own loads first (the SSM state from HBM, then x, z
+    and x_proj's sums); returns the next layer's in_proj rows for the block (the last
+    layer's again after the last), requested after them."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
@@ -285,12 +252,16 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, wo, dtw, dtb, A, Dv, x, z, l, L, blk, DM
     sm = cm[:, None] & (n < N)[None, :]
     sptrs = _addr(tab_ptr, l, 13, tl.float32) + c[:, None] * N + n[None, :]
     h = tl.load(sptrs, mask=sm, other=0.0)
-    x = x.to(tl.float32)
-    z = z.to(tl.float32)
+    x = tl.load(xz_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    z = tl.load(xz_ptr + E + c, mask=cm, other=0.0).to(tl.float32)
     row = dbc_ptr + l * NX
-    low = _load_shared(row + r, r < R, GPU).to(WT).to(tl.float32)    # x_proj's output, rounded
-    Bv = _load_shared(row + R + n, n < N, GPU).to(WT).to(tl.float32)
-    Cv = _load_shared(row + R + N + n, n < N, GPU).to(WT).to(tl.float32)
+    low = tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
+    Bv = tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
+    Cv = tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
+    nxt = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), blk, DM, E, CB, DM_PAD, WT)
+    low = low.to(WT).to(tl.float32)       # x_proj's output, rounded as the Linear's
+    Bv = Bv.to(WT).to(tl.float32)
+    Cv = Cv.to(WT).to(tl.float32)
     dt = tl.sum(dtw * low[None, :], axis=1).to(WT).to(tl.float32)
     dt = softplus(dt + dtb)
     _stamp(trow, 0, 0, 0, 6, TIMING)
@@ -301,6 +272,7 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, wo, dtw, dtb, A, Dv, x, z, l, L, blk, DM
     _stamp(trow, 0, 0, 0, 7, TIMING)
     part = tl.sum(wo.to(tl.float32) * y[None, :], axis=1)                         # (DM_PAD,)
     tl.atomic_add(acc_ptr + l * DM + kd, part, mask=kd < DM, sem="relaxed")
+    return nxt
 
 
 @triton.jit
@@ -311,8 +283,7 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
                        W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
                        DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, R_PAD: tl.constexpr,
                        N_PAD: tl.constexpr, ZB: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       STAGES: tl.constexpr, GPU: tl.constexpr, times_ptr,
-                       TIMING: tl.constexpr):
+                       times_ptr, TIMING: tl.constexpr):
     """Grid: at most one program per SM (the barrier needs all of them resident); program p
     takes channel blocks p, p + programs, ... of CB channels (ONE_BLOCK: exactly block p,
     a GPU), and residual columns blk * DS ... for each block blk it takes. TIMING: the
@@ -322,59 +293,51 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
     if ONE_BLOCK:
-        # one block per program (a GPU): the layer loop is software-pipelined (STAGES), so
-        # Triton copies the next layer's weights into shared memory asynchronously while
-        # this layer computes and waits at its barriers; everything another program wrote
-        # is read with `_load_shared`, which the pipeliner does not move
-        for l in tl.range(0, L, num_stages=STAGES):
+        # each phase requests the next phase's weights after its own small loads, and they
+        # are carried across the barrier: HBM keeps streaming while the program computes
+        # and waits (scripts/bench_stack.py's timeline shows where the time goes)
+        wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
+        for l in range(L):
             trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
-            wx, wz = _load_in_proj(tab_ptr, l, pid, DM, E, CB, DM_PAD, WT)
-            wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, pid, DM, E, R, N, CB, DM_PAD, R_PAD,
-                                                N_PAD, WT)
-            x, z = _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, wx, wz, l, L,
-                            pid, DM, E, NX, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
-                            CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, WT, GPU, trow, TIMING)
+            wo, dtw, dtb, A, Dv = _phase_a(
+                tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, pid,
+                DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
+                CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 4, TIMING)
-            _grid_barrier(sem_ptr, GPU)
+            _grid_barrier(sem_ptr)
             _stamp(times_ptr, pid, l, L, 5, TIMING)
-            _phase_b(tab_ptr, acc_ptr, dbc_ptr, wo, dtw, dtb, A, Dv, x, z, l, L, pid, DM, E,
-                     NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, GPU, trow, TIMING)
+            wx, wz = _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, pid,
+                              DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 8, TIMING)
-            _grid_barrier(sem_ptr, GPU)
+            _grid_barrier(sem_ptr)
             _stamp(times_ptr, pid, l, L, 9, TIMING)
     else:
-        # the interpreter's single program: every block in turn; x and z go through the
-        # (2, E) scratch between the phases
+        # the interpreter's single program: every block in turn, each phase's tiles loaded
+        # in place (what the phases return is the next phase's, of the last block only)
         for l in range(L):
             for blk in range(pid, NBLK, nprog):
                 wx, wz = _load_in_proj(tab_ptr, l, blk, DM, E, CB, DM_PAD, WT)
-                x, z = _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, wx, wz, l, L,
-                                blk, DM, E, NX, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
-                                CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, WT, GPU, times_ptr,
-                                False)
-                c = blk * CB + tl.arange(0, CB)
-                tl.store(xz_ptr + c, x, mask=c < E)
-                tl.store(xz_ptr + E + c, z, mask=c < E)
-            _grid_barrier(sem_ptr, GPU)
+                _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L,
+                         blk, DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS,
+                         HAS_CONV_BIAS, CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD,
+                         WT, times_ptr, False)
+            _grid_barrier(sem_ptr)
             for blk in range(pid, NBLK, nprog):
                 wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD,
                                                     R_PAD, N_PAD, WT)
-                c = blk * CB + tl.arange(0, CB)
-                x = tl.load(xz_ptr + c, mask=c < E, other=0.0)
-                z = tl.load(xz_ptr + E + c, mask=c < E, other=0.0)
-                _phase_b(tab_ptr, acc_ptr, dbc_ptr, wo, dtw, dtb, A, Dv, x, z, l, L, blk, DM,
-                         E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, GPU, times_ptr, False)
-            _grid_barrier(sem_ptr, GPU)
+                _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, DM,
+                         E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, times_ptr, False)
+            _grid_barrier(sem_ptr)
     # the output residual; then zero what this program read last, for the next launch
     for blk in range(pid, NBLK, nprog):
         own = blk * DS + tl.arange(0, DS)
         r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, L, L, DM, own, own < DM,
-                      HAS_OUT_BIAS, WT, GPU)
+                      HAS_OUT_BIAS, WT)
         tl.store(res_out_ptr + own, r, mask=own < DM)
         for i in range(L):  # acc[., own]: read by this block only, and done
             tl.store(acc_ptr + i * DM + own, tl.zeros([DS], tl.float32), mask=own < DM)
-        zb = blk * ZB + tl.arange(0, ZB)     # dbc: read by every program, before the last barrier
-        tl.store(dbc_ptr + zb, tl.zeros([ZB], tl.float32), mask=zb < L * NX)
+        z = blk * ZB + tl.arange(0, ZB)      # dbc: read by every program, before the last barrier
+        tl.store(dbc_ptr + z, tl.zeros([ZB], tl.float32), mask=z < L * NX)
 
 
 # -- launcher ----------------------------------------------------------------------------
@@ -450,15 +413,13 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
 
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
-                            num_warps: int | None = None, stages: int = 2,
+                            num_warps: int | None = None,
                             times: Tensor | None = None) -> Tensor:
     """residual (1, d_model) float32 before the first block -> after the last; every layer's
     conv window and SSM state advanced in place (those the table points to).
 
     For scripts/bench_stack.py's comparisons: `num_warps` (default 8 when a block's in_proj
-    tile has >= 8192 weights, else 4); `stages` (the layer loop's software pipelining: 1
-    loads each layer's weights when it starts, 2 copies the next layer's into shared memory
-    during this one); `times` ((programs, L, 10) int64: the
+    tile has >= 8192 weights, else 4); `times` ((programs, L, 10) int64: the
     kernel's timeline, `mamba_stack_kernel`; GPU only)."""
     if tuple(residual.shape) != (1, layers.d_model) or residual.dtype != torch.float32:
         raise ValueError(f"residual must be (1, {layers.d_model}) float32, got "
@@ -483,5 +444,5 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
         DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
         R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
         ZB=triton.next_power_of_2(triton.cdiv(L * NX, nblk)), ONE_BLOCK=programs == nblk,
-        STAGES=stages, GPU=gpu, times_ptr=times, TIMING=times is not None and gpu, num_warps=num_warps)
+        times_ptr=times, TIMING=times is not None and gpu, num_warps=num_warps)
     return out

@@ -35,7 +35,7 @@ def test_bench_stack_smoke(tmp_path):
     rows = json.loads((tmp_path / "bench_stack.json").read_text())["results"]
     assert [r["variant"].split(",")[0] for r in rows] == ["blocks (eager)", "fused"]
     assert all(r["us_per_step"] > 0 and r["rel_err_vs_blocks"] < 1e-5 for r in rows)
-    assert "| 1 | fused, 4 warps, 2 stages |" in (tmp_path / "bench_stack.md").read_text()
+    assert "| 1 | fused, 4 warps |" in (tmp_path / "bench_stack.md").read_text()
 
 
 def test_bench_stack_sync_smoke(capsys):
