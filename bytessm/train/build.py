@@ -58,6 +58,12 @@ def validate_trainer(cfg: DictConfig, world_size: int) -> None:
         raise ConfigError(f"trainer.parallel must be ddp or fsdp, got {t.parallel!r}")
     if t.get("grad_reduce", "fp32") not in ("fp32", "bf16"):
         raise ConfigError(f"trainer.grad_reduce must be fp32 or bf16, got {t.grad_reduce!r}")
+    if t.get("fused_optimizer", "auto") not in ("auto", True, False):
+        raise ConfigError(f"trainer.fused_optimizer must be auto, true or false, got "
+                          f"{t.fused_optimizer!r}")
+    if t.get("fsdp_reshard_after_forward", True) not in (True, False):
+        raise ConfigError(f"trainer.fsdp_reshard_after_forward must be true or false, got "
+                          f"{t.fsdp_reshard_after_forward!r}")
     if float(t.get("ddp_bucket_mb", 25)) <= 0:
         raise ConfigError(f"trainer.ddp_bucket_mb must be positive, got {t.ddp_bucket_mb}")
     prof = t.get("profile") or {}

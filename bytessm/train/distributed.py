@@ -52,12 +52,15 @@ def pick_device(setting: str, world: World) -> torch.device:
 
 
 def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.device,
-               grad_reduce: str = "fp32", bucket_mb: float = 25.0) -> nn.Module:
+               grad_reduce: str = "fp32", bucket_mb: float = 25.0,
+               reshard_after_forward: bool = True) -> nn.Module:
     """DDP or FSDP2 (`fully_shard` per block, then the whole model) under torchrun; the model
     itself otherwise. grad_reduce="bf16" communicates gradients in bfloat16 (half the bytes;
     the optimizer still sees float32 gradients): DDP through PyTorch's `bf16_compress_hook`,
     FSDP2 through `MixedPrecisionPolicy(reduce_dtype=bfloat16)` (parameters stay float32).
-    bucket_mb is DDP's gradient bucket size."""
+    bucket_mb is DDP's gradient bucket size. reshard_after_forward=False keeps each FSDP2
+    block's gathered parameters from its forward to its backward (one all-gather a block
+    fewer per step, the block's full parameters held meanwhile)."""
     if not world.distributed:
         return model
     bf16 = grad_reduce == "bf16"
@@ -66,7 +69,7 @@ def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.devi
 
         policy = MixedPrecisionPolicy(reduce_dtype=torch.bfloat16 if bf16 else None)
         for block in model.backbone.blocks:
-            fully_shard(block, mp_policy=policy)
+            fully_shard(block, mp_policy=policy, reshard_after_forward=reshard_after_forward)
         fully_shard(model, mp_policy=policy)
         return model
     ddp = nn.parallel.DistributedDataParallel(

@@ -29,7 +29,7 @@ from .distributed import (World, all_reduce_sum, broadcast_object, close, gradie
                           init_world, pick_device, wrap_model)
 from .evaluate import autocast, evaluate, to_device
 from .logging import MetricsWriter, progress
-from .optim import build_optimizer, no_decay_names, warmup_cosine
+from .optim import build_optimizer, keep_implementation, no_decay_names, use_fused, warmup_cosine
 from .profiling import StepProfiler
 from .segments import segmented_step
 
@@ -86,11 +86,13 @@ def _train(cfg: DictConfig, world: World) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     no_decay = no_decay_names(model)
     model = wrap_model(model, world, t.parallel, device, grad_reduce=t.get("grad_reduce", "fp32"),
-                       bucket_mb=float(t.get("ddp_bucket_mb", 25)))
+                       bucket_mb=float(t.get("ddp_bucket_mb", 25)),
+                       reshard_after_forward=bool(t.get("fsdp_reshard_after_forward", True)))
     if t.compile:
         model = torch.compile(model)
+    fused = use_fused(t.get("fused_optimizer", "auto"), device)
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas,
-                                no_decay=no_decay)
+                                no_decay=no_decay, fused=fused)
     schedule = lambda s: warmup_cosine(s, warmup_steps=t.warmup_steps,  # noqa: E731
                                        max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -100,6 +102,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
         state = ckpt.load_for_resume(resume_from, model=model, optimizer=optimizer,
                                      scheduler=scheduler, cfg=cfg, world=world)
         step, best = state["step"], state.get("best", math.inf)
+        keep_implementation(optimizer, fused)
         # the lr follows this run's schedule (max_steps may have been raised on resume)
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = base * schedule(step)

@@ -36,9 +36,29 @@ def param_groups(model: nn.Module, weight_decay: float,
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas,
-                    no_decay: set[str] | None = None) -> torch.optim.AdamW:
+                    no_decay: set[str] | None = None, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over `param_groups`; `fused`: PyTorch's fused kernels (a few launches for all
+    parameters, where the default multi-tensor path takes several per group and step)."""
     return torch.optim.AdamW(param_groups(model, weight_decay, no_decay), lr=lr,
-                             betas=tuple(betas))
+                             betas=tuple(betas), fused=fused or None)
+
+
+def use_fused(setting, device: torch.device) -> bool:
+    """trainer.fused_optimizer: "auto" is fused on CUDA, the multi-tensor path elsewhere."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"trainer.fused_optimizer must be auto, true or false, got {setting!r}")
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """After `load_state_dict`: its param groups carry the saved run's fused / foreach flags,
+    so a run resumed with another setting (or on another device) would silently take the
+    old implementation; put this run's back."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused or None
+        group["foreach"] = None
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:

@@ -178,3 +178,39 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     assert list(m1.state_dict()) == list(m2.state_dict())
     for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         torch.testing.assert_close(p2, p1, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fused_optimizer_trains_as_the_multi_tensor_one_and_resumes_with_its_own(tmp_path):
+    """trainer.fused_optimizer=true (PyTorch's fused AdamW, here on the CPU): the losses of
+    the default multi-tensor AdamW; a run resumed from its checkpoint with the setting
+    false takes the multi-tensor path again (the saved param groups carry fused=True)."""
+    from bytessm.train.optim import keep_implementation
+    plain, _ = _train(tmp_path / "plain", 1, "trainer.fused_optimizer=false")
+    fused, _ = _train(tmp_path / "fused", 1, "trainer.fused_optimizer=true")
+    assert fused == pytest.approx(plain, rel=1e-5)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], fused=True)
+    keep_implementation(opt, False)
+    assert opt.param_groups[0]["fused"] is None and opt.param_groups[0]["foreach"] is None
+    _, last = _train(tmp_path / "fused", 1, "trainer.fused_optimizer=false",
+                     "trainer.max_steps=4")                        # the same out_dir: resumes
+    assert last["step"] == 4
+
+
+def test_fsdp_without_resharding_after_forward_matches_one_process(tmp_path):
+    """trainer.fsdp_reshard_after_forward=false: each block's parameters stay gathered from
+    forward to backward; the same steps as one process."""
+    one, _ = _train(tmp_path / "one", 1)
+    two, _ = _train(tmp_path / "two", 2, "trainer.parallel=fsdp",
+                    "trainer.fsdp_reshard_after_forward=false")
+    assert two == pytest.approx(one, rel=1e-4)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("fused_optimizer", "maybe", "trainer.fused_optimizer must be auto, true or false"),
+    ("fsdp_reshard_after_forward", "sometimes",
+     "trainer.fsdp_reshard_after_forward must be true or false")])
+def test_bad_optimizer_and_fsdp_settings_are_refused(make_cfg, key, value, match):
+    from bytessm.task import ConfigError
+    from bytessm.train.build import validate_trainer
+    with pytest.raises(ConfigError, match=match):
+        validate_trainer(make_cfg(f"trainer.{key}={value}"), 1)
