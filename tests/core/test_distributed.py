@@ -197,11 +197,12 @@ def test_fused_optimizer_trains_as_the_multi_tensor_one_and_resumes_with_its_own
 
 
 def test_fsdp_without_resharding_after_forward_matches_one_process(tmp_path):
-    """trainer.fsdp_reshard_after_forward=false: each block's parameters stay gathered from
-    forward to backward; the same steps as one process."""
+    """trainer.fsdp_reshard_after_forward=false (each block's parameters stay gathered from
+    forward to backward), with the fused AdamW stepping FSDP2's sharded DTensors: the same
+    steps as one process."""
     one, _ = _train(tmp_path / "one", 1)
     two, _ = _train(tmp_path / "two", 2, "trainer.parallel=fsdp",
-                    "trainer.fsdp_reshard_after_forward=false")
+                    "trainer.fsdp_reshard_after_forward=false", "trainer.fused_optimizer=true")
     assert two == pytest.approx(one, rel=1e-4)
 
 
