@@ -9,8 +9,10 @@ blocks only (no embedding, final norm or head). Each variant's step is captured 
 graph and replayed; the time is the median over --repeats runs of --steps replays, between
 CUDA events. "blocks": `Block.step` per block, compiled (`generation.compiled_block_step`,
 as the Decoder runs it without the fused stack), on the decode GEMV with programmatic
-dependent launch; "fused" (batch 1): the persistent kernel at each --warps. Bandwidth: the bytes a step must move (weights once, states read and written)
-over the step's time. Prints a Markdown table; writes bench_stack.{md,json} into --out.
+dependent launch; "fused" (batch 1): the persistent kernel at each --warps. Bandwidth: the
+bytes a step must move (weights once, states read and written) over the step's time.
+`--timeline` also records the fused kernel's phases and barriers. Prints a Markdown table;
+writes bench_stack.{md,json} into --out.
 """
 from __future__ import annotations
 
@@ -137,7 +139,8 @@ def phase_times(fused, residual, states) -> dict:
              "b_to_dt", "b_dt_to_y", "b_y_to_end", "barrier_b")
     out = {f"{k}_us": float(d[..., i].mean()) for i, k in enumerate(names)}
     for name, arrive, leave in (("a", 4, 5), ("b", 8, 9)):
-        out[f"arrival_spread_{name}_us"] = float((t[..., arrive].amax(0) - t[..., arrive].amin(0)).mean())
+        arrivals = t[..., arrive]
+        out[f"arrival_spread_{name}_us"] = float((arrivals.amax(0) - arrivals.amin(0)).mean())
         out[f"release_{name}_us"] = float((t[..., leave].amin(0) - t[..., arrive].amax(0)).mean())
     out["layer_us"] = float((t[:, -1, 9] - t[:, 0, 0]).mean()) / t.shape[1]
     return out

@@ -101,7 +101,7 @@ class FusedStack:
     def _build(self, states: Sequence[MambaState]) -> None:
         # imported here, like every Triton kernel (`kernels/ops.py`): TRITON_INTERPRET is
         # read when the kernel modules are imported
-        from bytessm.kernels.triton.stack import KINDS, StackLayers, StackWorkspace
+        from bytessm.kernels.triton import stack as k
 
         if len(states) != len(self.blocks):
             raise ValueError(f"{len(self.blocks)} blocks but {len(states)} states")
@@ -109,10 +109,14 @@ class FusedStack:
         keep, rows = [], []
 
         def addr(t: Tensor | None, *, f32: bool = False) -> int:
+            """Address of t (float32 and contiguous, copied if it is not), 16-byte aligned:
+            the kernel's vector loads assume it (`_addr`); a rare misaligned view is copied."""
             if t is None:
                 return 0
             t = t.detach()
             t = (t.float() if f32 else t).contiguous()
+            if t.data_ptr() % 16:
+                t = t.clone()
             keep.append(t)
             return t.data_ptr()
 
@@ -121,35 +125,32 @@ class FusedStack:
             for name, t in (("conv window", s.conv), ("SSM state", s.ssm)):
                 want = (1, ssm.d_inner, ssm.d_conv - 1 if name == "conv window" else ssm.d_state)
                 if (tuple(t.shape) != want or t.dtype != torch.float32 or not t.is_contiguous()
-                        or t.device != device):
-                    raise ValueError(f"layer {i}'s {name} must be a contiguous float32 "
-                                     f"{want} tensor on {device}, got {tuple(t.shape)} "
-                                     f"{t.dtype} on {t.device}")
-            row = [0] * KINDS
-            row[0] = addr(m.in_proj.weight)
-            row[1] = addr(m.in_proj.bias, f32=True)
-            row[2] = addr(ssm.conv1d.weight[:, 0, :], f32=True)
-            row[3] = addr(ssm.conv1d.bias, f32=True)
-            row[4] = addr(ssm.x_proj.weight)
-            row[5] = addr(ssm.dt_proj.weight)
-            row[6] = addr(ssm.dt_proj.bias, f32=True)
-            row[7] = addr(ssm.A(), f32=True)
-            row[8] = addr(ssm.D, f32=True)
-            row[9] = addr(m.out_proj.weight)
-            row[10] = addr(m.out_proj.bias, f32=True)
-            row[11] = addr(b.norm.weight, f32=True)
-            row[12], row[13] = s.conv.data_ptr(), s.ssm.data_ptr()
+                        or t.device != device or t.data_ptr() % 16):
+                    raise ValueError(f"layer {i}'s {name} must be a contiguous, 16-byte aligned "
+                                     f"float32 {want} tensor on {device}, got "
+                                     f"{tuple(t.shape)} {t.dtype} on {t.device}")
+            row = [0] * k.KINDS.value
+            for col, t, f32 in (
+                    (k.IN_W, m.in_proj.weight, False), (k.IN_B, m.in_proj.bias, True),
+                    (k.CONV_W, ssm.conv1d.weight[:, 0, :], True),
+                    (k.CONV_B, ssm.conv1d.bias, True), (k.X_W, ssm.x_proj.weight, False),
+                    (k.DT_W, ssm.dt_proj.weight, False), (k.DT_B, ssm.dt_proj.bias, True),
+                    (k.STATE_A, ssm.A(), True), (k.D_SKIP, ssm.D, True),
+                    (k.OUT_W, m.out_proj.weight, False), (k.OUT_B, m.out_proj.bias, True),
+                    (k.NORM_W, b.norm.weight, True)):
+                row[col.value] = addr(t, f32=f32)
+            row[k.CONV_S.value], row[k.SSM_S.value] = s.conv.data_ptr(), s.ssm.data_ptr()
             rows.append(row)
         first = self.blocks[0]
         m0 = first.mixer
-        self.layers = StackLayers(
+        self.layers = k.StackLayers(
             table=torch.tensor(rows, dtype=torch.int64).to(device), keep=keep,
             d_model=m0.in_proj.weight.shape[1], d_inner=m0.d_inner,
             dt_rank=m0.ssm.dt_rank, d_state=m0.ssm.d_state, d_conv=m0.ssm.d_conv,
             eps=first.norm.eps, weight_dtype=m0.in_proj.weight.dtype,
             in_bias=m0.in_proj.bias is not None, out_bias=m0.out_proj.bias is not None,
             conv_bias=m0.ssm.conv1d.bias is not None)
-        self.workspace = StackWorkspace.new(self.layers, device)
+        self.workspace = k.StackWorkspace.new(self.layers, device)
         self._key = self._key_of(states)
 
     @torch.no_grad()

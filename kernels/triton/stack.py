@@ -60,16 +60,17 @@ from .common import LOG2E, softplus
 from .decode import conv_window_step
 from .gemv import num_sms
 
-# columns of the address table, one row per layer
-IN_W, IN_B, CONV_W, CONV_B, X_W, DT_W, DT_B, A_, D_, OUT_W, OUT_B, NORM_W, CONV_S, SSM_S = range(14)
-KINDS = 14
+# columns of the address table (`StackLayers`), one row per layer
+(IN_W, IN_B, CONV_W, CONV_B, X_W, DT_W, DT_B, STATE_A, D_SKIP, OUT_W, OUT_B, NORM_W, CONV_S,
+ SSM_S) = (tl.constexpr(i) for i in range(14))
+KINDS = tl.constexpr(14)
 
 
 @triton.jit
 def _addr(tab_ptr, l, KIND: tl.constexpr, ELEM: tl.constexpr):
     """Layer l's tensor KIND as a pointer to ELEM, 16-byte aligned (the table's builder
     checks): without the hint Triton cannot vectorise the loads through it."""
-    return tl.multiple_of(tl.load(tab_ptr + l * 14 + KIND).to(tl.pointer_type(ELEM)), 16)
+    return tl.multiple_of(tl.load(tab_ptr + l * KINDS + KIND).to(tl.pointer_type(ELEM)), 16)
 
 
 @triton.jit
@@ -131,7 +132,8 @@ def _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, cols, cmask,
         out = tl.load(acc_ptr + (l - 1) * DM + cols, mask=cmask, other=0.0,
                       cache_modifier=".cg")
         if HAS_OUT_BIAS:
-            out += tl.load(_addr(tab_ptr, l - 1, 10, tl.float32) + cols, mask=cmask, other=0.0)
+            out += tl.load(_addr(tab_ptr, l - 1, OUT_B, tl.float32) + cols, mask=cmask,
+                           other=0.0)
         r = prev + out.to(WT).to(tl.float32)
     return r
 
@@ -143,7 +145,7 @@ def _load_in_proj(tab_ptr, l, blk, DM, E, CB: tl.constexpr, DM_PAD: tl.constexpr
     c = blk * CB + tl.arange(0, CB)
     kd = tl.arange(0, DM_PAD)
     mask = (c < E)[:, None] & (kd < DM)[None, :]
-    in_w = _addr(tab_ptr, l, 0, WT)
+    in_w = _addr(tab_ptr, l, IN_W, WT)
     wx = tl.load(in_w + c[:, None] * DM + kd[None, :], mask=mask, other=0.0)
     wz = tl.load(in_w + (E + c)[:, None] * DM + kd[None, :], mask=mask, other=0.0)
     return wx, wz
@@ -159,14 +161,14 @@ def _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB: tl.constexpr, DM_PAD: tl.con
     kd = tl.arange(0, DM_PAD)
     r = tl.arange(0, R_PAD)
     n = tl.arange(0, N_PAD)
-    wo = tl.load(_addr(tab_ptr, l, 9, WT) + kd[:, None] * E + c[None, :],
+    wo = tl.load(_addr(tab_ptr, l, OUT_W, WT) + kd[:, None] * E + c[None, :],
                  mask=(kd < DM)[:, None] & cm[None, :], other=0.0)
-    dtw = tl.load(_addr(tab_ptr, l, 5, WT) + c[:, None] * R + r[None, :],
+    dtw = tl.load(_addr(tab_ptr, l, DT_W, WT) + c[:, None] * R + r[None, :],
                   mask=cm[:, None] & (r < R)[None, :], other=0.0).to(tl.float32)
-    dtb = tl.load(_addr(tab_ptr, l, 6, tl.float32) + c, mask=cm, other=0.0)
-    A = tl.load(_addr(tab_ptr, l, 7, tl.float32) + c[:, None] * N + n[None, :],
+    dtb = tl.load(_addr(tab_ptr, l, DT_B, tl.float32) + c, mask=cm, other=0.0)
+    A = tl.load(_addr(tab_ptr, l, STATE_A, tl.float32) + c[:, None] * N + n[None, :],
                 mask=cm[:, None] & (n < N)[None, :], other=0.0)
-    Dv = tl.load(_addr(tab_ptr, l, 8, tl.float32) + c, mask=cm, other=0.0)
+    Dv = tl.load(_addr(tab_ptr, l, D_SKIP, tl.float32) + c, mask=cm, other=0.0)
     return wo, dtw, dtb, A, Dv
 
 
@@ -190,7 +192,7 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
     kw = tl.arange(0, W_PAD)
     # the conv window (E, CONV_WIDTH - 1) float32, oldest input first; HBM (evicted since
     # the last step), so first
-    wptrs = _addr(tab_ptr, l, 12, tl.float32) + c[:, None] * (CONV_WIDTH - 1) + kw[None, :]
+    wptrs = _addr(tab_ptr, l, CONV_S, tl.float32) + c[:, None] * (CONV_WIDTH - 1) + kw[None, :]
     held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
     window = tl.load(wptrs, mask=held, other=0.0)
     shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :], other=0.0)
@@ -198,18 +200,18 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
     own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
     r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, own, own < DM,
                       HAS_OUT_BIAS, WT)
-    nw = tl.load(_addr(tab_ptr, l, 11, tl.float32) + kd, mask=dm, other=0.0)
-    cw = tl.load(_addr(tab_ptr, l, 2, tl.float32) + c[:, None] * CONV_WIDTH + kw[None, :],
+    nw = tl.load(_addr(tab_ptr, l, NORM_W, tl.float32) + kd, mask=dm, other=0.0)
+    cw = tl.load(_addr(tab_ptr, l, CONV_W, tl.float32) + c[:, None] * CONV_WIDTH + kw[None, :],
                  mask=cm[:, None] & (kw < CONV_WIDTH)[None, :], other=0.0)       # (CB, W_PAD)
     if HAS_CONV_BIAS:
-        cb = tl.load(_addr(tab_ptr, l, 3, tl.float32) + c, mask=cm, other=0.0)
+        cb = tl.load(_addr(tab_ptr, l, CONV_B, tl.float32) + c, mask=cm, other=0.0)
     else:
         cb = 0.0
     if HAS_IN_BIAS:
-        in_b = _addr(tab_ptr, l, 1, tl.float32)
+        in_b = _addr(tab_ptr, l, IN_B, tl.float32)
         bx = tl.load(in_b + c, mask=cm, other=0.0)
         bz = tl.load(in_b + E + c, mask=cm, other=0.0)
-    xw = tl.load(_addr(tab_ptr, l, 4, WT) + nx[:, None] * E + c[None, :],
+    xw = tl.load(_addr(tab_ptr, l, X_W, WT) + nx[:, None] * E + c[None, :],
                  mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
     nxt = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD, R_PAD, N_PAD, WT)
     tl.store(resbuf_ptr + (l % 2) * DM + own, r_own, mask=own < DM)
@@ -250,7 +252,7 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, 
     r = tl.arange(0, R_PAD)
     n = tl.arange(0, N_PAD)
     sm = cm[:, None] & (n < N)[None, :]
-    sptrs = _addr(tab_ptr, l, 13, tl.float32) + c[:, None] * N + n[None, :]
+    sptrs = _addr(tab_ptr, l, SSM_S, tl.float32) + c[:, None] * N + n[None, :]
     h = tl.load(sptrs, mask=sm, other=0.0)
     x = tl.load(xz_ptr + c, mask=cm, other=0.0).to(tl.float32)
     z = tl.load(xz_ptr + E + c, mask=cm, other=0.0).to(tl.float32)

@@ -118,6 +118,20 @@ def test_fused_stack_follows_weight_changes(monkeypatch):
     assert torch.equal(states[1].ssm, before)      # the states it was built with: untouched
 
 
+def test_misaligned_weights_are_copied(monkeypatch):
+    """A parameter whose storage starts off a 16-byte boundary (a view into a larger buffer)
+    is copied for the kernel, whose vector loads assume alignment (the interpreter does not
+    care, a GPU faults): every address in the table aligned, the same results."""
+    blocks = mamba_stack(2)
+    for p in (blocks[1].norm.weight, blocks[0].mixer.ssm.D, blocks[1].mixer.out_proj.weight):
+        buf = torch.empty(p.numel() + 1, device=DEVICE)
+        buf[1:].copy_(p.data.flatten())
+        p.data = buf[1:].view_as(p.data)
+        assert p.data_ptr() % 16
+    fused, _, _ = compare(blocks, steps=2, dtype=torch.float32, monkeypatch=monkeypatch)
+    assert not (fused.layers.table.cpu() % 16).any()
+
+
 def test_which_stacks_qualify():
     blocks = mamba_stack(2)
     assert stack_blocker(blocks) is None
@@ -131,13 +145,16 @@ def test_which_stacks_qualify():
 def test_bad_states_are_refused():
     blocks = mamba_stack(2)
     states = to_device(random_states(blocks))
-    with pytest.raises(ValueError, match=r"layer 0's conv window must be a contiguous float32 "
-                                         r"\(1, 48, 3\) tensor"):
+    with pytest.raises(ValueError, match=r"layer 0's conv window must be a contiguous, 16-byte "
+                                         r"aligned float32 \(1, 48, 3\) tensor"):
         FusedStack(blocks, to_device(random_states(blocks, batch=2)))
     bad = list(states)
     bad[1] = MambaState(states[1].conv, states[1].ssm.double())
-    with pytest.raises(ValueError, match="layer 1's SSM state must be a contiguous float32"):
+    with pytest.raises(ValueError, match="layer 1's SSM state must be a contiguous, 16-byte"):
         FusedStack(blocks, bad)
+    shifted = torch.zeros(states[0].ssm.numel() + 1, device=DEVICE)[1:].view_as(states[0].ssm)
+    with pytest.raises(ValueError, match="layer 0's SSM state must be a contiguous, 16-byte"):
+        FusedStack(blocks, [MambaState(states[0].conv, shifted), states[1]])
     with pytest.raises(ValueError, match="2 blocks but 1 states"):
         FusedStack(blocks, states[:1])
     fused = FusedStack(blocks, states)
