@@ -48,3 +48,17 @@ def test_bench_stack_sync_smoke(capsys):
     assert bench.main(["--smoke"]) == 0
     out = capsys.readouterr().out
     assert out.count("+ barrier + read |") == 4 and "| barrier |" in out
+
+
+def test_bench_stack_async_builds_for_sm90(capsys):
+    """scripts/bench_stack_async.py --compile: the Gluon microbenchmark builds for sm_90 on a
+    machine without a GPU (its numbers need one); the weights-ahead kernel double-buffers
+    128 KB of shared memory and issues twice the serial kernel's cp.async copies."""
+    spec = importlib.util.spec_from_file_location("bench_stack_async",
+                                                  SCRIPT.with_name("bench_stack_async.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--compile"]) == 0
+    out = capsys.readouterr().out
+    assert "weights, then exchange: 131076 bytes of shared memory, 16 cp.async" in out
+    assert "weights ahead: 131076 bytes of shared memory, 32 cp.async" in out
