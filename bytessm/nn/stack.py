@@ -10,15 +10,15 @@
 - "triton": wherever the stack qualifies (batch 1), also CPU tensors under
   TRITON_INTERPRET=1 (tests).
 
-Why it exists: at batch 1 the separate kernels spend most of each layer's time starting and
-draining (four dependent kernels a layer, 0.50 ms a step for the 353M model on an H200,
-1.45 TB/s); one kernel whose programs meet at grid barriers could stream the weights
-while they wait. Measured (scripts/bench_stack.py, results/bench_stack): 0.72 ms, and the
-kernel's timeline says where: each phase waits 3-4 us for its first small input (the
-residual, x_proj's sums) after the barrier, about the time its 32-64 KB of weights per SM
-take to arrive; the barriers themselves cost 1.3-1.9 us. Its float32 sums are added with
-atomics, so its results vary from run to run in the last bits; the separate kernels' do
-not.
+Why it exists: at batch 1 each of the four dependent kernels of a layer's step costs about
+2.35 us on an H200 (0.50 ms a step for the 353M model), the latency of an all-to-all
+exchange; one kernel needs only the two exchanges a layer the step's maths does (grid
+barriers) and could stream the weights while the programs wait. Measured
+(scripts/bench_stack.py, results/bench_stack): 0.72 ms, since in Triton the weights do not
+stream under the exchanges: each phase waits 3-4 us for its first small input after a
+barrier, about the time its 32-64 KB of weights per SM take to arrive (docs/generation.md
+has the timeline and what would change it). Its float32 sums are added with atomics, so
+its results vary from run to run in the last bits; the separate kernels' do not.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from . import decode
 from .block import Block
 from .mamba import Mamba, MambaState
 from .norm import RMSNorm
-
 
 
 def stack_blocker(blocks: Sequence[nn.Module]) -> str | None:
