@@ -28,27 +28,36 @@ def _train(out, nproc, *extra):
     return [r["loss"] for r in rows if r["split"] == "train"], rows[-1]
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The plain 1-process run (ARGS and nothing else) that several tests compare against:
+    (train losses, last metrics row, run folder). Trained once per module; read only."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    losses, final = _train(out, 1)
+    return losses, final, out
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_ranks_match_one_process(tmp_path, parallel):
-    one, one_final = _train(tmp_path / "one", 1)
+def test_two_ranks_match_one_process(tmp_path, parallel, one_process):
+    one, one_final, one_dir = one_process
     two, two_final = _train(tmp_path / "two", 2, f"trainer.parallel={parallel}")
     assert two == pytest.approx(one, rel=1e-4)
     assert two_final["loss"] == pytest.approx(one_final["loss"], rel=1e-4)
-    _, _, m1 = load_for_inference(tmp_path / "one")
+    _, _, m1 = load_for_inference(one_dir)
     _, _, m2 = load_for_inference(tmp_path / "two")
     for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         torch.testing.assert_close(p2, p1, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_bf16_gradient_reduction_trains_close_to_one_process(tmp_path, parallel):
+def test_bf16_gradient_reduction_trains_close_to_one_process(tmp_path, parallel, one_process):
     """trainer.grad_reduce=bf16 (DDP's bf16 compress hook, FSDP2's reduce_dtype): the losses
     of one process to bf16 rounding, and weights further from one process's than the fp32
     reduction leaves them (the bf16 path is really taken)."""
-    one, _ = _train(tmp_path / "one", 1)
+    one, _, one_dir = one_process
     two, _ = _train(tmp_path / "two", 2, f"trainer.parallel={parallel}", "trainer.grad_reduce=bf16")
     assert two == pytest.approx(one, rel=2e-2)
-    _, _, m1 = load_for_inference(tmp_path / "one")
+    _, _, m1 = load_for_inference(one_dir)
     _, _, m2 = load_for_inference(tmp_path / "two")
     diffs = [float((p2 - p1).abs().max()) for p1, p2 in
              zip(m1.state_dict().values(), m2.state_dict().values())]
@@ -166,26 +175,27 @@ def test_profile_writes_a_trace_and_summary_per_rank(tmp_path):
     assert not list((tmp_path / "run" / "profile").glob("*.tmp*"))
 
 
-def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path, one_process):
     """trainer.compile=true (torch.compile of the whole model, inductor on the CPU): the same
     losses as the eager run, and a checkpoint that loads into the uncompiled model (no
     `_orig_mod.` prefixes in the saved weights)."""
-    eager, _ = _train(tmp_path / "eager", 1)
+    eager, _, eager_dir = one_process
     compiled, _ = _train(tmp_path / "compiled", 1, "trainer.compile=true")
     assert compiled == pytest.approx(eager, rel=1e-4)
-    _, _, m1 = load_for_inference(tmp_path / "eager")
+    _, _, m1 = load_for_inference(eager_dir)
     _, _, m2 = load_for_inference(tmp_path / "compiled")
     assert list(m1.state_dict()) == list(m2.state_dict())
     for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         torch.testing.assert_close(p2, p1, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_fused_optimizer_trains_as_the_multi_tensor_one_and_resumes_with_its_own(tmp_path):
+def test_fused_optimizer_trains_as_the_multi_tensor_one_and_resumes_with_its_own(tmp_path,
+                                                                                 one_process):
     """trainer.fused_optimizer=true (PyTorch's fused AdamW, here on the CPU): the losses of
     the default multi-tensor AdamW; a run resumed from its checkpoint with the setting
     false takes the multi-tensor path again (the saved param groups carry fused=True)."""
     from bytessm.train.optim import keep_implementation
-    plain, _ = _train(tmp_path / "plain", 1, "trainer.fused_optimizer=false")
+    plain = one_process[0]           # trainer.fused_optimizer=auto: multi-tensor on the CPU
     fused, _ = _train(tmp_path / "fused", 1, "trainer.fused_optimizer=true")
     assert fused == pytest.approx(plain, rel=1e-5)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], fused=True)
@@ -196,11 +206,11 @@ def test_fused_optimizer_trains_as_the_multi_tensor_one_and_resumes_with_its_own
     assert last["step"] == 4
 
 
-def test_fsdp_without_resharding_after_forward_matches_one_process(tmp_path):
+def test_fsdp_without_resharding_after_forward_matches_one_process(tmp_path, one_process):
     """trainer.fsdp_reshard_after_forward=false (each block's parameters stay gathered from
     forward to backward), with the fused AdamW stepping FSDP2's sharded DTensors: the same
     steps as one process."""
-    one, _ = _train(tmp_path / "one", 1)
+    one = one_process[0]
     two, _ = _train(tmp_path / "two", 2, "trainer.parallel=fsdp",
                     "trainer.fsdp_reshard_after_forward=false", "trainer.fused_optimizer=true")
     assert two == pytest.approx(one, rel=1e-4)
