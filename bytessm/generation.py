@@ -348,8 +348,10 @@ class Decoder:
                 raise ConfigError("fused_stack=True and compile_step=True exclude each other: "
                                   "the fused kernel runs every block's step")
         self.stack = FusedStack(blocks, self.states) if fused_stack else None
-        if compile_step is None or self.stack is not None:
-            compile_step = cuda_graph and self.layered and self.stack is None
+        if self.stack is not None:
+            compile_step = False
+        elif compile_step is None:
+            compile_step = cuda_graph and self.layered
         if compile_step and not takes_block_step(model):
             raise ConfigError(f"{type(model.backbone).__name__} has no per-block step to compile; "
                               f"use compile_step=False")

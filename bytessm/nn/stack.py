@@ -33,27 +33,31 @@ from .mamba import Mamba, MambaState
 from .norm import RMSNorm
 
 
+def _structure(block: Block) -> tuple:
+    """What must agree between the stacked blocks: the products' shapes, which biases exist,
+    the conv width, the norm's eps."""
+    m = block.mixer
+    return (m.in_proj.weight.shape, m.ssm.x_proj.weight.shape, m.ssm.dt_proj.weight.shape,
+            m.ssm.A_log.shape, m.ssm.d_conv, m.in_proj.bias is None, m.out_proj.bias is None,
+            m.ssm.conv1d.bias is None, block.norm.eps)
+
+
 def stack_blocker(blocks: Sequence[nn.Module]) -> str | None:
     """Why these blocks cannot step as one fused stack, or None if they can: every block a
     pre-norm Mamba block without MLP (RMSNorm, causal mixer), all of one shape and weight
     dtype."""
     if not blocks:
         return "no blocks"
-    first = blocks[0]
     for i, b in enumerate(blocks):
         if not isinstance(b, Block) or not isinstance(b.mixer, Mamba) or b.mlp is not None:
             return f"block {i} is not a Mamba block without MLP"
         if not isinstance(b.norm, RMSNorm):
             return f"block {i}'s norm is {type(b.norm).__name__}, not RMSNorm"
-        m, f = b.mixer, first.mixer
-        shape = lambda m: (m.in_proj.weight.shape, m.ssm.x_proj.weight.shape,  # noqa: E731
-                           m.ssm.dt_proj.weight.shape, m.ssm.A_log.shape, m.ssm.d_conv,
-                           m.in_proj.bias is None, m.out_proj.bias is None,
-                           m.ssm.conv1d.bias is None, b.norm.eps)
-        if shape(m) != shape(f) or b.norm.eps != first.norm.eps:
+        if _structure(b) != _structure(blocks[0]):
             return f"block {i}'s shapes differ from block 0's"
+        m = b.mixer
         dtypes = {m.in_proj.weight.dtype, m.ssm.x_proj.weight.dtype, m.ssm.dt_proj.weight.dtype,
-                  m.out_proj.weight.dtype, f.in_proj.weight.dtype}
+                  m.out_proj.weight.dtype, blocks[0].mixer.in_proj.weight.dtype}
         if len(dtypes) > 1:
             return f"block {i}'s products are in several dtypes {sorted(map(str, dtypes))}"
     return None
@@ -134,7 +138,7 @@ class FusedStack:
                     (k.CONV_W, ssm.conv1d.weight[:, 0, :], True),
                     (k.CONV_B, ssm.conv1d.bias, True), (k.X_W, ssm.x_proj.weight, False),
                     (k.DT_W, ssm.dt_proj.weight, False), (k.DT_B, ssm.dt_proj.bias, True),
-                    (k.STATE_A, ssm.A(), True), (k.D_SKIP, ssm.D, True),
+                    (k.STATE_A, ssm._step_A(), True), (k.D_SKIP, ssm.D, True),
                     (k.OUT_W, m.out_proj.weight, False), (k.OUT_B, m.out_proj.bias, True),
                     (k.NORM_W, b.norm.weight, True)):
                 row[col.value] = addr(t, f32=f32)
@@ -154,7 +158,7 @@ class FusedStack:
 
     @torch.no_grad()
     def __call__(self, residual: Tensor, states: Sequence[MambaState], **launch) -> Tensor:
-        """`launch`: the kernel's `num_warps` / `prefetch` (benchmarks only)."""
+        """`launch`: the kernel's `num_warps` / `times` (benchmarks only)."""
         from bytessm.kernels.triton.stack import mamba_stack_step_triton
         if self._key_of(states) != self._key:
             self._build(states)

@@ -1,15 +1,21 @@
-"""scripts/bench_generate.py --smoke end to end: every decode case and both speculative rows."""
+"""The decoding benchmarks' CPU runs: scripts/bench_generate.py --smoke end to end (every
+decode case and both speculative rows), and the fused-stack scripts."""
 import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_generate.py"
+SCRIPTS = Path(__file__).parents[2] / "scripts"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_bench_generate_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_generate", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("bench_generate")
     assert bench.main(["--smoke", "--out", str(tmp_path), "--prompts", "8", "24",
                        "--batches", "1", "2", "--new", "6"]) == 0
     report = json.loads((tmp_path / "bench_generate.json").read_text())
@@ -28,9 +34,7 @@ def test_bench_generate_smoke(tmp_path):
 def test_bench_stack_smoke(tmp_path):
     """scripts/bench_stack.py --smoke: the blocks' step and the fused kernel on a 2-block
     stack; the fused output agrees with the blocks'."""
-    spec = importlib.util.spec_from_file_location("bench_stack", SCRIPT.with_name("bench_stack.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("bench_stack")
     assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "bench_stack.json").read_text())["results"]
     assert [r["variant"].split(",")[0] for r in rows] == ["blocks (eager)", "fused"]
@@ -41,10 +45,7 @@ def test_bench_stack_smoke(tmp_path):
 def test_bench_stack_sync_smoke(capsys):
     """scripts/bench_stack_sync.py --smoke: every round type on one program (interpreter),
     including the check that reads see complete sums."""
-    spec = importlib.util.spec_from_file_location("bench_stack_sync",
-                                                  SCRIPT.with_name("bench_stack_sync.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("bench_stack_sync")
     assert bench.main(["--smoke"]) == 0
     out = capsys.readouterr().out
     assert out.count("+ barrier + read |") == 4 and "| barrier |" in out
@@ -54,10 +55,7 @@ def test_bench_stack_async_builds_for_sm90(capsys):
     """scripts/bench_stack_async.py --compile: the Gluon microbenchmark builds for sm_90 on a
     machine without a GPU (its numbers need one); the weights-ahead kernel double-buffers
     128 KB of shared memory and issues twice the serial kernel's cp.async copies."""
-    spec = importlib.util.spec_from_file_location("bench_stack_async",
-                                                  SCRIPT.with_name("bench_stack_async.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("bench_stack_async")
     assert bench.main(["--compile"]) == 0
     out = capsys.readouterr().out
     assert "weights, then exchange: 131076 bytes of shared memory, 16 cp.async" in out
