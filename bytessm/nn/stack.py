@@ -158,7 +158,7 @@ class FusedStack:
 
     @torch.no_grad()
     def __call__(self, residual: Tensor, states: Sequence[MambaState], **launch) -> Tensor:
-        """`launch`: the kernel's `num_warps` / `times` (benchmarks only)."""
+        """`launch`: the kernel's `num_warps` / `times` / `split` (benchmarks only)."""
         from bytessm.kernels.triton.stack import mamba_stack_step_triton
         if self._key_of(states) != self._key:
             self._build(states)

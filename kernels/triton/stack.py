@@ -98,6 +98,31 @@ def _stamp(times_ptr, pid, l, L, POINT: tl.constexpr, TIMING: tl.constexpr):
 
 
 @triton.jit
+def _barrier_arrive(sem_ptr):
+    """This program's arrival at the grid barrier (`_grid_barrier`); returns the counter it
+    saw, for `_barrier_wait`. A release: every earlier memory access of the program,
+    outstanding weight loads included, completes before it."""
+    tl.debug_barrier()                       # this program's threads are all done
+    expected = tl.num_programs(0).to(tl.uint32)
+    if tl.program_id(0) == 0:
+        add = 0x80000000 - (expected - 1)
+    else:
+        add = tl.full([], 1, tl.uint32)
+    return tl.atomic_add(sem_ptr, add, sem="release")
+
+
+@triton.jit
+def _barrier_wait(sem_ptr, seen):
+    """Wait for the barrier that `_barrier_arrive` entered (it saw `seen`) to open. Loads
+    requested between the two stream in during the wait."""
+    flipped = False
+    while not flipped:
+        now = tl.atomic_add(sem_ptr, 0, sem="acquire")
+        flipped = ((seen ^ now) & 0x80000000) != 0
+    tl.debug_barrier()
+
+
+@triton.jit
 def _grid_barrier(sem_ptr):
     """Wait until every program of the grid has arrived here; each program's earlier global
     writes and atomics are visible to all after it. Sense reversal: program 0 adds
@@ -105,18 +130,7 @@ def _grid_barrier(sem_ptr):
     last one arrives and the low bits are back where they were; each waits for the bit to
     differ from what it saw on arrival. No reset between barriers or launches. It polls
     with atomics (measured 1-3% faster in the whole kernel than ld.acquire polling)."""
-    tl.debug_barrier()                       # this program's threads are all done
-    expected = tl.num_programs(0).to(tl.uint32)
-    if tl.program_id(0) == 0:
-        add = 0x80000000 - (expected - 1)
-    else:
-        add = tl.full([], 1, tl.uint32)
-    seen = tl.atomic_add(sem_ptr, add, sem="release")
-    flipped = False
-    while not flipped:
-        now = tl.atomic_add(sem_ptr, 0, sem="acquire")
-        flipped = ((seen ^ now) & 0x80000000) != 0
-    tl.debug_barrier()
+    _barrier_wait(sem_ptr, _barrier_arrive(sem_ptr))
 
 
 @triton.jit
@@ -179,12 +193,12 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
              HAS_OUT_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
              W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr,
              NX_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr,
-             trow, TIMING: tl.constexpr):
+             trow, TIMING: tl.constexpr, PREFETCH: tl.constexpr = True):
     """Block blk's channels of layer l up to x_proj (module docstring), with its in_proj rows
-    wx, wz (`_load_in_proj`). Returns phase B's parameters for the block (`_load_phase_b`),
-    requested after this phase's own small loads (the conv window, the residual, the
-    vectors) so that those are not queued behind them: they stream in while this phase
-    computes and waits at the barrier."""
+    wx, wz (`_load_in_proj`). PREFETCH: returns phase B's parameters for the block
+    (`_load_phase_b`), requested after this phase's own small loads (the conv window, the
+    residual, the vectors) so that those are not queued behind them: they stream in while
+    this phase computes and waits at the barrier. Else returns nothing."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
@@ -214,7 +228,8 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
         bz = tl.load(in_b + E + c, mask=cm, other=0.0)
     xw = tl.load(_addr(tab_ptr, l, X_W, WT) + nx[:, None] * E + c[None, :],
                  mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
-    nxt = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD, R_PAD, N_PAD, WT)
+    if PREFETCH:
+        nxt = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD, R_PAD, N_PAD, WT)
     tl.store(resbuf_ptr + (l % 2) * DM + own, r_own, mask=own < DM)
     rstd = tl.math.rsqrt(tl.sum(r * r, axis=0) / DM + eps)
     h = (r * rstd * nw).to(WT).to(tl.float32)                                     # in_proj's input
@@ -235,18 +250,19 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
     _stamp(trow, 0, 0, 0, 3, TIMING)
     part = tl.sum(xw.to(tl.float32) * xc.to(tl.float32)[None, :], axis=1)        # (NX_PAD,)
     tl.atomic_add(dbc_ptr + l * NX + nx, part, mask=nx < NX, sem="relaxed")
-    return nxt
+    if PREFETCH:
+        return nxt
 
 
 @triton.jit
 def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, DM, E, NX, R,
              N, CB: tl.constexpr, DM_PAD: tl.constexpr,
              R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr, trow,
-             TIMING: tl.constexpr):
+             TIMING: tl.constexpr, PREFETCH: tl.constexpr = True):
     """Block blk's channels of layer l from dt_proj to out_proj's partial sums, with the
     parameters of `_load_phase_b`. Its own loads first (the SSM state from HBM, then x, z
-    and x_proj's sums); returns the next layer's in_proj rows for the block (the last
-    layer's again after the last), requested after them."""
+    and x_proj's sums); PREFETCH: returns the next layer's in_proj rows for the block (the
+    last layer's again after the last), requested after them. Else returns nothing."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
@@ -261,7 +277,8 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, 
     low = tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
     Bv = tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
     Cv = tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
-    nxt = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), blk, DM, E, CB, DM_PAD, WT)
+    if PREFETCH:
+        nxt = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), blk, DM, E, CB, DM_PAD, WT)
     low = low.to(WT).to(tl.float32)       # x_proj's output, rounded as the Linear's
     Bv = Bv.to(WT).to(tl.float32)
     Cv = Cv.to(WT).to(tl.float32)
@@ -275,7 +292,8 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, 
     _stamp(trow, 0, 0, 0, 7, TIMING)
     part = tl.sum(wo.to(tl.float32) * y[None, :], axis=1)                         # (DM_PAD,)
     tl.atomic_add(acc_ptr + l * DM + kd, part, mask=kd < DM, sem="relaxed")
-    return nxt
+    if PREFETCH:
+        return nxt
 
 
 @triton.jit
@@ -286,7 +304,7 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
                        W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
                        DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, R_PAD: tl.constexpr,
                        N_PAD: tl.constexpr, ZB: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       times_ptr, TIMING: tl.constexpr):
+                       times_ptr, TIMING: tl.constexpr, SPLIT: tl.constexpr = False):
     """Grid: at most one program per SM (the barrier needs all of them resident); program p
     takes channel blocks p, p + programs, ... of CB channels (ONE_BLOCK: exactly block p,
     a GPU), and residual columns blk * DS ... for each block blk it takes. TIMING: the
@@ -295,7 +313,31 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
     y, its end, the barrier passed."""
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
-    if ONE_BLOCK:
+    if ONE_BLOCK and SPLIT:
+        # each phase's successor's weights are requested between this program's arrival at
+        # the barrier and its wait: a release waits for the program's outstanding loads, so
+        # weights requested before it would be waited for there (bench_stack_async.py)
+        wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
+        for l in range(L):
+            trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
+            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, pid,
+                     DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
+                     CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING,
+                     False)
+            _stamp(times_ptr, pid, l, L, 4, TIMING)
+            seen = _barrier_arrive(sem_ptr)
+            wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, pid, DM, E, R, N, CB, DM_PAD,
+                                                R_PAD, N_PAD, WT)
+            _barrier_wait(sem_ptr, seen)
+            _stamp(times_ptr, pid, l, L, 5, TIMING)
+            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, pid,
+                     DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING, False)
+            _stamp(times_ptr, pid, l, L, 8, TIMING)
+            seen = _barrier_arrive(sem_ptr)
+            wx, wz = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), pid, DM, E, CB, DM_PAD, WT)
+            _barrier_wait(sem_ptr, seen)
+            _stamp(times_ptr, pid, l, L, 9, TIMING)
+    elif ONE_BLOCK:
         # each phase requests the next phase's weights after its own small loads, and they
         # are carried across the barrier: HBM keeps streaming while the program computes
         # and waits (scripts/bench_stack.py's timeline shows where the time goes)
@@ -417,13 +459,15 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
                             num_warps: int | None = None,
-                            times: Tensor | None = None) -> Tensor:
+                            times: Tensor | None = None, split: bool = False) -> Tensor:
     """residual (1, d_model) float32 before the first block -> after the last; every layer's
     conv window and SSM state advanced in place (those the table points to).
 
     For scripts/bench_stack.py's comparisons: `num_warps` (default 8 when a block's in_proj
     tile has >= 8192 weights, else 4); `times` ((programs, L, 10) int64: the
-    kernel's timeline, `mamba_stack_kernel`; GPU only)."""
+    kernel's timeline, `mamba_stack_kernel`; GPU only); `split`: each phase's successor's
+    weights requested between the barrier's arrival and its wait (GPU only: the interpreter's
+    one program loads each block's weights in place)."""
     if tuple(residual.shape) != (1, layers.d_model) or residual.dtype != torch.float32:
         raise ValueError(f"residual must be (1, {layers.d_model}) float32, got "
                          f"{tuple(residual.shape)} {residual.dtype}")
@@ -447,5 +491,5 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
         DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
         R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
         ZB=triton.next_power_of_2(triton.cdiv(L * NX, nblk)), ONE_BLOCK=programs == nblk,
-        times_ptr=times, TIMING=times is not None and gpu, num_warps=num_warps)
+        times_ptr=times, TIMING=times is not None and gpu, SPLIT=split, num_warps=num_warps)
     return out
