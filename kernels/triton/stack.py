@@ -188,34 +188,22 @@ def _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB: tl.constexpr, DM_PAD: tl.con
 
 
 @triton.jit
-def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, blk, DM,
-             E, NX, R, N, eps, HAS_IN_BIAS: tl.constexpr,
-             HAS_OUT_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
-             W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr,
-             NX_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr,
-             trow, TIMING: tl.constexpr, PREFETCH: tl.constexpr = True):
-    """Block blk's channels of layer l up to x_proj (module docstring), with its in_proj rows
-    wx, wz (`_load_in_proj`). PREFETCH: returns phase B's parameters for the block
-    (`_load_phase_b`), requested after this phase's own small loads (the conv window, the
-    residual, the vectors) so that those are not queued behind them: they stream in while
-    this phase computes and waits at the barrier. Else returns nothing."""
+def _inputs_a(tab_ptr, l, blk, DM, E, NX, HAS_IN_BIAS: tl.constexpr,
+              HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr, W_PAD: tl.constexpr,
+              CB: tl.constexpr, DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, WT: tl.constexpr):
+    """Phase A's inputs of layer l for block blk that no other program writes during the
+    step: the conv window (CB, W_PAD) float32, oldest input first, and it shifted by one (HBM:
+    evicted since the last step, so first); the norm weight, conv weight and bias, in_proj's
+    bias (x and z halves), x_proj's columns (NX_PAD, CB). Biases a layer lacks are 0.0."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
-    dm = kd < DM
     nx = tl.arange(0, NX_PAD)
     kw = tl.arange(0, W_PAD)
-    # the conv window (E, CONV_WIDTH - 1) float32, oldest input first; HBM (evicted since
-    # the last step), so first
     wptrs = _addr(tab_ptr, l, CONV_S, tl.float32) + c[:, None] * (CONV_WIDTH - 1) + kw[None, :]
-    held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
-    window = tl.load(wptrs, mask=held, other=0.0)
+    window = tl.load(wptrs, mask=cm[:, None] & (kw < CONV_WIDTH - 1)[None, :], other=0.0)
     shifted = tl.load(wptrs + 1, mask=cm[:, None] & (kw < CONV_WIDTH - 2)[None, :], other=0.0)
-    r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, kd, dm, HAS_OUT_BIAS, WT)
-    own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
-    r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, own, own < DM,
-                      HAS_OUT_BIAS, WT)
-    nw = tl.load(_addr(tab_ptr, l, NORM_W, tl.float32) + kd, mask=dm, other=0.0)
+    nw = tl.load(_addr(tab_ptr, l, NORM_W, tl.float32) + kd, mask=kd < DM, other=0.0)
     cw = tl.load(_addr(tab_ptr, l, CONV_W, tl.float32) + c[:, None] * CONV_WIDTH + kw[None, :],
                  mask=cm[:, None] & (kw < CONV_WIDTH)[None, :], other=0.0)       # (CB, W_PAD)
     if HAS_CONV_BIAS:
@@ -226,8 +214,49 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
         in_b = _addr(tab_ptr, l, IN_B, tl.float32)
         bx = tl.load(in_b + c, mask=cm, other=0.0)
         bz = tl.load(in_b + E + c, mask=cm, other=0.0)
+    else:
+        bx = 0.0
+        bz = 0.0
     xw = tl.load(_addr(tab_ptr, l, X_W, WT) + nx[:, None] * E + c[None, :],
                  mask=(nx < NX)[:, None] & cm[None, :], other=0.0)               # (NX_PAD, CB)
+    return window, shifted, nw, cw, cb, bx, bz, xw
+
+
+@triton.jit
+def _inputs_b(tab_ptr, l, blk, E, N, CB: tl.constexpr, N_PAD: tl.constexpr):
+    """Phase B's own input of layer l for block blk: the SSM state (CB, N_PAD) float32, from
+    HBM."""
+    c = blk * CB + tl.arange(0, CB)
+    n = tl.arange(0, N_PAD)
+    return tl.load(_addr(tab_ptr, l, SSM_S, tl.float32) + c[:, None] * N + n[None, :],
+                   mask=(c < E)[:, None] & (n < N)[None, :], other=0.0)
+
+
+@triton.jit
+def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, ins, l, L, blk,
+             DM, E, NX, R, N, eps, HAS_IN_BIAS: tl.constexpr,
+             HAS_OUT_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
+             W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr,
+             NX_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr,
+             trow, TIMING: tl.constexpr, PREFETCH: tl.constexpr = True):
+    """Block blk's channels of layer l up to x_proj (module docstring), with its in_proj rows
+    wx, wz (`_load_in_proj`) and its other inputs `ins` (`_inputs_a`); loads the residual.
+    PREFETCH: returns phase B's parameters for the block (`_load_phase_b`), requested after
+    this phase's own loads so that those are not queued behind them: they stream in while
+    this phase computes and waits at the barrier. Else returns nothing."""
+    window, shifted, nw, cw, cb, bx, bz, xw = ins
+    c = blk * CB + tl.arange(0, CB)
+    cm = c < E
+    kd = tl.arange(0, DM_PAD)
+    dm = kd < DM
+    nx = tl.arange(0, NX_PAD)
+    kw = tl.arange(0, W_PAD)
+    wptrs = _addr(tab_ptr, l, CONV_S, tl.float32) + c[:, None] * (CONV_WIDTH - 1) + kw[None, :]
+    held = cm[:, None] & (kw < CONV_WIDTH - 1)[None, :]
+    r = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, kd, dm, HAS_OUT_BIAS, WT)
+    own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
+    r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, own, own < DM,
+                      HAS_OUT_BIAS, WT)
     if PREFETCH:
         nxt = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD, R_PAD, N_PAD, WT)
     tl.store(resbuf_ptr + (l % 2) * DM + own, r_own, mask=own < DM)
@@ -255,13 +284,13 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
 
 
 @triton.jit
-def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, DM, E, NX, R,
-             N, CB: tl.constexpr, DM_PAD: tl.constexpr,
+def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L, blk, DM, E, NX,
+             R, N, CB: tl.constexpr, DM_PAD: tl.constexpr,
              R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr, trow,
              TIMING: tl.constexpr, PREFETCH: tl.constexpr = True):
     """Block blk's channels of layer l from dt_proj to out_proj's partial sums, with the
-    parameters of `_load_phase_b`. Its own loads first (the SSM state from HBM, then x, z
-    and x_proj's sums); PREFETCH: returns the next layer's in_proj rows for the block (the
+    parameters of `_load_phase_b` and the SSM state h (`_inputs_b`). Its own loads first (x,
+    z and x_proj's sums); PREFETCH: returns the next layer's in_proj rows for the block (the
     last layer's again after the last), requested after them. Else returns nothing."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
@@ -270,7 +299,6 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, 
     n = tl.arange(0, N_PAD)
     sm = cm[:, None] & (n < N)[None, :]
     sptrs = _addr(tab_ptr, l, SSM_S, tl.float32) + c[:, None] * N + n[None, :]
-    h = tl.load(sptrs, mask=sm, other=0.0)
     x = tl.load(xz_ptr + c, mask=cm, other=0.0).to(tl.float32)
     z = tl.load(xz_ptr + E + c, mask=cm, other=0.0).to(tl.float32)
     row = dbc_ptr + l * NX
@@ -314,27 +342,34 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
     if ONE_BLOCK and SPLIT:
-        # each phase's successor's weights are requested between this program's arrival at
-        # the barrier and its wait: a release waits for the program's outstanding loads, so
-        # weights requested before it would be waited for there (bench_stack_async.py)
+        # each phase's successor's inputs that no other program writes (its weights, the
+        # conv window or SSM state) are requested between this program's arrival at the
+        # barrier and its wait: a release waits for the program's outstanding loads, so
+        # loads requested before it would be waited for there (bench_stack_async.py)
         wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
+        ins = _inputs_a(tab_ptr, 0, pid, DM, E, NX, HAS_IN_BIAS, HAS_CONV_BIAS, CONV_WIDTH,
+                        W_PAD, CB, DM_PAD, NX_PAD, WT)
         for l in range(L):
             trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
-            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, pid,
-                     DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
+            _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, ins, l, L,
+                     pid, DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
                      CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING,
                      False)
             _stamp(times_ptr, pid, l, L, 4, TIMING)
             seen = _barrier_arrive(sem_ptr)
+            h = _inputs_b(tab_ptr, l, pid, E, N, CB, N_PAD)
             wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, pid, DM, E, R, N, CB, DM_PAD,
                                                 R_PAD, N_PAD, WT)
             _barrier_wait(sem_ptr, seen)
             _stamp(times_ptr, pid, l, L, 5, TIMING)
-            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, pid,
+            _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L, pid,
                      DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING, False)
             _stamp(times_ptr, pid, l, L, 8, TIMING)
             seen = _barrier_arrive(sem_ptr)
-            wx, wz = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), pid, DM, E, CB, DM_PAD, WT)
+            nl = tl.minimum(l + 1, L - 1)        # the last layer's again after the last
+            ins = _inputs_a(tab_ptr, nl, pid, DM, E, NX, HAS_IN_BIAS, HAS_CONV_BIAS,
+                            CONV_WIDTH, W_PAD, CB, DM_PAD, NX_PAD, WT)
+            wx, wz = _load_in_proj(tab_ptr, nl, pid, DM, E, CB, DM_PAD, WT)
             _barrier_wait(sem_ptr, seen)
             _stamp(times_ptr, pid, l, L, 9, TIMING)
     elif ONE_BLOCK:
@@ -344,15 +379,18 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
         wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
         for l in range(L):
             trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
+            ins = _inputs_a(tab_ptr, l, pid, DM, E, NX, HAS_IN_BIAS, HAS_CONV_BIAS, CONV_WIDTH,
+                            W_PAD, CB, DM_PAD, NX_PAD, WT)
             wo, dtw, dtb, A, Dv = _phase_a(
-                tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L, pid,
-                DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
+                tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, ins, l, L,
+                pid, DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
                 CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 4, TIMING)
             _grid_barrier(sem_ptr)
             _stamp(times_ptr, pid, l, L, 5, TIMING)
-            wx, wz = _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, pid,
-                              DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
+            h = _inputs_b(tab_ptr, l, pid, E, N, CB, N_PAD)
+            wx, wz = _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L,
+                              pid, DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 8, TIMING)
             _grid_barrier(sem_ptr)
             _stamp(times_ptr, pid, l, L, 9, TIMING)
@@ -362,16 +400,19 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
         for l in range(L):
             for blk in range(pid, NBLK, nprog):
                 wx, wz = _load_in_proj(tab_ptr, l, blk, DM, E, CB, DM_PAD, WT)
-                _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, l, L,
-                         blk, DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS,
+                ins = _inputs_a(tab_ptr, l, blk, DM, E, NX, HAS_IN_BIAS, HAS_CONV_BIAS,
+                                CONV_WIDTH, W_PAD, CB, DM_PAD, NX_PAD, WT)
+                _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, ins,
+                         l, L, blk, DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS,
                          HAS_CONV_BIAS, CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD,
                          WT, times_ptr, False)
             _grid_barrier(sem_ptr)
             for blk in range(pid, NBLK, nprog):
                 wo, dtw, dtb, A, Dv = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD,
                                                     R_PAD, N_PAD, WT)
-                _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, l, L, blk, DM,
-                         E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, times_ptr, False)
+                h = _inputs_b(tab_ptr, l, blk, E, N, CB, N_PAD)
+                _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L, blk,
+                         DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, times_ptr, False)
             _grid_barrier(sem_ptr)
     # the output residual; then zero what this program read last, for the next launch
     for blk in range(pid, NBLK, nprog):
