@@ -95,10 +95,6 @@ def run(a) -> dict:
         for warps in a.warps if fused is not None else ():
             variants.append((f"fused, {warps} warps",
                              lambda w=warps: fused(residual, states, num_warps=w)))
-            if a.split:
-                variants.append((f"fused, split barrier, {warps} warps",
-                                 lambda w=warps: fused(residual, states, num_warps=w,
-                                                       split=True)))
         start = [(s.conv.clone(), s.ssm.clone()) for s in states]
         ref = None
         for name, fn in variants:
@@ -113,11 +109,8 @@ def run(a) -> dict:
             rows.append({"batch": batch, "variant": name, "us_per_step": sec * 1e6,
                          "gb_per_s": moved / sec / 1e9, "rel_err_vs_blocks": err})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        for split in (False, True) if a.timeline and cuda and fused is not None else ():
-            if split and not a.split:
-                continue
-            timeline.append({"batch": batch, "split": split,
-                             **phase_times(fused, residual, states, split=split)})
+        if a.timeline and cuda and fused is not None:
+            timeline.append({"batch": batch, **phase_times(fused, residual, states)})
             print(json.dumps(timeline[-1]), file=sys.stderr, flush=True)
     return {"meta": {"torch": torch.__version__, "python": platform.python_version(),
                      "device": torch.cuda.get_device_name(device) if cuda else "cpu",
@@ -127,7 +120,7 @@ def run(a) -> dict:
             "timeline": timeline}
 
 
-def phase_times(fused, residual, states, split: bool = False) -> dict:
+def phase_times(fused, residual, states) -> dict:
     """One fused step with the kernel's timer (`times`): per layer and program the global
     timer at ten points (`mamba_stack_kernel`). Means over programs and layers 1.. (layer
     0 includes the launch) in us: each stretch between two points; for each barrier the
@@ -138,7 +131,7 @@ def phase_times(fused, residual, states, split: bool = False) -> dict:
     times = torch.zeros(programs, fused.layers.n_layer, 10, dtype=torch.int64,
                         device=residual.device)
     for _ in range(2):  # the second call's times
-        fused(residual, states, times=times, split=split)
+        fused(residual, states, times=times)
     torch.cuda.synchronize()
     t = times[:, 1:].double() / 1e3                                   # (P, L-1, 10) us
     d = t.diff(dim=-1)
@@ -166,12 +159,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['batch']} | {r['variant']} | {r['us_per_step']:.1f} | "
                      f"{r['gb_per_s']:,.0f} | {r['rel_err_vs_blocks']:.1e} |")
     if report["timeline"]:
-        keys = [k for k in report["timeline"][0] if k not in ("batch", "split")]
+        keys = [k for k in report["timeline"][0] if k != "batch"]
         lines += ["", "Fused kernel (default warps), per layer, mean over programs and layers "
-                  "1.., us:", "", "| batch | barrier | " + " | ".join(k[:-3] for k in keys)
-                  + " |", "|---" * (len(keys) + 2) + "|"]
-        lines += [f"| {r['batch']} | {'split' if r.get('split') else 'whole'} | "
-                  + " | ".join(f"{r[k]:.2f}" for k in keys) + " |" for r in report["timeline"]]
+                  "1.., us:", "", "| batch | " + " | ".join(k[:-3] for k in keys) + " |",
+                  "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {r['batch']} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |"
+                  for r in report["timeline"]]
     return "\n".join(lines)
 
 
@@ -186,9 +179,6 @@ def main(argv=None) -> int:
     p.add_argument("--warps", type=int, nargs="+", default=[8, 16])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--split", action="store_true",
-                   help="also the fused kernel with each phase's successor's weights requested "
-                        "between the barrier's arrival and its wait (GPU)")
     p.add_argument("--timeline", action="store_true",
                    help="also time the fused kernel's phases and barriers (CUDA)")
     a = p.parse_args(argv)

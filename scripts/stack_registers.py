@@ -24,8 +24,6 @@ def main():
     p.add_argument("--d-state", type=int, default=16)
     p.add_argument("--sms", type=int, default=132)
     p.add_argument("--warps", type=int, default=8)
-    p.add_argument("--split", action="store_true",
-                   help="the split-barrier variant (weights requested between arrival and wait)")
     args = p.parse_args()
     dm, e = args.d_model, args.expand * args.d_model
     rank = -(-dm // 16)
@@ -36,7 +34,7 @@ def main():
                   W_PAD=4, CB=cb, DS=triton.next_power_of_2(triton.cdiv(dm, nblk)),
                   DM_PAD=triton.next_power_of_2(dm), NX_PAD=triton.next_power_of_2(nx),
                   R_PAD=triton.next_power_of_2(rank), N_PAD=triton.next_power_of_2(args.d_state),
-                  ZB=64, ONE_BLOCK=True, TIMING=False, SPLIT=args.split)
+                  ZB=64, ONE_BLOCK=True, TIMING=False)
     fn = mamba_stack_kernel
     types = dict(tab_ptr="*i64", times_ptr="*i64", xz_ptr="*bf16", wt_ptr="*bf16", sem_ptr="*u32", eps="fp32")
     sig = {n: "constexpr" if n in consts else types.get(n, "*fp32" if n.endswith("_ptr") else "i32")
@@ -46,8 +44,7 @@ def main():
     src = ASTSource(fn=fn, signature=sig, attrs=attrs,
                     constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": args.warps})
-    print(f"d_model {dm}, d_inner {e}: {nblk} programs of {cb} channels, {args.warps} warps"
-          f"{', split barrier' if args.split else ''}: "
+    print(f"d_model {dm}, d_inner {e}: {nblk} programs of {cb} channels, {args.warps} warps: "
           f"{ptxas_usage(k)}, {k.metadata.shared} bytes of shared memory")
 
 

@@ -13,11 +13,10 @@
 Why it exists: at batch 1 each of the four dependent kernels of a layer's step costs about
 2.35 us on an H200 (0.50 ms a step for the 353M model), the latency of an all-to-all
 exchange; one kernel needs only the two exchanges a layer the step's maths does (grid
-barriers) and could stream the weights while the programs wait. Measured
-(scripts/bench_stack.py, results/bench_stack): 0.72 ms, since in Triton the weights do not
-stream under the exchanges: each phase waits 3-4 us for its first small input after a
-barrier, about the time its 32-64 KB of weights per SM take to arrive (docs/generation.md
-has the timeline and what would change it). Its float32 sums are added with atomics, so
+barriers) and streams the next phase's weights while the programs wait at them. Measured
+(scripts/bench_stack.py, results/bench_stack): 0.54 ms, the barriers 6 of a layer's 10 us
+(docs/generation.md has the timeline and why 5x the Transformer at 16K batch 1 stays out
+of reach on this GPU). Its float32 sums are added with atomics, so
 its results vary from run to run in the last bits; the separate kernels' do not.
 """
 from __future__ import annotations
@@ -158,7 +157,7 @@ class FusedStack:
 
     @torch.no_grad()
     def __call__(self, residual: Tensor, states: Sequence[MambaState], **launch) -> Tensor:
-        """`launch`: the kernel's `num_warps` / `times` / `split` (benchmarks only)."""
+        """`launch`: the kernel's `num_warps` / `times` (benchmarks only)."""
         from bytessm.kernels.triton.stack import mamba_stack_step_triton
         if self._key_of(states) != self._key:
             self._build(states)

@@ -20,10 +20,12 @@ whole of something:
         out += out_proj[:, C_p] @ y[C_p]               partial sums, float32 atomics
     -- barrier: out complete; the next layer's phase A adds it to the residual
 
-Each program asks for every weight tile a phase before it needs it (phase B's parameters
-when phase A starts, the next layer's in_proj rows when phase B starts), meant to keep HBM
-streaming while the programs wait at the barriers; measured, they do not stream under the
-barriers (below).
+Each barrier is split in two: a program arrives (a release), then requests the next
+phase's inputs that no other program writes (its weight tiles, and the conv window or the
+SSM state), then waits. A release waits for every load the program still has in flight,
+so tiles requested before the arrival would be waited for there; requested after it they
+stream in while the program waits (`scripts/bench_stack_async.py` measured this on the
+H200, and the whole kernel went from 0.70-0.72 to 0.54 ms a step).
 
 Rounding is the layers' own, as in the kernels it replaces: the normalised input and every
 product's output are rounded to the weights' dtype (x_proj's and out_proj's after their
@@ -42,10 +44,10 @@ The layers are passed as a table of addresses (`StackLayers`), one row per layer
 53-layer model needs no copy of its weights; the states are read and written where the
 model keeps them.
 
-Measured on an H200 (scripts/bench_stack.py, docs/generation.md): 0.72 ms a step of the
+Measured on an H200 (scripts/bench_stack.py, docs/generation.md): 0.54 ms a step of the
 353M model against 0.50 ms on the blocks' own kernels, so `bytessm.nn.stack` leaves it off
-by default. Its timeline: each phase waits 3-4 us for its first small input after the
-barrier, the barriers take 1.3-1.9 us.
+by default. Its timeline: 10 us a layer, of which the two barriers take 2.5 and 3.5 us
+(programs arrive up to 2 us apart; the last arrival is seen 0.9-1.6 us later).
 """
 from __future__ import annotations
 
@@ -238,12 +240,10 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
              HAS_OUT_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, CONV_WIDTH: tl.constexpr,
              W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr, DM_PAD: tl.constexpr,
              NX_PAD: tl.constexpr, R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr,
-             trow, TIMING: tl.constexpr, PREFETCH: tl.constexpr = True):
+             trow, TIMING: tl.constexpr):
     """Block blk's channels of layer l up to x_proj (module docstring), with its in_proj rows
-    wx, wz (`_load_in_proj`) and its other inputs `ins` (`_inputs_a`); loads the residual.
-    PREFETCH: returns phase B's parameters for the block (`_load_phase_b`), requested after
-    this phase's own loads so that those are not queued behind them: they stream in while
-    this phase computes and waits at the barrier. Else returns nothing."""
+    wx, wz (`_load_in_proj`) and its other inputs `ins` (`_inputs_a`); it loads only the
+    residual, which the barrier before it completed."""
     window, shifted, nw, cw, cb, bx, bz, xw = ins
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
@@ -257,8 +257,6 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
     own = blk * DS + tl.arange(0, DS)        # the residual columns this block writes
     r_own = _residual(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, l, L, DM, own, own < DM,
                       HAS_OUT_BIAS, WT)
-    if PREFETCH:
-        nxt = _load_phase_b(tab_ptr, l, blk, DM, E, R, N, CB, DM_PAD, R_PAD, N_PAD, WT)
     tl.store(resbuf_ptr + (l % 2) * DM + own, r_own, mask=own < DM)
     rstd = tl.math.rsqrt(tl.sum(r * r, axis=0) / DM + eps)
     h = (r * rstd * nw).to(WT).to(tl.float32)                                     # in_proj's input
@@ -279,19 +277,16 @@ def _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, 
     _stamp(trow, 0, 0, 0, 3, TIMING)
     part = tl.sum(xw.to(tl.float32) * xc.to(tl.float32)[None, :], axis=1)        # (NX_PAD,)
     tl.atomic_add(dbc_ptr + l * NX + nx, part, mask=nx < NX, sem="relaxed")
-    if PREFETCH:
-        return nxt
 
 
 @triton.jit
 def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L, blk, DM, E, NX,
              R, N, CB: tl.constexpr, DM_PAD: tl.constexpr,
              R_PAD: tl.constexpr, N_PAD: tl.constexpr, WT: tl.constexpr, trow,
-             TIMING: tl.constexpr, PREFETCH: tl.constexpr = True):
+             TIMING: tl.constexpr):
     """Block blk's channels of layer l from dt_proj to out_proj's partial sums, with the
-    parameters of `_load_phase_b` and the SSM state h (`_inputs_b`). Its own loads first (x,
-    z and x_proj's sums); PREFETCH: returns the next layer's in_proj rows for the block (the
-    last layer's again after the last), requested after them. Else returns nothing."""
+    parameters of `_load_phase_b` and the SSM state h (`_inputs_b`); it loads x and z (its
+    own, from phase A) and x_proj's sums, which the barrier before it completed."""
     c = blk * CB + tl.arange(0, CB)
     cm = c < E
     kd = tl.arange(0, DM_PAD)
@@ -305,8 +300,6 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L, bl
     low = tl.load(row + r, mask=r < R, other=0.0, cache_modifier=".cg")
     Bv = tl.load(row + R + n, mask=n < N, other=0.0, cache_modifier=".cg")
     Cv = tl.load(row + R + N + n, mask=n < N, other=0.0, cache_modifier=".cg")
-    if PREFETCH:
-        nxt = _load_in_proj(tab_ptr, tl.minimum(l + 1, L - 1), blk, DM, E, CB, DM_PAD, WT)
     low = low.to(WT).to(tl.float32)       # x_proj's output, rounded as the Linear's
     Bv = Bv.to(WT).to(tl.float32)
     Cv = Cv.to(WT).to(tl.float32)
@@ -320,8 +313,6 @@ def _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L, bl
     _stamp(trow, 0, 0, 0, 7, TIMING)
     part = tl.sum(wo.to(tl.float32) * y[None, :], axis=1)                         # (DM_PAD,)
     tl.atomic_add(acc_ptr + l * DM + kd, part, mask=kd < DM, sem="relaxed")
-    if PREFETCH:
-        return nxt
 
 
 @triton.jit
@@ -332,7 +323,7 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
                        W_PAD: tl.constexpr, CB: tl.constexpr, DS: tl.constexpr,
                        DM_PAD: tl.constexpr, NX_PAD: tl.constexpr, R_PAD: tl.constexpr,
                        N_PAD: tl.constexpr, ZB: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       times_ptr, TIMING: tl.constexpr, SPLIT: tl.constexpr = False):
+                       times_ptr, TIMING: tl.constexpr):
     """Grid: at most one program per SM (the barrier needs all of them resident); program p
     takes channel blocks p, p + programs, ... of CB channels (ONE_BLOCK: exactly block p,
     a GPU), and residual columns blk * DS ... for each block blk it takes. TIMING: the
@@ -341,11 +332,10 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
     y, its end, the barrier passed."""
     WT: tl.constexpr = wt_ptr.dtype.element_ty
     pid, nprog = tl.program_id(0), tl.num_programs(0)
-    if ONE_BLOCK and SPLIT:
+    if ONE_BLOCK:
         # each phase's successor's inputs that no other program writes (its weights, the
         # conv window or SSM state) are requested between this program's arrival at the
-        # barrier and its wait: a release waits for the program's outstanding loads, so
-        # loads requested before it would be waited for there (bench_stack_async.py)
+        # barrier and its wait (module docstring)
         wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
         ins = _inputs_a(tab_ptr, 0, pid, DM, E, NX, HAS_IN_BIAS, HAS_CONV_BIAS, CONV_WIDTH,
                         W_PAD, CB, DM_PAD, NX_PAD, WT)
@@ -353,8 +343,7 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
             trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
             _phase_a(tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, ins, l, L,
                      pid, DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
-                     CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING,
-                     False)
+                     CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 4, TIMING)
             seen = _barrier_arrive(sem_ptr)
             h = _inputs_b(tab_ptr, l, pid, E, N, CB, N_PAD)
@@ -363,7 +352,7 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
             _barrier_wait(sem_ptr, seen)
             _stamp(times_ptr, pid, l, L, 5, TIMING)
             _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L, pid,
-                     DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING, False)
+                     DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
             _stamp(times_ptr, pid, l, L, 8, TIMING)
             seen = _barrier_arrive(sem_ptr)
             nl = tl.minimum(l + 1, L - 1)        # the last layer's again after the last
@@ -372,31 +361,9 @@ def mamba_stack_kernel(tab_ptr, res_in_ptr, res_out_ptr, resbuf_ptr, acc_ptr, db
             wx, wz = _load_in_proj(tab_ptr, nl, pid, DM, E, CB, DM_PAD, WT)
             _barrier_wait(sem_ptr, seen)
             _stamp(times_ptr, pid, l, L, 9, TIMING)
-    elif ONE_BLOCK:
-        # each phase requests the next phase's weights after its own small loads, and they
-        # are carried across the barrier: HBM keeps streaming while the program computes
-        # and waits (scripts/bench_stack.py's timeline shows where the time goes)
-        wx, wz = _load_in_proj(tab_ptr, 0, pid, DM, E, CB, DM_PAD, WT)
-        for l in range(L):
-            trow = _stamp(times_ptr, pid, l, L, 0, TIMING)
-            ins = _inputs_a(tab_ptr, l, pid, DM, E, NX, HAS_IN_BIAS, HAS_CONV_BIAS, CONV_WIDTH,
-                            W_PAD, CB, DM_PAD, NX_PAD, WT)
-            wo, dtw, dtb, A, Dv = _phase_a(
-                tab_ptr, res_in_ptr, resbuf_ptr, acc_ptr, dbc_ptr, xz_ptr, wx, wz, ins, l, L,
-                pid, DM, E, NX, R, N, eps, HAS_IN_BIAS, HAS_OUT_BIAS, HAS_CONV_BIAS,
-                CONV_WIDTH, W_PAD, CB, DS, DM_PAD, NX_PAD, R_PAD, N_PAD, WT, trow, TIMING)
-            _stamp(times_ptr, pid, l, L, 4, TIMING)
-            _grid_barrier(sem_ptr)
-            _stamp(times_ptr, pid, l, L, 5, TIMING)
-            h = _inputs_b(tab_ptr, l, pid, E, N, CB, N_PAD)
-            wx, wz = _phase_b(tab_ptr, acc_ptr, dbc_ptr, xz_ptr, wo, dtw, dtb, A, Dv, h, l, L,
-                              pid, DM, E, NX, R, N, CB, DM_PAD, R_PAD, N_PAD, WT, trow, TIMING)
-            _stamp(times_ptr, pid, l, L, 8, TIMING)
-            _grid_barrier(sem_ptr)
-            _stamp(times_ptr, pid, l, L, 9, TIMING)
     else:
-        # the interpreter's single program: every block in turn, each phase's tiles loaded
-        # in place (what the phases return is the next phase's, of the last block only)
+        # the interpreter's single program: every block in turn, each phase's inputs loaded
+        # in place
         for l in range(L):
             for blk in range(pid, NBLK, nprog):
                 wx, wz = _load_in_proj(tab_ptr, l, blk, DM, E, CB, DM_PAD, WT)
@@ -500,15 +467,13 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
                             num_warps: int | None = None,
-                            times: Tensor | None = None, split: bool = False) -> Tensor:
+                            times: Tensor | None = None) -> Tensor:
     """residual (1, d_model) float32 before the first block -> after the last; every layer's
     conv window and SSM state advanced in place (those the table points to).
 
     For scripts/bench_stack.py's comparisons: `num_warps` (default 8 when a block's in_proj
     tile has >= 8192 weights, else 4); `times` ((programs, L, 10) int64: the
-    kernel's timeline, `mamba_stack_kernel`; GPU only); `split`: each phase's successor's
-    weights requested between the barrier's arrival and its wait (GPU only: the interpreter's
-    one program loads each block's weights in place)."""
+    kernel's timeline, `mamba_stack_kernel`; GPU only)."""
     if tuple(residual.shape) != (1, layers.d_model) or residual.dtype != torch.float32:
         raise ValueError(f"residual must be (1, {layers.d_model}) float32, got "
                          f"{tuple(residual.shape)} {residual.dtype}")
@@ -532,5 +497,5 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
         DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
         R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
         ZB=triton.next_power_of_2(triton.cdiv(L * NX, nblk)), ONE_BLOCK=programs == nblk,
-        times_ptr=times, TIMING=times is not None and gpu, SPLIT=split, num_warps=num_warps)
+        times_ptr=times, TIMING=times is not None and gpu, num_warps=num_warps)
     return out
