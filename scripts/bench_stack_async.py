@@ -88,15 +88,56 @@ def _tma_round(desc, smem, bar, row, first, ROWS: gl.constexpr, BOX: gl.constexp
 
 
 @gluon.jit
+def _ws_producer(desc, smem, full, empty, ROUNDS, ROWS: gl.constexpr, BOX: gl.constexpr,
+                 CHUNKS: gl.constexpr):
+    """Warp-specialized mode's loader (one warp): each round's weights as TMA boxes into
+    buffer round % 2, once the consumers have emptied it."""
+    row0 = gl.program_id(0) * ROWS
+    stride_rows = gl.num_programs(0) * ROWS
+    for i in range(ROUNDS):
+        b = i % 2
+        mbarrier.wait(empty.index(b), ((i // 2) % 2) ^ 1)   # a fresh barrier passes parity 1
+        _tma_round(desc, smem, full.index(b), row0 + i * stride_rows, b * CHUNKS, ROWS, BOX,
+                   CHUNKS)
+
+
+@gluon.jit
+def _ws_consumer(vec_ptr, sem_ptr, out_ptr, smem, full, empty, ROUNDS, ROWS: gl.constexpr,
+                 CHUNKS: gl.constexpr, WIDTH: gl.constexpr):
+    """Warp-specialized mode's compute warps: the exchange, then round i's weights summed
+    from buffer i % 2 (waited for on its mbarrier) and the buffer handed back. They issue no
+    global load of the weights, so their release at the barrier has none to wait for."""
+    tile_l: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [gl.num_warps(), 1], [1, 0])
+    vec_l: gl.constexpr = gl.BlockedLayout([4], [32], [gl.num_warps()], [0])
+    rows_l: gl.constexpr = gl.SliceLayout(1, tile_l)
+    acc = gl.zeros([ROWS], gl.float32, layout=rows_l)
+    seen = gl.zeros([WIDTH], gl.float32, layout=vec_l)
+    for i in range(ROUNDS):
+        arrived = _arrive(vec_ptr, sem_ptr, i, WIDTH, vec_l)
+        seen += _wait(vec_ptr, sem_ptr, arrived, i, WIDTH, vec_l)
+        b = i % 2
+        mbarrier.wait(full.index(b), (i // 2) % 2)
+        acc += _sum_boxes(smem, b * CHUNKS, ROWS, CHUNKS, tile_l, rows_l)
+        gl.thread_barrier()                 # every consumer warp has read the buffer
+        mbarrier.arrive(empty.index(b), count=1)
+    pid = gl.program_id(0)
+    gl.store(out_ptr + pid * ROWS + gl.arange(0, ROWS, layout=rows_l), acc)
+    gl.store(out_ptr + gl.num_programs(0) * ROWS + pid * WIDTH
+             + gl.arange(0, WIDTH, layout=vec_l), seen)
+
+
+@gluon.jit
 def stream_kernel(w_ptr, vec_ptr, sem_ptr, out_ptr, ROUNDS, MODE: gl.constexpr,
                   ROWS: gl.constexpr, COLS: gl.constexpr, WIDTH: gl.constexpr):
     """MODE 0: exchange only; 1: weights (cp.async), then exchange; 2: the next round's
     weights (cp.async) requested before the exchange; 3: requested after this program's
     arrival, before its wait; 4: the next round's weights as TMA boxes (async proxy) requested
-    before the exchange; 5: TMA weights, then exchange."""
+    before the exchange; 5: TMA weights, then exchange; 6: warp-specialized, a one-warp TMA
+    loader a round ahead of the compute warps that exchange (`_ws_producer`,
+    `_ws_consumer`; unswizzled boxes)."""
     BOX: gl.constexpr = 256                                       # TMA box: <= 256 a dimension
     CHUNKS: gl.constexpr = COLS // BOX
-    TMA: gl.constexpr = MODE >= 4
+    TMA: gl.constexpr = MODE == 4 or MODE == 5
     vec_l: gl.constexpr = gl.BlockedLayout([4], [32], [gl.num_warps()], [0])
     tile_l: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [gl.num_warps(), 1], [1, 0])
     rows_l: gl.constexpr = gl.SliceLayout(1, tile_l)
@@ -104,6 +145,24 @@ def stream_kernel(w_ptr, vec_ptr, sem_ptr, out_ptr, ROUNDS, MODE: gl.constexpr,
     rows = gl.arange(0, ROWS, layout=rows_l)
     acc = gl.zeros([ROWS], gl.float32, layout=rows_l)
     seen = gl.zeros([WIDTH], gl.float32, layout=vec_l)
+    if MODE == 6:
+        flat_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16,
+                                                    rank=2)
+        wdesc = tma.make_tensor_descriptor(w_ptr, shape=[ROUNDS * gl.num_programs(0) * ROWS,
+                                                         COLS],
+                                           strides=[COLS, 1], block_shape=[ROWS, BOX],
+                                           layout=flat_l)
+        wsmem = gl.allocate_shared_memory(gl.bfloat16, [2 * CHUNKS, ROWS, BOX], flat_l)
+        full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for b in gl.static_range(2):
+            mbarrier.init(full.index(b), count=1)
+            mbarrier.init(empty.index(b), count=1)
+        gl.warp_specialize([(_ws_consumer, (vec_ptr, sem_ptr, out_ptr, wsmem, full, empty,
+                                            ROUNDS, ROWS, CHUNKS, WIDTH)),
+                            (_ws_producer, (wdesc, wsmem, full, empty, ROUNDS, ROWS, BOX,
+                                            CHUNKS))], [1], [40])
+        return
     if TMA:
         box_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
                                                    rank=2)
@@ -230,7 +289,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     names = ("exchange", "weights, then exchange", "weights ahead",
              "weights ahead, requested after the arrival", "TMA weights ahead",
-             "TMA weights, then exchange")
+             "TMA weights, then exchange", "warp-specialized TMA loader ahead")
     if a.compile:
         for mode, name in enumerate(names):
             k = compile_sm90(mode)
