@@ -1,7 +1,7 @@
 """The `bytessm` command: `train`, `eval`, `generate`, `bench`, each a Hydra app over configs/.
 
     bytessm train task=NAME [model=NAME] [key=value ...]   (--multirun sweeps work)
-    bytessm eval checkpoint=RUN_DIR/checkpoints/last [split=test]
+    bytessm eval checkpoint=RUN_DIR/checkpoints/last [split=test] [override.KEY=VALUE ...]
     bytessm generate checkpoint=... [prompt=...] [num_samples=...] [max_new=...] [out=...]
     bytessm bench [what=scan|model|decode] [...]
 
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         _usage_error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
     _check_group_choices(overrides)
+    if command == "eval":  # `override` starts empty: take override.KEY=V without Hydra's '+'
+        overrides = ["+" + a if a.startswith("override.") else a for a in overrides]
     sys.argv = [f"bytessm-{command}", *overrides]
     run = hydra.main(config_path=str(_configs_dir()), config_name=command,
                      version_base="1.3")(_guarded(APPS[command]))
