@@ -103,8 +103,9 @@ def test_scan_inputs_are_laid_out_for_the_backend(monkeypatch, mixer, backend):
         return real(u, delta, A, B, C, **kw)
 
     monkeypatch.setattr(mamba_module, "selective_scan", spy)
-    layer = mixer(16, d_state=4, scan_backend=backend)
-    x = torch.randn(3, 11, 16)
+    device = "cuda" if torch.cuda.is_available() else "cpu"   # the Triton kernels run there
+    layer = mixer(16, d_state=4, scan_backend=backend).to(device)
+    x = torch.randn(3, 11, 16, device=device)
     y = layer(x)
     assert y.shape == x.shape and seen
     for call in seen:
