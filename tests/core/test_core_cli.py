@@ -35,18 +35,24 @@ def test_train_each_synthetic_task(tmp_path, task, length):
     assert all("loss" in r and "step" in r for r in rows)
 
 
+@pytest.fixture(scope="module")
+def induction_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("induction")
+    r = run("train", "task=induction_heads", *TINY, "trainer.seq_len=16", f"trainer.out_dir={out}")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 @pytest.mark.parametrize("prefix", ["", "+"], ids=["as_documented", "hydra_append"])
-def test_eval_and_extrapolated_length(tmp_path, prefix):
+def test_eval_and_extrapolated_length(induction_run, prefix):
     """`override.KEY=V` (configs/eval.yaml's form) and Hydra's `+override.KEY=V` both reach
     the run's config: length 1000 evaluates, length 2 is refused by the task."""
-    assert run("train", "task=induction_heads", *TINY, "trainer.seq_len=16",
-               f"trainer.out_dir={tmp_path}").returncode == 0
-    r = run("eval", f"checkpoint={tmp_path}/checkpoints/last", "split=test",
+    r = run("eval", f"checkpoint={induction_run}/checkpoints/last", "split=test",
             f"{prefix}override.task.eval_seq_len=1000", "max_batches=1")
     assert r.returncode == 0, r.stderr
     out = last_json(r.stdout)
     assert out["split"] == "test" and "accuracy" in out
-    r = run("eval", f"checkpoint={tmp_path}/checkpoints/last",
+    r = run("eval", f"checkpoint={induction_run}/checkpoints/last",
             f"{prefix}override.task.eval_seq_len=2")
     assert r.returncode == 2 and "induction heads needs seq_len >= 4" in r.stdout + r.stderr
 
