@@ -42,6 +42,7 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 # set before the kernels are imported (tests/conftest.py does so when there is no GPU)
 IN_INTERPRETER = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
@@ -160,9 +161,21 @@ def reverse_adjoint_scan(q, p, f, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def _log2_approx(x):
+    if IN_INTERPRETER:
+        return tl.log2(x)
+    else:  # lg2.approx (2^-22 relative error), not libdevice's polynomial
+        return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
 def softplus(x):
-    # log(1 + e^x), linear past 20 like torch.nn.functional.softplus
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))), x)
+    """log(1 + e^x), linear past 20 like torch.nn.functional.softplus, from one ex2 and one
+    lg2; below -8, e^x - e^2x / 2 (where 1 + e^x would round e^x away)."""
+    y = tl.exp2(tl.minimum(x, 20.0) * LOG2E)
+    small = y - 0.5 * y * y
+    return tl.where(x > 20.0, x, tl.where(x < -8.0, small, _log2_approx(1.0 + y) * LN2))
 
 
 @triton.jit
@@ -241,9 +254,13 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, s_b, s_d, s_l,
 
 @triton.jit
 def load_bc_row(ptr, b, g, n, t, tmask, s_b, s_g, s_n, s_l):
-    """Row n of B or C over the chunk's positions, (CHUNK,) float32."""
-    return tl.load(ptr + b * s_b + g * s_g + n * s_n + t * s_l, mask=tmask,
-                   other=0.0).to(tl.float32)
+    """Row n of B or C over the chunk's positions, (CHUNK,) float32 (tmask None: all of
+    them exist)."""
+    p = ptr + b * s_b + g * s_g + n * s_n + t * s_l
+    if tmask is None:
+        return tl.load(p).to(tl.float32)
+    else:
+        return tl.load(p, mask=tmask, other=0.0).to(tl.float32)
 
 
 @triton.jit

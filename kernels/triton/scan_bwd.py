@@ -40,6 +40,7 @@ def scan_bwd_kernel(
     HAS_DLAST: tl.constexpr, HAS_CU: tl.constexpr, REVERSE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, ADJ_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
+    EVEN_L: tl.constexpr,
 ):
     # the walk runs against the scan: flip the direction for the chunk order
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
@@ -78,6 +79,10 @@ def scan_bwd_kernel(
         t = c * CHUNK + k
         tmask = t < L
         m = dmask[:, None] & tmask[None, :]
+        if EVEN_L:  # every chunk whole: the rows of B and C load unmasked
+            rmask = None
+        else:
+            rmask = tmask
         dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
                           HAS_BIAS, SOFTPLUS)
         if ADJ_ONLY:
@@ -103,19 +108,23 @@ def scan_bwd_kernel(
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         g_nx = tl.load(here, mask=dmask, other=0.0)
-        h_nx = tl.load(h_enter, mask=dmask & (not ADJ_ONLY), other=0.0)
         A_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0)
-        B_nx = load_bc_row(B_ptr, b, g, 0, t, tmask & (not ADJ_ONLY), sB_b, sB_g, sB_n, sB_l)
-        C_nx = load_bc_row(C_ptr, b, g, 0, t, tmask, sC_b, sC_g, sC_n, sC_l)
+        if not ADJ_ONLY:
+            h_nx = tl.load(h_enter, mask=dmask, other=0.0)
+            B_nx = load_bc_row(B_ptr, b, g, 0, t, rmask, sB_b, sB_g, sB_n, sB_l)
+        C_nx = load_bc_row(C_ptr, b, g, 0, t, rmask, sC_b, sC_g, sC_n, sC_l)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
-            g_in, h_in, A, Bn, Cn = g_nx, h_nx, A_nx, B_nx, C_nx
-            more = n + 1 < N
-            g_nx = tl.load(here + n + 1, mask=dmask & more, other=0.0)
-            h_nx = tl.load(h_enter + n + 1, mask=dmask & more & (not ADJ_ONLY), other=0.0)
-            A_nx = tl.load(A_ptr + d * N + n + 1, mask=dmask & more, other=0.0)
-            B_nx = load_bc_row(B_ptr, b, g, n + 1, t, tmask & more & (not ADJ_ONLY),
-                               sB_b, sB_g, sB_n, sB_l)
-            C_nx = load_bc_row(C_ptr, b, g, n + 1, t, tmask & more, sC_b, sC_g, sC_n, sC_l)
+            g_in, A, Cn = g_nx, A_nx, C_nx
+            if not ADJ_ONLY:
+                h_in, Bn = h_nx, B_nx
+            # the last iteration loads state N-1's again rather than testing n + 1 < N
+            nx = tl.minimum(n + 1, N - 1)
+            g_nx = tl.load(here + nx, mask=dmask, other=0.0)
+            A_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0)
+            if not ADJ_ONLY:
+                h_nx = tl.load(h_enter + nx, mask=dmask, other=0.0)
+                B_nx = load_bc_row(B_ptr, b, g, nx, t, rmask, sB_b, sB_g, sB_n, sB_l)
+            C_nx = load_bc_row(C_ptr, b, g, nx, t, rmask, sC_b, sC_g, sC_n, sC_l)
             a = tl.exp2(dt * (A * LOG2E)[:, None])
             a_cut = a
             if HAS_CU:
@@ -145,12 +154,13 @@ def scan_bwd_kernel(
                         x_in = x + a * tl.load(h0p, mask=m0, other=0.0)
                         tl.store(dh0_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                                  a * gr, mask=m0)
+                # the saved entering state joins at the chunk's first position (as forward)
+                x_in = tl.where(start[None, :], x_in + a_cut * h_in[:, None], x_in)
                 if REVERSE:
-                    a_cum, x_cum = reverse_pair_scan(a_cut, x_in, BLOCK_D, CHUNK)
+                    _a_cum, hn = reverse_pair_scan(a_cut, x_in, BLOCK_D, CHUNK)
                 else:
-                    a_cum, x_cum = tl.associative_scan((a_cut, x_in), axis=1,
-                                                       combine_fn=pair_combine)
-                hn = a_cum * h_in[:, None] + x_cum
+                    _a_cum, hn = tl.associative_scan((a_cut, x_in), axis=1,
+                                                     combine_fn=pair_combine)
                 if HAS_Z:
                     y += hn * Cn[None, :]
                 hx = hn - x                               # a * h_prev (a * h0 at starts)

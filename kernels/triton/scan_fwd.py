@@ -33,15 +33,16 @@ def scan_fwd_kernel(
     HAS_CU: tl.constexpr, REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
+    EVEN_L: tl.constexpr,
 ):
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
     S = tl.num_programs(1)
     k = tl.arange(0, CHUNK)
     if REVERSE:
-        end = k == 0
+        begin, end = k == CHUNK - 1, k == 0
     else:
-        end = k == CHUNK - 1
+        begin, end = k == 0, k == CHUNK - 1
     nn = tl.arange(0, N_PAD)
     m_dn = dmask[:, None] & (nn < N)[None, :]
     seg = ((b * S + s) * D + d[:, None]) * N + nn[None, :]                   # (BD, N_PAD)
@@ -62,6 +63,10 @@ def scan_fwd_kernel(
         t = c * CHUNK + k
         tmask = t < L
         m = dmask[:, None] & tmask[None, :]
+        if EVEN_L:  # every chunk whole: the rows of B and C load unmasked
+            rmask = None
+        else:
+            rmask = tmask
         dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
                         HAS_BIAS, SOFTPLUS)
         dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
@@ -76,16 +81,20 @@ def scan_fwd_kernel(
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         h_nx = tl.load(here, mask=dmask, other=0.0)
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
-        B_nx = load_bc_row(B_ptr, b, g, 0, t, tmask, sB_b, sB_g, sB_n, sB_l)
-        C_nx = load_bc_row(C_ptr, b, g, 0, t, tmask & (not STATE_ONLY), sC_b, sC_g, sC_n, sC_l)
+        B_nx = load_bc_row(B_ptr, b, g, 0, t, rmask, sB_b, sB_g, sB_n, sB_l)
+        if not STATE_ONLY:
+            C_nx = load_bc_row(C_ptr, b, g, 0, t, rmask, sC_b, sC_g, sC_n, sC_l)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
-            h_in, A2, Bn, Cn = h_nx, A2_nx, B_nx, C_nx
-            more = n + 1 < N
-            h_nx = tl.load(here + n + 1, mask=dmask & more, other=0.0)
-            A2_nx = tl.load(A_ptr + d * N + n + 1, mask=dmask & more, other=0.0) * LOG2E
-            B_nx = load_bc_row(B_ptr, b, g, n + 1, t, tmask & more, sB_b, sB_g, sB_n, sB_l)
-            C_nx = load_bc_row(C_ptr, b, g, n + 1, t, tmask & more & (not STATE_ONLY),
-                               sC_b, sC_g, sC_n, sC_l)
+            h_in, A2, Bn = h_nx, A2_nx, B_nx
+            if not STATE_ONLY:
+                Cn = C_nx
+            # the last iteration loads state N-1's again rather than testing n + 1 < N
+            nx = tl.minimum(n + 1, N - 1)
+            h_nx = tl.load(here + nx, mask=dmask, other=0.0)
+            A2_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0) * LOG2E
+            B_nx = load_bc_row(B_ptr, b, g, nx, t, rmask, sB_b, sB_g, sB_n, sB_l)
+            if not STATE_ONLY:
+                C_nx = load_bc_row(C_ptr, b, g, nx, t, rmask, sC_b, sC_g, sC_n, sC_l)
             a = tl.exp2(dt * A2[:, None])
             x = dtu * Bn[None, :]
             if HAS_CU:
@@ -95,11 +104,15 @@ def scan_fwd_kernel(
                                  mask=m0, other=0.0)
                     x += a * h0
                 a = tl.where(first[None, :], 0.0, a)
+            # the state entering the chunk joins at its first position: h = x's scan alone.
+            # `begin` is one position, so only the registers that can hold it select (the
+            # compiler folds the test to false elsewhere) and the scan's products of a
+            # go unused past the lanes' totals
+            x = tl.where(begin[None, :], x + a * h_in[:, None], x)
             if REVERSE:
-                a_cum, x_cum = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
+                _a_cum, hn = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
             else:
-                a_cum, x_cum = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
-            hn = a_cum * h_in[:, None] + x_cum                               # (BD, T)
+                _a_cum, hn = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
             # the state at the chunk's end, stored by the thread that holds it
             tl.store(edge + n, hn, mask=dmask[:, None] & end[None, :])
             if not STATE_ONLY:
