@@ -85,6 +85,8 @@ def main():
     p.add_argument("--skip-1m", action="store_true")
     p.add_argument("--max-length", type=int, default=2**20,
                    help="skip the cases longer than this (the 128K reference takes ~100 s)")
+    p.add_argument("--min-length", type=int, default=0,
+                   help="skip the cases shorter than this (to re-run only the long ones)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -97,7 +99,7 @@ def main():
         cases.append(("1x1M fwd (64 channels checked)", 1, 2**20,
                       dict(backward=False, channels=64)))
     results = [check(label, batch, length, **kw) for label, batch, length, kw in cases
-               if length <= a.max_length]
+               if a.min_length <= length <= a.max_length]
     if a.json:
         atomic_write(a.json, json.dumps(results, indent=1))
     sys.exit(0 if all(r["ok"] for r in results) else 1)
