@@ -191,7 +191,7 @@ import triton.language as tl  # noqa: E402
 
 from bytessm.kernels.triton.common import (_flip8_split_join, adjoint_combine,  # noqa: E402
                                            pair_combine, reverse_adjoint_scan,
-                                           reverse_pair_scan)
+                                           reverse_pair_scan, softplus)
 
 
 @triton.jit
@@ -233,6 +233,28 @@ def test_two_level_reverse_scans_equal_tritons(length):
     for want, got in ((0, 1), (2, 3), (4, 5), (6, 7)):
         torch.testing.assert_close(out[got], out[want], rtol=1e-5, atol=1e-6)
     assert out[8].abs().max() == 0
+
+
+@triton.jit
+def _softplus_kernel(x_ptr, out_ptr, T: tl.constexpr):
+    o = tl.arange(0, T)
+    tl.store(out_ptr + o, softplus(tl.load(x_ptr + o)))
+
+
+def test_softplus_matches_torch():
+    """`common.softplus` (ex2 and lg2, a series below -8, linear past 20: the kernels' dt)
+    against torch's over [-40, 40]: absolute error within float32's rounding of 1 + e^x, and
+    below -8 a relative error within float32's exp (x log2 e is rounded: 3e-6 at -40), where
+    log(1 + e^x) would have lost e^x altogether."""
+    x = torch.cat([torch.linspace(-40.0, 40.0, 1000), torch.tensor([-8.0, 20.0, 0.0, -7.99, 20.01])])
+    x = torch.nn.functional.pad(x, (0, 1024 - x.numel())).to(DEVICE)
+    out = torch.empty_like(x)
+    _softplus_kernel[(1,)](x, out, T=1024)
+    want = torch.nn.functional.softplus(x.double())
+    err = (out.double() - want).abs()
+    assert (err <= 2e-7 + 1e-6 * want).all(), f"worst at x={x[err.argmax()].item()}: {err.max().item():.3g}"
+    small = x < -8.0
+    assert ((out.double() - want).abs()[small] <= 5e-6 * want[small]).all()
 
 
 def test_chunk_by_length_class(monkeypatch):
