@@ -107,23 +107,21 @@ class DecodeConfig:
     warps: int
 
 
-def decode_config(batch: int, dim: int, dstate: int, fused_dt: bool = False) -> DecodeConfig:
+def decode_config(batch: int, dim: int, dstate: int) -> DecodeConfig:
     """Launch configuration of the single-step state update (`decode.py`). The step streams
     the state once (batch x dim x dstate floats): enough programs to fill the SMs at batch 1,
     enough bytes per program to keep the loads in flight at large batch.
     `BYTESSM_DECODE_CONFIG='{"block_d": 32, "warps": 4}'` overrides it for sweeps
-    (`scripts/bench_scan.py --tune-decode`). `fused_dt`: the step also computes dt_proj
-    (the model's decode path), which keeps the configurations it was measured end to end
-    with (`bench_generate.py`), from the previous sweep."""
+    (`scripts/bench_scan.py --tune-decode`)."""
     # by batch class, from H200 sweeps beside mamba_ssm's step (dstate 16, `bench_scan.py
     # --tune-decode`, docs/benchmarks/decode_tune.json): 512 state elements (32 channels) and
     # four warps per program up to batch 32, mamba_ssm's own geometry (2026-11-30, ninth
     # session, interleaved repeats: 0.98-1.01x its time at batch 1 against 1.01-1.03x for
     # 128 elements and one warp; 1.03x at batch 16 against 1.04-1.05x for 1024 and four),
-    # 512 and one warp above (0.78x at 128)
+    # 512 and one warp above (0.78x at 128). The model's step, which computes dt_proj in
+    # the same kernel, decoded the 353M Mamba at 1,820 tokens/s at batch 1 this way against
+    # 1,809 with 128 elements and one warp (`bench_generate.py --compile off --prompts 1024`)
     elements, warps = (512, 4) if batch <= 32 else (512, 1)
-    if fused_dt:  # the table the generation benchmarks ran with
-        elements, warps = (128, 1) if batch == 1 else (1024, 4) if batch <= 32 else (512, 1)
     cfg = DecodeConfig(block_d=min(max(1, elements // n_pad(dstate)), 64), warps=warps)
     overrides = os.environ.get("BYTESSM_DECODE_CONFIG")
     if overrides:

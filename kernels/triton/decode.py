@@ -151,7 +151,7 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
     Cg = C if C.dim() == 3 else C.unsqueeze(1)
     groups = Bg.shape[1]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    cfg = decode_config(batch, dim, dstate, fused_dt=dt_proj_weight is not None)
+    cfg = decode_config(batch, dim, dstate)
     zs = z.stride() if z is not None else (0, 0)
     rank = dt.shape[1] if dt_proj_weight is not None else 0
     ws = dt_proj_weight.stride() if dt_proj_weight is not None else (0, 0)

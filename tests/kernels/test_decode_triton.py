@@ -145,8 +145,6 @@ def test_decode_config_by_batch_class(monkeypatch):
 
     assert (decode_config(1, 1536, 16).block_d, decode_config(1, 1536, 16).warps) == (32, 4)
     assert (decode_config(16, 1536, 16).block_d, decode_config(16, 1536, 16).warps) == (32, 4)
-    fused = decode_config(1, 1536, 16, fused_dt=True)               # with dt_proj: as measured
-    assert (fused.block_d, fused.warps) == (8, 1)
     assert (decode_config(128, 1536, 16).block_d, decode_config(128, 1536, 16).warps) == (32, 1)
     assert decode_config(128, 12, 16).block_d == 16                 # next power of two of 12
     assert decode_config(128, 1536, 256).block_d == 2               # 512 elements at dstate 256
