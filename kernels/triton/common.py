@@ -172,10 +172,12 @@ def _log2_approx(x):
 @triton.jit
 def softplus(x):
     """log(1 + e^x), linear past 20 like torch.nn.functional.softplus, from one ex2 and one
-    lg2; below -8, e^x - e^2x / 2 (where 1 + e^x would round e^x away)."""
+    lg2; below -8, e^x - e^2x / 2 (where 1 + e^x would round e^x away). The outer test is
+    `x <= 20` so that NaN takes the last branch, x itself: on the GPU tl.minimum(NaN, 20)
+    is 20 (PTX min.f32 returns the operand that is a number)."""
     y = tl.exp2(tl.minimum(x, 20.0) * LOG2E)
     small = y - 0.5 * y * y
-    return tl.where(x > 20.0, x, tl.where(x < -8.0, small, _log2_approx(1.0 + y) * LN2))
+    return tl.where(x <= 20.0, tl.where(x < -8.0, small, _log2_approx(1.0 + y) * LN2), x)
 
 
 @triton.jit

@@ -45,9 +45,12 @@ def test_too_large_dstate_is_refused():
         selective_scan(**ins, backend="triton")
 
 
-def test_non_finite_input_propagates_as_nan():
+@pytest.mark.parametrize("name", ["u", "delta"])
+def test_non_finite_input_propagates_as_nan(name):
+    """A NaN in u, or in delta (through the softplus), reaches every later output of its
+    channel and no other."""
     ins = _ins(batch=1, dim=4, length=40)
-    ins["u"][0, 1, 5] = float("nan")
+    ins[name][0, 1, 5] = float("nan")
     y = selective_scan(**ins, backend="triton")
     assert torch.isnan(y[0, 1, 5:]).all()                     # the state carries it onwards
     assert torch.isfinite(y[0, 1, :5]).all() and torch.isfinite(y[0, 0]).all()

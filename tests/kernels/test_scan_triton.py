@@ -255,6 +255,10 @@ def test_softplus_matches_torch():
     assert (err <= 2e-7 + 1e-6 * want).all(), f"worst at x={x[err.argmax()].item()}: {err.max().item():.3g}"
     small = x < -8.0
     assert ((out.double() - want).abs()[small] <= 5e-6 * want[small]).all()
+    special = torch.tensor([float("nan"), float("inf"), float("-inf")] + [0.0] * 13, device=DEVICE)
+    out = torch.empty_like(special)
+    _softplus_kernel[(1,)](special, out, T=16)
+    assert torch.isnan(out[0]) and out[1] == float("inf") and out[2] == 0   # NaN stays NaN
 
 
 def test_chunk_by_length_class(monkeypatch):
