@@ -87,8 +87,7 @@ def main():
                    help="compile as for an odd length (no alignment known)")
     a = p.parse_args()
     base = dict(CHUNK=a.chunk, N_PAD=16, UNROLL=1, EVEN_L=not a.unaligned, SOFTPLUS=True,
-                HAS_BIAS=True, HAS_D=True,
-                HAS_Z=True)
+                HAS_BIAS=True, HAS_D=True, HAS_Z=True)
     flags = (itertools.product((False, True), repeat=4) if a.all_variants
              else [(True, False, False, False), (True, False, True, False)])
     for h0, cu, reverse, partial in flags:

@@ -92,7 +92,8 @@ def test_scan_inputs_are_laid_out_for_the_backend(monkeypatch, mixer, backend):
     over with unit stride there (a (B, L, D) tensor seen as (B, D, L) has stride D, and each
     load then touches its own cache line), every row 16-byte aligned. The reference scan
     reads time-major: it gets the projections (delta, z, B, C) as transposed views of their
-    (B, L, channels) outputs, no copies (the CPU default job trained 1.5-1.9x faster so)."""
+    (B, L, channels) outputs, no copies (the CPU default job trained at 8.1-9.5K symbols/s so,
+    against 4.8-5.7K with copies)."""
     import bytessm.nn.mamba as mamba_module
 
     seen = []
