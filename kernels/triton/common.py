@@ -59,23 +59,24 @@ def adjoint_combine(q1, p1, f1, q2, p2, f2):
 
 
 @triton.jit
-def pair_excl_combine(ea1, ex1, ia1, ix1, ea2, ex2, ia2, ix2):
-    """The pair monoid carrying (exclusive, inclusive) prefixes: an element is (identity, e);
-    the exclusive part of `first` then `second` is first's inclusive then second's exclusive."""
-    ea, ex = pair_combine(ia1, ix1, ea2, ex2)
-    ia, ix = pair_combine(ia1, ix1, ia2, ix2)
-    return ea, ex, ia, ix
-
-
-@triton.jit
 def _groups_excl(a, x):
     """Reverse exclusive pair scan along axis 1 of (BLOCK_D, G) tiles: what the groups after
-    each one in position order (visited before it) compose to, (1, 0) for the last group."""
-    one = tl.full(a.shape, 1.0, tl.float32)
-    zero = tl.zeros(a.shape, tl.float32)
-    ea, ex, _ia, _ix = tl.associative_scan((one, zero, a, x), axis=1,
-                                           combine_fn=pair_excl_combine, reverse=True)
-    return ea, ex
+    each one in position order (visited before it) compose to, (1, 0) for the last group.
+
+    The groups are put in reverse order with `tl.gather`, scanned forward, and gathered back
+    one group over: within a warp a gather is a shuffle per register it may come from,
+    where Triton's reverse scan moves every value to the mirrored lane and back through
+    five, and an exclusive scan would carry four values instead of two."""
+    G: tl.constexpr = a.shape[1]
+    k = tl.arange(0, G)[None, :] + tl.zeros(a.shape, tl.int32)
+    rev = G - 1 - k
+    ia, ix = tl.associative_scan((tl.gather(a, rev, axis=1), tl.gather(x, rev, axis=1)),
+                                 axis=1, combine_fn=pair_combine)
+    # the groups after k are the reversed order's first G-1-k: its inclusive scan at G-2-k
+    src = tl.maximum(rev - 1, 0)
+    last = k == G - 1
+    return (tl.where(last, 1.0, tl.gather(ia, src, axis=1)),
+            tl.where(last, 0.0, tl.gather(ix, src, axis=1)))
 
 
 @triton.jit
@@ -114,9 +115,14 @@ def _grouped_flipped(v, BLOCK_D: tl.constexpr, G: tl.constexpr, R: tl.constexpr)
 
 @triton.jit
 def _first_of_group(v):
-    """(BLOCK_D, G, R) -> (BLOCK_D, G): each group's first position."""
-    i = tl.arange(0, v.shape[2])[None, None, :]
-    return tl.sum(tl.where(i == 0, v, 0.0), axis=2)
+    """(BLOCK_D, G, 8) -> (BLOCK_D, G): each group's first position, by split (a choice of
+    registers on the GPU; a sum of v with zeros costs an add per position there)."""
+    tl.static_assert(v.shape[2] == 8)
+    w = tl.reshape(v, (v.shape[0], v.shape[1], 2, 2, 2))
+    w, _hi = tl.split(w)
+    w, _hi = tl.split(w)
+    w, _hi = tl.split(w)
+    return w
 
 
 @triton.jit
@@ -140,24 +146,26 @@ def reverse_pair_scan(a, x, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
 
 
 @triton.jit
-def reverse_adjoint_scan(q, p, f, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
-    """The (Q, P) of `tl.associative_scan((q, p, f), axis=1, combine_fn=adjoint_combine,
-    reverse=True)`, in two levels like `reverse_pair_scan`. Across groups the adjoint needs
-    no shifted decay: what leaves group k through its first position is
-    out_k = F_k (Q_k + P_k out_{k+1}) (Q_k, P_k at its first position, F_k the decay there),
-    a pair recurrence whose exclusive scan (E_a, E_x) gives what enters each group; then
-    Q = Q_local + P_local E_x and P = P_local E_a."""
+def reverse_adjoint_scan(beta, f, g_end, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
+    """The adjoint g = Q + P * g_end over (BLOCK_D, CHUNK) tiles, where (Q, P) are those of
+    `tl.associative_scan((beta, 1, f), axis=1, combine_fn=adjoint_combine, reverse=True)`
+    and g_end (BLOCK_D,) is what arrives at the chunk's end, in two levels like
+    `reverse_pair_scan`. Across groups the adjoint needs no shifted decay: what leaves group
+    k through its first position is out_k = F_k (Q_k + P_k out_{k+1}) (Q_k, P_k at its first
+    position, F_k the decay there), a pair recurrence whose exclusive scan (E_a, E_x) gives
+    what enters each group from inside the chunk, so E_x + E_a g_end enters it in all, and
+    g = Q_local + P_local (E_x + E_a g_end): one multiply-add per position."""
     R: tl.constexpr = 8
     G: tl.constexpr = CHUNK // R
-    lq, lp, lf = tl.associative_scan(
-        (_grouped_flipped(q, BLOCK_D, G, R), _grouped_flipped(p, BLOCK_D, G, R),
-         _grouped_flipped(f, BLOCK_D, G, R)), axis=2, combine_fn=adjoint_combine)
-    lq, lp, lf = flip_groups(lq), flip_groups(lp), flip_groups(lf)
-    f0 = _first_of_group(lf)
+    fg = _grouped_flipped(f, BLOCK_D, G, R)
+    lq, lp, _lf = tl.associative_scan(
+        (_grouped_flipped(beta, BLOCK_D, G, R), tl.full(fg.shape, 1.0, tl.float32), fg),
+        axis=2, combine_fn=adjoint_combine)
+    lq, lp = flip_groups(lq), flip_groups(lp)
+    f0 = _first_of_group(tl.reshape(f, (BLOCK_D, G, R)))
     ea, ex = _groups_excl(f0 * _first_of_group(lp), f0 * _first_of_group(lq))
-    q_full = lq + lp * ex[:, :, None]
-    p_full = lp * ea[:, :, None]
-    return tl.reshape(q_full, (BLOCK_D, CHUNK)), tl.reshape(p_full, (BLOCK_D, CHUNK))
+    enter = ex + ea * g_end[:, None]                                  # (BLOCK_D, G)
+    return tl.reshape(lq + lp * enter[:, :, None], (BLOCK_D, CHUNK))
 
 
 @triton.jit
@@ -233,10 +241,24 @@ def chunk_handover(buf_ptr, ends_ptr, b, s, c, c_next, last, NC, S, D, N, d, k):
 
 
 @triton.jit
+def load_raw(ptr, b, d, t, m, s_b, s_d, s_l):
+    """A (BLOCK_D, CHUNK) tile of a (batch, dim, length) tensor, in the tensor's dtype (a
+    prefetched tile waits in registers at half the size)."""
+    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m, other=0.0)
+
+
+@triton.jit
 def load_tile(ptr, b, d, t, m, s_b, s_d, s_l):
     """A (BLOCK_D, CHUNK) float32 tile of a (batch, dim, length) tensor."""
-    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m,
-                   other=0.0).to(tl.float32)
+    return load_raw(ptr, b, d, t, m, s_b, s_d, s_l).to(tl.float32)
+
+
+@triton.jit
+def chunk_rows(c, k, L, dmask):
+    """Chunk c's positions, which of them exist, and the (BLOCK_D, CHUNK) mask."""
+    t = c * k.shape[0] + k
+    tmask = t < L
+    return t, tmask, dmask[:, None] & tmask[None, :]
 
 
 @triton.jit
@@ -245,7 +267,14 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, s_b, s_d, s_l,
     """dt (after bias and softplus) and the pre-softplus delta + bias, (BLOCK_D, CHUNK).
 
     Padding positions get dt = 0, so a = 1 and x = 0 there: the scan's identity."""
-    raw = load_tile(delta_ptr, b, d, t, m, s_b, s_d, s_l)
+    return dt_from_raw(load_raw(delta_ptr, b, d, t, m, s_b, s_d, s_l), bias_ptr, d, m, dmask,
+                       HAS_BIAS, SOFTPLUS)
+
+
+@triton.jit
+def dt_from_raw(delta, bias_ptr, d, m, dmask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """`load_dt` from a tile of delta already loaded."""
+    raw = delta.to(tl.float32)
     if HAS_BIAS:
         raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
     dt = raw
@@ -255,10 +284,26 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, s_b, s_d, s_l,
 
 
 @triton.jit
-def load_bc_row(ptr, b, g, n, t, tmask, s_b, s_g, s_n, s_l):
-    """Row n of B or C over the chunk's positions, (CHUNK,) float32 (tmask None: all of
-    them exist)."""
-    p = ptr + b * s_b + g * s_g + n * s_n + t * s_l
+def load_bc_row(ptr, b, g, n, t0, tmask, L, s_b, s_g, s_n, s_l, CHUNK: tl.constexpr,
+                PAIRS: tl.constexpr):
+    """Row n of B or C over the chunk's positions t0 + [0, CHUNK), (CHUNK,) float32 (tmask
+    None: all of them exist).
+
+    PAIRS (bf16 rows with a unit stride, an even length and every row start 4-byte aligned,
+    which the launcher checks): the row is read as int32 words of two positions and widened
+    by bit operations, one per position (bf16 is float32's upper half), where the widening
+    of loaded bf16 values compiles to about two."""
+    if PAIRS:
+        j = tl.arange(0, CHUNK // 2)
+        words = (ptr + b * s_b + g * s_g + n * s_n + t0).to(tl.pointer_type(tl.int32)) + j
+        if tmask is None:
+            w = tl.load(words)
+        else:
+            w = tl.load(words, mask=t0 + 2 * j < L, other=0)
+        lo = (w << 16).to(tl.float32, bitcast=True)
+        hi = (w & -65536).to(tl.float32, bitcast=True)
+        return tl.reshape(tl.join(lo, hi), (CHUNK,))
+    p = ptr + b * s_b + g * s_g + n * s_n + (t0 + tl.arange(0, CHUNK)) * s_l
     if tmask is None:
         return tl.load(p).to(tl.float32)
     else:

@@ -64,6 +64,15 @@ def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward:
     return cfg, nc, cps, triton.cdiv(nc, cps) if nc else 1
 
 
+def _bc_pairs(Bg: Tensor, Cg: Tensor, length: int) -> bool:
+    """Whether the kernels may read the rows of B and C as int32 words of two bf16 positions
+    (`common.load_bc_row`'s PAIRS): bf16, unit stride along the length, an even length, and
+    every row start 4-byte aligned."""
+    return length % 2 == 0 and all(
+        M.dtype == torch.bfloat16 and M.stride(-1) == 1 and M.data_ptr() % 4 == 0
+        and all(s % 2 == 0 for s in M.stride()[:-1]) for M in (Bg, Cg))
+
+
 def _maxnreg(limit: int) -> dict:
     """ptxas's register cap as a launch option (0: none). Not for the interpreter."""
     return {"maxnreg": limit} if limit and os.environ.get("TRITON_INTERPRET") != "1" else {}
@@ -107,7 +116,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, EVEN_L=length % cfg.chunk == 0,
-                 num_warps=cfg.warps,
+                 BC_PAIRS=_bc_pairs(Bg, Cg, length), num_warps=cfg.warps,
                  **_maxnreg(cfg.maxnreg))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
@@ -163,8 +172,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
                      BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
-                     EVEN_L=length % cfg.chunk == 0,
-                     num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
+                     EVEN_L=length % cfg.chunk == 0, num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
         if nseg > 1:
             scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
             _carry(ends, seg_dt, A32, keep, not reverse, cfg)

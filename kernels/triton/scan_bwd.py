@@ -9,11 +9,14 @@ elements of `common.py`:
 
 For each chunk and state index n, `scan_bwd_kernel` recomputes h over the chunk from the
 entering state the forward saved, scans g with the three-value monoid of `common.py` from
-the gradient arriving at the chunk's end (`adj`, passed from chunk to chunk the way the forward passes the state), and accumulates
-du, d delta and dz in registers over n. dB and dC (sums over channels) are added
-atomically by every channel, as mamba_ssm's CUDA kernel does (a sum across warps first
-costs more than the atomics); dA (per chunk and n), dD and d delta_bias (per program) after
-a sum over time. The adds are relaxed: nothing reads the sums before the kernel ends.
+the gradient arriving at the chunk's end (`adj`, passed from chunk to chunk the way the
+forward passes the state), and accumulates sum_n g B and sum_n g a h_prev A (and y for dz)
+in registers over n; du, d delta and dz follow at the chunk's end. dB and dC (sums over
+channels) are summed over the program's channels and added atomically, as mamba_ssm's CUDA
+kernel adds them per channel: those adds are a third of the backward's time at one channel
+per program (measured on an H200 at 1x128K by leaving them out), so a program holds two
+channels in one warp where it can; dA (per chunk and n), dD and d delta_bias (per program)
+after a sum over time. The adds are relaxed: nothing reads the sums before the kernel ends.
 
 Segments, when there are several, need the gradient arriving at each segment's end first:
 a launch with ADJ_ONLY=True scans only g through each segment from zero (no recompute of
@@ -76,28 +79,29 @@ def scan_bwd_kernel(
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
         c, c_next = chunk_at(i, c_lo, n_chunks, not REVERSE)
-        t = c * CHUNK + k
+        t0 = c * CHUNK
+        t = t0 + k
         tmask = t < L
         m = dmask[:, None] & tmask[None, :]
         if EVEN_L:  # every chunk whole: the rows of B and C load unmasked
             rmask = None
         else:
             rmask = tmask
-        dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
-                          HAS_BIAS, SOFTPLUS)
+        # Only dt, dt * u, dy and three accumulators live through the loop over states; what
+        # the chunk's end needs besides (delta, dout, z, u) is loaded again there (L2 hits)
+        # rather than held in registers, which the backward has none to spare of
+        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
+                           HAS_BIAS, SOFTPLUS)
         if ADJ_ONLY:
             dt_total += tl.sum(dt, axis=1)
-        dout = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
-        dy = dout
+        dy = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
         if HAS_Z:
             zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
-            sig = tl.sigmoid(zt)
-            dy = dout * zt * sig
+            dy = dy * zt * tl.sigmoid(zt)
         if not ADJ_ONLY:
-            u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
-            dtu = dt * u
-            du = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
-            ddt = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
+            dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+            gB = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)     # sum over n of g B
+            gHA = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)    # ... of g a h_prev A
             if HAS_Z:
                 y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         if HAS_CU:
@@ -111,8 +115,10 @@ def scan_bwd_kernel(
         A_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0)
         if not ADJ_ONLY:
             h_nx = tl.load(h_enter, mask=dmask, other=0.0)
-            B_nx = load_bc_row(B_ptr, b, g, 0, t, rmask, sB_b, sB_g, sB_n, sB_l)
-        C_nx = load_bc_row(C_ptr, b, g, 0, t, rmask, sC_b, sC_g, sC_n, sC_l)
+            B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, L, sB_b, sB_g,
+                               sB_n, sB_l, CHUNK, False)
+        C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, L, sC_b, sC_g,
+                           sC_n, sC_l, CHUNK, False)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             g_in, A, Cn = g_nx, A_nx, C_nx
             if not ADJ_ONLY:
@@ -123,8 +129,10 @@ def scan_bwd_kernel(
             A_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0)
             if not ADJ_ONLY:
                 h_nx = tl.load(h_enter + nx, mask=dmask, other=0.0)
-                B_nx = load_bc_row(B_ptr, b, g, nx, t, rmask, sB_b, sB_g, sB_n, sB_l)
-            C_nx = load_bc_row(C_ptr, b, g, nx, t, rmask, sC_b, sC_g, sC_n, sC_l)
+                B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, L, sB_b, sB_g,
+                                   sB_n, sB_l, CHUNK, False)
+            C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, L, sC_b, sC_g,
+                               sC_n, sC_l, CHUNK, False)
             a = tl.exp2(dt * (A * LOG2E)[:, None])
             a_cut = a
             if HAS_CU:
@@ -134,13 +142,13 @@ def scan_bwd_kernel(
                 m_last = last[None, :] & dmask[:, None]
                 beta += tl.load(dlast_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
                                 mask=m_last, other=0.0)
-            ones = tl.full(beta.shape, 1.0, tl.float32)
             if REVERSE:
+                ones = tl.full(beta.shape, 1.0, tl.float32)
                 q, p, _f = tl.associative_scan((beta, ones, a_cut), axis=1,
                                                combine_fn=adjoint_combine)
+                gr = q + p * g_in[:, None]                                      # (BD, T)
             else:
-                q, p = reverse_adjoint_scan(beta, ones, a_cut, BLOCK_D, CHUNK)
-            gr = q + p * g_in[:, None]                                          # (BD, T)
+                gr = reverse_adjoint_scan(beta, a_cut, g_in, BLOCK_D, CHUNK)
             # what reaches the chunk's entering state, stored by the thread that holds it
             tl.store(edge + n, a_cut * gr, mask=dmask[:, None] & start[None, :])
             if not ADJ_ONLY:
@@ -163,18 +171,20 @@ def scan_bwd_kernel(
                                                      combine_fn=pair_combine)
                 if HAS_Z:
                     y += hn * Cn[None, :]
-                hx = hn - x                               # a * h_prev (a * h0 at starts)
-                gB = gr * Bn[None, :]
-                du += gB
-                ddt += gr * hx * A[:, None] + gB * u
-                tl.atomic_add(dA_ptr + d * N + n, tl.sum(gr * hx * dt, axis=1), mask=dmask,
+                ghx = gr * (hn - x)                       # g a h_prev (a h0 at starts)
+                gB += gr * Bn[None, :]
+                gHA += ghx * A[:, None]
+                tl.atomic_add(dA_ptr + d * N + n, tl.sum(ghx * dt, axis=1), mask=dmask,
                               sem="relaxed")
-                # dB, dC: every channel adds its own row (no reduction across warps)
-                bc = ((b * G + g) * N + n) * L + t[None, :] + 0 * d[:, None]
-                tl.atomic_add(dB_ptr + bc, gr * dtu, mask=m, sem="relaxed")
-                tl.atomic_add(dC_ptr + bc, hn * dy, mask=m, sem="relaxed")
+                # dB, dC: summed over the program's channels, then added to the row
+                bc = ((b * G + g) * N + n) * L + t
+                tl.atomic_add(dB_ptr + bc, tl.sum(gr * dtu, axis=0), mask=tmask, sem="relaxed")
+                tl.atomic_add(dC_ptr + bc, tl.sum(hn * dy, axis=0), mask=tmask, sem="relaxed")
         if not ADJ_ONLY:
-            du = du * dt
+            # x = dt u B: d dt gets u * sum g B, du gets dt * sum g B
+            u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+            ddt = gHA + gB * u
+            du = gB * dt
             if HAS_D:
                 du += Dv[:, None] * dy
                 dD_acc += tl.sum(dy * u, axis=1)
@@ -182,9 +192,14 @@ def scan_bwd_kernel(
             if HAS_Z:
                 if HAS_D:
                     y += Dv[:, None] * u
+                zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
+                sig = tl.sigmoid(zt)
+                dout = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
                 dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
                 tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m)
             if SOFTPLUS:
+                _dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
+                                   HAS_BIAS, False)
                 ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
             ddt = tl.where(m, ddt, 0.0)
             if HAS_BIAS:

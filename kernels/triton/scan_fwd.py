@@ -33,7 +33,7 @@ def scan_fwd_kernel(
     HAS_CU: tl.constexpr, REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
-    EVEN_L: tl.constexpr,
+    EVEN_L: tl.constexpr, BC_PAIRS: tl.constexpr,
 ):
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
@@ -60,7 +60,8 @@ def scan_fwd_kernel(
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
         c, c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
-        t = c * CHUNK + k
+        t0 = c * CHUNK
+        t = t0 + k
         tmask = t < L
         m = dmask[:, None] & tmask[None, :]
         if EVEN_L:  # every chunk whole: the rows of B and C load unmasked
@@ -81,9 +82,11 @@ def scan_fwd_kernel(
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         h_nx = tl.load(here, mask=dmask, other=0.0)
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
-        B_nx = load_bc_row(B_ptr, b, g, 0, t, rmask, sB_b, sB_g, sB_n, sB_l)
+        B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, L, sB_b, sB_g,
+                           sB_n, sB_l, CHUNK, BC_PAIRS)
         if not STATE_ONLY:
-            C_nx = load_bc_row(C_ptr, b, g, 0, t, rmask, sC_b, sC_g, sC_n, sC_l)
+            C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, L, sC_b, sC_g,
+                               sC_n, sC_l, CHUNK, BC_PAIRS)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             h_in, A2, Bn = h_nx, A2_nx, B_nx
             if not STATE_ONLY:
@@ -92,9 +95,11 @@ def scan_fwd_kernel(
             nx = tl.minimum(n + 1, N - 1)
             h_nx = tl.load(here + nx, mask=dmask, other=0.0)
             A2_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0) * LOG2E
-            B_nx = load_bc_row(B_ptr, b, g, nx, t, rmask, sB_b, sB_g, sB_n, sB_l)
+            B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, L, sB_b, sB_g,
+                               sB_n, sB_l, CHUNK, BC_PAIRS)
             if not STATE_ONLY:
-                C_nx = load_bc_row(C_ptr, b, g, nx, t, rmask, sC_b, sC_g, sC_n, sC_l)
+                C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, L, sC_b, sC_g,
+                                   sC_n, sC_l, CHUNK, BC_PAIRS)
             a = tl.exp2(dt * A2[:, None])
             x = dtu * Bn[None, :]
             if HAS_CU:

@@ -189,37 +189,41 @@ def test_tolerance_table_covers_input_dtypes():
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from bytessm.kernels.triton.common import (_flip8_split_join, adjoint_combine,  # noqa: E402
-                                           pair_combine, reverse_adjoint_scan,
+from bytessm.kernels.triton.common import (_first_of_group, _flip8_split_join,  # noqa: E402
+                                           adjoint_combine, pair_combine, reverse_adjoint_scan,
                                            reverse_pair_scan, softplus)
 
 
 @triton.jit
-def _reverse_scans_kernel(a_ptr, x_ptr, f_ptr, out_ptr, BD: tl.constexpr, T: tl.constexpr):
+def _reverse_scans_kernel(a_ptr, x_ptr, f_ptr, g_ptr, out_ptr, BD: tl.constexpr,
+                          T: tl.constexpr):
     o = tl.arange(0, BD)[:, None] * T + tl.arange(0, T)[None, :]
     a, x, f = tl.load(a_ptr + o), tl.load(x_ptr + o), tl.load(f_ptr + o)
+    g_end = tl.load(g_ptr + tl.arange(0, BD))
     ra, rx = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine, reverse=True)
     ga, gx = reverse_pair_scan(a, x, BD, T)
-    rq, rp, _rf = tl.associative_scan((x, a, f), axis=1, combine_fn=adjoint_combine,
+    ones = tl.full(x.shape, 1.0, tl.float32)
+    rq, rp, _rf = tl.associative_scan((x, ones, f), axis=1, combine_fn=adjoint_combine,
                                       reverse=True)
-    gq, gp = reverse_adjoint_scan(x, a, f, BD, T)
+    adjoint = reverse_adjoint_scan(x, f, g_end, BD, T)
     v = tl.reshape(x, (BD, T // 8, 8))
     flips = tl.reshape(_flip8_split_join(v) - tl.flip(v, 2), (BD, T))
     tl.store(out_ptr + o, ra)
     tl.store(out_ptr + BD * T + o, ga)
     tl.store(out_ptr + 2 * BD * T + o, rx)
     tl.store(out_ptr + 3 * BD * T + o, gx)
-    tl.store(out_ptr + 4 * BD * T + o, rq)
-    tl.store(out_ptr + 5 * BD * T + o, gq)
-    tl.store(out_ptr + 6 * BD * T + o, rp)
-    tl.store(out_ptr + 7 * BD * T + o, gp)
+    tl.store(out_ptr + 4 * BD * T + o, rq + rp * g_end[:, None])
+    tl.store(out_ptr + 5 * BD * T + o, adjoint)
+    o_g = tl.arange(0, BD)[:, None] * (T // 8) + tl.arange(0, T // 8)[None, :]
+    tl.store(out_ptr + 6 * BD * T + o_g, _first_of_group(v))
     tl.store(out_ptr + 8 * BD * T + o, flips)
 
 
 @pytest.mark.parametrize("length", [8, 64])
 def test_two_level_reverse_scans_equal_tritons(length):
     """`reverse_pair_scan` / `reverse_adjoint_scan` (in-register groups of 8, then one value
-    per group across threads) give what Triton's own reverse scan gives, and the
+    per group across threads) give what Triton's own reverse scan gives (the adjoint with a
+    gradient arriving at the end, Q + P g_end), the groups' first positions are right, and the
     interpreter's flip of a group equals `tl.flip` (the GPU's); random values, decays in
     (0, 1) as the scan's are."""
     g = torch.Generator().manual_seed(length)
@@ -227,11 +231,14 @@ def test_two_level_reverse_scans_equal_tritons(length):
     a = torch.rand(bd, length, generator=g) * 0.9 + 0.05
     x = torch.randn(bd, length, generator=g)
     f = torch.rand(bd, length, generator=g) * 0.9 + 0.05
-    a, x, f = (t.to(DEVICE) for t in (a, x, f))
-    out = torch.empty(9, bd, length, device=DEVICE)
-    _reverse_scans_kernel[(1,)](a, x, f, out, BD=bd, T=length)
-    for want, got in ((0, 1), (2, 3), (4, 5), (6, 7)):
+    g_end = torch.randn(bd, generator=g)
+    a, x, f, g_end = (t.to(DEVICE) for t in (a, x, f, g_end))
+    out = torch.zeros(9, bd, length, device=DEVICE)
+    _reverse_scans_kernel[(1,)](a, x, f, g_end, out, BD=bd, T=length)
+    for want, got in ((0, 1), (2, 3), (4, 5)):
         torch.testing.assert_close(out[got], out[want], rtol=1e-5, atol=1e-6)
+    first = out[6].flatten()[:bd * (length // 8)].view(bd, length // 8)
+    assert torch.equal(first, x[:, ::8])    # each group's first position, by split
     assert out[8].abs().max() == 0
 
 

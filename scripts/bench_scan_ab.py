@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Time this checkout's scan kernels against another version's, interleaved in one process.
+
+    git archive <commit> kernels/triton | tar -x -C /tmp/base
+    python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton [--base OTHER ...] \
+        [--shapes 1x131072] [--rounds 3]
+
+Back-to-back runs of `bench_scan.py` drift by several percent on the same kernels (two
+processes on one H200 gave 16.5 and 17.7 ms for one forward+backward at 1x128K), more than
+most kernel changes gain. Here both versions' launchers (`scan.py`: forward and backward
+without autograd, so the two are timed apart) run on the same inputs in the same process,
+alternating round by round; the table gives each round's medians and, per version, the
+ratio of its median to the first --base's. Each other version is imported from its folder
+as a package of its own, without its `__init__` (which would register the custom ops a
+second time). Workload as
+`bench_scan.py`'s: D=1536, N=16, bf16, z, D, delta_bias, softplus.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import types
+from pathlib import Path
+
+import torch
+from triton.testing import do_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scan import scan_inputs  # noqa: E402
+
+from bytessm.kernels.triton import scan as head_scan  # noqa: E402
+
+
+def import_launchers(folder: str, name: str):
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(Path(folder).resolve())]
+    sys.modules[name] = pkg
+    return importlib.import_module(f"{name}.scan")
+
+
+def passes(mod, a: dict):
+    """(forward, backward) closures of one version's launchers on the inputs `a`."""
+    args = (a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"], a["delta_bias"])
+    out, _last, states = mod.scan_forward(*args, None, None, True, False)
+    dout = torch.randn_like(out)
+
+    def fwd():
+        return mod.scan_forward(*args, None, None, True, False)
+
+    def bwd():
+        return mod.scan_backward(dout, None, *args, None, None, states, True, False)
+    return fwd, bwd
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base", action="append", required=True,
+                   help="another version's kernels/triton folder (repeatable)")
+    p.add_argument("--shapes", default="8x2048,1x131072")
+    p.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args()
+    versions = {f"base{i}": import_launchers(folder, f"bytessm_base{i}_kernels")
+                for i, folder in enumerate(a.base)}
+    versions["head"] = head_scan
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; "
+          + ", ".join(f"base{i} = {f}" for i, f in enumerate(a.base)), flush=True)
+    print("| shape | pass | version | ms (rounds) | / base0 |\n|---|---|---|---|---:|")
+    for shape in a.shapes.split(","):
+        batch, length = (int(v) for v in shape.split("x"))
+        ins = {k: v.detach() for k, v in scan_inputs(batch, length, grad=False).items()}
+        fns = {v: passes(mod, ins) for v, mod in versions.items()}
+        times = {(v, i): [] for v in fns for i in range(2)}
+        for _ in range(a.rounds):
+            for version, pair in fns.items():
+                for i, fn in enumerate(pair):
+                    times[version, i].append(do_bench(fn, warmup=25, rep=200,
+                                                      return_mode="median"))
+        for i, name in enumerate(("fwd", "bwd")):
+            ref = statistics.median(times["base0", i])
+            for version in fns:
+                ts = times[version, i]
+                print(f"| {shape} | {name} | {version} | {' '.join(f'{t:.3f}' for t in ts)} | "
+                      f"{statistics.median(ts) / ref:.3f} |", flush=True)
+        del ins, fns
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
