@@ -2,11 +2,11 @@
 """Registers and spills of the scan kernels for sm_90, compiled on a machine without a GPU.
 
     python scripts/scan_registers.py [--chunk 256] [--block-d 1] [--warps 1] \
-        [--block-d-bwd 1] [--warps-bwd 1] [--all-variants]
+        [--chunk-bwd 256] [--block-d-bwd 1] [--warps-bwd 1] [--all-variants]
 
 Triton's front end and the ptxas it ships run on any machine; `ptxas -v` on the PTX gives
 the register count and spill bytes that set how many programs fit on an SM. bf16 inputs,
-with D, z, delta_bias and softplus; by default the variants without cu_seqlens, with an
+with D, z, delta_bias and softplus, B/C read as int32 pairs in the forward; by default the variants without cu_seqlens, with an
 initial state, in both directions (--all-variants: every combination of initial state, cu_seqlens, reverse and
 the segments' state-only / adjoint-only passes); aligned as for a length that is a multiple
 of 16 unless --unaligned. Also counts the warp shuffles in the PTX.
@@ -80,6 +80,7 @@ def main():
     p.add_argument("--chunk", type=int, default=256)
     p.add_argument("--block-d", type=int, default=1)
     p.add_argument("--warps", type=int, default=1)
+    p.add_argument("--chunk-bwd", type=int, default=0, help="the backward's chunk (0: --chunk)")
     p.add_argument("--block-d-bwd", type=int, default=1)
     p.add_argument("--warps-bwd", type=int, default=1)
     p.add_argument("--all-variants", action="store_true")
@@ -92,12 +93,15 @@ def main():
              else [(True, False, False, False), (True, False, True, False)])
     for h0, cu, reverse, partial in flags:
         absent = ([] if cu else ["seq_ptr"]) + ([] if h0 else ["h0_ptr"])
-        fwd = compile_kernel(scan_fwd_kernel, dict(base, BLOCK_D=a.block_d, HAS_H0=h0,
+        fwd = compile_kernel(scan_fwd_kernel, dict(base, BC_PAIRS=True,
+                                                    SAVE=min(a.chunk_bwd or a.chunk, a.chunk),
+                                                    BLOCK_D=a.block_d, HAS_H0=h0,
                                                     HAS_CU=cu, REVERSE=reverse,
                                                     STATE_ONLY=partial, HAS_ENTER=not partial),
                              absent + ([] if partial else ["seg_dt_ptr"]), a.warps,
                              not a.unaligned)
-        bwd = compile_kernel(scan_bwd_kernel, dict(base, BLOCK_D=a.block_d_bwd, HAS_H0=h0,
+        bwd = compile_kernel(scan_bwd_kernel, dict(base, CHUNK=min(a.chunk_bwd or a.chunk, a.chunk),
+                                                    BLOCK_D=a.block_d_bwd, HAS_H0=h0,
                                                     HAS_CU=cu, REVERSE=reverse, ADJ_ONLY=partial,
                                                     HAS_ENTER=not partial, HAS_DLAST=True),
                              absent + ([] if partial else ["seg_dt_ptr"])

@@ -35,7 +35,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_soft
     batch, dim, length = u.shape
     dstate = A.shape[1]
     nseq = batch if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    nc = scan.num_chunks(length, int(dstate))
+    nc = scan.num_saved(length, int(dstate))
     return (u.new_empty((batch, dim, length)), u.new_empty((nseq, dim, dstate), dtype=f32),
             u.new_empty((batch, nc, dim, dstate), dtype=f32))
 

@@ -241,6 +241,30 @@ def chunk_handover(buf_ptr, ends_ptr, b, s, c, c_next, last, NC, S, D, N, d, k):
 
 
 @triton.jit
+def saved_rows(c, c_lo, n_chunks, NS, k, REVERSE: tl.constexpr, SAVE: tl.constexpr):
+    """The forward saves the entering state of every SAVE positions (the backward's chunk,
+    which divides the forward's CHUNK) in rows of `states` (batch, NS, dim, dstate). For
+    the forward's chunk c: the row it enters by (its scan-first sub-chunk that exists), and
+    per position k of the chunk the sub-chunk j holding it, whether its state is saved
+    there (the sub-chunk's scan-last position, when the sub-chunk exists), the row it is
+    saved into (j + 1, or j - 1 for reverse) and whether j is the segment's scan-last
+    sub-chunk, whose state goes to `ends` instead."""
+    R: tl.constexpr = k.shape[0] // SAVE
+    j = c * R + k // SAVE
+    if REVERSE:
+        enter = tl.minimum(c * R + R - 1, NS - 1)
+        at = (k % SAVE == 0) & (j < NS)
+        nxt = j - 1
+        seg_last = j == c_lo * R
+    else:
+        enter = c * R
+        at = (k % SAVE == SAVE - 1) & (j < NS)
+        nxt = j + 1
+        seg_last = j == tl.minimum((c_lo + n_chunks) * R, NS) - 1
+    return enter, at, nxt, seg_last
+
+
+@triton.jit
 def load_raw(ptr, b, d, t, m, s_b, s_d, s_l):
     """A (BLOCK_D, CHUNK) tile of a (batch, dim, length) tensor, in the tensor's dtype (a
     prefetched tile waits in registers at half the size)."""

@@ -37,6 +37,8 @@ class ScanConfig:
     maxnreg: int = 0        # ptxas register cap of the forward kernel (0: none) ...
     maxnreg_long: int = 0   # ... from `long_from` positions on ...
     maxnreg_bwd: int = 0    # ... and of the backward
+    chunk_bwd: int = 0      # the backward's chunk, the granularity of the saved states
+                            # (0: the forward's; at most the forward's: see `bwd_chunk`)
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
@@ -48,9 +50,14 @@ class ScanConfig:
 # spilled): 0.42 vs 0.48 ms at 16x1K; the cap slowed chunk 512 (3.85 vs 3.52 ms at 128K)
 # and the backward (200 or 168 registers: forward+backward 12-30% slower at 128K), which
 # keep none (`scan_tune_maxnreg.json`, 2026-11-30).
-TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=1, warps_bwd=1,
+# The backward runs chunks of 256 with two channels per one-warp program (tenth session,
+# interleaved A/B on the H200, `bench_scan_ab.py`): at 1x128K 11.2 ms against 12.4 for
+# chunks of 512 with one channel, whose dB and dC atomics (one add per channel, position
+# and state) take a third of the backward's time; the two channels' rows are summed in
+# registers first. The forward keeps its chunks of 512 and saves its states every 256.
+TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512,
-                   maxnreg=112)
+                   maxnreg=112, chunk_bwd=256)
 MAX_DSTATE = 256
 
 
@@ -71,7 +78,7 @@ def _config(overrides: str) -> ScanConfig:
     if "maxnreg" in fields and "maxnreg_long" not in fields:
         fields["maxnreg_long"] = fields["maxnreg"]  # likewise a register cap
     cfg = dataclasses.replace(cfg, **fields)
-    for name in ("chunk", "chunk_long"):
+    for name in ("chunk", "chunk_long", "chunk_bwd"):
         value = getattr(cfg, name)
         if (value or name == "chunk") and (value < 16 or value & (value - 1)):
             raise ValueError(f"scan configuration: {name} must be a power of two >= 16 (the "
@@ -84,6 +91,12 @@ def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:
     if cfg.chunk_long and length >= cfg.long_from:
         return dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long)
     return cfg
+
+
+def bwd_chunk(cfg: ScanConfig) -> int:
+    """The backward's chunk: `chunk_bwd`, at most the forward's chunk (both powers of two,
+    so it divides it), which the forward saves its states at."""
+    return min(cfg.chunk_bwd or cfg.chunk, cfg.chunk)
 
 
 def scan_config(dstate: int, length: int) -> ScanConfig:

@@ -12,6 +12,7 @@ optional inputs are empty tensors.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -19,15 +20,16 @@ import triton
 from torch import Tensor
 
 from .carry import chunk_carry_kernel
-from .configs import n_pad, scan_config, segments
+from .configs import bwd_chunk, n_pad, scan_config, segments
 from .scan_bwd import scan_bwd_kernel
 from .scan_fwd import scan_fwd_kernel
 
 f32 = torch.float32
 
 
-def num_chunks(length: int, dstate: int) -> int:
-    return triton.cdiv(length, scan_config(dstate, length).chunk)
+def num_saved(length: int, dstate: int) -> int:
+    """Rows of the forward's saved states: one per backward chunk."""
+    return triton.cdiv(length, bwd_chunk(scan_config(dstate, length)))
 
 
 def _grouped(M: Tensor) -> Tensor:
@@ -56,8 +58,10 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
 def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward: bool):
     """Configuration, chunks, chunks per segment and segments of one call."""
     cfg = scan_config(dstate, length)
+    if backward:  # the backward's chunk is its own, its programs `block_d_bwd` channels
+        cfg = dataclasses.replace(cfg, chunk=bwd_chunk(cfg), block_d=cfg.block_d_bwd)
     nc = triton.cdiv(length, cfg.chunk)
-    block_d = cfg.block_d_bwd if backward else cfg.block_d
+    block_d = cfg.block_d
     rows = batch * groups * triton.cdiv(dim // groups, block_d)
     nseg = segments(rows, nc, cfg.programs)
     cps = max(triton.cdiv(nc, nseg), 1)
@@ -99,7 +103,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     nseq = batch if cu_seqlens is None else cu_seqlens.numel() - 1
     h0 = None if initial_state is None else initial_state.to(f32).contiguous()
     out = torch.empty((batch, dim, length), device=u.device, dtype=u.dtype)
-    states = torch.empty((batch, nc, dim, dstate), device=u.device, dtype=f32)
+    save = bwd_chunk(cfg)
+    states = torch.empty((batch, triton.cdiv(length, save), dim, dstate), device=u.device,
+                         dtype=f32)
     # per sequence, kept where a sequence is empty; without cu_seqlens it is `ends` below
     last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
     if length == 0:
@@ -116,7 +122,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, EVEN_L=length % cfg.chunk == 0,
-                 BC_PAIRS=_bc_pairs(Bg, Cg, length), num_warps=cfg.warps,
+                 BC_PAIRS=_bc_pairs(Bg, Cg, length), SAVE=save, num_warps=cfg.warps,
                  **_maxnreg(cfg.maxnreg))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
@@ -134,7 +140,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
     cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True)
-    assert nc == states.shape[1], "the forward and backward disagree on the chunk length"
+    assert nc == states.shape[1], "the forward saved its states at another granularity"
     A32 = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)
     h0 = None if initial_state is None else initial_state.to(f32).contiguous()
@@ -158,7 +164,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         dh0 = empty()
     if length > 0:
         dg = dim // groups
-        grid = (batch * groups * triton.cdiv(dg, cfg.block_d_bwd), nseg)
+        grid = (batch * groups * triton.cdiv(dg, cfg.block_d), nseg)
         zs = z.stride() if z is not None else (0, 0, 0)
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
@@ -171,7 +177,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-                     BLOCK_D=cfg.block_d_bwd, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
+                     BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
                      EVEN_L=length % cfg.chunk == 0, num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
         if nseg > 1:
             scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)

@@ -4,9 +4,10 @@ One kernel, `scan_fwd_kernel`, over a grid (batch x groups x channel blocks, seg
 program walks its segment's chunks in scan order; for each chunk it loads the (BLOCK_D,
 CHUNK) tiles of dt and u once, then for each state index n scans that state over the chunk
 (see `common.py`), adds C_n * h to the output and passes the state at the chunk's end on
-to the next chunk through `states` (batch, chunks, dim, dstate) float32, which therefore
-holds every chunk's entering state when the kernel is done: what the backward pass
-restarts from. The output is (C.h + D u) * silu(z).
+to the next chunk through `states` (batch, NS, dim, dstate) float32. `states` holds the
+entering state of every SAVE positions (the backward's chunk, a divisor of CHUNK: the
+state at each sub-chunk's end is stored by the thread that holds it) when the kernel is
+done: what the backward pass restarts from. The output is (C.h + D u) * silu(z).
 
 When batch x channels alone cannot fill the GPU, the chunks are split into segments that
 run in parallel: a first launch with STATE_ONLY=True scans each segment from a zero state
@@ -18,8 +19,8 @@ case) the full launch is all there is.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, chunk_at, chunk_handover, load_bc_row, load_dt, load_tile,
-                     pair_combine, program_place, reverse_pair_scan, sequence_bounds)
+from .common import (LOG2E, chunk_at, load_bc_row, load_dt, load_tile, pair_combine,
+                     program_place, reverse_pair_scan, saved_rows, sequence_bounds)
 
 
 @triton.jit
@@ -33,21 +34,22 @@ def scan_fwd_kernel(
     HAS_CU: tl.constexpr, REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
-    EVEN_L: tl.constexpr, BC_PAIRS: tl.constexpr,
+    EVEN_L: tl.constexpr, BC_PAIRS: tl.constexpr, SAVE: tl.constexpr,
 ):
-    b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
+    b, g, d, dmask, s, c_lo, n_chunks, scan_first, _nc = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
     S = tl.num_programs(1)
+    NS = tl.cdiv(L, SAVE)                                      # rows of `states`
     k = tl.arange(0, CHUNK)
     if REVERSE:
-        begin, end = k == CHUNK - 1, k == 0
+        begin = k == CHUNK - 1
     else:
-        begin, end = k == 0, k == CHUNK - 1
+        begin = k == 0
     nn = tl.arange(0, N_PAD)
     m_dn = dmask[:, None] & (nn < N)[None, :]
     seg = ((b * S + s) * D + d[:, None]) * N + nn[None, :]                   # (BD, N_PAD)
 
-    # the state entering the segment -> states[b, its first chunk]
+    # the state entering the segment -> states[b, the row its first chunk enters by]
     h = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
     if HAS_ENTER:
         h = tl.load(ends_ptr + seg, mask=m_dn, other=0.0)
@@ -55,7 +57,9 @@ def scan_fwd_kernel(
         if scan_first:
             h += tl.load(h0_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn, other=0.0)
     c0, _c1 = chunk_at(0, c_lo, n_chunks, REVERSE)
-    tl.store(states_ptr + ((b * NC + c0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
+    row0, _at, _nxt, _last = saved_rows(c0, c_lo, n_chunks, NS, k, REVERSE, SAVE)
+    tl.store(states_ptr + ((b * NS + row0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
+    ends_row = ends_ptr + ((b * S + s) * D + d) * N                         # (BD,)
 
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
@@ -75,8 +79,13 @@ def scan_fwd_kernel(
             dt_total += tl.sum(dt, axis=1)
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
-        here, edge = chunk_handover(states_ptr, ends_ptr, b, s, c, c_next, i + 1 == n_chunks,
-                                    NC, S, D, N, d, k)
+        # where the chunk's state enters from, and where the states at the ends of its
+        # sub-chunks go (each stored by the thread that holds it)
+        row, at, nxt, seg_last = saved_rows(c, c_lo, n_chunks, NS, k, REVERSE, SAVE)
+        here = states_ptr + ((b * NS + row) * D + d) * N                     # (BD,)
+        edge = tl.where(seg_last[None, :], ends_row[:, None],
+                        states_ptr + ((b * NS + nxt[None, :]) * D + d[:, None]) * N)
+        m_save = dmask[:, None] & at[None, :]
         y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
@@ -118,8 +127,7 @@ def scan_fwd_kernel(
                 _a_cum, hn = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
             else:
                 _a_cum, hn = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
-            # the state at the chunk's end, stored by the thread that holds it
-            tl.store(edge + n, hn, mask=dmask[:, None] & end[None, :])
+            tl.store(edge + n, hn, mask=m_save)
             if not STATE_ONLY:
                 y += hn * Cn[None, :]
                 if HAS_CU:

@@ -68,8 +68,11 @@ CASES = [
     Case(131, batch=1, cu_seqlens=(0, 64, 65, 130, 131), reverse=True, initial_state=True,
          last_state=True),
     Case(70, batch=1, cu_seqlens=(0, 1, 70), groups=2, last_state=True),
-    # half precision inputs, float32 state
+    # half precision inputs, float32 state; bf16 B/C rows of an even length are read as
+    # int32 pairs by the forward, unmasked when every chunk is whole
     Case(129, dtype=torch.bfloat16, initial_state=True, last_state=True),
+    Case(130, dtype=torch.bfloat16, last_state=True),
+    Case(2 * CHUNK, dtype=torch.bfloat16, reverse=True, initial_state=True, last_state=True),
     Case(129, dtype=torch.float16, reverse=True, groups=2),
     # strided views, as a model produces them
     Case(70, noncontiguous=True, last_state=True),
@@ -147,6 +150,43 @@ def test_several_channel_blocks_and_segments(monkeypatch):
         case = Case(4 * CHUNK + 5, batch=1, dim=4, cu_seqlens=(0, 3, CHUNK + 9, 4 * CHUNK + 5),
                     reverse=reverse, initial_state=True, last_state=True)
         test_scan_matches_reference(case)
+
+
+def test_backward_chunk_smaller_than_the_forwards(monkeypatch):
+    """The forward's chunks split into the backward's (the tuned table runs 512 and 256 at
+    long lengths): the forward saves the state entering every sub-chunk, and the backward
+    restarts from them; two and four sub-chunks per chunk, the last chunk with sub-chunks
+    past the end, both directions, packed sequences, bf16 rows in pairs, and segments."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "chunk_bwd": 16, "block_d_bwd": 2}')
+    test_scan_matches_reference(Case(3 * 64 + 5, batch=1, initial_state=True, last_state=True))
+    test_scan_matches_reference(Case(2 * 64 - 20, reverse=True, initial_state=True,
+                                     last_state=True))
+    test_scan_matches_reference(Case(2 * 64 + 40, batch=1, cu_seqlens=(0, 17, 100, 168),
+                                     reverse=True, initial_state=True, last_state=True))
+    test_scan_matches_reference(Case(2 * 64, dtype=torch.bfloat16, groups=2, last_state=True))
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "chunk_bwd": 32, "block_d": 4, '
+                       '"block_d_bwd": 2, "programs": 64, "block_c": 2, "block_dn": 32}')
+    for reverse in (False, True):
+        test_scan_matches_reference(Case(4 * 64 + 5, batch=1, dim=4, reverse=reverse,
+                                         cu_seqlens=(0, 3, 64 + 9, 4 * 64 + 5),
+                                         initial_state=True, last_state=True))
+    test_scan_matches_reference(Case(3 * 64 - 7, batch=2, dim=6, initial_state=True,
+                                     last_state=True))
+
+
+def test_b_c_rows_in_pairs_only_where_they_can_be():
+    """The forward reads B/C as int32 words of two bf16 positions only for bf16, a unit
+    stride along the length, an even length and 4-byte aligned rows."""
+    from bytessm.kernels.triton.scan import _bc_pairs
+
+    B = torch.randn(2, 1, 16, 64).to(torch.bfloat16)
+    assert _bc_pairs(B, B, 64)
+    assert not _bc_pairs(B[..., 1:63], B[..., 1:63], 62)        # rows start at odd positions
+    assert not _bc_pairs(B[..., :63], B[..., :63], 63)          # odd length
+    assert not _bc_pairs(B.half(), B.half(), 64)
+    assert not _bc_pairs(B.float(), B, 64)
+    strided = B.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert not _bc_pairs(strided, strided, 64)
 
 
 def test_gradient_through_last_state_only():
@@ -282,6 +322,9 @@ def test_chunk_by_length_class(monkeypatch):
     # the forward's register cap belongs to the length class too (capped at chunk 256 only)
     assert configs._for_length(tuned, tuned.long_from - 1).maxnreg == tuned.maxnreg == 112
     assert configs._for_length(tuned, tuned.long_from).maxnreg == tuned.maxnreg_long == 0
+    # the backward's chunk is 256 at every length: a sub-chunk of the forward's 512
+    assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from)) == 256
+    assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from - 1)) == 256
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "maxnreg": 96}')
     assert configs.scan_config(16, 1).chunk == configs.scan_config(16, 1 << 20).chunk == 64
     assert configs.scan_config(16, 1).maxnreg == configs.scan_config(16, 1 << 20).maxnreg == 96
