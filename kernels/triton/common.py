@@ -265,24 +265,10 @@ def saved_rows(c, c_lo, n_chunks, NS, k, REVERSE: tl.constexpr, SAVE: tl.constex
 
 
 @triton.jit
-def load_raw(ptr, b, d, t, m, s_b, s_d, s_l):
-    """A (BLOCK_D, CHUNK) tile of a (batch, dim, length) tensor, in the tensor's dtype (a
-    prefetched tile waits in registers at half the size)."""
-    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m, other=0.0)
-
-
-@triton.jit
 def load_tile(ptr, b, d, t, m, s_b, s_d, s_l):
     """A (BLOCK_D, CHUNK) float32 tile of a (batch, dim, length) tensor."""
-    return load_raw(ptr, b, d, t, m, s_b, s_d, s_l).to(tl.float32)
-
-
-@triton.jit
-def chunk_rows(c, k, L, dmask):
-    """Chunk c's positions, which of them exist, and the (BLOCK_D, CHUNK) mask."""
-    t = c * k.shape[0] + k
-    tmask = t < L
-    return t, tmask, dmask[:, None] & tmask[None, :]
+    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m,
+                   other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -291,14 +277,7 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, s_b, s_d, s_l,
     """dt (after bias and softplus) and the pre-softplus delta + bias, (BLOCK_D, CHUNK).
 
     Padding positions get dt = 0, so a = 1 and x = 0 there: the scan's identity."""
-    return dt_from_raw(load_raw(delta_ptr, b, d, t, m, s_b, s_d, s_l), bias_ptr, d, m, dmask,
-                       HAS_BIAS, SOFTPLUS)
-
-
-@triton.jit
-def dt_from_raw(delta, bias_ptr, d, m, dmask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """`load_dt` from a tile of delta already loaded."""
-    raw = delta.to(tl.float32)
+    raw = load_tile(delta_ptr, b, d, t, m, s_b, s_d, s_l)
     if HAS_BIAS:
         raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
     dt = raw

@@ -156,22 +156,21 @@ def test_backward_chunk_smaller_than_the_forwards(monkeypatch):
     """The forward's chunks split into the backward's (the tuned table runs 512 and 256 at
     long lengths): the forward saves the state entering every sub-chunk, and the backward
     restarts from them; two and four sub-chunks per chunk, the last chunk with sub-chunks
-    past the end, both directions, packed sequences, bf16 rows in pairs, and segments."""
+    past the end, both directions, packed sequences, bf16 rows in pairs, and segments.
+    (Small channel and state counts: the interpreter pays per program and per state.)"""
+    small = dict(batch=1, dim=4, dstate=4, initial_state=True, last_state=True)
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "chunk_bwd": 16, "block_d_bwd": 2}')
-    test_scan_matches_reference(Case(3 * 64 + 5, batch=1, initial_state=True, last_state=True))
-    test_scan_matches_reference(Case(2 * 64 - 20, reverse=True, initial_state=True,
-                                     last_state=True))
-    test_scan_matches_reference(Case(2 * 64 + 40, batch=1, cu_seqlens=(0, 17, 100, 168),
-                                     reverse=True, initial_state=True, last_state=True))
-    test_scan_matches_reference(Case(2 * 64, dtype=torch.bfloat16, groups=2, last_state=True))
+    test_scan_matches_reference(Case(3 * 64 + 5, **small))
+    test_scan_matches_reference(Case(2 * 64 - 20, reverse=True, **small))
+    test_scan_matches_reference(Case(2 * 64 + 40, cu_seqlens=(0, 17, 100, 168), reverse=True,
+                                     **small))
+    test_scan_matches_reference(Case(2 * 64, dtype=torch.bfloat16, groups=2, batch=2, dim=4,
+                                     dstate=4, last_state=True))
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "chunk_bwd": 32, "block_d": 4, '
-                       '"block_d_bwd": 2, "programs": 64, "block_c": 2, "block_dn": 32}')
+                       '"block_d_bwd": 2, "programs": 16, "block_c": 2, "block_dn": 32}')
     for reverse in (False, True):
-        test_scan_matches_reference(Case(4 * 64 + 5, batch=1, dim=4, reverse=reverse,
-                                         cu_seqlens=(0, 3, 64 + 9, 4 * 64 + 5),
-                                         initial_state=True, last_state=True))
-    test_scan_matches_reference(Case(3 * 64 - 7, batch=2, dim=6, initial_state=True,
-                                     last_state=True))
+        test_scan_matches_reference(Case(4 * 64 + 5, cu_seqlens=(0, 3, 64 + 9, 4 * 64 + 5),
+                                         reverse=reverse, **small))
 
 
 def test_b_c_rows_in_pairs_only_where_they_can_be():
