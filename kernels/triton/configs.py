@@ -7,8 +7,9 @@ plain arithmetic. The table was tuned on the GPU (`scripts/bench_scan.py --tune`
 `BYTESSM_SCAN_CONFIG='{"chunk": 256}'` overrides fields for experiments (and lets the
 tests force several segments and carry blocks).
 
-CHUNK is also the granularity of the states the forward pass saves for the backward pass
-(batch x dim x dstate x length/CHUNK floats): a forward and its backward always agree on it.
+The backward's chunk (`bwd_chunk`: `chunk_bwd`, at most the forward's chunk, which it
+divides) is also the granularity of the states the forward pass saves for it (batch x
+dim x dstate x length/chunk_bwd floats): a forward and its backward always agree on it.
 """
 from __future__ import annotations
 
