@@ -40,6 +40,7 @@ class ScanConfig:
     maxnreg_bwd: int = 0    # ... and of the backward
     chunk_bwd: int = 0      # the backward's chunk, the granularity of the saved states
                             # (0: the forward's; at most the forward's: see `bwd_chunk`)
+    block_d_bwd_cu: int = 0     # channels per backward program with cu_seqlens (0: block_d_bwd)
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
@@ -56,9 +57,14 @@ class ScanConfig:
 # chunks of 512 with one channel, whose dB and dC atomics (one add per channel, position
 # and state) take a third of the backward's time; the two channels' rows are summed in
 # registers first. The forward keeps its chunks of 512 and saves its states every 256.
+# With cu_seqlens the backward keeps one channel per program: compiled for sm_90a, two
+# channels spill 356-852 bytes there and shuffle four times as much (the sequences' (CHUNK,)
+# rows change layout to meet the (2, CHUNK) tiles), one channel 0-32 bytes
+# (`scan_registers.py --chunk 512 --chunk-bwd 256 --all-variants`; chosen from the compiled
+# code, not timed).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512,
-                   maxnreg=112, chunk_bwd=256)
+                   maxnreg=112, chunk_bwd=256, block_d_bwd_cu=1)
 MAX_DSTATE = 256
 
 
@@ -71,7 +77,8 @@ def _config(overrides: str) -> ScanConfig:
     cfg = TUNED
     if os.environ.get("TRITON_INTERPRET") == "1":
         # the interpreter pays per program and per op, not per element: few, small chunks
-        cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, programs=1,
+        cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, block_d_bwd_cu=0,
+                                  programs=1,
                                   chunk_long=0)
     fields = json.loads(overrides) if overrides else {}
     if "chunk" in fields and "chunk_long" not in fields:

@@ -55,11 +55,14 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
     return seq, keep
 
 
-def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward: bool):
-    """Configuration, chunks, chunks per segment and segments of one call."""
+def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward: bool,
+          packed: bool = False):
+    """Configuration, chunks, chunks per segment and segments of one call (`packed`: with
+    cu_seqlens)."""
     cfg = scan_config(dstate, length)
     if backward:  # the backward's chunk is its own, its programs `block_d_bwd` channels
-        cfg = dataclasses.replace(cfg, chunk=bwd_chunk(cfg), block_d=cfg.block_d_bwd)
+        block_d = (cfg.block_d_bwd_cu or cfg.block_d_bwd) if packed else cfg.block_d_bwd
+        cfg = dataclasses.replace(cfg, chunk=bwd_chunk(cfg), block_d=block_d)
     nc = triton.cdiv(length, cfg.chunk)
     block_d = cfg.block_d
     rows = batch * groups * triton.cdiv(dim // groups, block_d)
@@ -139,7 +142,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     dstate = A.shape[1]
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
-    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True)
+    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True,
+                               packed=cu_seqlens is not None)
     assert nc == states.shape[1], "the forward saved its states at another granularity"
     A32 = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)

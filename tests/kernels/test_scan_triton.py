@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bytessm.kernels import reference, selective_scan
+from bytessm.kernels.triton import scan
 from bytessm.kernels.triton.configs import scan_config
 
 from kernel_helpers import TOLERANCE, assert_close, scan_inputs
@@ -171,6 +172,12 @@ def test_backward_chunk_smaller_than_the_forwards(monkeypatch):
     for reverse in (False, True):
         test_scan_matches_reference(Case(4 * 64 + 5, cu_seqlens=(0, 3, 64 + 9, 4 * 64 + 5),
                                          reverse=reverse, **small))
+    # packed sequences take their own channels per backward program (one on the GPU)
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "chunk_bwd": 32, '
+                       '"block_d_bwd": 2, "block_d_bwd_cu": 1}')
+    assert scan._plan(1, 4, 1, 200, 4, backward=True, packed=True)[0].block_d == 1
+    assert scan._plan(1, 4, 1, 200, 4, backward=True, packed=False)[0].block_d == 2
+    test_scan_matches_reference(Case(2 * 64 + 40, cu_seqlens=(0, 17, 100, 168), **small))
 
 
 def test_b_c_rows_in_pairs_only_where_they_can_be():
@@ -324,6 +331,7 @@ def test_chunk_by_length_class(monkeypatch):
     # the backward's chunk is 256 at every length: a sub-chunk of the forward's 512
     assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from)) == 256
     assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from - 1)) == 256
+    assert (tuned.block_d_bwd, tuned.block_d_bwd_cu) == (2, 1)   # dense / packed backward
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "maxnreg": 96}')
     assert configs.scan_config(16, 1).chunk == configs.scan_config(16, 1 << 20).chunk == 64
     assert configs.scan_config(16, 1).maxnreg == configs.scan_config(16, 1 << 20).maxnreg == 96
