@@ -3,7 +3,7 @@
 
     git archive <commit> kernels/triton | tar -x -C /tmp/base
     python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton [--base OTHER ...] \
-        [--shapes 1x131072] [--rounds 3]
+        [--shapes 1x131072] [--rounds 3] [--seqs 64]
 
 Back-to-back runs of `bench_scan.py` drift by several percent on the same kernels (two
 processes on one H200 gave 16.5 and 17.7 ms for one forward+backward at 1x128K), more than
@@ -13,7 +13,8 @@ alternating round by round; the table gives each round's medians and, per versio
 ratio of its median to the first --base's. Each other version is imported from its folder
 as a package of its own, without its `__init__` (which would register the custom ops a
 second time). Workload as
-`bench_scan.py`'s: D=1536, N=16, bf16, z, D, delta_bias, softplus.
+`bench_scan.py`'s: D=1536, N=16, bf16, z, D, delta_bias, softplus; `--seqs K` packs each
+batch-1 row as K sequences of equal length (cu_seqlens), the packed path.
 """
 from __future__ import annotations
 
@@ -40,17 +41,18 @@ def import_launchers(folder: str, name: str):
     return importlib.import_module(f"{name}.scan")
 
 
-def passes(mod, a: dict):
-    """(forward, backward) closures of one version's launchers on the inputs `a`."""
+def passes(mod, a: dict, cu_seqlens=None):
+    """(forward, backward) closures of one version's launchers on the inputs `a` (packed
+    sequences when `cu_seqlens` is given)."""
     args = (a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"], a["delta_bias"])
-    out, _last, states = mod.scan_forward(*args, None, None, True, False)
+    out, _last, states = mod.scan_forward(*args, None, cu_seqlens, True, False)
     dout = torch.randn_like(out)
 
     def fwd():
-        return mod.scan_forward(*args, None, None, True, False)
+        return mod.scan_forward(*args, None, cu_seqlens, True, False)
 
     def bwd():
-        return mod.scan_backward(dout, None, *args, None, None, states, True, False)
+        return mod.scan_backward(dout, None, *args, None, cu_seqlens, states, True, False)
     return fwd, bwd
 
 
@@ -60,6 +62,8 @@ def main():
                    help="another version's kernels/triton folder (repeatable)")
     p.add_argument("--shapes", default="8x2048,1x131072")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seqs", type=int, default=0,
+                   help="pack each row of batch-1 shapes as this many sequences (cu_seqlens)")
     a = p.parse_args()
     versions = {f"base{i}": import_launchers(folder, f"bytessm_base{i}_kernels")
                 for i, folder in enumerate(a.base)}
@@ -70,7 +74,10 @@ def main():
     for shape in a.shapes.split(","):
         batch, length = (int(v) for v in shape.split("x"))
         ins = {k: v.detach() for k, v in scan_inputs(batch, length, grad=False).items()}
-        fns = {v: passes(mod, ins) for v, mod in versions.items()}
+        cu = None
+        if a.seqs and batch == 1:
+            cu = torch.linspace(0, length, a.seqs + 1, device="cuda").round().to(torch.int32)
+        fns = {v: passes(mod, ins, cu) for v, mod in versions.items()}
         times = {(v, i): [] for v in fns for i in range(2)}
         for _ in range(a.rounds):
             for version, pair in fns.items():
