@@ -6,10 +6,10 @@
 
 Triton's front end and the ptxas it ships run on any machine; `ptxas -v` on the PTX gives
 the register count and spill bytes that set how many programs fit on an SM. bf16 inputs,
-with D, z, delta_bias and softplus, B/C read as int32 pairs in the forward; by default the variants without cu_seqlens, with an
-initial state, in both directions (--all-variants: every combination of initial state, cu_seqlens, reverse and
-the segments' state-only / adjoint-only passes); aligned as for a length that is a multiple
-of 16 unless --unaligned. Also counts the warp shuffles in the PTX.
+with D, z, delta_bias and softplus, B/C read as int32 pairs in the forward; by default
+the variants without cu_seqlens, with an initial state, in both directions (--all-variants:
+every combination of initial state, cu_seqlens, reverse and the segments' state-only /
+adjoint-only passes); aligned as for a length that is a multiple of 16 unless --unaligned. Also counts the warp shuffles in the PTX.
 """
 from __future__ import annotations
 
@@ -89,18 +89,19 @@ def main():
     a = p.parse_args()
     base = dict(CHUNK=a.chunk, N_PAD=16, UNROLL=1, EVEN_L=not a.unaligned, SOFTPLUS=True,
                 HAS_BIAS=True, HAS_D=True, HAS_Z=True)
+    chunk_bwd = min(a.chunk_bwd or a.chunk, a.chunk)      # as configs.bwd_chunk
     flags = (itertools.product((False, True), repeat=4) if a.all_variants
              else [(True, False, False, False), (True, False, True, False)])
     for h0, cu, reverse, partial in flags:
         absent = ([] if cu else ["seq_ptr"]) + ([] if h0 else ["h0_ptr"])
         fwd = compile_kernel(scan_fwd_kernel, dict(base, BC_PAIRS=True,
-                                                    SAVE=min(a.chunk_bwd or a.chunk, a.chunk),
+                                                    SAVE=chunk_bwd,
                                                     BLOCK_D=a.block_d, HAS_H0=h0,
                                                     HAS_CU=cu, REVERSE=reverse,
                                                     STATE_ONLY=partial, HAS_ENTER=not partial),
                              absent + ([] if partial else ["seg_dt_ptr"]), a.warps,
                              not a.unaligned)
-        bwd = compile_kernel(scan_bwd_kernel, dict(base, CHUNK=min(a.chunk_bwd or a.chunk, a.chunk),
+        bwd = compile_kernel(scan_bwd_kernel, dict(base, CHUNK=chunk_bwd,
                                                     BLOCK_D=a.block_d_bwd, HAS_H0=h0,
                                                     HAS_CU=cu, REVERSE=reverse, ADJ_ONLY=partial,
                                                     HAS_ENTER=not partial, HAS_DLAST=True),

@@ -64,8 +64,7 @@ def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward:
         block_d = (cfg.block_d_bwd_cu or cfg.block_d_bwd) if packed else cfg.block_d_bwd
         cfg = dataclasses.replace(cfg, chunk=bwd_chunk(cfg), block_d=block_d)
     nc = triton.cdiv(length, cfg.chunk)
-    block_d = cfg.block_d
-    rows = batch * groups * triton.cdiv(dim // groups, block_d)
+    rows = batch * groups * triton.cdiv(dim // groups, cfg.block_d)
     nseg = segments(rows, nc, cfg.programs)
     cps = max(triton.cdiv(nc, nseg), 1)
     return cfg, nc, cps, triton.cdiv(nc, cps) if nc else 1
@@ -100,14 +99,13 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     dstate = A.shape[1]
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
-    cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False)
+    cfg, _nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False)
     A = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)
     nseq = batch if cu_seqlens is None else cu_seqlens.numel() - 1
     h0 = None if initial_state is None else initial_state.to(f32).contiguous()
     out = torch.empty((batch, dim, length), device=u.device, dtype=u.dtype)
-    save = bwd_chunk(cfg)
-    states = torch.empty((batch, triton.cdiv(length, save), dim, dstate), device=u.device,
+    states = torch.empty((batch, num_saved(length, dstate), dim, dstate), device=u.device,
                          dtype=f32)
     # per sequence, kept where a sequence is empty; without cu_seqlens it is `ends` below
     last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
@@ -125,7 +123,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, EVEN_L=length % cfg.chunk == 0,
-                 BC_PAIRS=_bc_pairs(Bg, Cg, length), SAVE=save, num_warps=cfg.warps,
+                 BC_PAIRS=_bc_pairs(Bg, Cg, length), SAVE=bwd_chunk(cfg), num_warps=cfg.warps,
                  **_maxnreg(cfg.maxnreg))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
@@ -182,7 +180,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
                      BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
-                     EVEN_L=length % cfg.chunk == 0, num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
+                     EVEN_L=length % cfg.chunk == 0, num_warps=cfg.warps_bwd,
+                     **_maxnreg(cfg.maxnreg_bwd))
         if nseg > 1:
             scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
             _carry(ends, seg_dt, A32, keep, not reverse, cfg)

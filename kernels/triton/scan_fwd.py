@@ -63,7 +63,7 @@ def scan_fwd_kernel(
 
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
-        c, c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
+        c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
         t0 = c * CHUNK
         t = t0 + k
         tmask = t < L

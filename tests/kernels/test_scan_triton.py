@@ -183,8 +183,7 @@ def test_backward_chunk_smaller_than_the_forwards(monkeypatch):
 def test_b_c_rows_in_pairs_only_where_they_can_be():
     """The forward reads B/C as int32 words of two bf16 positions only for bf16, a unit
     stride along the length, an even length and 4-byte aligned rows."""
-    from bytessm.kernels.triton.scan import _bc_pairs
-
+    _bc_pairs = scan._bc_pairs
     B = torch.randn(2, 1, 16, 64).to(torch.bfloat16)
     assert _bc_pairs(B, B, 64)
     assert not _bc_pairs(B[..., 1:63], B[..., 1:63], 62)        # rows start at odd positions
