@@ -242,27 +242,30 @@ def chunk_handover(buf_ptr, ends_ptr, b, s, c, c_next, last, NC, S, D, N, d, k):
 
 
 @triton.jit
-def saved_rows(c, c_lo, n_chunks, NS, k, REVERSE: tl.constexpr, SAVE: tl.constexpr):
+def entering_row(c, NS, R: tl.constexpr, REVERSE: tl.constexpr):
     """The forward saves the entering state of every SAVE positions (the backward's chunk,
-    which divides the forward's CHUNK) in rows of `states` (batch, NS, dim, dstate). For
-    the forward's chunk c: the row it enters by (its scan-first sub-chunk that exists), and
-    per position k of the chunk the sub-chunk j holding it, whether its state is saved
-    there (the sub-chunk's scan-last position, when the sub-chunk exists), the row it is
-    saved into (j + 1, or j - 1 for reverse) and whether j is the segment's scan-last
-    sub-chunk, whose state goes to `ends` instead."""
-    R: tl.constexpr = k.shape[0] // SAVE
-    j = c * R + k // SAVE
+    which divides the forward's chunk into R sub-chunks) in rows of `states` (see
+    `scan_fwd.py`): the row the forward's chunk c enters by (its scan-first sub-chunk that
+    exists)."""
     if REVERSE:
-        enter = tl.minimum(c * R + R - 1, NS - 1)
-        at = (k % SAVE == 0) & (j < NS)
-        nxt = j - 1
-        seg_last = j == c_lo * R
+        return tl.minimum(c * R + R - 1, NS - 1)
     else:
-        enter = c * R
-        at = (k % SAVE == SAVE - 1) & (j < NS)
-        nxt = j + 1
-        seg_last = j == tl.minimum((c_lo + n_chunks) * R, NS) - 1
-    return enter, at, nxt, seg_last
+        return c * R
+
+
+@triton.jit
+def save_point(c, r: tl.constexpr, c_lo, n_chunks, NS, SAVE: tl.constexpr,
+               R: tl.constexpr, REVERSE: tl.constexpr):
+    """Sub-chunk r of the forward's chunk c (sub-chunk j = c R + r of the sequence): the
+    position in the chunk whose state is saved (the sub-chunk's scan-last), the row it is
+    saved into (the next sub-chunk's: j + 1, or j - 1 for reverse), whether the sub-chunk
+    exists, and whether it is the segment's scan-last, whose state goes to `ends` instead.
+    All scalars: each save is one store through one pointer per thread."""
+    j = c * R + r
+    if REVERSE:
+        return r * SAVE, j - 1, j < NS, j == c_lo * R
+    else:
+        return r * SAVE + SAVE - 1, j + 1, j < NS, j == tl.minimum((c_lo + n_chunks) * R, NS) - 1
 
 
 @triton.jit

@@ -26,7 +26,7 @@ class ScanConfig:
     chunk: int          # positions per tile and per saved state
     block_d: int        # channels per program, forward
     warps: int
-    block_d_bwd: int    # channels per program, backward
+    block_d_bwd: int    # channels per program, backward (where `bwd_fill` allows)
     warps_bwd: int
     block_dn: int       # carry pass: states per program ...
     block_c: int        # ... and segments per step
@@ -37,10 +37,14 @@ class ScanConfig:
     long_from: int = 2048
     maxnreg: int = 0        # ptxas register cap of the forward kernel (0: none) ...
     maxnreg_long: int = 0   # ... from `long_from` positions on ...
-    maxnreg_bwd: int = 0    # ... and of the backward
+    maxnreg_cu: int = 0     # ... there with cu_seqlens (0: maxnreg_long), also the one-channel
+                            # backward's with cu_seqlens (0: maxnreg_bwd_one) ...
+    maxnreg_bwd: int = 0    # ... of the backward at block_d_bwd channels ...
+    maxnreg_bwd_one: int = 0    # ... and at one channel, where bwd_fill asks for it
     chunk_bwd: int = 0      # the backward's chunk, the granularity of the saved states
                             # (0: the forward's; at most the forward's: see `bwd_chunk`)
-    block_d_bwd_cu: int = 0     # channels per backward program with cu_seqlens (0: block_d_bwd)
+    bwd_fill: int = 0       # the backward runs one channel per program where block_d_bwd
+                            # channels would make a grid of fewer programs than this
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
@@ -57,14 +61,23 @@ class ScanConfig:
 # chunks of 512 with one channel, whose dB and dC atomics (one add per channel, position
 # and state) take a third of the backward's time; the two channels' rows are summed in
 # registers first. The forward keeps its chunks of 512 and saves its states every 256.
-# With cu_seqlens the backward keeps one channel per program: compiled for sm_90a, two
-# channels spill 356-852 bytes there and shuffle four times as much (the sequences' (CHUNK,)
-# rows change layout to meet the (2, CHUNK) tiles), one channel 0-32 bytes
-# (`scan_registers.py --chunk 512 --chunk-bwd 256 --all-variants`; chosen from the compiled
-# code, not timed).
+# Register caps (eleventh session, `scan_registers.py --shapes` and `bench_scan_ab.py`): a
+# one-warp program of at most 168 registers fits three to an SM scheduler, of 128 four, of
+# 169-255 two. Uncapped, ptxas gave the forward at chunk 512 168-172 registers where it
+# fits in 128 without spilling; at 172 the 1x128K forward (1536 programs, 1056 fitting at
+# once) took 6.6 ms instead of 3.4. Capped at 128: 0.343 vs 0.367 ms at 8x2K, 3.31 vs 3.42
+# at 128K. With cu_seqlens the forward needs 255 uncapped, 120 bytes of spill at 128, 12 at
+# 168: 4.50 ms at 128K packed as 16 sequences, against 5.10 at 128 and 6.59 uncapped.
+# The backward at two channels needs 255 registers (two programs per scheduler): where that
+# grid would have fewer than 1024 programs it runs one channel per program (1x128K: 1536
+# programs) capped at 128, 10.3 ms against 11.2 at two channels (168: 10.7); at 8x2K and
+# 2x16K two channels stay faster (1.09 vs 1.45 ms, 2.76 vs 3.3). With cu_seqlens, one
+# channel capped at 168: 10.8 vs 12.3 ms at 128K in 16 sequences (at 1x16K in 16 sequences
+# two channels were faster, 1.56 vs 1.63 ms, and one channel is what the rule gives there).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512,
-                   maxnreg=112, chunk_bwd=256, block_d_bwd_cu=1)
+                   maxnreg=112, maxnreg_long=128, maxnreg_cu=168, maxnreg_bwd_one=128,
+                   chunk_bwd=256, bwd_fill=1024)
 MAX_DSTATE = 256
 
 
@@ -77,9 +90,8 @@ def _config(overrides: str) -> ScanConfig:
     cfg = TUNED
     if os.environ.get("TRITON_INTERPRET") == "1":
         # the interpreter pays per program and per op, not per element: few, small chunks
-        cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, block_d_bwd_cu=0,
-                                  programs=1,
-                                  chunk_long=0)
+        cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, bwd_fill=0,
+                                  programs=1, chunk_long=0)
     fields = json.loads(overrides) if overrides else {}
     if "chunk" in fields and "chunk_long" not in fields:
         fields["chunk_long"] = 0  # a chunk asked for is the chunk at every length

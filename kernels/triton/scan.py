@@ -60,9 +60,15 @@ def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward:
     """Configuration, chunks, chunks per segment and segments of one call (`packed`: with
     cu_seqlens)."""
     cfg = scan_config(dstate, length)
-    if backward:  # the backward's chunk is its own, its programs `block_d_bwd` channels
-        block_d = (cfg.block_d_bwd_cu or cfg.block_d_bwd) if packed else cfg.block_d_bwd
-        cfg = dataclasses.replace(cfg, chunk=bwd_chunk(cfg), block_d=block_d)
+    if backward:  # the backward's chunk is its own, its programs `block_d_bwd` channels ...
+        block_d, cap = cfg.block_d_bwd, cfg.maxnreg_bwd
+        if batch * groups * triton.cdiv(dim // groups, block_d) < cfg.bwd_fill:
+            # ... or one, where that grid would leave the GPU underfilled
+            block_d = 1
+            cap = (cfg.maxnreg_cu if packed else 0) or cfg.maxnreg_bwd_one
+        cfg = dataclasses.replace(cfg, chunk=bwd_chunk(cfg), block_d=block_d, maxnreg_bwd=cap)
+    elif packed and cfg.maxnreg_cu and length >= cfg.long_from:
+        cfg = dataclasses.replace(cfg, maxnreg=cfg.maxnreg_cu)
     nc = triton.cdiv(length, cfg.chunk)
     rows = batch * groups * triton.cdiv(dim // groups, cfg.block_d)
     nseg = segments(rows, nc, cfg.programs)
@@ -99,7 +105,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     dstate = A.shape[1]
     Bg, Cg = _grouped(B), _grouped(C)
     groups = Bg.shape[1]
-    cfg, _nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False)
+    cfg, _nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False,
+                                packed=cu_seqlens is not None)
     A = A.to(f32).contiguous()
     seq, keep = _sequences(cu_seqlens, length, cps * cfg.chunk, reverse)
     nseq = batch if cu_seqlens is None else cu_seqlens.numel() - 1

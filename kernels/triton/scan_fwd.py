@@ -7,7 +7,8 @@ CHUNK) tiles of dt and u once, then for each state index n scans that state over
 to the next chunk through `states` (batch, NS, dim, dstate) float32. `states` holds the
 entering state of every SAVE positions (the backward's chunk, a divisor of CHUNK: the
 state at each sub-chunk's end is stored by the thread that holds it) when the kernel is
-done: what the backward pass restarts from. The output is (C.h + D u) * silu(z).
+done: what the backward pass restarts from; the state after the segment's last position
+goes to `ends` (batch, segments, dim, dstate). The output is (C.h + D u) * silu(z).
 
 When batch x channels alone cannot fill the GPU, the chunks are split into segments that
 run in parallel: a first launch with STATE_ONLY=True scans each segment from a zero state
@@ -19,8 +20,9 @@ case) the full launch is all there is.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, chunk_at, load_bc_row, load_dt, load_tile, pair_combine,
-                     program_place, reverse_pair_scan, saved_rows, sequence_bounds)
+from .common import (LOG2E, chunk_at, entering_row, load_bc_row, load_dt, load_tile,
+                     pair_combine, program_place, reverse_pair_scan, save_point,
+                     sequence_bounds)
 
 
 @triton.jit
@@ -40,6 +42,8 @@ def scan_fwd_kernel(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
     S = tl.num_programs(1)
     NS = tl.cdiv(L, SAVE)                                      # rows of `states`
+    R: tl.constexpr = CHUNK // SAVE                            # sub-chunks per chunk
+    rows = b * NS                                              # the batch row's first
     k = tl.arange(0, CHUNK)
     if REVERSE:
         begin = k == CHUNK - 1
@@ -57,9 +61,8 @@ def scan_fwd_kernel(
         if scan_first:
             h += tl.load(h0_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn, other=0.0)
     c0, _c1 = chunk_at(0, c_lo, n_chunks, REVERSE)
-    row0, _at, _nxt, _last = saved_rows(c0, c_lo, n_chunks, NS, k, REVERSE, SAVE)
-    tl.store(states_ptr + ((b * NS + row0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
-    ends_row = ends_ptr + ((b * S + s) * D + d) * N                         # (BD,)
+    row0 = entering_row(c0, NS, R, REVERSE)
+    tl.store(states_ptr + ((rows + row0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
 
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
@@ -79,13 +82,8 @@ def scan_fwd_kernel(
             dt_total += tl.sum(dt, axis=1)
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
-        # where the chunk's state enters from, and where the states at the ends of its
-        # sub-chunks go (each stored by the thread that holds it)
-        row, at, nxt, seg_last = saved_rows(c, c_lo, n_chunks, NS, k, REVERSE, SAVE)
-        here = states_ptr + ((b * NS + row) * D + d) * N                     # (BD,)
-        edge = tl.where(seg_last[None, :], ends_row[:, None],
-                        states_ptr + ((b * NS + nxt[None, :]) * D + d[:, None]) * N)
-        m_save = dmask[:, None] & at[None, :]
+        # where the chunk's state enters from
+        here = states_ptr + ((rows + entering_row(c, NS, R, REVERSE)) * D + d) * N  # (BD,)
         y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
@@ -127,7 +125,14 @@ def scan_fwd_kernel(
                 _a_cum, hn = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
             else:
                 _a_cum, hn = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
-            tl.store(edge + n, hn, mask=m_save)
+            # the states at the sub-chunks' ends, each stored by the thread that holds it
+            for r in tl.static_range(R):
+                pos, nxt, ok, seg_last = save_point(c, r, c_lo, n_chunks, NS, SAVE, R,
+                                                    REVERSE)
+                to = tl.where(seg_last, ends_ptr + ((b * S + s) * D + d) * N,
+                              states_ptr + ((rows + nxt) * D + d) * N)
+                tl.store(to[:, None] + n + 0 * k[None, :], hn,
+                         mask=dmask[:, None] & ((k == pos) & ok)[None, :])
             if not STATE_ONLY:
                 y += hn * Cn[None, :]
                 if HAS_CU:

@@ -7,6 +7,7 @@ the step-by-step one's); test_reference.py checks it against the sequential spec
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -172,12 +173,34 @@ def test_backward_chunk_smaller_than_the_forwards(monkeypatch):
     for reverse in (False, True):
         test_scan_matches_reference(Case(4 * 64 + 5, cu_seqlens=(0, 3, 64 + 9, 4 * 64 + 5),
                                          reverse=reverse, **small))
-    # packed sequences take their own channels per backward program (one on the GPU)
+    # a grid of two-channel programs that would be too small runs one channel per program
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "chunk_bwd": 32, '
-                       '"block_d_bwd": 2, "block_d_bwd_cu": 1}')
+                       '"block_d_bwd": 2, "bwd_fill": 3}')
     assert scan._plan(1, 4, 1, 200, 4, backward=True, packed=True)[0].block_d == 1
-    assert scan._plan(1, 4, 1, 200, 4, backward=True, packed=False)[0].block_d == 2
+    assert scan._plan(2, 4, 1, 200, 4, backward=True, packed=False)[0].block_d == 2
     test_scan_matches_reference(Case(2 * 64 + 40, cu_seqlens=(0, 17, 100, 168), **small))
+    test_scan_matches_reference(Case(2 * 64 + 40, reverse=True, **small))
+
+
+def test_backward_width_and_register_caps_by_grid(monkeypatch):
+    """The backward keeps `block_d_bwd` channels per program where that grid has at least
+    `bwd_fill` programs, else one channel under its own register cap (another with
+    cu_seqlens); the packed forward takes `maxnreg_cu` from `long_from` positions on. The
+    GPU's table at the benchmark's shapes (D=1536, N=16)."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"block_d_bwd": 2, "bwd_fill": 1024, '
+                       '"maxnreg_bwd": 0, "maxnreg_bwd_one": 128, "maxnreg_cu": 168}')
+    plan = functools.partial(scan._plan, dim=1536, groups=1, dstate=16)
+    wide = plan(8, length=2048, backward=True)[0]           # 6144 programs of two channels
+    assert (wide.block_d, wide.maxnreg_bwd) == (2, 0)
+    wide = plan(2, length=1 << 14, backward=True)[0]        # 1536
+    assert (wide.block_d, wide.maxnreg_bwd) == (2, 0)
+    narrow = plan(1, length=1 << 17, backward=True)[0]      # 768: one channel, 1536 programs
+    assert (narrow.block_d, narrow.maxnreg_bwd) == (1, 128)
+    packed = plan(1, length=1 << 17, backward=True, packed=True)[0]
+    assert (packed.block_d, packed.maxnreg_bwd) == (1, 168)
+    assert plan(1, length=1 << 17, backward=False, packed=True)[0].maxnreg == 168
+    assert plan(1, length=1 << 17, backward=False, packed=False)[0].maxnreg != 168
+    assert plan(1, length=100, backward=False, packed=True)[0].maxnreg != 168
 
 
 def test_b_c_rows_in_pairs_only_where_they_can_be():
@@ -324,13 +347,12 @@ def test_chunk_by_length_class(monkeypatch):
     tuned = configs.TUNED
     assert configs._for_length(tuned, tuned.long_from - 1).chunk == tuned.chunk
     assert configs._for_length(tuned, tuned.long_from).chunk == tuned.chunk_long != tuned.chunk
-    # the forward's register cap belongs to the length class too (capped at chunk 256 only)
+    # the forward's register cap belongs to the length class too
     assert configs._for_length(tuned, tuned.long_from - 1).maxnreg == tuned.maxnreg == 112
-    assert configs._for_length(tuned, tuned.long_from).maxnreg == tuned.maxnreg_long == 0
+    assert configs._for_length(tuned, tuned.long_from).maxnreg == tuned.maxnreg_long == 128
     # the backward's chunk is 256 at every length: a sub-chunk of the forward's 512
     assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from)) == 256
     assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from - 1)) == 256
-    assert (tuned.block_d_bwd, tuned.block_d_bwd_cu) == (2, 1)   # dense / packed backward
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "maxnreg": 96}')
     assert configs.scan_config(16, 1).chunk == configs.scan_config(16, 1 << 20).chunk == 64
     assert configs.scan_config(16, 1).maxnreg == configs.scan_config(16, 1 << 20).maxnreg == 96
