@@ -3,14 +3,18 @@
 
     python scripts/scan_registers.py [--chunk 256] [--block-d 1] [--warps 1] \
         [--chunk-bwd 256] [--block-d-bwd 1] [--warps-bwd 1] [--all-variants]
-    python scripts/scan_registers.py --shapes 8x2048,1x131072 [--seqs 16] [--kernels DIR] [--ptx DIR]
+    python scripts/scan_registers.py --shapes 8x2048,1x131072 [--seqs 16] [--kernels DIR] \
+        [--ptx DIR]
 
 Triton's front end and the ptxas it ships run on any machine; `ptxas -v` on the PTX gives
 the register count and spill bytes that set how many programs fit on an SM. bf16 inputs,
 with D, z, delta_bias and softplus, B/C read as int32 pairs in the forward; by default
 the variants without cu_seqlens, with an initial state, in both directions (--all-variants:
 every combination of initial state, cu_seqlens, reverse and the segments' state-only /
-adjoint-only passes; the full passes as with one segment); aligned as for a length that is a multiple of 16 unless --unaligned. Also counts the warp shuffles in the PTX.
+adjoint-only passes; the full passes as with one segment); aligned as for a length that
+is a multiple of 16 unless --unaligned. Also counts the warp shuffles in the PTX. (This
+mode marks every integer argument divisible by 16, the group count 1 included, where
+Triton makes 1 a constant, so its counts can differ from what runs; `--shapes` does not.)
 
 `--shapes` compiles instead what `scan.scan_forward` and `scan.scan_backward` launch for
 `bench_scan.py`'s workload at those shapes (the tuned configuration, `BYTESSM_SCAN_CONFIG`
@@ -160,7 +164,8 @@ def ptxas_usage(kernel) -> str:
         os.unlink(f.name)
     regs = re.search(r"Used (\d+) registers", out)
     spill = re.search(r"(\d+) bytes spill stores", out)
-    return f"{regs.group(1) if regs else '?'} registers, {spill.group(1) if spill else '?'} bytes spilled"
+    return (f"{regs.group(1) if regs else '?'} registers, "
+            f"{spill.group(1) if spill else '?'} bytes spilled")
 
 
 def main():
