@@ -3,7 +3,7 @@
 
     git archive <commit> kernels/triton | tar -x -C /tmp/base
     python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton [--base OTHER ...] \
-        [--shapes 1x131072] [--rounds 3] [--seqs 64]
+        [--shapes 1x131072] [--rounds 3] [--seqs 64] [--dim 512]
 
 Back-to-back runs of `bench_scan.py` drift by several percent on the same kernels (two
 processes on one H200 gave 16.5 and 17.7 ms for one forward+backward at 1x128K), more than
@@ -14,7 +14,8 @@ ratio of its median to the first --base's. Each other version is imported from i
 as a package of its own, without its `__init__` (which would register the custom ops a
 second time). Workload as
 `bench_scan.py`'s: D=1536, N=16, bf16, z, D, delta_bias, softplus; `--seqs K` packs each
-batch-1 row as K sequences of equal length (cu_seqlens), the packed path.
+batch-1 row as K sequences of equal length (cu_seqlens), the packed path; `--dim` sets the
+channel count (d_inner) instead of bench_scan.py's 1536.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch
 from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scan import scan_inputs  # noqa: E402
+import bench_scan  # noqa: E402
 
 from bytessm.kernels.triton import scan as head_scan  # noqa: E402
 
@@ -62,18 +63,22 @@ def main():
                    help="another version's kernels/triton folder (repeatable)")
     p.add_argument("--shapes", default="8x2048,1x131072")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--dim", type=int, default=bench_scan.D_INNER,
+                   help="channels (d_inner); bench_scan.py's workload has 1536")
     p.add_argument("--seqs", type=int, default=0,
                    help="pack each row of batch-1 shapes as this many sequences (cu_seqlens)")
     a = p.parse_args()
+    bench_scan.D_INNER = a.dim      # scan_inputs reads it at each call
     versions = {f"base{i}": import_launchers(folder, f"bytessm_base{i}_kernels")
                 for i, folder in enumerate(a.base)}
     versions["head"] = head_scan
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; "
-          + ", ".join(f"base{i} = {f}" for i, f in enumerate(a.base)), flush=True)
+          + ", ".join(f"base{i} = {f}" for i, f in enumerate(a.base)) + f"; D={a.dim}",
+          flush=True)
     print("| shape | pass | version | ms (rounds) | / base0 |\n|---|---|---|---|---:|")
     for shape in a.shapes.split(","):
         batch, length = (int(v) for v in shape.split("x"))
-        ins = {k: v.detach() for k, v in scan_inputs(batch, length, grad=False).items()}
+        ins = {k: v.detach() for k, v in bench_scan.scan_inputs(batch, length, grad=False).items()}
         cu = None
         if a.seqs and batch == 1:
             cu = torch.linspace(0, length, a.seqs + 1, device="cuda").round().to(torch.int32)

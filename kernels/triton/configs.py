@@ -31,7 +31,7 @@ class ScanConfig:
     block_dn: int       # carry pass: states per program ...
     block_c: int        # ... and segments per step
     warps_carry: int
-    programs: int       # split the chunks into segments until the grid has this many programs
+    programs: int       # split the chunks into segments while the grid stays within this many
     unroll: int = 1     # unroll factor of the loop over state indices
     chunk_long: int = 0     # the chunk from `long_from` positions on (0: `chunk` everywhere)
     long_from: int = 2048
@@ -74,8 +74,15 @@ class ScanConfig:
 # 2x16K two channels stay faster (1.09 vs 1.45 ms, 2.76 vs 3.3). With cu_seqlens, one
 # channel capped at 168: 10.8 vs 12.3 ms at 128K in 16 sequences (at 1x16K in 16 sequences
 # two channels were faster, 1.56 vs 1.63 ms, and one channel is what the rule gives there).
+# Segments (same session): the chunks are split while the grid stays within 1536 programs
+# (it was split until it had 256). A model of d_inner 512 at batch 1 has 512 one-warp
+# programs, four per SM; in three segments its 1x128K forward took 1.75 ms against 2.58 and
+# its backward 5.0 against 7.2 (four segments: 1.69 / 4.77; 1x32K: 0.66x / 0.68x). d_inner
+# 768 at batch 1, two segments: 0.99x / 0.87x. At 1024 rows (d_inner 512 at batch 2) two
+# segments measured slower (1.23x / 1.07x), so 1024 rows keep one; 1536 rows were one
+# before and are.
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
-                   block_dn=128, block_c=16, warps_carry=4, programs=256, chunk_long=512,
+                   block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=128, maxnreg_cu=168, maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024)
 MAX_DSTATE = 256
@@ -129,8 +136,10 @@ def scan_config(dstate: int, length: int) -> ScanConfig:
 
 def segments(rows: int, chunks: int, programs: int) -> int:
     """How many segments the chunks of each of `rows` (batch x channel block) rows are split
-    into so that the grid has at least `programs` programs (each segment keeps a chunk)."""
-    return max(1, min(triton.cdiv(programs, max(rows, 1)), chunks))
+    into: as many as keep the grid within `programs` programs (about what the GPU holds at
+    once; a second wave of programs would cost more than the parallelism gains), at least
+    one, each with a chunk at least."""
+    return max(1, min(programs // max(rows, 1), chunks))
 
 
 # ---------------------------------------------------------------------------- decode step

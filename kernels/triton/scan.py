@@ -71,7 +71,10 @@ def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward:
         cfg = dataclasses.replace(cfg, maxnreg=cfg.maxnreg_cu)
     nc = triton.cdiv(length, cfg.chunk)
     rows = batch * groups * triton.cdiv(dim // groups, cfg.block_d)
-    nseg = segments(rows, nc, cfg.programs)
+    programs = cfg.programs
+    if backward and cfg.block_d > 1 and cfg.bwd_fill:
+        programs = min(programs, cfg.bwd_fill)  # the wide backward's programs fit half as many
+    nseg = segments(rows, nc, programs)
     cps = max(triton.cdiv(nc, nseg), 1)
     return cfg, nc, cps, triton.cdiv(nc, cps) if nc else 1
 

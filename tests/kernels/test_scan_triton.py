@@ -203,6 +203,27 @@ def test_backward_width_and_register_caps_by_grid(monkeypatch):
     assert plan(1, length=100, backward=False, packed=True)[0].maxnreg != 168
 
 
+def test_segments_fill_the_gpu_without_a_second_wave(monkeypatch):
+    """Chunks are split into segments while the grid stays within `programs` programs (the
+    GPU's table: 1536): a narrow model at batch 1 gets several, 1024 rows or more one (two
+    measured slower there), and the two-channel backward stays within `bwd_fill`."""
+    from bytessm.kernels.triton.configs import segments
+    assert segments(512, 256, 1536) == 3             # d_inner 512 at batch 1
+    assert segments(768, 256, 1536) == 2
+    assert segments(1024, 256, 1536) == 1            # d_inner 512 at batch 2
+    assert segments(8 * 1536, 4, 1536) == 1
+    assert segments(512, 2, 1536) == 2               # at least a chunk per segment
+    assert segments(3, 0, 1536) == 1
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"block_d_bwd": 2, "bwd_fill": 1024, '
+                       '"programs": 2048, "chunk": 256, "chunk_bwd": 256, "block_d": 1}')
+    plan = functools.partial(scan._plan, groups=1, dstate=16, length=1 << 17)
+    assert plan(1, 512, backward=False)[3] == 4
+    assert plan(1, 512, backward=True)[0].block_d == 1 and plan(1, 512, backward=True)[3] == 4
+    wide = plan(1, 2048, backward=True)  # 1024 programs of two channels: not two segments
+    assert wide[0].block_d == 2 and wide[3] == 1
+    assert plan(1, 1536, backward=False)[3] == 1
+
+
 def test_b_c_rows_in_pairs_only_where_they_can_be():
     """The forward reads B/C as int32 words of two bf16 positions only for bf16, a unit
     stride along the length, an even length and 4-byte aligned rows."""
