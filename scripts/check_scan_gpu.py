@@ -5,7 +5,9 @@
 
 D=1536, N=16, bf16 inputs (the reference runs in float32 on the same rounded inputs):
 output, last state and every gradient at 8x2K, 2x16K (also reverse + initial state, and
-4 groups), 1x128K, and the forward at 1x1M. At 1M the reference (one Python step per
+4 groups), 1x128K, 1x32K at D=512 (a grid narrow enough that the chunks run in segments,
+with the state-only and carry passes; also reverse + initial state), and the forward at
+1x1M. At 1M the reference (one Python step per
 position) runs on the first 64 channels only, which is exact because channels are
 independent. Prints relative L2 errors; exits 1 if any exceeds the bf16 tolerance.
 (The interpreter suite, `pytest tests/kernels`, also runs on CUDA when there is one.)
@@ -56,8 +58,9 @@ def run(fn, ins, reverse, backward, upcast):
     return y.detach(), last.detach(), dict(zip(leaves, grads))
 
 
-def check(label, batch, length, reverse=False, groups=0, h0=False, backward=True, channels=None):
-    ins = inputs(batch, length, groups=groups, h0=h0)
+def check(label, batch, length, reverse=False, groups=0, h0=False, backward=True, channels=None,
+          dim=1536):
+    ins = inputs(batch, length, dim=dim, groups=groups, h0=h0)
     t0 = time.perf_counter()
     y, last, grads = run(lambda **k: selective_scan(**k, backend="triton"), ins, reverse, backward, False)
     torch.cuda.synchronize()
@@ -94,6 +97,9 @@ def main():
              ("2x16K fwd+bwd", 2, 16384, {}),
              ("2x16K reverse, initial state", 2, 16384, dict(reverse=True, h0=True)),
              ("2x16K 4 groups", 2, 16384, dict(groups=4)),
+             ("1x32K D=512 fwd+bwd (segments)", 1, 32768, dict(dim=512)),
+             ("1x32K D=512 reverse, initial state", 1, 32768,
+              dict(dim=512, reverse=True, h0=True)),
              ("1x128K fwd+bwd", 1, 131072, {})]
     if not a.skip_1m:
         cases.append(("1x1M fwd (64 channels checked)", 1, 2**20,
