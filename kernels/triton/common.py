@@ -265,7 +265,8 @@ def save_point(c, r: tl.constexpr, c_lo, n_chunks, NS, SAVE: tl.constexpr,
     if REVERSE:
         return r * SAVE, j - 1, j < NS, j == c_lo * R
     else:
-        return r * SAVE + SAVE - 1, j + 1, j < NS, j == tl.minimum((c_lo + n_chunks) * R, NS) - 1
+        seg_end = tl.minimum((c_lo + n_chunks) * R, NS)
+        return r * SAVE + SAVE - 1, j + 1, j < NS, j == seg_end - 1
 
 
 @triton.jit

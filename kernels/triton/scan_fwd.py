@@ -43,7 +43,7 @@ def scan_fwd_kernel(
     S = tl.num_programs(1)
     NS = tl.cdiv(L, SAVE)                                      # rows of `states`
     R: tl.constexpr = CHUNK // SAVE                            # sub-chunks per chunk
-    rows = b * NS                                              # the batch row's first
+    row_b = b * NS                                             # batch row b's first state row
     k = tl.arange(0, CHUNK)
     if REVERSE:
         begin = k == CHUNK - 1
@@ -62,7 +62,7 @@ def scan_fwd_kernel(
             h += tl.load(h0_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn, other=0.0)
     c0, _c1 = chunk_at(0, c_lo, n_chunks, REVERSE)
     row0 = entering_row(c0, NS, R, REVERSE)
-    tl.store(states_ptr + ((rows + row0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
+    tl.store(states_ptr + ((row_b + row0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
 
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
@@ -83,7 +83,7 @@ def scan_fwd_kernel(
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
         # where the chunk's state enters from
-        here = states_ptr + ((rows + entering_row(c, NS, R, REVERSE)) * D + d) * N  # (BD,)
+        here = states_ptr + ((row_b + entering_row(c, NS, R, REVERSE)) * D + d) * N  # (BD,)
         y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
@@ -130,7 +130,7 @@ def scan_fwd_kernel(
                 pos, nxt, ok, seg_last = save_point(c, r, c_lo, n_chunks, NS, SAVE, R,
                                                     REVERSE)
                 to = tl.where(seg_last, ends_ptr + ((b * S + s) * D + d) * N,
-                              states_ptr + ((rows + nxt) * D + d) * N)
+                              states_ptr + ((row_b + nxt) * D + d) * N)
                 tl.store(to[:, None] + n + 0 * k[None, :], hn,
                          mask=dmask[:, None] & ((k == pos) & ok)[None, :])
             if not STATE_ONLY:
