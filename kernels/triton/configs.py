@@ -32,6 +32,7 @@ class ScanConfig:
     block_c: int        # ... and segments per step
     warps_carry: int
     programs: int       # split the chunks into segments while the grid stays within this many
+                        # programs ...
     unroll: int = 1     # unroll factor of the loop over state indices
     chunk_long: int = 0     # the chunk from `long_from` positions on (0: `chunk` everywhere)
     long_from: int = 2048
@@ -45,6 +46,7 @@ class ScanConfig:
                             # (0: the forward's; at most the forward's: see `bwd_chunk`)
     bwd_fill: int = 0       # the backward runs one channel per program where block_d_bwd
                             # channels would make a grid of fewer programs than this
+    seg_chunks: int = 1     # ... and each segment keeps at least this many chunks
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
@@ -80,11 +82,13 @@ class ScanConfig:
 # its backward 5.0 against 7.2 (four segments: 1.69 / 4.77; 1x32K: 0.66x / 0.68x). d_inner
 # 768 at batch 1, two segments: 0.99x / 0.87x. At 1024 rows (d_inner 512 at batch 2) two
 # segments measured slower (1.23x / 1.07x), so 1024 rows keep one; 1536 rows were one
-# before and are.
+# before and are. Each segment keeps at least 16 chunks: at 1x16K (32 chunks of 512) four
+# segments gave a forward no faster (0.45-0.55 vs 0.34 ms, noisy) where 16 chunks each
+# (1x32K) gave 0.66x, and a short prompt at batch 1 keeps its single launch.
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=128, maxnreg_cu=168, maxnreg_bwd_one=128,
-                   chunk_bwd=256, bwd_fill=1024)
+                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16)
 MAX_DSTATE = 256
 
 
@@ -98,7 +102,7 @@ def _config(overrides: str) -> ScanConfig:
     if os.environ.get("TRITON_INTERPRET") == "1":
         # the interpreter pays per program and per op, not per element: few, small chunks
         cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, bwd_fill=0,
-                                  programs=1, chunk_long=0)
+                                  programs=1, chunk_long=0, seg_chunks=1)
     fields = json.loads(overrides) if overrides else {}
     if "chunk" in fields and "chunk_long" not in fields:
         fields["chunk_long"] = 0  # a chunk asked for is the chunk at every length
@@ -134,12 +138,12 @@ def scan_config(dstate: int, length: int) -> ScanConfig:
     return _for_length(_config(os.environ.get("BYTESSM_SCAN_CONFIG", "")), length)
 
 
-def segments(rows: int, chunks: int, programs: int) -> int:
+def segments(rows: int, chunks: int, programs: int, min_chunks: int = 1) -> int:
     """How many segments the chunks of each of `rows` (batch x channel block) rows are split
     into: as many as keep the grid within `programs` programs (about what the GPU holds at
     once; a second wave of programs would cost more than the parallelism gains), at least
-    one, each with a chunk at least."""
-    return max(1, min(programs // max(rows, 1), chunks))
+    one, each with `min_chunks` chunks at least (a segment costs launches and a carry)."""
+    return max(1, min(programs // max(rows, 1), chunks // max(min_chunks, 1)))
 
 
 # ---------------------------------------------------------------------------- decode step

@@ -74,7 +74,7 @@ def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward:
     programs = cfg.programs
     if backward and cfg.block_d > 1 and cfg.bwd_fill:
         programs = min(programs, cfg.bwd_fill)  # the wide backward's programs fit half as many
-    nseg = segments(rows, nc, programs)
+    nseg = segments(rows, nc, programs, cfg.seg_chunks)
     cps = max(triton.cdiv(nc, nseg), 1)
     return cfg, nc, cps, triton.cdiv(nc, cps) if nc else 1
 

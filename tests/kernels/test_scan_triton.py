@@ -214,14 +214,19 @@ def test_segments_fill_the_gpu_without_a_second_wave(monkeypatch):
     assert segments(8 * 1536, 4, 1536) == 1
     assert segments(512, 2, 1536) == 2               # at least a chunk per segment
     assert segments(3, 0, 1536) == 1
+    assert segments(512, 256, 1536, min_chunks=16) == 3
+    assert segments(512, 32, 1536, min_chunks=16) == 2   # 1x16K: 32 chunks of 512
+    assert segments(512, 4, 1536, min_chunks=16) == 1    # a short prompt: one launch
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"block_d_bwd": 2, "bwd_fill": 1024, '
-                       '"programs": 2048, "chunk": 256, "chunk_bwd": 256, "block_d": 1}')
+                       '"programs": 2048, "chunk": 256, "chunk_bwd": 256, "block_d": 1, '
+                       '"seg_chunks": 16}')
     plan = functools.partial(scan._plan, groups=1, dstate=16, length=1 << 17)
     assert plan(1, 512, backward=False)[3] == 4
     assert plan(1, 512, backward=True)[0].block_d == 1 and plan(1, 512, backward=True)[3] == 4
     wide = plan(1, 2048, backward=True)  # 1024 programs of two channels: not two segments
     assert wide[0].block_d == 2 and wide[3] == 1
     assert plan(1, 1536, backward=False)[3] == 1
+    assert plan(1, 512, backward=False, length=4096)[3] == 1     # 16 chunks: one segment
 
 
 def test_b_c_rows_in_pairs_only_where_they_can_be():
