@@ -1,35 +1,29 @@
 #!/usr/bin/env python3
 """Registers and spills of the scan kernels for sm_90, compiled on a machine without a GPU.
 
-    python scripts/scan_registers.py [--chunk 256] [--block-d 1] [--warps 1] \
-        [--chunk-bwd 256] [--block-d-bwd 1] [--warps-bwd 1] [--all-variants]
-    python scripts/scan_registers.py --shapes 8x2048,1x131072 [--seqs 16] [--kernels DIR] \
-        [--ptx DIR]
+    python scripts/scan_registers.py [--shapes 8x2048,1x131072] [--seqs 16] [--reverse] \
+        [--initial-state] [--dim 1536] [--kernels DIR] [--ptx DIR]
 
-Triton's front end and the ptxas it ships run on any machine; `ptxas -v` on the PTX gives
-the register count and spill bytes that set how many programs fit on an SM. bf16 inputs,
-with D, z, delta_bias and softplus, B/C read as int32 pairs in the forward; by default
-the variants without cu_seqlens, with an initial state, in both directions (--all-variants:
-every combination of initial state, cu_seqlens, reverse and the segments' state-only /
-adjoint-only passes; the full passes as with one segment); aligned as for a length that
-is a multiple of 16 unless --unaligned. Also counts the warp shuffles in the PTX. (This
-mode marks every integer argument divisible by 16, the group count 1 included, where
-Triton makes 1 a constant, so its counts can differ from what runs; `--shapes` does not.)
+Compiles what `scan.scan_forward` and `scan.scan_backward` launch for `bench_scan.py`'s
+workload (N=16, bf16, z, D, delta_bias, softplus) at the given BxL shapes: the tuned
+configuration (`BYTESSM_SCAN_CONFIG` overrides it, e.g. '{"maxnreg_long": 96}'), every
+launch of the call (the segments' state-only / adjoint-only passes included), specialised
+from the launch's own arguments as Triton specialises a call: integers equal to 1 become
+constants, integers and pointers that are multiples of 16 are marked divisible (an odd
+length such as 1x1000 gives the unaligned variants). The tensors live on the meta device,
+so nothing is allocated. Triton's front end and the ptxas it ships run on any machine;
+`ptxas -v` gives the register count and spill bytes, and the PTX its warp shuffles.
 
-`--shapes` compiles instead what `scan.scan_forward` and `scan.scan_backward` launch for
-`bench_scan.py`'s workload at those shapes (the tuned configuration, `BYTESSM_SCAN_CONFIG`
-included), specialised from the launch's own arguments as Triton specialises a call:
-integers equal to 1 become constants, integers and pointers that are multiples of 16 are
-marked divisible. The tensors live on the meta device, so nothing is allocated. The
-register count decides the occupancy: a one-warp program with up to 168 registers fits
-three to a scheduler, 169-255 only two (on an H200 the forward at 172 registers ran at
-half the speed of the same loop at 168). `--kernels` compiles another version's
-`kernels/triton` folder (a `git archive` copy) instead of this checkout's.
+The register count decides the occupancy: a one-warp program of up to 128 registers fits
+four to an SM scheduler, up to 168 three, 169-255 two (on an H200 the forward at 172
+registers ran at half the speed of the same loop at 168). `--seqs K` packs batch-1 rows as
+K sequences (cu_seqlens); `--kernels` compiles another version's `kernels/triton` folder (a
+`git archive` copy) instead of this checkout's; `--ptx` keeps each launch's PTX (for
+`nvdisasm` after `ptxas`).
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import re
 import subprocess
@@ -42,37 +36,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from bytessm.kernels.triton import scan
-from bytessm.kernels.triton.scan_bwd import scan_bwd_kernel
-from bytessm.kernels.triton.scan_fwd import scan_fwd_kernel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_scan  # noqa: E402
+from bench_scan_ab import import_launchers  # noqa: E402
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-BF16 = ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr",
-        "ddelta_ptr", "dz_ptr")
-
-
-def compile_kernel(fn, constants: dict, absent: list[str], warps: int, aligned: bool = True):
-    """Compile `fn` with `constants` as constexprs and the `absent` pointers as None.
-
-    `aligned`: specialised the way Triton specialises a call whose length and row strides
-    are multiples of 16 (unit strides along the length become constants, the other integers
-    and the pointers are marked divisible by 16): what the model layers hand the scan.
-    Without it nothing is known about alignment, as for an odd length."""
-    consts = {**constants, **{name: None for name in absent}}
-    if aligned:
-        consts.update({name: 1 for name in fn.arg_names if name.endswith("_l")})
-    sig = {}
-    for name in fn.arg_names:
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = "*bf16" if name in BF16 else "*i32" if name == "seq_ptr" else "*fp32"
-        else:
-            sig[name] = "i32"
-    attrs = ({(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
-              if name not in consts} if aligned else {})
-    src = ASTSource(fn=fn, signature=sig, attrs=attrs,
-                    constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
 
 
 def compile_launch(fn, args: tuple, kwargs: dict):
@@ -111,28 +80,30 @@ class _Recorder:
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
             passes = ("state-only pass" if kwargs.get("STATE_ONLY") else
-                      "adjoint-only pass" if kwargs.get("ADJ_ONLY") else "full pass")
+                      "adjoint-only pass" if kwargs.get("ADJ_ONLY") else
+                      "pass" if "CHUNK" not in kwargs else "full pass")
             k = compile_launch(self.fn, args, kwargs)
             if self.ptx_dir:
                 self.count += 1
                 path = os.path.join(self.ptx_dir, f"{self.label}_{self.count}.ptx")
                 with open(path, "w") as f:
                     f.write(k.asm["ptx"])
-            print(f"  {self.label} {passes}, grid {tuple(grid)}, chunk {kwargs['CHUNK']}, "
-                  f"{kwargs['BLOCK_D']} channel(s) x {kwargs['num_warps']} warp(s): "
-                  f"{ptxas_usage(k)}, {shuffles(k)} shuffles", flush=True)
+            shape = (f"chunk {kwargs['CHUNK']}, {kwargs['BLOCK_D']} channel(s)"
+                     if "CHUNK" in kwargs else f"{kwargs['BLOCK_DN']} states")
+            print(f"  {self.label} {passes}, grid {tuple(grid)}, {shape} x "
+                  f"{kwargs['num_warps']} warp(s): {ptxas_usage(k)}, {shuffles(k)} shuffles",
+                  flush=True)
         return launch
 
 
-def shapes_main(shapes: str, seqs: int, kernels: str | None, ptx_dir: str | None):
-    """What the launchers compile for bench_scan.py's workload (D=1536, N=16, bf16)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_scan
-    from bench_scan_ab import import_launchers
+def compile_shapes(shapes: str, seqs: int, dim: int, reverse: bool, initial_state: bool,
+                   kernels: str | None, ptx_dir: str | None):
+    """Compile, instead of running, what the launchers launch at each BxL shape."""
     launchers = import_launchers(kernels, "bytessm_other_kernels") if kernels else scan
     launchers.scan_fwd_kernel = _Recorder(launchers.scan_fwd_kernel, "forward", ptx_dir)
     launchers.scan_bwd_kernel = _Recorder(launchers.scan_bwd_kernel, "backward", ptx_dir)
-    dim, dstate = bench_scan.D_INNER, bench_scan.D_STATE
+    launchers.chunk_carry_kernel = _Recorder(launchers.chunk_carry_kernel, "carry", ptx_dir)
+    dstate = bench_scan.D_STATE
     for shape in shapes.split(","):
         batch, length = (int(v) for v in shape.split("x"))
         meta = dict(device="meta", dtype=torch.bfloat16)
@@ -143,10 +114,14 @@ def shapes_main(shapes: str, seqs: int, kernels: str | None, ptx_dir: str | None
         cu = None
         if seqs and batch == 1:
             cu = torch.linspace(0, length, seqs + 1).round().to(torch.int32).to("meta")
-        print(f"{shape}{f', {seqs} sequences' if cu is not None else ''}:", flush=True)
+        h0 = torch.empty(batch if cu is None else seqs, dim, dstate, device="meta") \
+            if initial_state else None
+        print(f"{shape}, D={dim}{f', {seqs} sequences' if cu is not None else ''}"
+              f"{', reverse' if reverse else ''}{', initial state' if initial_state else ''}:",
+              flush=True)
         args = (u, delta, A, B, C, D, z, bias)
-        _out, _last, states = launchers.scan_forward(*args, None, cu, True, False)
-        launchers.scan_backward(torch.empty_like(u), None, *args, None, cu, states, True, False)
+        _out, _last, states = launchers.scan_forward(*args, h0, cu, True, reverse)
+        launchers.scan_backward(torch.empty_like(u), None, *args, h0, cu, states, True, reverse)
 
 
 def shuffles(kernel) -> int:
@@ -170,50 +145,17 @@ def ptxas_usage(kernel) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--block-d", type=int, default=1)
-    p.add_argument("--warps", type=int, default=1)
-    p.add_argument("--chunk-bwd", type=int, default=0, help="the backward's chunk (0: --chunk)")
-    p.add_argument("--block-d-bwd", type=int, default=1)
-    p.add_argument("--warps-bwd", type=int, default=1)
-    p.add_argument("--all-variants", action="store_true")
-    p.add_argument("--unaligned", action="store_true",
-                   help="compile as for an odd length (no alignment known)")
-    p.add_argument("--shapes", help="compile what the launchers run at these BxL shapes")
-    p.add_argument("--kernels", help="with --shapes: another version's kernels/triton folder")
-    p.add_argument("--ptx", help="with --shapes: write each launch's PTX into this folder "
-                   "(forward_1.ptx, backward_1.ptx, ... in launch order)")
+    p.add_argument("--shapes", default="8x2048,1x131072", help="BxL shapes, comma-separated")
+    p.add_argument("--dim", type=int, default=bench_scan.D_INNER, help="channels (d_inner)")
     p.add_argument("--seqs", type=int, default=0,
-                   help="with --shapes: pack batch-1 rows as this many sequences (cu_seqlens)")
+                   help="pack batch-1 rows as this many sequences (cu_seqlens)")
+    p.add_argument("--reverse", action="store_true")
+    p.add_argument("--initial-state", action="store_true")
+    p.add_argument("--kernels", help="another version's kernels/triton folder")
+    p.add_argument("--ptx", help="write each launch's PTX into this folder "
+                   "(forward_1.ptx, backward_1.ptx, ... in launch order)")
     a = p.parse_args()
-    if a.shapes:
-        return shapes_main(a.shapes, a.seqs, a.kernels, a.ptx)
-    base = dict(CHUNK=a.chunk, N_PAD=16, UNROLL=1, EVEN_L=not a.unaligned, SOFTPLUS=True,
-                HAS_BIAS=True, HAS_D=True, HAS_Z=True)
-    chunk_bwd = min(a.chunk_bwd or a.chunk, a.chunk)      # as configs.bwd_chunk
-    flags = (itertools.product((False, True), repeat=4) if a.all_variants
-             else [(True, False, False, False), (True, False, True, False)])
-    for h0, cu, reverse, partial in flags:
-        absent = ([] if cu else ["seq_ptr"]) + ([] if h0 else ["h0_ptr"])
-        fwd = compile_kernel(scan_fwd_kernel, dict(base, BC_PAIRS=True,
-                                                    SAVE=chunk_bwd,
-                                                    BLOCK_D=a.block_d, HAS_H0=h0,
-                                                    HAS_CU=cu, REVERSE=reverse,
-                                                    STATE_ONLY=partial, HAS_ENTER=False,
-                                                    SPLIT=partial),
-                             absent + ([] if partial else ["seg_dt_ptr", "ends_ptr"]), a.warps,
-                             not a.unaligned)
-        bwd = compile_kernel(scan_bwd_kernel, dict(base, CHUNK=chunk_bwd,
-                                                    BLOCK_D=a.block_d_bwd, HAS_H0=h0,
-                                                    HAS_CU=cu, REVERSE=reverse, ADJ_ONLY=partial,
-                                                    HAS_ENTER=False, HAS_DLAST=True),
-                             absent + ([] if partial else ["seg_dt_ptr"])
-                             + ([] if (h0 and cu) else ["dh0_ptr"]), a.warps_bwd,
-                             not a.unaligned)
-        label = (f"h0={h0:d} cu={cu:d} reverse={reverse:d} "
-                 f"{'state/adjoint-only pass' if partial else 'full pass'}")
-        print(f"{label}: forward {ptxas_usage(fwd)}, {shuffles(fwd)} shuffles; "
-              f"backward {ptxas_usage(bwd)}, {shuffles(bwd)} shuffles", flush=True)
+    compile_shapes(a.shapes, a.seqs, a.dim, a.reverse, a.initial_state, a.kernels, a.ptx)
 
 
 if __name__ == "__main__":

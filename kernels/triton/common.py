@@ -228,7 +228,7 @@ def chunk_at(i, c_lo, n_chunks, REVERSE: tl.constexpr):
 @triton.jit
 def chunk_handover(buf_ptr, ends_ptr, b, s, c, c_next, last, NC, S, D, N, d, k):
     """Where the backward's chunk c reads the adjoint carried into it and writes the one it
-    hands on (the forward's saves are `saved_rows`): its row of `buf` (batch, chunks, dim,
+    hands on (the forward's saves are `save_point`): its row of `buf` (batch, chunks, dim,
     dstate), and,
     broadcast over the chunk's positions so that the thread holding the chunk's end stores
     it, the next chunk's row, or the segment's row of `ends` (batch, segments, dim, dstate)

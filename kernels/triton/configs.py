@@ -54,10 +54,11 @@ class ScanConfig:
 # hand-overs: 3.6 vs 4.6 ms forward at 1x128K, 0.44 vs 0.50 ms at 8x2K), 256 below, where a
 # chunk of 512 would be largely padding (Vision Mamba's 197 or 1025 tokens: at 1025 the
 # chunk of 512 measured slower, 440-480 vs 560 images/s in Vim-Ti's inference). The forward
-# at chunk 256 capped at 112 registers (18 one-warp programs per SM instead of 16, 8 bytes
-# spilled): 0.42 vs 0.48 ms at 16x1K; the cap slowed chunk 512 (3.85 vs 3.52 ms at 128K)
-# and the backward (200 or 168 registers: forward+backward 12-30% slower at 128K), which
-# keep none (`scan_tune_maxnreg.json`, 2026-11-30).
+# at chunk 256 capped at 112 registers (8 bytes spilled then): 0.42 vs 0.48 ms at 16x1K (the
+# eleventh session's chunk-256 forward compiles to 105 registers under this cap and 76
+# without it, which would fit six programs per scheduler instead of four: not re-timed);
+# a cap of 112 slowed chunk 512 (3.85 vs 3.52 ms at 128K) and caps of 200 or 168 the ninth
+# session's backward (forward+backward 12-30% slower at 128K; `scan_tune_maxnreg.json`).
 # The backward runs chunks of 256 with two channels per one-warp program (tenth session,
 # interleaved A/B on the H200, `bench_scan_ab.py`): at 1x128K 11.2 ms against 12.4 for
 # chunks of 512 with one channel, whose dB and dC atomics (one add per channel, position
@@ -67,9 +68,12 @@ class ScanConfig:
 # one-warp program of at most 168 registers fits three to an SM scheduler, of 128 four, of
 # 169-255 two. Uncapped, ptxas gave the forward at chunk 512 168-172 registers where it
 # fits in 128 without spilling; at 172 the 1x128K forward (1536 programs, 1056 fitting at
-# once) took 6.6 ms instead of 3.4. Capped at 128: 0.343 vs 0.367 ms at 8x2K, 3.31 vs 3.42
-# at 128K. With cu_seqlens the forward needs 255 uncapped, 120 bytes of spill at 128, 12 at
-# 168: 4.50 ms at 128K packed as 16 sequences, against 5.10 at 128 and 6.59 uncapped.
+# once) took 6.6 ms instead of 3.4. Capped at 128, with the sub-chunk saves of
+# `common.save_point`: 0.332 vs 0.368 ms at 8x2K, 2.91 vs 3.42 at 128K (the cap alone on
+# 454a341's forward: 0.354 and 3.46). With cu_seqlens the forward needs 255 registers
+# uncapped, spills 120 bytes at 128 and 12 at 168: 4.50 ms at 128K packed as 16 sequences,
+# against 5.10 at 128 and 6.59 uncapped (the first two on a variant with an extra state row,
+# since dropped; these kernels: 4.49).
 # The backward at two channels needs 255 registers (two programs per scheduler): where that
 # grid would have fewer than 1024 programs it runs one channel per program (1x128K: 1536
 # programs) capped at 128, 10.3 ms against 11.2 at two channels (168: 10.7); at 8x2K and
