@@ -276,7 +276,10 @@ def tune(shapes, bw, grid: list[dict] | None = None):
 # ---------------------------------------------------------------------------- report
 def markdown(meta, rows, decode, first) -> str:
     shapes = sorted({(r["batch"], r["length"]) for r in rows}, key=lambda s: s[0] * s[1])
-    label = lambda b, l: f"{b}×{l // 1024}K" if l < 2**20 else f"{b}×{l // 2**20}M"  # noqa: E731
+
+    def label(b, n):  # 2×16K, 1×1M; lengths that are not whole K or M as they are
+        return (f"{b}×{n >> 20}M" if n % 2**20 == 0 else f"{b}×{n >> 10}K" if n % 1024 == 0
+                else f"{b}×{n}")
     head = "| kernel | pass | " + " | ".join(label(*s) for s in shapes) + " |\n"
     head += "|---|---|" + "---:|" * len(shapes) + "\n"
     lines = []

@@ -100,6 +100,9 @@ def main():
              ("1x32K D=512 fwd+bwd (segments)", 1, 32768, dict(dim=512)),
              ("1x32K D=512 reverse, initial state", 1, 32768,
               dict(dim=512, reverse=True, h0=True)),
+             ("32x197 fwd+bwd (rows padded to 208)", 32, 197, {}),
+             ("4x2047 reverse, initial state, 4 groups (padded)", 4, 2047,
+              dict(reverse=True, h0=True, groups=4)),
              ("1x128K fwd+bwd", 1, 131072, {})]
     if not a.skip_1m:
         cases.append(("1x1M fwd (64 channels checked)", 1, 2**20,

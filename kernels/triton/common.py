@@ -126,6 +126,44 @@ def _first_of_group(v):
 
 
 @triton.jit
+def _last_of_group(v):
+    """(BLOCK_D, G, 8) -> (BLOCK_D, G): each group's last position, likewise."""
+    tl.static_assert(v.shape[2] == 8)
+    w = tl.reshape(v, (v.shape[0], v.shape[1], 2, 2, 2))
+    _lo, w = tl.split(w)
+    _lo, w = tl.split(w)
+    _lo, w = tl.split(w)
+    return w
+
+
+@triton.jit
+def store_position(ptrs, v, pos, ok, dmask, LAST: tl.constexpr, BY_GROUP: tl.constexpr):
+    """Store v[:, pos] of a (BLOCK_D, CHUNK) tile at `ptrs` (BLOCK_D,), where `ok`: a saved
+    state, an adjoint handed over. `pos` is the first (or LAST) position of a group of 8.
+
+    A store of the whole tile masked to one position gets a layout of one position per
+    thread from Triton, and the tile's conversion to it goes through shared memory and a
+    barrier, once per state index (10 instructions and the barrier of the forward's 259 per
+    state at chunk 512; sm_90a SASS). BY_GROUP stores instead each group of 8 positions'
+    first (LAST) position, a choice of registers where the tiles load as 16-byte vectors
+    (8 positions a thread): the loop has no barrier, yet measured faster only in some
+    configurations (`configs.ScanConfig.group_store_chunk`)."""
+    if BY_GROUP:
+        w = tl.reshape(v, (v.shape[0], v.shape[1] // 8, 8))
+        if LAST:
+            w = _last_of_group(w)
+        else:
+            w = _first_of_group(w)
+        kg = tl.arange(0, v.shape[1] // 8)
+        tl.store(ptrs[:, None] + 0 * kg[None, :], w,
+                 mask=dmask[:, None] & ((kg == pos // 8) & ok)[None, :])
+    else:
+        k = tl.arange(0, v.shape[1])
+        tl.store(ptrs[:, None] + 0 * k[None, :], v,
+                 mask=dmask[:, None] & ((k == pos) & ok)[None, :])
+
+
+@triton.jit
 def reverse_pair_scan(a, x, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
     """`tl.associative_scan((a, x), axis=1, combine_fn=pair_combine, reverse=True)` on
     (BLOCK_D, CHUNK) tiles, in two levels: each group of R positions (the 8 a thread holds
@@ -226,19 +264,17 @@ def chunk_at(i, c_lo, n_chunks, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def chunk_handover(buf_ptr, ends_ptr, b, s, c, c_next, last, NC, S, D, N, d, k):
+def chunk_handover(buf_ptr, ends_ptr, b, s, c, c_next, last, NC, S, D, N, d):
     """Where the backward's chunk c reads the adjoint carried into it and writes the one it
     hands on (the forward's saves are `save_point`): its row of `buf` (batch, chunks, dim,
-    dstate), and,
-    broadcast over the chunk's positions so that the thread holding the chunk's end stores
-    it, the next chunk's row, or the segment's row of `ends` (batch, segments, dim, dstate)
-    after its `last` chunk. Returns (BLOCK_D,) and (BLOCK_D, CHUNK) pointers to dstate 0."""
+    dstate), and the next chunk's row, or the segment's row of `ends` (batch, segments,
+    dim, dstate) after its `last` chunk. Returns (BLOCK_D,) pointers to dstate 0."""
     here = buf_ptr + ((b * NC + c) * D + d) * N
     if last:
         there = ends_ptr + ((b * S + s) * D + d) * N
     else:
         there = buf_ptr + ((b * NC + c_next) * D + d) * N
-    return here, there[:, None] + 0 * k[None, :]
+    return here, there
 
 
 @triton.jit
@@ -277,25 +313,27 @@ def load_tile(ptr, b, d, t, m, s_b, s_d, s_l):
 
 
 @triton.jit
-def load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, s_b, s_d, s_l,
+def load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, s_b, s_d, s_l,
             HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """dt (after bias and softplus) and the pre-softplus delta + bias, (BLOCK_D, CHUNK).
+    """dt (after bias and softplus) and the pre-softplus delta + bias, (BLOCK_D, CHUNK), read
+    where `m` allows (up to the rows' padded length, see `scan.py`).
 
-    Padding positions get dt = 0, so a = 1 and x = 0 there: the scan's identity."""
+    Positions past the sequence (not `valid`) get dt = 0, so a = 1 and x = 0 there: the
+    scan's identity, whatever the padding holds."""
     raw = load_tile(delta_ptr, b, d, t, m, s_b, s_d, s_l)
     if HAS_BIAS:
         raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
     dt = raw
     if SOFTPLUS:
         dt = softplus(raw)
-    return tl.where(m, dt, 0.0), raw
+    return tl.where(valid, dt, 0.0), raw
 
 
 @triton.jit
 def load_bc_row(ptr, b, g, n, t0, tmask, L, s_b, s_g, s_n, s_l, CHUNK: tl.constexpr,
                 PAIRS: tl.constexpr):
-    """Row n of B or C over the chunk's positions t0 + [0, CHUNK), (CHUNK,) float32 (tmask
-    None: all of them exist).
+    """Row n of B or C over the chunk's positions t0 + [0, CHUNK), (CHUNK,) float32, read
+    where `tmask` allows, or everywhere with tmask None (L: the rows' length).
 
     PAIRS (bf16 rows with a unit stride, an even length and every row start 4-byte aligned,
     which the launcher checks): the row is read as int32 words of two positions and widened

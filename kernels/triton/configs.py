@@ -47,6 +47,8 @@ class ScanConfig:
     bwd_fill: int = 0       # the backward runs one channel per program where block_d_bwd
                             # channels would make a grid of fewer programs than this
     seg_chunks: int = 1     # ... and each segment keeps at least this many chunks
+    group_store_chunk: int = 0  # the forward stores its saved states by groups of 8
+                                # (`common.store_position`) at chunks up to this (0: never)
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp
@@ -89,10 +91,18 @@ class ScanConfig:
 # before and are. Each segment keeps at least 16 chunks: at 1x16K (32 chunks of 512) four
 # segments gave a forward no faster (0.45-0.55 vs 0.34 ms, noisy) where 16 chunks each
 # (1x32K) gave 0.66x, and a short prompt at batch 1 keeps its single launch.
+# Stores of one position by groups of 8 (`common.store_position`; twelfth session, on the
+# H200 against the masked tile's store): the forward's loop over states loses its
+# shared-memory round trip and barrier (259 -> 242 instructions at chunk 512), yet only
+# chunks of 256 gained (16x1K forward 0.36 vs 0.39 ms); at chunk 512, 8x2K 0.97x but 2x16K
+# 1.13x and 1x128K 1.16x (`bench_scan_ab.py`), not understood. The backward's hand-over
+# stored so measured 0.91x at two channels per program in `bench_scan_ab.py` (1.075x at
+# one), but forward+backward through autograd (`bench_scan.py`) 1.05-1.06x at 8x2K, 2x16K
+# and 16x1K, so the backward keeps the masked tile.
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=128, maxnreg_cu=168, maxnreg_bwd_one=128,
-                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16)
+                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=256)
 MAX_DSTATE = 256
 
 

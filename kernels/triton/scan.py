@@ -9,6 +9,16 @@ Shapes are those of `ops.selective_scan`; u, delta, z, B, C may have any strides
 stride along the length is what makes the loads coalesce). `states` (batch, chunks, dim,
 dstate) float32 are the forward's saved chunk entering states. Gradients of absent
 optional inputs are empty tensors.
+
+The kernels read their inputs' rows up to `row_length(length)`, the length rounded up to a
+multiple of 16. Where that is past the length, the inputs are copied into rows of that
+length, zero-padded (`_pad`): the rows then start 16-element aligned and the masks of the
+loads are constant over 16 positions, so each thread loads its positions as 16-byte
+vectors, and the scan runs in that layout. Read unaligned, the loads are one position per
+thread and the loop over states runs in that layout: at 197 positions (Vision Mamba's
+tokens) the forward's loop had 112 warp shuffles instead of 12, and the forward took 2.4
+ms at 128x197 against 0.35 ms at 16x1024 for about as many chunks. The outputs are
+written straight into unpadded tensors (masked stores, once per chunk).
 """
 from __future__ import annotations
 
@@ -30,6 +40,19 @@ f32 = torch.float32
 def num_saved(length: int, dstate: int) -> int:
     """Rows of the forward's saved states: one per backward chunk."""
     return triton.cdiv(length, bwd_chunk(scan_config(dstate, length)))
+
+
+def row_length(length: int) -> int:
+    """The length the kernels read rows at: `length` rounded up to a multiple of 16 (Triton
+    specialises integer arguments on divisibility by 16)."""
+    return triton.cdiv(length, 16) * 16
+
+
+def _pad(x: Tensor | None, lp: int) -> Tensor | None:
+    """`x` (..., length) as zero-padded rows of `lp` positions (itself where lp = length)."""
+    if x is None or x.shape[-1] == lp:
+        return x
+    return torch.nn.functional.pad(x, (0, lp - x.shape[-1]))
 
 
 def _grouped(M: Tensor) -> Tensor:
@@ -106,7 +129,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    Bg, Cg = _grouped(B), _grouped(C)
+    lp = row_length(length)
+    u, delta, z = _pad(u, lp), _pad(delta, lp), _pad(z, lp)
+    Bg, Cg = _pad(_grouped(B), lp), _pad(_grouped(C), lp)
     groups = Bg.shape[1]
     cfg, _nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False,
                                 packed=cu_seqlens is not None)
@@ -127,13 +152,14 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     grid = (batch * groups * triton.cdiv(dg, cfg.block_d), nseg)
     zs = z.stride() if z is not None else (0, 0, 0)
     args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
-            length, dim, dstate, groups, dg, cps,
+            length, lp, dim, dstate, groups, dg, cps,
             *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *out.stride())
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, EVEN_L=length % cfg.chunk == 0,
-                 BC_PAIRS=_bc_pairs(Bg, Cg, length), SAVE=bwd_chunk(cfg), num_warps=cfg.warps,
+                 BC_PAIRS=_bc_pairs(Bg, Cg, lp), SAVE=bwd_chunk(cfg),
+                 GROUP_STORE=cfg.chunk <= cfg.group_store_chunk, num_warps=cfg.warps,
                  **_maxnreg(cfg.maxnreg))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
@@ -148,7 +174,9 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                   states, softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    Bg, Cg = _grouped(B), _grouped(C)
+    lp = row_length(length)
+    u, delta, z, dout = _pad(u, lp), _pad(delta, lp), _pad(z, lp), _pad(dout, lp)
+    Bg, Cg = _pad(_grouped(B), lp), _pad(_grouped(C), lp)
     groups = Bg.shape[1]
     cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True,
                                packed=cu_seqlens is not None)
@@ -168,8 +196,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     dA = torch.zeros((dim, dstate), device=dev, dtype=f32)
     dD = torch.zeros(dim, device=dev, dtype=f32) if D is not None else empty()
     dbias = torch.zeros(dim, device=dev, dtype=f32) if delta_bias is not None else empty()
-    dB = torch.zeros((batch, groups, dstate, length), device=dev, dtype=f32)
-    dC = torch.zeros((batch, groups, dstate, length), device=dev, dtype=f32)
+    dB = torch.zeros((batch, groups, dstate, lp), device=dev, dtype=f32)   # rows as B's
+    dC = torch.zeros((batch, groups, dstate, lp), device=dev, dtype=f32)
     if h0 is not None:
         dh0 = dlast.clone() if dlast is not None else torch.zeros_like(h0)
     else:
@@ -184,7 +212,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
         args = (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
                 dout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,
-                length, dim, dstate, groups, dg, cps,
+                length, lp, dim, dstate, groups, dg, cps,
                 *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride())
         flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
@@ -198,6 +226,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         scan_bwd_kernel[grid](*args, ADJ_ONLY=False, HAS_ENTER=nseg > 1, **flags)
         if h0 is not None and seq is None:
             dh0 = ends[:, nseg - 1 if reverse else 0].clone()
+    if lp != length:
+        dB, dC = dB[..., :length].contiguous(), dC[..., :length].contiguous()
     return (du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype),
             dC.view(C.shape).to(C.dtype),
             dD.to(D.dtype) if D is not None else dD, dz,

@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .common import (LOG2E, adjoint_combine, chunk_at, chunk_handover, load_bc_row,
                      load_dt, load_tile, pair_combine, program_place, reverse_adjoint_scan,
-                     reverse_pair_scan, sequence_bounds)
+                     reverse_pair_scan, sequence_bounds, store_position)
 
 
 @triton.jit
@@ -36,7 +36,7 @@ def scan_bwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, seq_ptr,
     states_ptr, adj_ptr, ends_ptr, seg_dt_ptr, dout_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, G, DG, CPS,
+    L, LP, D, N, G, DG, CPS,
     su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
@@ -50,10 +50,8 @@ def scan_bwd_kernel(
         L, DG, G, CPS, CHUNK, BLOCK_D, not REVERSE)
     S = tl.num_programs(1)
     k = tl.arange(0, CHUNK)
-    if REVERSE:
-        start = k == CHUNK - 1       # a chunk's first position in scan order
-    else:
-        start = k == 0
+    START: tl.constexpr = CHUNK - 1 if REVERSE else 0    # a chunk's first position in scan order
+    start = k == START
     nn = tl.arange(0, N_PAD)
     m_dn = dmask[:, None] & (nn < N)[None, :]
     seg = ((b * S + s) * D + d[:, None]) * N + nn[None, :]
@@ -81,17 +79,19 @@ def scan_bwd_kernel(
         c, c_next = chunk_at(i, c_lo, n_chunks, not REVERSE)
         t0 = c * CHUNK
         t = t0 + k
-        tmask = t < L
-        m = dmask[:, None] & tmask[None, :]
+        tmask = t < L                                 # the sequence's positions
+        lmask = t < LP                                # the rows' (see `scan.py`)
+        m = dmask[:, None] & lmask[None, :]           # where tiles are read
+        valid = dmask[:, None] & tmask[None, :]       # and written
         if EVEN_L:  # every chunk whole: the rows of B and C load unmasked
             rmask = None
         else:
-            rmask = tmask
+            rmask = lmask
         # Only dt, dt * u, dy and three accumulators live through the loop over states; what
         # the chunk's end needs besides (delta, dout, z, u) is loaded again there (L2 hits)
         # rather than held in registers, which the backward has none to spare of
-        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
-                           HAS_BIAS, SOFTPLUS)
+        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d,
+                           sdl_l, HAS_BIAS, SOFTPLUS)
         if ADJ_ONLY:
             dt_total += tl.sum(dt, axis=1)
         dy = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
@@ -107,7 +107,7 @@ def scan_bwd_kernel(
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
         here, edge = chunk_handover(adj_ptr, ends_ptr, b, s, c, c_next, i + 1 == n_chunks,
-                                    NC, S, D, N, d, k)
+                                    NC, S, D, N, d)
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
@@ -115,9 +115,9 @@ def scan_bwd_kernel(
         A_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0)
         if not ADJ_ONLY:
             h_nx = tl.load(h_enter, mask=dmask, other=0.0)
-            B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, L, sB_b, sB_g,
+            B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g,
                                sB_n, sB_l, CHUNK, False)
-        C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, L, sC_b, sC_g,
+        C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, LP, sC_b, sC_g,
                            sC_n, sC_l, CHUNK, False)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             g_in, A, Cn = g_nx, A_nx, C_nx
@@ -129,9 +129,9 @@ def scan_bwd_kernel(
             A_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0)
             if not ADJ_ONLY:
                 h_nx = tl.load(h_enter + nx, mask=dmask, other=0.0)
-                B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, L, sB_b, sB_g,
+                B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, LP, sB_b, sB_g,
                                    sB_n, sB_l, CHUNK, False)
-            C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, L, sC_b, sC_g,
+            C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, LP, sC_b, sC_g,
                                sC_n, sC_l, CHUNK, False)
             a = tl.exp2(dt * (A * LOG2E)[:, None])
             a_cut = a
@@ -150,7 +150,7 @@ def scan_bwd_kernel(
             else:
                 gr = reverse_adjoint_scan(beta, a_cut, g_in, BLOCK_D, CHUNK)
             # what reaches the chunk's entering state, stored by the thread that holds it
-            tl.store(edge + n, a_cut * gr, mask=dmask[:, None] & start[None, :])
+            store_position(edge + n, a_cut * gr, START, True, dmask, REVERSE, False)
             if not ADJ_ONLY:
                 # recompute the states of the chunk from its saved entering state
                 x = dtu * Bn[None, :]
@@ -177,9 +177,9 @@ def scan_bwd_kernel(
                 tl.atomic_add(dA_ptr + d * N + n, tl.sum(ghx * dt, axis=1), mask=dmask,
                               sem="relaxed")
                 # dB, dC: summed over the program's channels, then added to the row
-                bc = ((b * G + g) * N + n) * L + t
-                tl.atomic_add(dB_ptr + bc, tl.sum(gr * dtu, axis=0), mask=tmask, sem="relaxed")
-                tl.atomic_add(dC_ptr + bc, tl.sum(hn * dy, axis=0), mask=tmask, sem="relaxed")
+                bc = ((b * G + g) * N + n) * LP + t         # dB, dC: rows of LP positions
+                tl.atomic_add(dB_ptr + bc, tl.sum(gr * dtu, axis=0), mask=lmask, sem="relaxed")
+                tl.atomic_add(dC_ptr + bc, tl.sum(hn * dy, axis=0), mask=lmask, sem="relaxed")
         if not ADJ_ONLY:
             # x = dt u B: d dt gets u * sum g B, du gets dt * sum g B
             u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
@@ -196,16 +196,16 @@ def scan_bwd_kernel(
                 sig = tl.sigmoid(zt)
                 dout = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
                 dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-                tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m)
+                tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=valid)
             if SOFTPLUS:
-                _dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
-                                   HAS_BIAS, False)
+                _dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d,
+                                   sdl_l, HAS_BIAS, False)
                 ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
-            ddt = tl.where(m, ddt, 0.0)
+            ddt = tl.where(valid, ddt, 0.0)
             if HAS_BIAS:
                 dbias_acc += tl.sum(ddt, axis=1)
-            tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=m)
-            tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m)
+            tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=valid)
+            tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
     if ADJ_ONLY:
         tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)
     else:

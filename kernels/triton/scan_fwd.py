@@ -22,14 +22,14 @@ import triton.language as tl
 
 from .common import (LOG2E, chunk_at, entering_row, load_bc_row, load_dt, load_tile,
                      pair_combine, program_place, reverse_pair_scan, save_point,
-                     sequence_bounds)
+                     sequence_bounds, store_position)
 
 
 @triton.jit
 def scan_fwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, seq_ptr,
     states_ptr, ends_ptr, seg_dt_ptr, out_ptr, last_ptr,
-    L, D, N, G, DG, CPS,
+    L, LP, D, N, G, DG, CPS,
     su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_d, sz_l, so_b, so_d, so_l,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
@@ -37,6 +37,7 @@ def scan_fwd_kernel(
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
     EVEN_L: tl.constexpr, BC_PAIRS: tl.constexpr, SAVE: tl.constexpr,
+    GROUP_STORE: tl.constexpr,
 ):
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, _nc = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
@@ -69,14 +70,16 @@ def scan_fwd_kernel(
         c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
         t0 = c * CHUNK
         t = t0 + k
-        tmask = t < L
-        m = dmask[:, None] & tmask[None, :]
+        tmask = t < L                                 # the sequence's positions
+        lmask = t < LP                                # the rows' (see `scan.py`)
+        m = dmask[:, None] & lmask[None, :]           # where tiles are read
+        valid = dmask[:, None] & tmask[None, :]       # and written
         if EVEN_L:  # every chunk whole: the rows of B and C load unmasked
             rmask = None
         else:
-            rmask = tmask
-        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, dmask, sdl_b, sdl_d, sdl_l,
-                        HAS_BIAS, SOFTPLUS)
+            rmask = lmask
+        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
+                           HAS_BIAS, SOFTPLUS)
         dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
         if STATE_ONLY:
             dt_total += tl.sum(dt, axis=1)
@@ -89,10 +92,10 @@ def scan_fwd_kernel(
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         h_nx = tl.load(here, mask=dmask, other=0.0)
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
-        B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, L, sB_b, sB_g,
+        B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g,
                            sB_n, sB_l, CHUNK, BC_PAIRS)
         if not STATE_ONLY:
-            C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, L, sC_b, sC_g,
+            C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, LP, sC_b, sC_g,
                                sC_n, sC_l, CHUNK, BC_PAIRS)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             h_in, A2, Bn = h_nx, A2_nx, B_nx
@@ -102,10 +105,10 @@ def scan_fwd_kernel(
             nx = tl.minimum(n + 1, N - 1)
             h_nx = tl.load(here + nx, mask=dmask, other=0.0)
             A2_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0) * LOG2E
-            B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, L, sB_b, sB_g,
+            B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, LP, sB_b, sB_g,
                                sB_n, sB_l, CHUNK, BC_PAIRS)
             if not STATE_ONLY:
-                C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, L, sC_b, sC_g,
+                C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, LP, sC_b, sC_g,
                                    sC_n, sC_l, CHUNK, BC_PAIRS)
             a = tl.exp2(dt * A2[:, None])
             x = dtu * Bn[None, :]
@@ -125,14 +128,14 @@ def scan_fwd_kernel(
                 _a_cum, hn = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
             else:
                 _a_cum, hn = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
-            # the states at the sub-chunks' ends, each stored by the thread that holds it
+            # the states at the sub-chunks' ends (scan order), each stored by the thread
+            # that holds it
             for r in tl.static_range(R):
                 pos, nxt, ok, seg_last = save_point(c, r, c_lo, n_chunks, NS, SAVE, R,
                                                     REVERSE)
                 to = tl.where(seg_last, ends_ptr + ((b * S + s) * D + d) * N,
                               states_ptr + ((row_b + nxt) * D + d) * N)
-                tl.store(to[:, None] + n + 0 * k[None, :], hn,
-                         mask=dmask[:, None] & ((k == pos) & ok)[None, :])
+                store_position(to + n, hn, pos, ok, dmask, not REVERSE, GROUP_STORE)
             if not STATE_ONLY:
                 y += hn * Cn[None, :]
                 if HAS_CU:
@@ -147,6 +150,6 @@ def scan_fwd_kernel(
                 zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
                 y = y * zt * tl.sigmoid(zt)
             tl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
-                     y.to(out_ptr.dtype.element_ty), mask=m)
+                     y.to(out_ptr.dtype.element_ty), mask=valid)
     if STATE_ONLY:
         tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)
