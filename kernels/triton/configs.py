@@ -49,6 +49,8 @@ class ScanConfig:
     seg_chunks: int = 1     # ... and each segment keeps at least this many chunks
     group_store_chunk: int = 0  # the forward stores its saved states by groups of 8
                                 # (`common.store_position`) at chunks up to this (0: never)
+    pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
+                            # ones (`scan.row_length`): 2x faster there, more memory
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp

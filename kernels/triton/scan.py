@@ -16,9 +16,12 @@ length, zero-padded (`_pad`): the rows then start 16-element aligned and the mas
 loads are constant over 16 positions, so each thread loads its positions as 16-byte
 vectors, and the scan runs in that layout. Read unaligned, the loads are one position per
 thread and the loop over states runs in that layout: at 197 positions (Vision Mamba's
-tokens) the forward's loop had 112 warp shuffles instead of 12, and the forward took 2.4
-ms at 128x197 against 0.35 ms at 16x1024 for about as many chunks. The outputs are
-written straight into unpadded tensors (masked stores, once per chunk).
+tokens) the forward's loop had 112 warp shuffles instead of 12, and the forward took 2.43
+ms at 128x197 against 1.19 padded (H200). The outputs are written straight into unpadded
+tensors (masked stores, once per chunk). The copies cost memory (forward+backward at
+1x131071: 4.73 GiB against 3.45 for mamba_ssm's CUDA scan) and some time (F.pad: 0.59 ms
+per (1, 1536, 131071) bf16 tensor); `BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the
+rows as they are.
 """
 from __future__ import annotations
 
@@ -42,10 +45,11 @@ def num_saved(length: int, dstate: int) -> int:
     return triton.cdiv(length, bwd_chunk(scan_config(dstate, length)))
 
 
-def row_length(length: int) -> int:
+def row_length(length: int, dstate: int = 16) -> int:
     """The length the kernels read rows at: `length` rounded up to a multiple of 16 (Triton
-    specialises integer arguments on divisibility by 16)."""
-    return triton.cdiv(length, 16) * 16
+    specialises integer arguments on divisibility by 16), or `length` itself where the
+    configuration has `pad_rows` off."""
+    return triton.cdiv(length, 16) * 16 if scan_config(dstate, length).pad_rows else length
 
 
 def _pad(x: Tensor | None, lp: int) -> Tensor | None:
@@ -129,7 +133,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    lp = row_length(length)
+    lp = row_length(length, dstate)
     u, delta, z = _pad(u, lp), _pad(delta, lp), _pad(z, lp)
     Bg, Cg = _pad(_grouped(B), lp), _pad(_grouped(C), lp)
     groups = Bg.shape[1]
@@ -174,7 +178,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                   states, softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    lp = row_length(length)
+    lp = row_length(length, dstate)
     u, delta, z, dout = _pad(u, lp), _pad(delta, lp), _pad(z, lp), _pad(dout, lp)
     Bg, Cg = _pad(_grouped(B), lp), _pad(_grouped(C), lp)
     groups = Bg.shape[1]

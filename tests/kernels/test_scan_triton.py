@@ -267,13 +267,16 @@ class _Launches:
         return launch
 
 
-@pytest.mark.parametrize("length", [197, 208])
-def test_rows_read_at_a_multiple_of_16(monkeypatch, length):
+@pytest.mark.parametrize("length,pad", [(197, True), (208, True), (197, False)])
+def test_rows_read_at_a_multiple_of_16(monkeypatch, length, pad):
     """At a length that is not a multiple of 16 the kernels get zero-padded copies of their
     inputs' rows, of `row_length` positions (16-element aligned, so that the loads are
     vectors and the scan keeps their layout), and write unpadded outputs; at a multiple of
-    16 they get the inputs themselves. The values: `test_scan_matches_reference` at odd
-    lengths (the padding must not reach the last state or the gradients)."""
+    16, or with `pad_rows` off, they get the inputs themselves. The values:
+    `test_scan_matches_reference` at odd lengths (the padding must not reach the last state
+    or the gradients), and here with `pad_rows` off."""
+    if not pad:
+        monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"pad_rows": false}')
     fwd, bwd = _Launches(scan.scan_fwd_kernel), _Launches(scan.scan_bwd_kernel)
     monkeypatch.setattr(scan, "scan_fwd_kernel", fwd)
     monkeypatch.setattr(scan, "scan_bwd_kernel", bwd)
@@ -284,15 +287,18 @@ def test_rows_read_at_a_multiple_of_16(monkeypatch, length):
                              backend="triton")
     (y.float().sum() + last.sum()).backward()
     lp = scan.row_length(length)
-    assert lp == 208 and y.shape == (2, 4, length) and y.is_contiguous()
+    assert lp == (208 if pad else length) and y.shape == (2, 4, length) and y.is_contiguous()
     for call in fwd.calls + bwd.calls:
         assert (call["L"], call["LP"]) == (length, lp)
         for name in ("u_ptr", "delta_ptr", "z_ptr", "B_ptr", "C_ptr"):
             rows = call[name]
-            assert rows.shape[-1] == lp and all(st % 16 == 0 for st in rows.stride()[:-1])
+            assert rows.shape[-1] == lp
+            assert not pad or all(st % 16 == 0 for st in rows.stride()[:-1])
         assert (call["u_ptr"].data_ptr() == ins["u"].data_ptr()) == (length == lp)
     assert bwd.calls[0]["dout_ptr"].shape[-1] == lp and bwd.calls[0]["dB_ptr"].shape[-1] == lp
     assert ins["B"].grad.shape == ins["B"].shape and ins["u"].grad.shape == ins["u"].shape
+    if not pad:
+        test_scan_matches_reference(Case(length, dtype=torch.bfloat16, last_state=True))
 
 
 def test_gradient_through_last_state_only():
