@@ -9,10 +9,12 @@ workload (N=16, bf16, z, D, delta_bias, softplus) at the given BxL shapes: the t
 configuration (`BYTESSM_SCAN_CONFIG` overrides it, e.g. '{"maxnreg_long": 96}'), every
 launch of the call (the segments' state-only / adjoint-only passes included), specialised
 from the launch's own arguments as Triton specialises a call: integers equal to 1 become
-constants, integers and pointers that are multiples of 16 are marked divisible (an odd
-length such as 1x1000 gives the unaligned variants). The tensors live on the meta device,
-so nothing is allocated. Triton's front end and the ptxas it ships run on any machine;
-`ptxas -v` gives the register count and spill bytes, and the PTX its warp shuffles.
+constants, integers and pointers that are multiples of 16 are marked divisible (a length
+such as 1x1000 gives the padded rows' launches, and with BYTESSM_SCAN_CONFIG='{"pad_rows":
+false}' the unaligned ones: 112 shuffles in the forward at 128x197 against 12). The tensors
+live on the meta device, so nothing is allocated. Triton's front end and the ptxas it ships
+run on any machine; `ptxas -v` gives the register count and spill bytes, and the PTX its
+warp shuffles.
 
 The register count decides the occupancy: a one-warp program of up to 128 registers fits
 four to an SM scheduler, up to 168 three, 169-255 two (on an H200 the forward at 172
