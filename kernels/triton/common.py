@@ -114,26 +114,23 @@ def _grouped_flipped(v, BLOCK_D: tl.constexpr, G: tl.constexpr, R: tl.constexpr)
 
 
 @triton.jit
-def _first_of_group(v):
-    """(BLOCK_D, G, 8) -> (BLOCK_D, G): each group's first position, by split (a choice of
-    registers on the GPU; a sum of v with zeros costs an add per position there)."""
+def _group_end(v, LAST: tl.constexpr):
+    """(BLOCK_D, G, 8) -> (BLOCK_D, G): each group's first (LAST: last) position, by split (a
+    choice of registers on the GPU; a sum of v with zeros costs an add per position there)."""
     tl.static_assert(v.shape[2] == 8)
     w = tl.reshape(v, (v.shape[0], v.shape[1], 2, 2, 2))
-    w, _hi = tl.split(w)
-    w, _hi = tl.split(w)
-    w, _hi = tl.split(w)
+    for _ in tl.static_range(3):
+        lo, hi = tl.split(w)
+        if LAST:
+            w = hi
+        else:
+            w = lo
     return w
 
 
 @triton.jit
-def _last_of_group(v):
-    """(BLOCK_D, G, 8) -> (BLOCK_D, G): each group's last position, likewise."""
-    tl.static_assert(v.shape[2] == 8)
-    w = tl.reshape(v, (v.shape[0], v.shape[1], 2, 2, 2))
-    _lo, w = tl.split(w)
-    _lo, w = tl.split(w)
-    _lo, w = tl.split(w)
-    return w
+def _first_of_group(v):
+    return _group_end(v, False)
 
 
 @triton.jit
@@ -149,11 +146,7 @@ def store_position(ptrs, v, pos, ok, dmask, LAST: tl.constexpr, BY_GROUP: tl.con
     (8 positions a thread): the loop has no barrier, yet measured faster only in some
     configurations (`configs.ScanConfig.group_store_chunk`)."""
     if BY_GROUP:
-        w = tl.reshape(v, (v.shape[0], v.shape[1] // 8, 8))
-        if LAST:
-            w = _last_of_group(w)
-        else:
-            w = _first_of_group(w)
+        w = _group_end(tl.reshape(v, (v.shape[0], v.shape[1] // 8, 8)), LAST)
         kg = tl.arange(0, v.shape[1] // 8)
         tl.store(ptrs[:, None] + 0 * kg[None, :], w,
                  mask=dmask[:, None] & ((kg == pos // 8) & ok)[None, :])
