@@ -67,10 +67,15 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                           states)
     ctx.softplus, ctx.reverse = softplus, reverse
+    # an output the loss does not use gets None, not zeros: the usual last state is then not
+    # read (HAS_DLAST off) and no zero tensor is made for it
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dout, dlast, _dstates):
     u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states = ctx.saved_tensors
+    if dout is None:  # only the last state reaches the loss
+        dout = u.new_zeros(()).expand(u.shape)
     grads = torch.ops.bytessm.selective_scan_bwd(
         dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states,
         ctx.softplus, ctx.reverse)

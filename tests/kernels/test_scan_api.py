@@ -116,3 +116,31 @@ def test_custom_op_registration_is_consistent():
     torch.library.opcheck(torch.ops.bytessm.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor",
                                       "test_aot_dispatch_dynamic"))
+
+
+def test_unused_outputs_reach_the_backward_as_none(monkeypatch):
+    """A loss on the output alone gives the backward no last-state gradient (None, not a
+    zero tensor it would read), and a loss on the last state alone a zero output gradient;
+    the gradients are those of the reference either way."""
+    from bytessm.kernels import reference
+    from bytessm.kernels.triton import scan
+    seen = []
+    backward = scan.scan_backward
+
+    def spy(dout, dlast, *args, **kwargs):
+        seen.append((dout.count_nonzero().item(), dlast))
+        return backward(dout, dlast, *args, **kwargs)
+    monkeypatch.setattr(scan, "scan_backward", spy)
+    ins = {k: v.detach().to(DEVICE).requires_grad_() for k, v in
+           scan_inputs(batch=1, dim=4, length=40, dstate=4).items() if v is not None}
+    y = selective_scan(**ins, backend="triton")
+    (g_out,) = torch.autograd.grad((y * y).sum(), [ins["u"]])
+    _, last = selective_scan(**ins, return_last_state=True, backend="triton")
+    (g_last,) = torch.autograd.grad(last.sum(), [ins["u"]])
+    assert seen[0][1] is None and seen[0][0] > 0
+    assert seen[1][0] == 0 and seen[1][1] is not None
+    y_ref, last_ref = reference.selective_scan_chunked(**ins, return_last_state=True)
+    (ref_out,) = torch.autograd.grad((y_ref * y_ref).sum(), [ins["u"]], retain_graph=True)
+    assert_close("du (output)", g_out, ref_out, torch.float32)
+    assert_close("du (last state)", g_last, torch.autograd.grad(last_ref.sum(), [ins["u"]])[0],
+                 torch.float32)
