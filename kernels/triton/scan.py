@@ -18,7 +18,8 @@ vectors, and the scan runs in that layout. Read unaligned, the loads are one pos
 thread and the loop over states runs in that layout: at 197 positions (Vision Mamba's
 tokens) the forward's loop had 112 warp shuffles instead of 12, and the forward took 2.43
 ms at 128x197 against 1.19 padded (H200). The outputs are written straight into unpadded
-tensors (masked stores, once per chunk). The copies cost memory (forward+backward at
+tensors (masked stores, once per chunk). B and C are padded further, to whole chunks
+(`bc_row_length`), so that their rows load unmasked. The copies cost memory (forward+backward at
 1x131071: 4.73 GiB against 3.45 for mamba_ssm's CUDA scan) and some time (F.pad: 0.59 ms
 per (1, 1536, 131071) bf16 tensor); `BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the
 rows as they are.
@@ -50,6 +51,17 @@ def row_length(length: int, dstate: int = 16) -> int:
     specialises integer arguments on divisibility by 16), or `length` itself where the
     configuration has `pad_rows` off."""
     return triton.cdiv(length, 16) * 16 if scan_config(dstate, length).pad_rows else length
+
+
+def bc_row_length(length: int, dstate: int = 16) -> int:
+    """The length of B's and C's rows as the kernels get them: `length` rounded up to whole
+    forward chunks (the backward's divide them), so that the rows load unmasked in every
+    chunk (a masked row of int32 pairs loads one word per instruction: 305 instructions in
+    the forward's loop over states at 1x131071 against 254 unmasked); `length` itself with
+    `pad_rows` off. B and C are dstate rows per batch row, against dim rows of u: their
+    copies are small."""
+    cfg = scan_config(dstate, length)
+    return triton.cdiv(length, cfg.chunk) * cfg.chunk if cfg.pad_rows else length
 
 
 def _pad(x: Tensor | None, lp: int) -> Tensor | None:
@@ -133,9 +145,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    lp = row_length(length, dstate)
+    lp, lbc = row_length(length, dstate), bc_row_length(length, dstate)
     u, delta, z = _pad(u, lp), _pad(delta, lp), _pad(z, lp)
-    Bg, Cg = _pad(_grouped(B), lp), _pad(_grouped(C), lp)
+    Bg, Cg = _pad(_grouped(B), lbc), _pad(_grouped(C), lbc)
     groups = Bg.shape[1]
     cfg, _nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False,
                                 packed=cu_seqlens is not None)
@@ -161,8 +173,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
-                 N_PAD=n_pad(dstate), UNROLL=cfg.unroll, EVEN_L=length % cfg.chunk == 0,
-                 BC_PAIRS=_bc_pairs(Bg, Cg, lp), SAVE=bwd_chunk(cfg),
+                 N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
+                 BC_PAIRS=_bc_pairs(Bg, Cg, lbc), SAVE=bwd_chunk(cfg),
                  GROUP_STORE=cfg.chunk <= cfg.group_store_chunk, num_warps=cfg.warps,
                  **_maxnreg(cfg.maxnreg))
     if nseg > 1:
@@ -178,9 +190,9 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                   states, softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    lp = row_length(length, dstate)
+    lp, lbc = row_length(length, dstate), bc_row_length(length, dstate)
     u, delta, z, dout = _pad(u, lp), _pad(delta, lp), _pad(z, lp), _pad(dout, lp)
-    Bg, Cg = _pad(_grouped(B), lp), _pad(_grouped(C), lp)
+    Bg, Cg = _pad(_grouped(B), lbc), _pad(_grouped(C), lbc)
     groups = Bg.shape[1]
     cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True,
                                packed=cu_seqlens is not None)
@@ -222,7 +234,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                      HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
                      HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
                      BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
-                     EVEN_L=length % cfg.chunk == 0, num_warps=cfg.warps_bwd,
+                     BC_WHOLE=lbc % cfg.chunk == 0, num_warps=cfg.warps_bwd,
                      **_maxnreg(cfg.maxnreg_bwd))
         if nseg > 1:
             scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)

@@ -36,7 +36,7 @@ def scan_fwd_kernel(
     HAS_CU: tl.constexpr, REVERSE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
-    EVEN_L: tl.constexpr, BC_PAIRS: tl.constexpr, SAVE: tl.constexpr,
+    BC_WHOLE: tl.constexpr, BC_PAIRS: tl.constexpr, SAVE: tl.constexpr,
     GROUP_STORE: tl.constexpr,
 ):
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, _nc = program_place(
@@ -74,7 +74,7 @@ def scan_fwd_kernel(
         lmask = t < LP                                # the rows' (see `scan.py`)
         m = dmask[:, None] & lmask[None, :]           # where tiles are read
         valid = dmask[:, None] & tmask[None, :]       # and written
-        if EVEN_L:  # every chunk whole: the rows of B and C load unmasked
+        if BC_WHOLE:  # B's and C's rows hold every chunk whole: they load unmasked
             rmask = None
         else:
             rmask = lmask

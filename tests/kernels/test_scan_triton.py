@@ -262,7 +262,7 @@ class _Launches:
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            self.calls.append(dict(zip(self.kernel.arg_names, args)))
+            self.calls.append(dict(zip(self.kernel.arg_names, args), **kwargs))
             return self.kernel[grid](*args, **kwargs)
         return launch
 
@@ -272,9 +272,10 @@ def test_rows_read_at_a_multiple_of_16(monkeypatch, length, pad):
     """At a length that is not a multiple of 16 the kernels get zero-padded copies of their
     inputs' rows, of `row_length` positions (16-element aligned, so that the loads are
     vectors and the scan keeps their layout), and write unpadded outputs; at a multiple of
-    16, or with `pad_rows` off, they get the inputs themselves. The values:
-    `test_scan_matches_reference` at odd lengths (the padding must not reach the last state
-    or the gradients), and here with `pad_rows` off."""
+    16, or with `pad_rows` off, they get the inputs themselves. B and C come in rows of
+    whole chunks (`bc_row_length`; BC_WHOLE: loaded unmasked) unless `pad_rows` is off.
+    The values: `test_scan_matches_reference` at odd lengths (the padding must not reach the
+    last state or the gradients), and here with `pad_rows` off."""
     if not pad:
         monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"pad_rows": false}')
     fwd, bwd = _Launches(scan.scan_fwd_kernel), _Launches(scan.scan_bwd_kernel)
@@ -288,11 +289,14 @@ def test_rows_read_at_a_multiple_of_16(monkeypatch, length, pad):
     (y.float().sum() + last.sum()).backward()
     lp = scan.row_length(length)
     assert lp == (208 if pad else length) and y.shape == (2, 4, length) and y.is_contiguous()
+    lbc = scan.bc_row_length(length)
+    assert lbc % CHUNK == 0 if pad else lbc == length
     for call in fwd.calls + bwd.calls:
-        assert (call["L"], call["LP"]) == (length, lp)
-        for name in ("u_ptr", "delta_ptr", "z_ptr", "B_ptr", "C_ptr"):
+        assert (call["L"], call["LP"]) == (length, lp) and call["BC_WHOLE"] == pad
+        for name, n in [("u_ptr", lp), ("delta_ptr", lp), ("z_ptr", lp), ("B_ptr", lbc),
+                        ("C_ptr", lbc)]:
             rows = call[name]
-            assert rows.shape[-1] == lp
+            assert rows.shape[-1] == n
             assert not pad or all(st % 16 == 0 for st in rows.stride()[:-1])
         assert (call["u_ptr"].data_ptr() == ins["u"].data_ptr()) == (length == lp)
     assert bwd.calls[0]["dout_ptr"].shape[-1] == lp and bwd.calls[0]["dB_ptr"].shape[-1] == lp
