@@ -299,6 +299,16 @@ def save_point(c, r: tl.constexpr, c_lo, n_chunks, NS, SAVE: tl.constexpr,
 
 
 @triton.jit
+def chunk_masks(t, L, LP, dmask):
+    """Masks of a chunk's positions t (CHUNK,): the sequence's (t < L) and its rows' (t < LP,
+    their padded length: see `scan.py`), and the (BLOCK_D, CHUNK) tiles' where they are read
+    (the rows') and where they are written (the sequence's)."""
+    tmask = t < L
+    lmask = t < LP
+    return tmask, lmask, dmask[:, None] & lmask[None, :], dmask[:, None] & tmask[None, :]
+
+
+@triton.jit
 def load_tile(ptr, b, d, t, m, s_b, s_d, s_l):
     """A (BLOCK_D, CHUNK) float32 tile of a (batch, dim, length) tensor."""
     return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m,

@@ -26,9 +26,9 @@ run against the scan, turns that into what arrives at each segment's end.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, adjoint_combine, chunk_at, chunk_handover, load_bc_row,
-                     load_dt, load_tile, pair_combine, program_place, reverse_adjoint_scan,
-                     reverse_pair_scan, sequence_bounds, store_position)
+from .common import (LOG2E, adjoint_combine, chunk_at, chunk_handover, chunk_masks,
+                     load_bc_row, load_dt, load_tile, pair_combine, program_place,
+                     reverse_adjoint_scan, reverse_pair_scan, sequence_bounds, store_position)
 
 
 @triton.jit
@@ -79,14 +79,10 @@ def scan_bwd_kernel(
         c, c_next = chunk_at(i, c_lo, n_chunks, not REVERSE)
         t0 = c * CHUNK
         t = t0 + k
-        tmask = t < L                                 # the sequence's positions
-        lmask = t < LP                                # the rows' (see `scan.py`)
-        m = dmask[:, None] & lmask[None, :]           # where tiles are read
-        valid = dmask[:, None] & tmask[None, :]       # and written
+        tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
+        rmask = lmask
         if BC_WHOLE:  # B's and C's rows hold every chunk whole: they load unmasked
             rmask = None
-        else:
-            rmask = lmask
         # Only dt, dt * u, dy and three accumulators live through the loop over states; what
         # the chunk's end needs besides (delta, dout, z, u) is loaded again there (L2 hits)
         # rather than held in registers, which the backward has none to spare of

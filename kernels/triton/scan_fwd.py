@@ -20,8 +20,8 @@ case) the full launch is all there is.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, chunk_at, entering_row, load_bc_row, load_dt, load_tile,
-                     pair_combine, program_place, reverse_pair_scan, save_point,
+from .common import (LOG2E, chunk_at, chunk_masks, entering_row, load_bc_row, load_dt,
+                     load_tile, pair_combine, program_place, reverse_pair_scan, save_point,
                      sequence_bounds, store_position)
 
 
@@ -70,14 +70,10 @@ def scan_fwd_kernel(
         c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
         t0 = c * CHUNK
         t = t0 + k
-        tmask = t < L                                 # the sequence's positions
-        lmask = t < LP                                # the rows' (see `scan.py`)
-        m = dmask[:, None] & lmask[None, :]           # where tiles are read
-        valid = dmask[:, None] & tmask[None, :]       # and written
+        tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
+        rmask = lmask
         if BC_WHOLE:  # B's and C's rows hold every chunk whole: they load unmasked
             rmask = None
-        else:
-            rmask = lmask
         dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
                            HAS_BIAS, SOFTPLUS)
         dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
