@@ -6,9 +6,10 @@
 D=1536, N=16, bf16 inputs (the reference runs in float32 on the same rounded inputs):
 output, last state and every gradient at 8x2K, 2x16K (also reverse + initial state, and
 4 groups), 1x128K, 1x32K at D=512 (a grid narrow enough that the chunks run in segments,
-with the state-only and carry passes; also reverse + initial state), and the forward at
-1x1M. At 1M the reference (one Python step per
-position) runs on the first 64 channels only, which is exact because channels are
+with the state-only and carry passes; also reverse + initial state), 32x197 and 4x2047
+(lengths not a multiple of 16, whose rows the launcher pads; the latter reverse, with an
+initial state and 4 groups), and the forward at 1x1M. At 1M the reference (one Python step
+per position) runs on the first 64 channels only, which is exact because channels are
 independent. Prints relative L2 errors; exits 1 if any exceeds the bf16 tolerance.
 (The interpreter suite, `pytest tests/kernels`, also runs on CUDA when there is one.)
 """

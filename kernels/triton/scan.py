@@ -17,12 +17,12 @@ loads are constant over 16 positions, so each thread loads its positions as 16-b
 vectors, and the scan runs in that layout. Read unaligned, the loads are one position per
 thread and the loop over states runs in that layout: at 197 positions (Vision Mamba's
 tokens) the forward's loop had 112 warp shuffles instead of 12, and the forward took 2.43
-ms at 128x197 against 1.19 padded (H200). The outputs are written straight into unpadded
-tensors (masked stores, once per chunk). B and C are padded further, to whole chunks
-(`bc_row_length`), so that their rows load unmasked. The copies cost memory (forward+backward at
-1x131071: 4.73 GiB against 3.45 for mamba_ssm's CUDA scan) and some time (F.pad: 0.59 ms
-per (1, 1536, 131071) bf16 tensor); `BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the
-rows as they are.
+ms at 128x197 against 1.21 padded (H200, `bench_scan_ab.py`). The outputs are written
+straight into unpadded tensors (masked stores, once per chunk). B and C are padded
+further, to whole chunks (`bc_row_length`), so that their rows load unmasked. The copies
+cost memory (forward+backward at 1x131071: 4.73 GiB against 3.45 for mamba_ssm's CUDA
+scan) and some time (F.pad: 0.59 ms per (1, 1536, 131071) bf16 tensor);
+`BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the rows as they are (`_padded`).
 """
 from __future__ import annotations
 
@@ -69,6 +69,14 @@ def _pad(x: Tensor | None, lp: int) -> Tensor | None:
     if x is None or x.shape[-1] == lp:
         return x
     return torch.nn.functional.pad(x, (0, lp - x.shape[-1]))
+
+
+def _padded(length: int, dstate: int, B: Tensor, C: Tensor, *tiles: Tensor | None):
+    """The rows as the kernels read them: the row lengths (`row_length`, `bc_row_length`),
+    B and C as (batch, groups, dstate, lbc) and each (batch, dim, length) tile padded to lp."""
+    lp, lbc = row_length(length, dstate), bc_row_length(length, dstate)
+    return (lp, lbc, _pad(_grouped(B), lbc), _pad(_grouped(C), lbc),
+            [_pad(x, lp) for x in tiles])
 
 
 def _grouped(M: Tensor) -> Tensor:
@@ -145,9 +153,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    lp, lbc = row_length(length, dstate), bc_row_length(length, dstate)
-    u, delta, z = _pad(u, lp), _pad(delta, lp), _pad(z, lp)
-    Bg, Cg = _pad(_grouped(B), lbc), _pad(_grouped(C), lbc)
+    lp, lbc, Bg, Cg, (u, delta, z) = _padded(length, dstate, B, C, u, delta, z)
     groups = Bg.shape[1]
     cfg, _nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=False,
                                 packed=cu_seqlens is not None)
@@ -190,9 +196,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                   states, softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    lp, lbc = row_length(length, dstate), bc_row_length(length, dstate)
-    u, delta, z, dout = _pad(u, lp), _pad(delta, lp), _pad(z, lp), _pad(dout, lp)
-    Bg, Cg = _pad(_grouped(B), lbc), _pad(_grouped(C), lbc)
+    lp, lbc, Bg, Cg, (u, delta, z, dout) = _padded(length, dstate, B, C, u, delta, z, dout)
     groups = Bg.shape[1]
     cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True,
                                packed=cu_seqlens is not None)
@@ -212,7 +216,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     dA = torch.zeros((dim, dstate), device=dev, dtype=f32)
     dD = torch.zeros(dim, device=dev, dtype=f32) if D is not None else empty()
     dbias = torch.zeros(dim, device=dev, dtype=f32) if delta_bias is not None else empty()
-    dB = torch.zeros((batch, groups, dstate, lp), device=dev, dtype=f32)   # rows as B's
+    dB = torch.zeros((batch, groups, dstate, lp), device=dev, dtype=f32)   # rows as u's
     dC = torch.zeros((batch, groups, dstate, lp), device=dev, dtype=f32)
     if h0 is not None:
         dh0 = dlast.clone() if dlast is not None else torch.zeros_like(h0)
