@@ -101,10 +101,17 @@ class ScanConfig:
 # stored so measured 0.91x at two channels per program in `bench_scan_ab.py` (1.075x at
 # one), but forward+backward through autograd (`bench_scan.py`) 1.05-1.06x at 8x2K, 2x16K
 # and 16x1K, so the backward keeps the masked tile.
+# The chunk-512 forward's slowdown with the group store came with the next state's B/C
+# prefetches placed at the end of the iteration (SASS); capped at 144 registers instead of
+# 128 they move back mid-iteration, and the group store then gains (thirteenth session,
+# `bench_scan_ab.py`, forward against cap 128 with the masked tile): 0.959x at 8x2K, 0.926x
+# at 2x16K and 1x128K, 0.856x at 1x131071 (the group store alone at 128: 0.98, 1.13, 1.16,
+# 0.98). At 144 a one-warp program still fits three to a scheduler: 1584 slots on 132 SMs
+# hold 1x128K's 1536 programs at once.
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
-                   maxnreg=112, maxnreg_long=128, maxnreg_cu=168, maxnreg_bwd_one=128,
-                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=256)
+                   maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_bwd_one=128,
+                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512)
 MAX_DSTATE = 256
 
 

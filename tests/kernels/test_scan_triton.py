@@ -448,7 +448,9 @@ def test_chunk_by_length_class(monkeypatch):
     assert configs._for_length(tuned, tuned.long_from).chunk == tuned.chunk_long != tuned.chunk
     # the forward's register cap belongs to the length class too
     assert configs._for_length(tuned, tuned.long_from - 1).maxnreg == tuned.maxnreg == 112
-    assert configs._for_length(tuned, tuned.long_from).maxnreg == tuned.maxnreg_long == 128
+    assert configs._for_length(tuned, tuned.long_from).maxnreg == tuned.maxnreg_long == 144
+    # ... and both chunks store their saved states by groups (`common.store_position`)
+    assert tuned.group_store_chunk >= max(tuned.chunk, tuned.chunk_long)
     # the backward's chunk is 256 at every length: a sub-chunk of the forward's 512
     assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from)) == 256
     assert configs.bwd_chunk(configs._for_length(tuned, tuned.long_from - 1)) == 256
