@@ -143,7 +143,7 @@ def scan_fwd_kernel(
                 u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
                 y += tl.load(D_ptr + d, mask=dmask, other=0.0)[:, None] * u
             if HAS_Z:
-                zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
+                zt = load_tile(z_ptr, b, d, t, valid, sz_b, sz_d, sz_l)
                 y = y * zt * tl.sigmoid(zt)
             tl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
                      y.to(out_ptr.dtype.element_ty), mask=valid)
