@@ -107,7 +107,10 @@ class ScanConfig:
 # `bench_scan_ab.py`, forward against cap 128 with the masked tile): 0.959x at 8x2K, 0.926x
 # at 2x16K and 1x128K, 0.856x at 1x131071 (the group store alone at 128: 0.98, 1.13, 1.16,
 # 0.98). At 144 a one-warp program still fits three to a scheduler: 1584 slots on 132 SMs
-# hold 1x128K's 1536 programs at once.
+# hold 1x128K's 1536 programs at once. The one-channel backward at 144 or 168 instead
+# measured 1.13x at 1x128K; the backward at chunks of 128 with two channels capped at 168
+# (no spills) 0.895x at 2x16K but 1.10-1.27x elsewhere, with a 6.5% slower forward (its
+# saves every 128): neither is used (same session, scan.md).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_bwd_one=128,
