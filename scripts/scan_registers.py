@@ -21,7 +21,8 @@ four to an SM scheduler, up to 168 three, 169-255 two (on an H200 the forward at
 registers ran at half the speed of the same loop at 168). `--seqs K` packs batch-1 rows as
 K sequences (cu_seqlens); `--kernels` compiles another version's `kernels/triton` folder (a
 `git archive` copy) instead of this checkout's; `--ptx` keeps each launch's PTX (for
-`nvdisasm` after `ptxas`).
+`nvdisasm` after `ptxas`) and its TTGIR (the layouts Triton chose, and where it converts
+between them).
 """
 from __future__ import annotations
 
@@ -87,9 +88,10 @@ class _Recorder:
             k = compile_launch(self.fn, args, kwargs)
             if self.ptx_dir:
                 self.count += 1
-                path = os.path.join(self.ptx_dir, f"{self.label}_{self.count}.ptx")
-                with open(path, "w") as f:
-                    f.write(k.asm["ptx"])
+                for ext in ("ptx", "ttgir"):  # the PTX, and Triton's IR with its layouts
+                    path = os.path.join(self.ptx_dir, f"{self.label}_{self.count}.{ext}")
+                    with open(path, "w") as f:
+                        f.write(k.asm[ext])
             shape = (f"chunk {kwargs['CHUNK']}, {kwargs['BLOCK_D']} channel(s)"
                      if "CHUNK" in kwargs else f"{kwargs['BLOCK_DN']} states")
             print(f"  {self.label} {passes}, grid {tuple(grid)}, {shape} x "
