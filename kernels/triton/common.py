@@ -129,11 +129,6 @@ def _group_end(v, LAST: tl.constexpr):
 
 
 @triton.jit
-def _first_of_group(v):
-    return _group_end(v, False)
-
-
-@triton.jit
 def store_position(ptrs, v, pos, ok, dmask, LAST: tl.constexpr, BY_GROUP: tl.constexpr):
     """Store v[:, pos] of a (BLOCK_D, CHUNK) tile at `ptrs` (BLOCK_D,), where `ok`: a saved
     state, an adjoint handed over. `pos` is the first (or LAST) position of a group of 8.
@@ -143,8 +138,9 @@ def store_position(ptrs, v, pos, ok, dmask, LAST: tl.constexpr, BY_GROUP: tl.con
     barrier, once per state index (10 instructions and the barrier of the forward's 259 per
     state at chunk 512; sm_90a SASS). BY_GROUP stores instead each group of 8 positions'
     first (LAST) position, a choice of registers where the tiles load as 16-byte vectors
-    (8 positions a thread): the loop has no barrier, yet measured faster only in some
-    configurations (`configs.ScanConfig.group_store_chunk`)."""
+    (8 positions a thread): the loop has no barrier. The forward stores so at both its
+    chunks (at 512 only with its cap of 144 registers, `configs.ScanConfig`); the
+    backward's hand-over measured slower so and keeps the masked tile."""
     if BY_GROUP:
         w = _group_end(tl.reshape(v, (v.shape[0], v.shape[1] // 8, 8)), LAST)
         kg = tl.arange(0, v.shape[1] // 8)
@@ -170,7 +166,7 @@ def reverse_pair_scan(a, x, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
         (_grouped_flipped(a, BLOCK_D, G, R), _grouped_flipped(x, BLOCK_D, G, R)),
         axis=2, combine_fn=pair_combine)
     la, lx = flip_groups(la), flip_groups(lx)
-    ea, ex = _groups_excl(_first_of_group(la), _first_of_group(lx))
+    ea, ex = _groups_excl(_group_end(la, False), _group_end(lx, False))
     a_cum = ea[:, :, None] * la                           # the groups after, then the group's own
     x_cum = la * ex[:, :, None] + lx
     return tl.reshape(a_cum, (BLOCK_D, CHUNK)), tl.reshape(x_cum, (BLOCK_D, CHUNK))
@@ -193,8 +189,8 @@ def reverse_adjoint_scan(beta, f, g_end, BLOCK_D: tl.constexpr, CHUNK: tl.conste
         (_grouped_flipped(beta, BLOCK_D, G, R), tl.full(fg.shape, 1.0, tl.float32), fg),
         axis=2, combine_fn=adjoint_combine)
     lq, lp = flip_groups(lq), flip_groups(lp)
-    f0 = _first_of_group(tl.reshape(f, (BLOCK_D, G, R)))
-    ea, ex = _groups_excl(f0 * _first_of_group(lp), f0 * _first_of_group(lq))
+    f0 = _group_end(tl.reshape(f, (BLOCK_D, G, R)), False)
+    ea, ex = _groups_excl(f0 * _group_end(lp, False), f0 * _group_end(lq, False))
     enter = ex + ea * g_end[:, None]                                  # (BLOCK_D, G)
     return tl.reshape(lq + lp * enter[:, :, None], (BLOCK_D, CHUNK))
 

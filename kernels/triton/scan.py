@@ -21,8 +21,8 @@ ms at 128x197 against 1.21 padded (H200, `bench_scan_ab.py`). The outputs are wr
 straight into unpadded tensors (masked stores, once per chunk). B and C are padded
 further, to whole chunks (`bc_row_length`), so that their rows load unmasked. The forward
 reads z once per chunk, after its loop over states, so z is not copied for it (its loop
-compiles to 246 instructions against 242 with z padded; the forward at 1x131071 took 0.83x
-the time of the version that padded z with F.pad). The copies cost memory
+compiles to 246 instructions against 242 with z padded; with z unpadded and `_pad`'s copies
+instead of F.pad's, the forward at 1x131071 took 0.83x the time). The copies cost memory
 (forward+backward at 1x131071: 4.68 GiB against 3.45 for mamba_ssm's CUDA scan) and time
 (0.47 ms per (1, 1536, 131071) bf16 tensor, against 0.59 for F.pad and 0.20 for a clone);
 `BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the rows as they are (`_padded`).

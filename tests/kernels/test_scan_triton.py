@@ -157,9 +157,10 @@ def test_several_channel_blocks_and_segments(monkeypatch):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_one_position_stores_either_way(monkeypatch, reverse):
     """The forward's saved states are stored from one position of a tile either by groups of
-    8 positions (`common.store_position`'s BY_GROUP: the interpreter's table, the GPU's at
-    chunks of 256) or as the tile masked to that position (the GPU's at chunks of 512, and
-    the backward's hand-over); here the latter, with two saves per forward chunk."""
+    8 positions (`common.store_position`'s BY_GROUP: the tuned table's and the
+    interpreter's) or as the tile masked to that position (the backward's hand-over, and
+    the forward where `group_store_chunk` is below its chunk); here the latter, with two
+    saves per forward chunk."""
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"group_store_chunk": 0, "chunk_bwd": 16}')
     test_scan_matches_reference(Case(2 * CHUNK + 9, dtype=torch.bfloat16, reverse=reverse,
                                      initial_state=True, last_state=True))
@@ -358,7 +359,7 @@ def test_tolerance_table_covers_input_dtypes():
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from bytessm.kernels.triton.common import (_first_of_group, _flip8_split_join,  # noqa: E402
+from bytessm.kernels.triton.common import (_flip8_split_join, _group_end,  # noqa: E402
                                            adjoint_combine, pair_combine, reverse_adjoint_scan,
                                            reverse_pair_scan, softplus)
 
@@ -384,7 +385,7 @@ def _reverse_scans_kernel(a_ptr, x_ptr, f_ptr, g_ptr, out_ptr, BD: tl.constexpr,
     tl.store(out_ptr + 4 * BD * T + o, rq + rp * g_end[:, None])
     tl.store(out_ptr + 5 * BD * T + o, adjoint)
     o_g = tl.arange(0, BD)[:, None] * (T // 8) + tl.arange(0, T // 8)[None, :]
-    tl.store(out_ptr + 6 * BD * T + o_g, _first_of_group(v))
+    tl.store(out_ptr + 6 * BD * T + o_g, _group_end(v, False))
     tl.store(out_ptr + 8 * BD * T + o, flips)
 
 
