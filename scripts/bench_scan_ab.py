@@ -4,6 +4,8 @@
     git archive <commit> kernels/triton | tar -x -C /tmp/base
     python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton [--base OTHER ...] \
         [--shapes 1x131072] [--rounds 3] [--seqs 64] [--dim 512]
+    python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton --decode 1,16,128 \
+        [--mamba-src .mamba/mamba_ssm-2.3.2.post1]
 
 Back-to-back runs of `bench_scan.py` drift by several percent on the same kernels (two
 processes on one H200 gave 16.5 and 17.7 ms for one forward+backward at 1x128K), more than
@@ -15,7 +17,9 @@ as a package of its own, without its `__init__` (which would register the custom
 second time). Workload as
 `bench_scan.py`'s: D=1536, N=16, bf16, z, D, delta_bias, softplus; `--seqs K` packs each
 batch-1 row as K sequences of equal length (cu_seqlens), the packed path; `--dim` sets the
-channel count (d_inner) instead of bench_scan.py's 1536.
+channel count (d_inner) instead of bench_scan.py's 1536. `--decode` times the decode state
+step instead (CUDA graphs of 16 steps, `bench_scan.py`'s decode inputs), with mamba_ssm's
+step beside it when `--mamba-src` is given.
 """
 from __future__ import annotations
 
@@ -32,14 +36,16 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_scan  # noqa: E402
 
+from bytessm.kernels.triton import decode as head_decode  # noqa: E402
 from bytessm.kernels.triton import scan as head_scan  # noqa: E402
 
 
-def import_launchers(folder: str, name: str):
-    pkg = types.ModuleType(name)
-    pkg.__path__ = [str(Path(folder).resolve())]
-    sys.modules[name] = pkg
-    return importlib.import_module(f"{name}.scan")
+def import_launchers(folder: str, name: str, module: str = "scan"):
+    if name not in sys.modules:
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(Path(folder).resolve())]
+        sys.modules[name] = pkg
+    return importlib.import_module(f"{name}.{module}")
 
 
 def passes(mod, a: dict, cu_seqlens=None):
@@ -57,6 +63,27 @@ def passes(mod, a: dict, cu_seqlens=None):
     return fwd, bwd
 
 
+def decode_steps(versions: dict, batches: list[int], rounds: int, mamba_step=None) -> None:
+    """The decode state step of each version (and mamba_ssm's `selective_state_update`
+    where given) at each batch, from CUDA graphs of 16 steps, interleaved round by round:
+    back-to-back graph timings of a ~2 us step drift by more than versions differ."""
+    print("| batch | version | us (rounds) | / base0 |\n|---|---|---|---:|")
+    for batch in batches:
+        args = bench_scan.decode_inputs(batch)
+        steps = {v: (lambda fn=mod.selective_state_update_triton: fn(**args))
+                 for v, mod in versions.items()}
+        if mamba_step is not None:
+            steps["mamba_ssm"] = lambda: mamba_step(**args)
+        times = {v: [] for v in steps}
+        for _ in range(rounds):
+            for v, step in steps.items():
+                times[v].append(bench_scan.graph_step_us(step))
+        ref = statistics.median(times["base0"])
+        for v, ts in times.items():
+            print(f"| {batch} | {v} | {' '.join(f'{t:.3f}' for t in ts)} | "
+                  f"{statistics.median(ts) / ref:.3f} |", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", action="append", required=True,
@@ -67,8 +94,22 @@ def main():
                    help="channels (d_inner); bench_scan.py's workload has 1536")
     p.add_argument("--seqs", type=int, default=0,
                    help="pack each row of batch-1 shapes as this many sequences (cu_seqlens)")
+    p.add_argument("--decode", default=None, metavar="BATCHES",
+                   help="time the decode state step at these batches (e.g. 1,16,128) instead")
+    p.add_argument("--mamba-src", default=None,
+                   help="with --decode: mamba_ssm's sdist, to time its step beside")
     a = p.parse_args()
     bench_scan.D_INNER = a.dim      # scan_inputs reads it at each call
+    if a.decode:
+        versions = {f"base{i}": import_launchers(folder, f"bytessm_base{i}_kernels", "decode")
+                    for i, folder in enumerate(a.base)}
+        versions["head"] = head_decode
+        mamba = bench_scan.load_mamba(a.mamba_src, None)
+        print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; "
+              + ", ".join(f"base{i} = {f}" for i, f in enumerate(a.base)), flush=True)
+        decode_steps(versions, [int(b) for b in a.decode.split(",")], a.rounds,
+                     mamba.get("state_update"))
+        return
     versions = {f"base{i}": import_launchers(folder, f"bytessm_base{i}_kernels")
                 for i, folder in enumerate(a.base)}
     versions["head"] = head_scan

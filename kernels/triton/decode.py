@@ -28,9 +28,10 @@ def state_update_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_IDX: tl.constexpr, HAS_DTW: tl.constexpr,
     BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, R_PAD: tl.constexpr, PDL: tl.constexpr,
+    ONE_GROUP: tl.constexpr,
 ):
-    b = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    b = tl.program_id(1)
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     n = tl.arange(0, N_PAD)
     dmask = d < dim
     m = dmask[:, None] & (n < N)[None, :]
@@ -63,11 +64,15 @@ def state_update_kernel(
         dt += dt_bias
     if SOFTPLUS:
         dt = softplus(dt)
-    g = d // DG                                                              # group of each channel
-    Bv = tl.load(B_ptr + b * sB_b + g[:, None] * sB_g + n[None, :] * sB_n, mask=m,
-                 other=0.0).to(tl.float32)
-    Cv = tl.load(C_ptr + b * sC_b + g[:, None] * sC_g + n[None, :] * sC_n, mask=m,
-                 other=0.0).to(tl.float32)
+    if ONE_GROUP:  # one row of B and C for every channel, broadcast
+        Bv = tl.load(B_ptr + b * sB_b + n * sB_n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+        Cv = tl.load(C_ptr + b * sC_b + n * sC_n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+    else:
+        g = d // DG                                                          # each channel's group
+        Bv = tl.load(B_ptr + b * sB_b + g[:, None] * sB_g + n[None, :] * sB_n, mask=m,
+                     other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + b * sC_b + g[:, None] * sC_g + n[None, :] * sC_n, mask=m,
+                     other=0.0).to(tl.float32)
     h = tl.exp2(dt[:, None] * A * LOG2E) * h + (dt * x)[:, None] * Bv
     y = tl.sum(h * Cv, axis=1)
     if HAS_D:
@@ -150,12 +155,15 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
     Bg = B if B.dim() == 3 else B.unsqueeze(1)                 # (batch, groups, dstate)
     Cg = C if C.dim() == 3 else C.unsqueeze(1)
     groups = Bg.shape[1]
+    if batch > 65535:  # the grid's second axis
+        raise ValueError(f"selective_state_update (triton): batch up to 65535 per call, got "
+                         f"{batch}; split the batch")
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     cfg = decode_config(batch, dim, dstate)
     zs = z.stride() if z is not None else (0, 0)
     rank = dt.shape[1] if dt_proj_weight is not None else 0
     ws = dt_proj_weight.stride() if dt_proj_weight is not None else (0, 0)
-    state_update_kernel[(batch, triton.cdiv(dim, cfg.block_d))](
+    state_update_kernel[(triton.cdiv(dim, cfg.block_d), batch)](
         state, x, dt, A, Bg, Cg, D, z, dt_bias, state_batch_indices, y, dt_proj_weight,
         dim, dstate, dim // groups, rank,
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *Bg.stride(), *Cg.stride(),
@@ -164,7 +172,7 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
         SOFTPLUS=dt_softplus, HAS_IDX=state_batch_indices is not None,
         HAS_DTW=dt_proj_weight is not None, BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate),
         R_PAD=max(triton.next_power_of_2(rank), 2), PDL=use_pdl(x), num_warps=cfg.warps,
-        launch_pdl=use_pdl(x))
+        ONE_GROUP=groups == 1, launch_pdl=use_pdl(x))
     return y
 
 

@@ -76,6 +76,15 @@ def test_state_update_applies_dt_proj(dtype, rank):
                                dt_proj_weight=weight, **ins)
 
 
+def test_state_update_refuses_a_batch_past_the_grid():
+    """The step's grid has the batch on its second axis (at most 65535 programs): a larger
+    batch is refused with a message, not launched."""
+    g = torch.Generator().manual_seed(0)
+    ins = _step_inputs(65536, 1, 1, 0, torch.float32, rows=65536, g=g)
+    with pytest.raises(ValueError, match="batch up to 65535 per call, got 65536"):
+        selective_state_update(**ins, backend="triton")
+
+
 def test_steps_continue_a_prefill():
     """Prefill with the parallel scan, then decode step by step: same outputs as one scan."""
     g = torch.Generator().manual_seed(4)
