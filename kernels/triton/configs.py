@@ -111,6 +111,11 @@ class ScanConfig:
 # measured 1.13x at 1x128K; the backward at chunks of 128 with two channels capped at 168
 # (no spills) 0.895x at 2x16K but 1.10-1.27x elsewhere, with a 6.5% slower forward (its
 # saves every 128): neither is used (same session, scan.md).
+# More channels per one-warp program at shorter backward chunks, summed before the atomics
+# (4 x 64 at 168 registers, no spills, a quarter of the atomic adds; 8 x 32 at 168):
+# backward 1.22 / 1.30 / 1.38x at 8x2K / 2x16K / 1x128K for 4 x 64, 1.19 / 1.27 / 1.34x for
+# 8 x 32, against the table below (fourteenth session, `bench_scan_ab.py`): the short
+# chunks' per-chunk work costs more than the atomics save.
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_bwd_one=128,
@@ -192,7 +197,9 @@ def decode_config(batch: int, dim: int, dstate: int) -> DecodeConfig:
     # 128 elements and one warp; 1.03x at batch 16 against 1.04-1.05x for 1024 and four),
     # 512 and one warp above (0.78x at 128). The model's step, which computes dt_proj in
     # the same kernel, decoded the 353M Mamba at 1,820 tokens/s at batch 1 this way against
-    # 1,809 with 128 elements and one warp (`bench_generate.py --compile off --prompts 1024`)
+    # 1,809 with 128 elements and one warp (`bench_generate.py --compile off --prompts 1024`).
+    # Re-checked after the kernel's broadcast B/C rows (fourteenth session, `bench_scan_ab.py
+    # --decode`): 0.96x mamba_ssm's time at batch 1, 0.93x at 16, 0.75x at 128
     elements, warps = (512, 4) if batch <= 32 else (512, 1)
     cfg = DecodeConfig(block_d=min(max(1, elements // n_pad(dstate)), 64), warps=warps)
     overrides = os.environ.get("BYTESSM_DECODE_CONFIG")
