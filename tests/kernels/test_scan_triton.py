@@ -140,17 +140,22 @@ def test_scan_matches_reference(case: Case):
 def test_several_channel_blocks_and_segments(monkeypatch):
     """Force small channel blocks and many programs: several channel blocks per group (and
     one cut short), chunks split into segments that run in parallel with the carry pass
-    between them, and the carry pass's loop over blocks of segments."""
+    between them, and the carry pass's loop over blocks of segments. (Four states: the
+    interpreter pays per state, and the grid is what is tested; the carry pass still runs
+    several programs, of 8 (channel, state) rows each.)"""
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"block_d": 4, "block_d_bwd": 2, '
-                       '"programs": 64, "block_c": 2, "block_dn": 32}')
-    case = Case(3 * CHUNK + 3, batch=1, dim=8, groups=2, initial_state=True, last_state=True)
+                       '"programs": 64, "block_c": 2, "block_dn": 8}')
+    case = Case(3 * CHUNK + 3, batch=1, dim=8, dstate=4, groups=2, initial_state=True,
+                last_state=True)
     test_scan_matches_reference(case)
-    case = Case(2 * CHUNK - 1, batch=2, dim=6, reverse=True, initial_state=True, last_state=True)
+    case = Case(2 * CHUNK - 1, batch=2, dim=6, dstate=4, reverse=True, initial_state=True,
+                last_state=True)
     test_scan_matches_reference(case)
     # packed sequences that start inside a segment, and one that spans segments
     for reverse in (False, True):
-        case = Case(4 * CHUNK + 5, batch=1, dim=4, cu_seqlens=(0, 3, CHUNK + 9, 4 * CHUNK + 5),
-                    reverse=reverse, initial_state=True, last_state=True)
+        case = Case(4 * CHUNK + 5, batch=1, dim=4, dstate=4,
+                    cu_seqlens=(0, 3, CHUNK + 9, 4 * CHUNK + 5), reverse=reverse,
+                    initial_state=True, last_state=True)
         test_scan_matches_reference(case)
 
 
