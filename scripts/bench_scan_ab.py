@@ -41,10 +41,9 @@ from bytessm.kernels.triton import scan as head_scan  # noqa: E402
 
 
 def import_launchers(folder: str, name: str, module: str = "scan"):
-    if name not in sys.modules:
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [str(Path(folder).resolve())]
-        sys.modules[name] = pkg
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(Path(folder).resolve())]
+    sys.modules[name] = pkg
     return importlib.import_module(f"{name}.{module}")
 
 
