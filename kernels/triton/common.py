@@ -80,19 +80,6 @@ def _groups_excl(a, x):
 
 
 @triton.jit
-def _groups_excl_fwd(a, x):
-    """Forward exclusive pair scan along axis 1 of (BLOCK_D, G) tiles: what the groups before
-    each one compose to, (1, 0) for the first: the inclusive scan, gathered one group over."""
-    G: tl.constexpr = a.shape[1]
-    k = tl.arange(0, G)[None, :] + tl.zeros(a.shape, tl.int32)
-    ia, ix = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
-    src = tl.maximum(k - 1, 0)
-    first = k == 0
-    return (tl.where(first, 1.0, tl.gather(ia, src, axis=1)),
-            tl.where(first, 0.0, tl.gather(ix, src, axis=1)))
-
-
-@triton.jit
 def _flip8_split_join(v):
     """(BLOCK_D, G, 8) -> each group's 8 positions reversed, by flipping the three bits of
     the position one at a time with split / join: what `tl.flip(v, 2)` computes, for the
@@ -114,12 +101,6 @@ def flip_groups(v):
     """(BLOCK_D, G, 8): each group's positions in reverse order. On the GPU `tl.flip` along
     an axis a thread holds compiles to a renaming of registers (split / join and permutes
     compile to shuffles there); the interpreter gets the same permutation by split / join."""
-    if len(v.shape) == 4:  # (BLOCK_D, J, R, 8) chunk tiles (`chunk_positions`)
-        if IN_INTERPRETER:
-            w = _flip8_split_join(tl.reshape(v, (v.shape[0], v.shape[1] * v.shape[2], 8)))
-            return tl.reshape(w, v.shape)
-        else:
-            return tl.flip(v, 3)
     if IN_INTERPRETER and v.shape[2] == 8:
         return _flip8_split_join(v)
     else:
@@ -134,15 +115,10 @@ def _grouped_flipped(v, BLOCK_D: tl.constexpr, G: tl.constexpr, R: tl.constexpr)
 
 @triton.jit
 def _group_end(v, LAST: tl.constexpr):
-    """(BLOCK_D, G, 8) -> (BLOCK_D, G), or (BLOCK_D, J, R, 8) -> (BLOCK_D, J, R): each group's
-    first (LAST: last) position, by split (a choice of registers on the GPU; a sum of v with
-    zeros costs an add per position there)."""
-    if len(v.shape) == 4:  # (BLOCK_D, J, R, 8) -> (BLOCK_D, J, R)
-        tl.static_assert(v.shape[3] == 8)
-        w = tl.reshape(v, (v.shape[0], v.shape[1], v.shape[2], 2, 2, 2))
-    else:
-        tl.static_assert(v.shape[2] == 8)
-        w = tl.reshape(v, (v.shape[0], v.shape[1], 2, 2, 2))
+    """(BLOCK_D, G, 8) -> (BLOCK_D, G): each group's first (LAST: last) position, by split (a
+    choice of registers on the GPU; a sum of v with zeros costs an add per position there)."""
+    tl.static_assert(v.shape[2] == 8)
+    w = tl.reshape(v, (v.shape[0], v.shape[1], 2, 2, 2))
     for _ in tl.static_range(3):
         lo, hi = tl.split(w)
         if LAST:
@@ -154,9 +130,8 @@ def _group_end(v, LAST: tl.constexpr):
 
 @triton.jit
 def store_position(ptrs, v, pos, ok, dmask, LAST: tl.constexpr, BY_GROUP: tl.constexpr):
-    """Store v[:, pos] of a (BLOCK_D, CHUNK) tile (or the position `pos` of a (BLOCK_D, J, R,
-    8) chunk tile) at `ptrs` (BLOCK_D,), where `ok`: a saved state, an adjoint handed over.
-    `pos` is the first (or LAST) position of a group of 8.
+    """Store v[:, pos] of a (BLOCK_D, CHUNK) tile at `ptrs` (BLOCK_D,), where `ok`: a saved
+    state, an adjoint handed over. `pos` is the first (or LAST) position of a group of 8.
 
     A store of the whole tile masked to one position gets a layout of one position per
     thread from Triton, and the tile's conversion to it goes through shared memory and a
@@ -166,17 +141,7 @@ def store_position(ptrs, v, pos, ok, dmask, LAST: tl.constexpr, BY_GROUP: tl.con
     (8 positions a thread): the loop has no barrier. The forward stores so at both its
     chunks (at 512 only with its cap of 144 registers, `configs.ScanConfig`); the
     backward's hand-over measured slower so and keeps the masked tile."""
-    if len(v.shape) == 4:  # a (BLOCK_D, J, R, 8) chunk tile: groups numbered j R + r
-        R: tl.constexpr = v.shape[2]
-        kg = tl.arange(0, v.shape[1])[:, None] * R + tl.arange(0, R)[None, :]
-        if BY_GROUP:
-            tl.store(ptrs[:, None, None] + 0 * kg, _group_end(v, LAST),
-                     mask=dmask[:, None, None] & ((kg == pos // 8) & ok))
-        else:
-            k = kg[:, :, None] * 8 + tl.arange(0, 8)[None, None, :]
-            tl.store(ptrs[:, None, None, None] + 0 * k, v,
-                     mask=dmask[:, None, None, None] & ((k == pos) & ok))
-    elif BY_GROUP:
+    if BY_GROUP:
         w = _group_end(tl.reshape(v, (v.shape[0], v.shape[1] // 8, 8)), LAST)
         kg = tl.arange(0, v.shape[1] // 8)
         tl.store(ptrs[:, None] + 0 * kg[None, :], w,
@@ -228,83 +193,6 @@ def reverse_adjoint_scan(beta, f, g_end, BLOCK_D: tl.constexpr, CHUNK: tl.conste
     ea, ex = _groups_excl(f0 * _group_end(lp, False), f0 * _group_end(lq, False))
     enter = ex + ea * g_end[:, None]                                  # (BLOCK_D, G)
     return tl.reshape(lq + lp * enter[:, :, None], (BLOCK_D, CHUNK))
-
-
-@triton.jit
-def chunk_positions(CHUNK: tl.constexpr):
-    """A chunk's positions as a (J, R, 8) tensor, position j 8R + r 8 + v: the tiles the
-    forward loads with it are laid out by Triton with j across a warp's lanes and (r, v) in a
-    thread's registers (R 16-byte vectors of 8 bf16), so each thread holds 8R consecutive
-    positions. A (CHUNK,) axis of 512 would give a thread two vectors 256 positions apart
-    instead, and a scan along it two scans across the lanes per call."""
-    R: tl.constexpr = 2 if CHUNK >= 512 else 1
-    J: tl.constexpr = CHUNK // (8 * R)
-    return (tl.arange(0, J)[:, None, None] * (8 * R) + tl.arange(0, R)[None, :, None] * 8
-            + tl.arange(0, 8)[None, None, :])
-
-
-@triton.jit
-def chunk_scan(a, x, h_in, ga, REVERSE: tl.constexpr, GROUP_DECAY: tl.constexpr):
-    """The state at every position of a (BLOCK_D, J, R, 8) chunk tile (`chunk_positions`, R at
-    most 2): h = a h_prev + x, from h_in (BLOCK_D,) entering at the chunk's first position in
-    scan order (its last for REVERSE).
-
-    In three levels: each group of 8 positions is scanned in registers (flipped for REVERSE,
-    a renaming of registers), the R groups of a thread compose in registers, and only the
-    threads' totals cross lanes, in one exclusive scan of one value per thread and operand
-    (`_groups_excl_fwd`, or `_groups_excl` for REVERSE). h_in joins the scan-first thread's
-    total, so what enters each lane is the exclusive scan's x alone.
-
-    GROUP_DECAY: `ga` (BLOCK_D, J, R) is each group's decay, exp2(A2 * the group's sum of dt),
-    computed by the caller (one exp2 per group instead of the products of 8 decays): then
-    the groups' products of a are not needed at all, and h comes from a second in-register
-    scan of x from each group's entering state instead of a fix-up by those products. Not
-    with packed sequences, whose starts cut a to zero."""
-    BD: tl.constexpr = a.shape[0]
-    J: tl.constexpr = a.shape[1]
-    R: tl.constexpr = a.shape[2]
-    tl.static_assert(R <= 2)
-    if REVERSE:
-        a, x = flip_groups(a), flip_groups(x)                 # scan order within the groups
-    la, lx = tl.associative_scan((a, x), axis=3, combine_fn=pair_combine)
-    gx = _group_end(lx, True)                                 # the groups' totals (scan order)
-    if not GROUP_DECAY:
-        ga = _group_end(la, True)
-    if R == 1:
-        ta, tx = tl.reshape(ga, (BD, J)), tl.reshape(gx, (BD, J))
-    else:
-        a0, a1 = tl.split(ga)
-        x0, x1 = tl.split(gx)
-        if REVERSE:  # group 1 first in scan order
-            ta, tx = a1 * a0, a0 * x1 + x0
-        else:
-            ta, tx = a0 * a1, a1 * x0 + x1
-    jj = tl.arange(0, J)[None, :] + tl.zeros([BD, J], tl.int32)
-    if REVERSE:
-        lead = jj == J - 1
-    else:
-        lead = jj == 0
-    tx = tl.where(lead, tx + ta * h_in[:, None], tx)
-    if REVERSE:
-        _ea, ex = _groups_excl(ta, tx)
-    else:
-        _ea, ex = _groups_excl_fwd(ta, tx)
-    e = tl.where(lead, h_in[:, None], ex)                     # entering each lane (BD, J)
-    if R == 1:
-        enter = e[:, :, None]
-    elif REVERSE:
-        enter = tl.join(a1 * e + x1, e)
-    else:
-        enter = tl.join(e, a0 * e + x0)                       # entering each group (BD, J, R)
-    if GROUP_DECAY:
-        v0 = tl.arange(0, 8)[None, None, None, :] == 0
-        _la, h = tl.associative_scan((a, tl.where(v0, x + a * enter[:, :, :, None], x)),
-                                     axis=3, combine_fn=pair_combine)
-    else:
-        h = lx + la * enter[:, :, :, None]
-    if REVERSE:
-        h = flip_groups(h)
-    return h
 
 
 @triton.jit
@@ -407,45 +295,33 @@ def save_point(c, r: tl.constexpr, c_lo, n_chunks, NS, SAVE: tl.constexpr,
 
 
 @triton.jit
-def as_column(v, t):
-    """v (BLOCK_D,), shaped to meet the chunk's positions t in a tile: (BLOCK_D, 1) for t
-    (CHUNK,), (BLOCK_D, 1, 1, 1) for t (J, R, 8) (`chunk_positions`)."""
-    if len(t.shape) == 3:
-        return v[:, None, None, None]
-    else:
-        return v[:, None]
-
-
-@triton.jit
 def chunk_masks(t, L, LP, dmask):
-    """Masks of a chunk's positions t ((CHUNK,) or (J, R, 8)): the sequence's (t < L) and its
-    rows' (t < LP, their padded length: see `scan.py`), and the tiles' where they are read
+    """Masks of a chunk's positions t (CHUNK,): the sequence's (t < L) and its rows' (t < LP,
+    their padded length: see `scan.py`), and the (BLOCK_D, CHUNK) tiles' where they are read
     (the rows') and where they are written (the sequence's)."""
     tmask = t < L
     lmask = t < LP
-    dm = as_column(dmask, t)
-    return tmask, lmask, dm & lmask, dm & tmask
+    return tmask, lmask, dmask[:, None] & lmask[None, :], dmask[:, None] & tmask[None, :]
 
 
 @triton.jit
 def load_tile(ptr, b, d, t, m, s_b, s_d, s_l):
-    """A float32 tile of a (batch, dim, length) tensor: channels d by positions t, (BLOCK_D,
-    CHUNK) or (BLOCK_D, J, R, 8)."""
-    return tl.load(ptr + b * s_b + as_column(d, t) * s_d + t * s_l, mask=m,
+    """A (BLOCK_D, CHUNK) float32 tile of a (batch, dim, length) tensor."""
+    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m,
                    other=0.0).to(tl.float32)
 
 
 @triton.jit
 def load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, s_b, s_d, s_l,
             HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """dt (after bias and softplus) and the pre-softplus delta + bias, tiles as `load_tile`'s,
-    read where `m` allows (up to the rows' padded length, see `scan.py`).
+    """dt (after bias and softplus) and the pre-softplus delta + bias, (BLOCK_D, CHUNK), read
+    where `m` allows (up to the rows' padded length, see `scan.py`).
 
     Positions past the sequence (not `valid`) get dt = 0, so a = 1 and x = 0 there: the
     scan's identity, whatever the padding holds."""
     raw = load_tile(delta_ptr, b, d, t, m, s_b, s_d, s_l)
     if HAS_BIAS:
-        raw += as_column(tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32), t)
+        raw += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
     dt = raw
     if SOFTPLUS:
         dt = softplus(raw)
@@ -453,23 +329,17 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, s_b, s_d, s_l,
 
 
 @triton.jit
-def load_bc_row(ptr, b, g, n, t0, k, tmask, L, s_b, s_g, s_n, s_l, PAIRS: tl.constexpr):
-    """Row n of B or C over the chunk's positions t0 + k (k: (CHUNK,), or (J, R, 8) from
-    `chunk_positions`), float32 of k's shape, read where `tmask` allows, or everywhere with
-    tmask None (L: the rows' length).
+def load_bc_row(ptr, b, g, n, t0, tmask, L, s_b, s_g, s_n, s_l, CHUNK: tl.constexpr,
+                PAIRS: tl.constexpr):
+    """Row n of B or C over the chunk's positions t0 + [0, CHUNK), (CHUNK,) float32, read
+    where `tmask` allows, or everywhere with tmask None (L: the rows' length).
 
     PAIRS (bf16 rows with a unit stride, an even length and every row start 4-byte aligned,
     which the launcher checks): the row is read as int32 words of two positions and widened
     by bit operations, one per position (bf16 is float32's upper half), where the widening
     of loaded bf16 values compiles to about two."""
     if PAIRS:
-        if len(k.shape) == 3:
-            J: tl.constexpr = k.shape[0]
-            R: tl.constexpr = k.shape[1]
-            j = (tl.arange(0, J)[:, None, None] * (4 * R) + tl.arange(0, R)[None, :, None] * 4
-                 + tl.arange(0, 4)[None, None, :])
-        else:
-            j = tl.arange(0, k.shape[0] // 2)
+        j = tl.arange(0, CHUNK // 2)
         words = (ptr + b * s_b + g * s_g + n * s_n + t0).to(tl.pointer_type(tl.int32)) + j
         if tmask is None:
             w = tl.load(words)
@@ -477,8 +347,8 @@ def load_bc_row(ptr, b, g, n, t0, k, tmask, L, s_b, s_g, s_n, s_l, PAIRS: tl.con
             w = tl.load(words, mask=t0 + 2 * j < L, other=0)
         lo = (w << 16).to(tl.float32, bitcast=True)
         hi = (w & -65536).to(tl.float32, bitcast=True)
-        return tl.reshape(tl.join(lo, hi), k.shape)
-    p = ptr + b * s_b + g * s_g + n * s_n + (t0 + k) * s_l
+        return tl.reshape(tl.join(lo, hi), (CHUNK,))
+    p = ptr + b * s_b + g * s_g + n * s_n + (t0 + tl.arange(0, CHUNK)) * s_l
     if tmask is None:
         return tl.load(p).to(tl.float32)
     else:

@@ -51,8 +51,6 @@ class ScanConfig:
                                 # (`common.store_position`) at chunks up to this (0: never)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
-    group_decay: bool = True    # the forward's decay over each group of 8 positions from
-                                # one exp2 of their summed dt (`common.chunk_scan`)
 
 
 # measured on one H200 (docs/benchmarks/scan.md, scan_tune*.json): one channel per one-warp

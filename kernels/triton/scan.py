@@ -190,8 +190,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
                  BC_PAIRS=_bc_pairs(Bg, Cg, lbc), SAVE=bwd_chunk(cfg),
-                 GROUP_STORE=cfg.chunk <= cfg.group_store_chunk, GROUP_DECAY=cfg.group_decay,
-                 num_warps=cfg.warps,
+                 GROUP_STORE=cfg.chunk <= cfg.group_store_chunk, num_warps=cfg.warps,
                  **_maxnreg(cfg.maxnreg))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)

@@ -111,10 +111,10 @@ def scan_bwd_kernel(
         A_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0)
         if not ADJ_ONLY:
             h_nx = tl.load(h_enter, mask=dmask, other=0.0)
-            B_nx = load_bc_row(B_ptr, b, g, 0, t0, k, rmask, LP, sB_b, sB_g,
-                               sB_n, sB_l, False)
-        C_nx = load_bc_row(C_ptr, b, g, 0, t0, k, rmask, LP, sC_b, sC_g,
-                           sC_n, sC_l, False)
+            B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g,
+                               sB_n, sB_l, CHUNK, False)
+        C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, LP, sC_b, sC_g,
+                           sC_n, sC_l, CHUNK, False)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             g_in, A, Cn = g_nx, A_nx, C_nx
             if not ADJ_ONLY:
@@ -125,10 +125,10 @@ def scan_bwd_kernel(
             A_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0)
             if not ADJ_ONLY:
                 h_nx = tl.load(h_enter + nx, mask=dmask, other=0.0)
-                B_nx = load_bc_row(B_ptr, b, g, nx, t0, k, rmask, LP, sB_b, sB_g,
-                                   sB_n, sB_l, False)
-            C_nx = load_bc_row(C_ptr, b, g, nx, t0, k, rmask, LP, sC_b, sC_g,
-                               sC_n, sC_l, False)
+                B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, LP, sB_b, sB_g,
+                                   sB_n, sB_l, CHUNK, False)
+            C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, LP, sC_b, sC_g,
+                               sC_n, sC_l, CHUNK, False)
             a = tl.exp2(dt * (A * LOG2E)[:, None])
             a_cut = a
             if HAS_CU:

@@ -1,11 +1,10 @@
 """Forward selective scan.
 
 One kernel, `scan_fwd_kernel`, over a grid (batch x groups x channel blocks, segments). A
-program walks its segment's chunks in scan order; for each chunk it loads the tiles of dt
-and u once, (BLOCK_D, J, R, 8) with each thread holding 8R consecutive positions
-(`common.chunk_positions`), then for each state index n scans that state over the chunk
-(`common.chunk_scan`), adds C_n * h to the output and passes the state at the chunk's end
-on to the next chunk through `states` (batch, NS, dim, dstate) float32. `states` holds the
+program walks its segment's chunks in scan order; for each chunk it loads the (BLOCK_D,
+CHUNK) tiles of dt and u once, then for each state index n scans that state over the chunk
+(see `common.py`), adds C_n * h to the output and passes the state at the chunk's end on
+to the next chunk through `states` (batch, NS, dim, dstate) float32. `states` holds the
 entering state of every SAVE positions (the backward's chunk, a divisor of CHUNK: the
 state at each sub-chunk's end is stored by the thread that holds it) when the kernel is
 done: what the backward pass restarts from; the state after the segment's last position
@@ -21,8 +20,8 @@ case) the full launch is all there is.
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, as_column, chunk_at, chunk_masks, chunk_positions, chunk_scan,
-                     entering_row, load_bc_row, load_dt, load_tile, program_place, save_point,
+from .common import (LOG2E, chunk_at, chunk_masks, entering_row, load_bc_row, load_dt,
+                     load_tile, pair_combine, program_place, reverse_pair_scan, save_point,
                      sequence_bounds, store_position)
 
 
@@ -38,7 +37,7 @@ def scan_fwd_kernel(
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
     BC_WHOLE: tl.constexpr, BC_PAIRS: tl.constexpr, SAVE: tl.constexpr,
-    GROUP_STORE: tl.constexpr, GROUP_DECAY: tl.constexpr,
+    GROUP_STORE: tl.constexpr,
 ):
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, _nc = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
@@ -46,10 +45,11 @@ def scan_fwd_kernel(
     NS = tl.cdiv(L, SAVE)                                      # rows of `states`
     R: tl.constexpr = CHUNK // SAVE                            # sub-chunks per chunk
     row_b = b * NS                                             # batch row b's first state row
-    k = chunk_positions(CHUNK)                                 # (J, R, 8): see common.py
-    # each group of 8 positions' decay from one exp2 of its summed dt (`chunk_scan`), except
-    # where packed sequences cut the decay at their starts
-    DECAY_BY_GROUP: tl.constexpr = GROUP_DECAY and not HAS_CU
+    k = tl.arange(0, CHUNK)
+    if REVERSE:
+        begin = k == CHUNK - 1
+    else:
+        begin = k == 0
     nn = tl.arange(0, N_PAD)
     m_dn = dmask[:, None] & (nn < N)[None, :]
     seg = ((b * S + s) * D + d[:, None]) * N + nn[None, :]                   # (BD, N_PAD)
@@ -65,8 +65,6 @@ def scan_fwd_kernel(
     row0 = entering_row(c0, NS, R, REVERSE)
     tl.store(states_ptr + ((row_b + row0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)
 
-    dc = as_column(d, k)                                       # (BD, 1, 1, 1)
-    dm = as_column(dmask, k)
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
         c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
@@ -80,22 +78,21 @@ def scan_fwd_kernel(
                            HAS_BIAS, SOFTPLUS)
         dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
         if STATE_ONLY:
-            dt_total += tl.sum(tl.sum(tl.sum(dt, axis=3), axis=2), axis=1)
-        if DECAY_BY_GROUP:
-            dt_groups = tl.sum(dt, axis=3)                                   # (BD, J, R)
+            dt_total += tl.sum(dt, axis=1)
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
         # where the chunk's state enters from
         here = states_ptr + ((row_b + entering_row(c, NS, R, REVERSE)) * D + d) * N  # (BD,)
-        y = tl.zeros(dt.shape, dtype=tl.float32)
+        y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
         h_nx = tl.load(here, mask=dmask, other=0.0)
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
-        B_nx = load_bc_row(B_ptr, b, g, 0, t0, k, rmask, LP, sB_b, sB_g, sB_n, sB_l, BC_PAIRS)
+        B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g,
+                           sB_n, sB_l, CHUNK, BC_PAIRS)
         if not STATE_ONLY:
-            C_nx = load_bc_row(C_ptr, b, g, 0, t0, k, rmask, LP, sC_b, sC_g, sC_n, sC_l,
-                               BC_PAIRS)
+            C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, LP, sC_b, sC_g,
+                               sC_n, sC_l, CHUNK, BC_PAIRS)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             h_in, A2, Bn = h_nx, A2_nx, B_nx
             if not STATE_ONLY:
@@ -104,23 +101,29 @@ def scan_fwd_kernel(
             nx = tl.minimum(n + 1, N - 1)
             h_nx = tl.load(here + nx, mask=dmask, other=0.0)
             A2_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0) * LOG2E
-            B_nx = load_bc_row(B_ptr, b, g, nx, t0, k, rmask, LP, sB_b, sB_g, sB_n, sB_l,
-                               BC_PAIRS)
+            B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, LP, sB_b, sB_g,
+                               sB_n, sB_l, CHUNK, BC_PAIRS)
             if not STATE_ONLY:
-                C_nx = load_bc_row(C_ptr, b, g, nx, t0, k, rmask, LP, sC_b, sC_g, sC_n, sC_l,
-                                   BC_PAIRS)
-            a = tl.exp2(dt * as_column(A2, k))
-            x = dtu * Bn
-            ga = a  # unused unless DECAY_BY_GROUP
-            if DECAY_BY_GROUP:
-                ga = tl.exp2(dt_groups * A2[:, None, None])
+                C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, LP, sC_b, sC_g,
+                                   sC_n, sC_l, CHUNK, BC_PAIRS)
+            a = tl.exp2(dt * A2[:, None])
+            x = dtu * Bn[None, :]
             if HAS_CU:
                 if HAS_H0:
-                    h0 = tl.load(h0_ptr + (seq.to(tl.int64) * D + dc) * N + n,
-                                 mask=first & dm, other=0.0)
+                    m0 = first[None, :] & dmask[:, None]
+                    h0 = tl.load(h0_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
+                                 mask=m0, other=0.0)
                     x += a * h0
-                a = tl.where(first, 0.0, a)
-            hn = chunk_scan(a, x, h_in, ga, REVERSE, DECAY_BY_GROUP)
+                a = tl.where(first[None, :], 0.0, a)
+            # the state entering the chunk joins at its first position: h = x's scan alone.
+            # `begin` is one position, so only the registers that can hold it select (the
+            # compiler folds the test to false elsewhere) and the scan's products of a
+            # go unused past the lanes' totals
+            x = tl.where(begin[None, :], x + a * h_in[:, None], x)
+            if REVERSE:
+                _a_cum, hn = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
+            else:
+                _a_cum, hn = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
             # the states at the sub-chunks' ends (scan order), each stored by the thread
             # that holds it
             for r in tl.static_range(R):
@@ -130,18 +133,19 @@ def scan_fwd_kernel(
                               states_ptr + ((row_b + nxt) * D + d) * N)
                 store_position(to + n, hn, pos, ok, dmask, not REVERSE, GROUP_STORE)
             if not STATE_ONLY:
-                y += hn * Cn
+                y += hn * Cn[None, :]
                 if HAS_CU:
-                    tl.store(last_ptr + (seq.to(tl.int64) * D + dc) * N + n, hn,
-                             mask=last & dm)
+                    m_last = last[None, :] & dmask[:, None]
+                    tl.store(last_ptr + (seq[None, :].to(tl.int64) * D + d[:, None]) * N + n,
+                             hn, mask=m_last)
         if not STATE_ONLY:
             if HAS_D:  # u again (an L1/L2 hit) rather than held in registers over the n loop
                 u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
-                y += as_column(tl.load(D_ptr + d, mask=dmask, other=0.0), k) * u
+                y += tl.load(D_ptr + d, mask=dmask, other=0.0)[:, None] * u
             if HAS_Z:
                 zt = load_tile(z_ptr, b, d, t, valid, sz_b, sz_d, sz_l)
                 y = y * zt * tl.sigmoid(zt)
-            tl.store(out_ptr + b * so_b + dc * so_d + t * so_l,
+            tl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
                      y.to(out_ptr.dtype.element_ty), mask=valid)
     if STATE_ONLY:
         tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)

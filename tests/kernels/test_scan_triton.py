@@ -365,8 +365,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from bytessm.kernels.triton.common import (_flip8_split_join, _group_end,  # noqa: E402
-                                           adjoint_combine, chunk_positions, chunk_scan,
-                                           pair_combine, reverse_adjoint_scan,
+                                           adjoint_combine, pair_combine, reverse_adjoint_scan,
                                            reverse_pair_scan, softplus)
 
 
@@ -416,59 +415,6 @@ def test_two_level_reverse_scans_equal_tritons(length):
     first = out[6].flatten()[:bd * (length // 8)].view(bd, length // 8)
     assert torch.equal(first, x[:, ::8])    # each group's first position, by split
     assert out[8].abs().max() == 0
-
-
-@triton.jit
-def _chunk_scan_kernel(a_ptr, x_ptr, h_ptr, out_ptr, BD: tl.constexpr, T: tl.constexpr,
-                       REVERSE: tl.constexpr, GROUP_DECAY: tl.constexpr):
-    k = chunk_positions(T)
-    o = tl.arange(0, BD)[:, None, None, None] * T + k
-    a, x = tl.load(a_ptr + o), tl.load(x_ptr + o)
-    h_in = tl.load(h_ptr + tl.arange(0, BD))
-    # each group's decay as the kernel gets it with GROUP_DECAY: exp2 of a summed exponent
-    ga = tl.exp2(tl.sum(tl.log2(a), axis=3))
-    tl.store(out_ptr + o, chunk_scan(a, x, h_in, ga, REVERSE, GROUP_DECAY))
-
-
-@pytest.mark.parametrize("length", [32, 256, 512])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("group_decay", [False, True])
-def test_chunk_scan_is_the_recurrence(length, reverse, group_decay):
-    """`common.chunk_scan` on the forward's (BLOCK_D, J, R, 8) tiles (one group of 8 per
-    thread below 512 positions, two from 512, as on the GPU) is h = a h_prev + x from the
-    entering state, in either direction, with the groups' decays from their products or
-    given; random values, decays in (0, 1)."""
-    g = torch.Generator().manual_seed(length + reverse)
-    bd = 2
-    a = torch.rand(bd, length, generator=g) * 0.9 + 0.05
-    x = torch.randn(bd, length, generator=g)
-    h_in = torch.randn(bd, generator=g)
-    want, h = torch.empty(bd, length), h_in.clone()
-    for t in (range(length - 1, -1, -1) if reverse else range(length)):
-        h = a[:, t] * h + x[:, t]
-        want[:, t] = h
-    a, x, h_in = (v.to(DEVICE) for v in (a, x, h_in))
-    out = torch.zeros(bd, length, device=DEVICE)
-    _chunk_scan_kernel[(1,)](a, x, h_in, out, BD=bd, T=length, REVERSE=reverse,
-                             GROUP_DECAY=group_decay)
-    torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5)
-
-
-def test_scan_at_the_gpus_chunk_of_512(monkeypatch):
-    """The whole scan at the chunk the GPU runs from 2048 positions on (512 positions, two
-    groups of 8 per thread in `chunk_scan`; saves every 256 for the backward), both
-    directions, with and without the groups' decays from summed dt, packed sequences (whose
-    starts cut the decay, so they never take it from summed dt) and bf16 rows in pairs."""
-    small = dict(batch=1, dim=2, dstate=4, initial_state=True, last_state=True)
-    for decay in ("true", "false"):
-        monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 512, "chunk_bwd": 256, '
-                           f'"block_d": 2, "group_decay": {decay}}}')
-        test_scan_matches_reference(Case(2 * 512 + 7, **small))
-        test_scan_matches_reference(Case(512 + 300, reverse=True, **small))
-    test_scan_matches_reference(Case(2 * 512, dtype=torch.bfloat16, groups=2, batch=2, dim=2,
-                                     dstate=4, last_state=True))
-    test_scan_matches_reference(Case(2 * 512 + 40, cu_seqlens=(0, 17, 600, 1064), reverse=True,
-                                     **small))
 
 
 @triton.jit
