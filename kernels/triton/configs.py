@@ -18,8 +18,6 @@ import functools
 import json
 import os
 
-import triton
-
 
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
@@ -123,8 +121,20 @@ TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
 MAX_DSTATE = 256
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b), what `triton.cdiv` gives: the launchers call these two on every call, and
+    from Python Triton's (ConstexprFunctions in Triton 3.6) cost about 6 us each, 18 calls in
+    a scan's forward and backward."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (0 for 0), what `triton.next_power_of_2` gives."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
 def n_pad(dstate: int) -> int:
-    return max(triton.next_power_of_2(dstate), 2)
+    return max(next_pow2(dstate), 2)
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,4 +215,4 @@ def decode_config(batch: int, dim: int, dstate: int) -> DecodeConfig:
     overrides = os.environ.get("BYTESSM_DECODE_CONFIG")
     if overrides:
         cfg = dataclasses.replace(cfg, **json.loads(overrides))
-    return dataclasses.replace(cfg, block_d=min(cfg.block_d, triton.next_power_of_2(dim)))
+    return dataclasses.replace(cfg, block_d=min(cfg.block_d, next_pow2(dim)))

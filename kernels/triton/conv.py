@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .configs import cdiv
+
 BLOCK_L = 256
 BLOCK_D = 16
 
@@ -96,7 +98,7 @@ def conv_bwd_kernel(x_ptr, w_ptr, dy_ptr, dx_ptr, dw_ptr, dbias_ptr, L, D,
 
 
 def _grid(batch: int, dim: int, length: int):
-    return (triton.cdiv(length, BLOCK_L), triton.cdiv(dim, BLOCK_D), batch)
+    return (cdiv(length, BLOCK_L), cdiv(dim, BLOCK_D), batch)
 
 
 def _check(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:

@@ -15,7 +15,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .common import LOG2E, softplus
-from .configs import decode_config, n_pad
+from .configs import cdiv, decode_config, n_pad, next_pow2
 from .pdl import use_pdl, wait_for_previous
 
 
@@ -170,7 +170,7 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
     zs = z.stride() if z is not None else (0, 0)
     rank = dt.shape[1] if dt_proj_weight is not None else 0
     ws = dt_proj_weight.stride() if dt_proj_weight is not None else (0, 0)
-    state_update_kernel[(triton.cdiv(dim, cfg.block_d), batch)](
+    state_update_kernel[(cdiv(dim, cfg.block_d), batch)](
         state, x, dt, A, Bg, Cg, D, z, dt_bias, state_batch_indices, y, dt_proj_weight,
         dim, dstate, dim // groups, rank,
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *Bg.stride(), *Cg.stride(),
@@ -178,7 +178,7 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
         SOFTPLUS=dt_softplus, HAS_IDX=state_batch_indices is not None,
         HAS_DTW=dt_proj_weight is not None, BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate),
-        R_PAD=max(triton.next_power_of_2(rank), 2), PDL=use_pdl(x), num_warps=cfg.warps,
+        R_PAD=max(next_pow2(rank), 2), PDL=use_pdl(x), num_warps=cfg.warps,
         ONE_GROUP=groups == 1, launch_pdl=use_pdl(x))
     return y
 
@@ -191,12 +191,12 @@ def causal_conv1d_update_triton(x: Tensor, conv_state: Tensor, weight: Tensor,
     batch, dim = x.shape
     width = weight.shape[1]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    block_d = min(triton.next_power_of_2(dim), 128 if batch > 1 else 64)
-    conv_update_kernel[(batch, triton.cdiv(dim, block_d))](
+    block_d = min(next_pow2(dim), 128 if batch > 1 else 64)
+    conv_update_kernel[(batch, cdiv(dim, block_d))](
         x, conv_state, weight, bias, state_batch_indices, y, dim, width,
         *x.stride(), *conv_state.stride(), *weight.stride(), *y.stride(),
         HAS_BIAS=bias is not None, SILU=activation == "silu",
         HAS_IDX=state_batch_indices is not None,
-        BLOCK_D=block_d, W_PAD=max(triton.next_power_of_2(width), 2), PDL=use_pdl(x),
+        BLOCK_D=block_d, W_PAD=max(next_pow2(width), 2), PDL=use_pdl(x),
         num_warps=2, launch_pdl=use_pdl(x))
     return y

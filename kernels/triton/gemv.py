@@ -57,6 +57,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .configs import cdiv, next_pow2
 from .decode import conv_window_step
 from .pdl import use_pdl, wait_for_previous
 
@@ -351,21 +352,21 @@ def default_config(M: int, N: int, K: int, elem_bytes: int, sms: int = INTERPRET
     sms = max(sms, 1)
     if M == 1:
         tile = MAX_TILE_BYTES // elem_bytes
-        block_k = min(triton.next_power_of_2(K), tile)
+        block_k = min(next_pow2(K), tile)
         block_n = max(1, min(tile // block_k, _pow2_floor(N // sms)))
         num_warps = max(1, min(4, block_n * block_k * elem_bytes // 2048))
         block_m, dot, stages = 1, False, 2
     else:
-        block_m = min(max(16, triton.next_power_of_2(M)), 64)
-        block_n = 32 if triton.cdiv(N, 32) >= sms // 2 else 16
-        block_k = max(16, min(triton.next_power_of_2(K), MAX_TILE_BYTES // (elem_bytes * block_n)))
+        block_m = min(max(16, next_pow2(M)), 64)
+        block_n = 32 if cdiv(N, 32) >= sms // 2 else 16
+        block_k = max(16, min(next_pow2(K), MAX_TILE_BYTES // (elem_bytes * block_n)))
         num_warps = max(1, min(8, block_n * block_m // 128))
         dot, stages = True, 3
-    programs = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
-    k_tiles = triton.cdiv(K, block_k)
+    programs = cdiv(N, block_n) * cdiv(M, block_m)
+    k_tiles = cdiv(K, block_k)
     split = 1  # a split costs a second kernel (~a launch gap): only when half the SMs would idle
     if programs < sms // 2 and k_tiles > 1:
-        split = min(_pow2_floor(k_tiles), triton.next_power_of_2(triton.cdiv(sms, programs)))
+        split = min(_pow2_floor(k_tiles), next_pow2(cdiv(sms, programs)))
     return GemvConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split,
                       num_warps=num_warps, num_stages=stages, dot=dot)
 
@@ -396,7 +397,7 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         C, width = conv_weight.shape
         conv = dict(C=C, scs_m=conv_state.stride(0), scs_c=conv_state.stride(1),
                     scw_c=conv_weight.stride(0), HAS_CONV=True, HAS_CBIAS=conv_bias is not None,
-                    CONV_W=width, W_PAD=max(triton.next_power_of_2(width), 2))
+                    CONV_W=width, W_PAD=max(next_pow2(width), 2))
     else:
         conv = dict(C=0, scs_m=0, scs_c=0, scw_c=0, HAS_CONV=False, HAS_CBIAS=False,
                     CONV_W=2, W_PAD=2)
@@ -404,12 +405,12 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         sms = num_sms(x.device.index if x.is_cuda else None)
         config = default_config(M, N, K, weight.element_size(), sms)
     c = config
-    k_tiles = triton.cdiv(K, c.block_k)
-    tiles = triton.cdiv(k_tiles, c.split_k)                   # per split
-    split = triton.cdiv(k_tiles, tiles)                       # no empty splits
+    k_tiles = cdiv(K, c.block_k)
+    tiles = cdiv(k_tiles, c.split_k)                   # per split
+    split = cdiv(k_tiles, tiles)                       # no empty splits
     part = (torch.empty((split, M, N), dtype=torch.float32, device=x.device) if split > 1
             else out)
-    grid = (triton.cdiv(N, c.block_n), split, triton.cdiv(M, c.block_m))
+    grid = (cdiv(N, c.block_n), split, cdiv(M, c.block_m))
     pdl = use_pdl(x)
     gemv_kernel[grid](
         x, weight, bias, residual, norm_weight, part, conv_state, conv_weight, conv_bias,
@@ -424,8 +425,8 @@ def gemv_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, PDL=pdl,
         num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)
     if split > 1:
-        block = min(triton.next_power_of_2(N), 1024)
-        gemv_reduce_kernel[(triton.cdiv(N, block), M)](
+        block = min(next_pow2(N), 1024)
+        gemv_reduce_kernel[(cdiv(N, block), M)](
             part, bias, residual, out, conv_state, conv_weight, conv_bias, M, N, split,
             conv["C"], M * N, 0 if residual is None else residual.stride(0), out.stride(0),
             conv["scs_m"], conv["scs_c"], conv["scw_c"],

@@ -30,14 +30,14 @@ instead of F.pad's, the forward at 1x131071 took 0.83x the time). The copies cos
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import torch
-import triton
 from torch import Tensor
 
 from .carry import chunk_carry_kernel
-from .configs import bwd_chunk, n_pad, scan_config, segments
+from .configs import bwd_chunk, cdiv, n_pad, scan_config, segments
 from .scan_bwd import scan_bwd_kernel
 from .scan_fwd import scan_fwd_kernel
 
@@ -46,14 +46,14 @@ f32 = torch.float32
 
 def num_saved(length: int, dstate: int) -> int:
     """Rows of the forward's saved states: one per backward chunk."""
-    return triton.cdiv(length, bwd_chunk(scan_config(dstate, length)))
+    return cdiv(length, bwd_chunk(scan_config(dstate, length)))
 
 
 def row_length(length: int, dstate: int = 16) -> int:
     """The length the kernels read rows at: `length` rounded up to a multiple of 16 (Triton
     specialises integer arguments on divisibility by 16), or `length` itself where the
     configuration has `pad_rows` off."""
-    return triton.cdiv(length, 16) * 16 if scan_config(dstate, length).pad_rows else length
+    return cdiv(length, 16) * 16 if scan_config(dstate, length).pad_rows else length
 
 
 def bc_row_length(length: int, dstate: int = 16) -> int:
@@ -64,7 +64,7 @@ def bc_row_length(length: int, dstate: int = 16) -> int:
     `pad_rows` off. B and C are dstate rows per batch row, against dim rows of u: their
     copies are small."""
     cfg = scan_config(dstate, length)
-    return triton.cdiv(length, cfg.chunk) * cfg.chunk if cfg.pad_rows else length
+    return cdiv(length, cfg.chunk) * cfg.chunk if cfg.pad_rows else length
 
 
 def _pad(x: Tensor | None, lp: int) -> Tensor | None:
@@ -102,7 +102,7 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
     dev = cu_seqlens.device
     pos = torch.arange(length, device=dev)
     seq = torch.searchsorted(cu_seqlens[1:].contiguous().long(), pos, right=True).to(torch.int32)
-    c = torch.arange(triton.cdiv(length, span), device=dev)
+    c = torch.arange(cdiv(length, span), device=dev)
     if reverse:  # scan-last position of segment c is its lowest, the one before it in scan order its highest + 1
         last, before = c * span, ((c + 1) * span).clamp(max=length - 1)
     else:
@@ -114,25 +114,34 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
 def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward: bool,
           packed: bool = False):
     """Configuration, chunks, chunks per segment and segments of one call (`packed`: with
-    cu_seqlens)."""
+    cu_seqlens). Cached per shape and BYTESSM_SCAN_CONFIG: a training step asks the same
+    question every call, and the answer's dataclass copies cost host time that small shapes
+    feel."""
+    return _plan_for(os.environ.get("BYTESSM_SCAN_CONFIG", ""), batch, dim, groups, length,
+                     dstate, backward, packed)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_for(_overrides: str, batch: int, dim: int, groups: int, length: int, dstate: int,
+              backward: bool, packed: bool):
     cfg = scan_config(dstate, length)
     if backward:  # the backward's chunk is its own, its programs `block_d_bwd` channels ...
         block_d, cap = cfg.block_d_bwd, cfg.maxnreg_bwd
-        if batch * groups * triton.cdiv(dim // groups, block_d) < cfg.bwd_fill:
+        if batch * groups * cdiv(dim // groups, block_d) < cfg.bwd_fill:
             # ... or one, where that grid would leave the GPU underfilled
             block_d = 1
             cap = (cfg.maxnreg_cu if packed else 0) or cfg.maxnreg_bwd_one
         cfg = dataclasses.replace(cfg, chunk=bwd_chunk(cfg), block_d=block_d, maxnreg_bwd=cap)
     elif packed and cfg.maxnreg_cu and length >= cfg.long_from:
         cfg = dataclasses.replace(cfg, maxnreg=cfg.maxnreg_cu)
-    nc = triton.cdiv(length, cfg.chunk)
-    rows = batch * groups * triton.cdiv(dim // groups, cfg.block_d)
+    nc = cdiv(length, cfg.chunk)
+    rows = batch * groups * cdiv(dim // groups, cfg.block_d)
     programs = cfg.programs
     if backward and cfg.block_d > 1 and cfg.bwd_fill:
         programs = min(programs, cfg.bwd_fill)  # the wide backward's programs fit half as many
     nseg = segments(rows, nc, programs, cfg.seg_chunks)
-    cps = max(triton.cdiv(nc, nseg), 1)
-    return cfg, nc, cps, triton.cdiv(nc, cps) if nc else 1
+    cps = max(cdiv(nc, nseg), 1)
+    return cfg, nc, cps, cdiv(nc, cps) if nc else 1
 
 
 def _bc_pairs(Bg: Tensor, Cg: Tensor, length: int) -> bool:
@@ -151,7 +160,7 @@ def _maxnreg(limit: int) -> dict:
 
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
-    grid = (triton.cdiv(dim * dstate, cfg.block_dn), batch)
+    grid = (cdiv(dim * dstate, cfg.block_dn), batch)
     chunk_carry_kernel[grid](values, seg_dt, A, keep, nseg, dim, dstate,
                              HAS_KEEP=keep is not None, BACKWARDS=backwards,
                              BLOCK_DN=cfg.block_dn, BLOCK_C=cfg.block_c,
@@ -180,7 +189,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
-    grid = (batch * groups * triton.cdiv(dg, cfg.block_d), nseg)
+    grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
     zs = z.stride() if z is not None else (0, 0, 0)
     args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
             length, lp, dim, dstate, groups, dg, cps,
@@ -233,7 +242,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         dh0 = empty()
     if length > 0:
         dg = dim // groups
-        grid = (batch * groups * triton.cdiv(dg, cfg.block_d), nseg)
+        grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
         zs = z.stride() if z is not None else (0, 0, 0)
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)

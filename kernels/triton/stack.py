@@ -60,6 +60,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .common import LOG2E, softplus
+from .configs import cdiv, next_pow2
 from .decode import conv_window_step
 from .gemv import num_sms
 
@@ -458,11 +459,11 @@ def stack_grid(d_inner: int, device: torch.device) -> tuple[int, int]:
     blocks than SMs, so that every block has its own resident program; one program under
     the interpreter."""
     if interpreting() or device.type != "cuda":
-        cb = min(16, triton.next_power_of_2(d_inner))
+        cb = min(16, next_pow2(d_inner))
         return cb, 1
     sms = num_sms(device.index if device.index is not None else torch.cuda.current_device())
-    cb = triton.next_power_of_2(triton.cdiv(d_inner, sms))
-    return cb, triton.cdiv(d_inner, cb)
+    cb = next_pow2(cdiv(d_inner, sms))
+    return cb, cdiv(d_inner, cb)
 
 
 def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWorkspace, *,
@@ -483,7 +484,7 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
     R, N = layers.dt_rank, layers.d_state
     NX = R + 2 * N
     cb, programs = stack_grid(E, residual.device)
-    nblk = triton.cdiv(E, cb)
+    nblk = cdiv(E, cb)
     gpu = residual.is_cuda and not interpreting()
     if num_warps is None:
         num_warps = 8 if cb * DM >= 8192 else 4
@@ -492,10 +493,10 @@ def mamba_stack_step_triton(layers: StackLayers, residual: Tensor, ws: StackWork
         L, DM, E, NX, R, N, nblk, layers.eps,
         HAS_IN_BIAS=layers.in_bias, HAS_OUT_BIAS=layers.out_bias,
         HAS_CONV_BIAS=layers.conv_bias, CONV_WIDTH=layers.d_conv,
-        W_PAD=max(triton.next_power_of_2(layers.d_conv), 2), CB=cb,
-        DS=triton.next_power_of_2(triton.cdiv(DM, nblk)),
-        DM_PAD=max(triton.next_power_of_2(DM), 64), NX_PAD=triton.next_power_of_2(NX),
-        R_PAD=max(triton.next_power_of_2(R), 2), N_PAD=max(triton.next_power_of_2(N), 2),
-        ZB=triton.next_power_of_2(triton.cdiv(L * NX, nblk)), ONE_BLOCK=programs == nblk,
+        W_PAD=max(next_pow2(layers.d_conv), 2), CB=cb,
+        DS=next_pow2(cdiv(DM, nblk)),
+        DM_PAD=max(next_pow2(DM), 64), NX_PAD=next_pow2(NX),
+        R_PAD=max(next_pow2(R), 2), N_PAD=max(next_pow2(N), 2),
+        ZB=next_pow2(cdiv(L * NX, nblk)), ONE_BLOCK=programs == nblk,
         times_ptr=times, TIMING=times is not None and gpu, num_warps=num_warps)
     return out
