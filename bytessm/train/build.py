@@ -58,6 +58,12 @@ def validate_trainer(cfg: DictConfig, world_size: int) -> None:
         raise ConfigError(f"trainer.parallel must be ddp or fsdp, got {t.parallel!r}")
     if t.get("grad_reduce", "fp32") not in ("fp32", "bf16"):
         raise ConfigError(f"trainer.grad_reduce must be fp32 or bf16, got {t.grad_reduce!r}")
+    if t.get("fsdp_param_dtype", "fp32") not in ("fp32", "bf16"):
+        raise ConfigError(f"trainer.fsdp_param_dtype must be fp32 or bf16, got "
+                          f"{t.fsdp_param_dtype!r}")
+    if t.get("fsdp_param_dtype", "fp32") == "bf16" and t.parallel != "fsdp":
+        raise ConfigError("trainer.fsdp_param_dtype=bf16 gathers FSDP2's parameters in "
+                          f"bfloat16: it needs trainer.parallel=fsdp, got {t.parallel!r}")
     if t.get("fused_optimizer", "auto") not in ("auto", True, False):
         raise ConfigError(f"trainer.fused_optimizer must be auto, true or false, got "
                           f"{t.fused_optimizer!r}")

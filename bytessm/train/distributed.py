@@ -53,21 +53,28 @@ def pick_device(setting: str, world: World) -> torch.device:
 
 def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.device,
                grad_reduce: str = "fp32", bucket_mb: float = 25.0,
-               reshard_after_forward: bool = True) -> nn.Module:
+               reshard_after_forward: bool = True, param_dtype: str = "fp32") -> nn.Module:
     """DDP or FSDP2 (`fully_shard` per block, then the whole model) under torchrun; the model
     itself otherwise. grad_reduce="bf16" communicates gradients in bfloat16 (half the bytes;
     the optimizer still sees float32 gradients): DDP through PyTorch's `bf16_compress_hook`,
     FSDP2 through `MixedPrecisionPolicy(reduce_dtype=bfloat16)` (parameters stay float32).
     bucket_mb is DDP's gradient bucket size. reshard_after_forward=False keeps each FSDP2
     block's gathered parameters from its forward to its backward (one all-gather a block
-    fewer per step, the block's full parameters held meanwhile)."""
+    fewer per step, the block's full parameters held meanwhile). param_dtype="bf16" (FSDP2
+    only) all-gathers the parameters in bfloat16 and runs the forward and backward with them
+    (`MixedPrecisionPolicy(param_dtype=bfloat16)`, half the all-gather bytes; each block's
+    floating inputs are cast to bfloat16 too); the sharded parameters, the optimizer and the
+    checkpoint stay float32, and gradients are reduced in float32 unless grad_reduce="bf16"."""
     if not world.distributed:
         return model
     bf16 = grad_reduce == "bf16"
     if parallel == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        policy = MixedPrecisionPolicy(reduce_dtype=torch.bfloat16 if bf16 else None)
+        gathered = torch.bfloat16 if param_dtype == "bf16" else None
+        # with bf16 parameters FSDP2 would reduce in bf16 too; fp32 unless asked otherwise
+        reduce = torch.bfloat16 if bf16 else (torch.float32 if gathered is not None else None)
+        policy = MixedPrecisionPolicy(param_dtype=gathered, reduce_dtype=reduce)
         for block in model.backbone.blocks:
             fully_shard(block, mp_policy=policy, reshard_after_forward=reshard_after_forward)
         fully_shard(model, mp_policy=policy)

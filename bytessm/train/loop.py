@@ -27,7 +27,7 @@ from .build import build_model, build_task, validate_trainer
 from .data import train_loader
 from .distributed import (World, all_reduce_sum, broadcast_object, close, gradient_sync_pause,
                           init_world, pick_device, wrap_model)
-from .evaluate import autocast, evaluate, to_device
+from .evaluate import autocast, bf16_autocast, evaluate, to_device
 from .logging import MetricsWriter, progress
 from .optim import build_optimizer, keep_implementation, no_decay_names, use_fused, warmup_cosine
 from .profiling import StepProfiler
@@ -85,9 +85,15 @@ def _train(cfg: DictConfig, world: World) -> dict:
     _seed_everything(int(t.seed), world.rank)
     n_params = sum(p.numel() for p in model.parameters())
     no_decay = no_decay_names(model)
+    if t.get("fsdp_param_dtype", "fp32") == "bf16" and not bf16_autocast(device, t.precision):
+        # outside autocast, float32 activations would meet the gathered bfloat16 weights
+        raise ConfigError(f"trainer.fsdp_param_dtype=bf16 computes with bfloat16 parameters, "
+                          f"which needs bf16 autocast: trainer.precision=bf16 (or auto on "
+                          f"CUDA), got precision={t.precision!r} on {device.type}")
     model = wrap_model(model, world, t.parallel, device, grad_reduce=t.get("grad_reduce", "fp32"),
                        bucket_mb=float(t.get("ddp_bucket_mb", 25)),
-                       reshard_after_forward=bool(t.get("fsdp_reshard_after_forward", True)))
+                       reshard_after_forward=bool(t.get("fsdp_reshard_after_forward", True)),
+                       param_dtype=t.get("fsdp_param_dtype", "fp32"))
     if t.compile:
         model = torch.compile(model)
     fused = use_fused(t.get("fused_optimizer", "auto"), device)

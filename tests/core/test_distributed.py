@@ -216,12 +216,45 @@ def test_fsdp_without_resharding_after_forward_matches_one_process(tmp_path, one
     assert two == pytest.approx(one, rel=1e-4)
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("fused_optimizer", "maybe", "trainer.fused_optimizer must be auto, true or false"),
-    ("fsdp_reshard_after_forward", "sometimes",
-     "trainer.fsdp_reshard_after_forward must be true or false")])
-def test_bad_optimizer_and_fsdp_settings_are_refused(make_cfg, key, value, match):
+@pytest.mark.parametrize("overrides, match", [
+    (["trainer.fused_optimizer=maybe"], "trainer.fused_optimizer must be auto, true or false"),
+    (["trainer.fsdp_reshard_after_forward=sometimes"],
+     "trainer.fsdp_reshard_after_forward must be true or false"),
+    (["trainer.parallel=fsdp", "trainer.fsdp_param_dtype=fp16"],
+     "trainer.fsdp_param_dtype must be fp32 or bf16, got 'fp16'"),
+    (["trainer.fsdp_param_dtype=bf16"], "it needs trainer.parallel=fsdp, got 'ddp'")])
+def test_bad_optimizer_and_fsdp_settings_are_refused(make_cfg, overrides, match):
     from bytessm.task import ConfigError
     from bytessm.train.build import validate_trainer
     with pytest.raises(ConfigError, match=match):
-        validate_trainer(make_cfg(f"trainer.{key}={value}"), 1)
+        validate_trainer(make_cfg(*overrides), 1)
+
+
+def test_fsdp_bf16_parameters_train_close_to_fp32_gathering(tmp_path):
+    """trainer.fsdp_param_dtype=bf16 (FSDP2 gathers the parameters in bfloat16 and computes
+    with them, under bf16 autocast): the losses of the same 2-rank run gathering float32
+    parameters to bf16 rounding, the checkpoint still float32, and the weights apart from
+    that run's (the bf16 gathering is really taken)."""
+    common = ("trainer.parallel=fsdp", "trainer.precision=bf16")
+    f32, _ = _train(tmp_path / "f32", 2, *common)
+    b16, _ = _train(tmp_path / "b16", 2, *common, "trainer.fsdp_param_dtype=bf16")
+    assert b16 == pytest.approx(f32, rel=2e-2)
+    _, _, m1 = load_for_inference(tmp_path / "f32")
+    _, _, m2 = load_for_inference(tmp_path / "b16")
+    assert all(p.dtype == torch.float32 for p in m2.state_dict().values())
+    diffs = [float((p2 - p1).abs().max()) for p1, p2 in
+             zip(m1.state_dict().values(), m2.state_dict().values())]
+    assert 1e-6 < max(diffs) < 5e-2
+
+
+def test_fsdp_bf16_parameters_need_bf16_autocast(tmp_path):
+    """Outside autocast float32 activations would meet bfloat16 weights: refused up front,
+    naming the setting (here on the CPU, whose `precision=auto` is float32)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, "-m", "bytessm.cli", "train", *ARGS,
+                        "trainer.parallel=fsdp", "trainer.fsdp_param_dtype=bf16",
+                        f"trainer.out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode != 0
+    assert "trainer.fsdp_param_dtype=bf16 computes with bfloat16 parameters" in r.stderr
+    assert "precision='auto' on cpu" in r.stderr
