@@ -112,8 +112,8 @@ def _check(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
                          f"strides {x.stride()}")
 
 
-@torch.library.custom_op("bytessm::causal_conv1d_fwd", mutates_args=())
-def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], reverse: bool) -> Tensor:
+def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], reverse: bool) -> Tensor:
+    """Launcher of the whole-sequence conv: y (batch, dim, length) in x's dtype."""
     _check(x, weight, bias)
     batch, dim, length = x.shape
     y = torch.empty((batch, dim, length), dtype=x.dtype, device=x.device)
@@ -125,14 +125,9 @@ def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], reverse
     return y
 
 
-@causal_conv1d_fwd.register_fake
-def _(x, weight, bias, reverse):
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op("bytessm::causal_conv1d_bwd", mutates_args=())
-def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, reverse: bool
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+def conv_backward(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, reverse: bool
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """Launcher of the conv's backward: dx, dweight (weight's dtype), dbias (float32)."""
     batch, dim, length = x.shape
     dy = dy if dy.stride(-1) == 1 else dy.contiguous()
     dx = torch.empty((batch, dim, length), dtype=x.dtype, device=x.device)
@@ -152,6 +147,22 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, rev
     return dx, dw.sum(0).to(weight.dtype), dbias.sum(0)
 
 
+@torch.library.custom_op("bytessm::causal_conv1d_fwd", mutates_args=())
+def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], reverse: bool) -> Tensor:
+    return conv_forward(x, weight, bias, reverse)
+
+
+@causal_conv1d_fwd.register_fake
+def _(x, weight, bias, reverse):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("bytessm::causal_conv1d_bwd", mutates_args=())
+def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, reverse: bool
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    return conv_backward(dy, x, weight, has_bias, reverse)
+
+
 @causal_conv1d_bwd.register_fake
 def _(dy, x, weight, has_bias, reverse):
     return (x.new_empty(x.shape), weight.new_empty(weight.shape),
@@ -165,16 +176,37 @@ def _setup_context(ctx, inputs, output):
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _backward(ctx, dy):
+def _grads(bwd, ctx, dy):
     x, weight = ctx.saved_tensors
-    dx, dw, dbias = torch.ops.bytessm.causal_conv1d_bwd(dy, x, weight, ctx.has_bias, ctx.reverse)
+    dx, dw, dbias = bwd(dy, x, weight, ctx.has_bias, ctx.reverse)
     return dx, dw, (dbias.to(ctx.bias_dtype) if ctx.has_bias else None), None
+
+
+def _backward(ctx, dy):
+    return _grads(torch.ops.bytessm.causal_conv1d_bwd, ctx, dy)
 
 
 causal_conv1d_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerConv(torch.autograd.Function):
+    """The custom ops' forward and backward without the dispatcher, for eager mode (as the
+    scan's `autograd._EagerScan`); torch.compile traces the custom ops."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, reverse):
+        y = conv_forward(x, weight, bias, reverse)
+        _setup_context(ctx, (x, weight, bias, reverse), y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _grads(conv_backward, ctx, dy)
+
+
 def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                          reverse: bool = False) -> Tensor:
     """The depthwise causal (reverse: anti-causal) conv of a whole sequence from zeros."""
-    return torch.ops.bytessm.causal_conv1d_fwd(x, weight, bias, reverse)
+    if torch.compiler.is_compiling():
+        return torch.ops.bytessm.causal_conv1d_fwd(x, weight, bias, reverse)
+    return _EagerConv.apply(x, weight, bias, reverse)
