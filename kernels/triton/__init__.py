@@ -1,6 +1,7 @@
 """Triton kernels of the selective scan (forward, backward, decode step, conv step).
 
-    selective_scan_triton           the scan, differentiable, `torch.compile`-able custom ops
+    selective_scan_triton           the scan, differentiable: custom ops under `torch.compile`,
+                                    a plain autograd.Function in eager mode (`autograd.py`)
     selective_state_update_triton   one decoding step, state updated in place
     causal_conv1d_update_triton     one step of the depthwise causal conv, window in place
     causal_conv1d_triton            the depthwise causal conv of a sequence, differentiable
