@@ -109,6 +109,11 @@ def floor_bytes(batch: int, length: int, backward: bool) -> int:
     return fwd + (bwd if backward else 0)
 
 
+def floor_pct(batch: int, length: int, backward: bool, bw: float, ms: float) -> float:
+    """The byte floor's time (`floor_bytes` at copy bandwidth `bw`) as a % of `ms`."""
+    return 100 * floor_bytes(batch, length, backward) / bw / (ms * 1e-3)
+
+
 def timed(fn, grads=None) -> float:
     return do_bench(fn, warmup=25, rep=200, grad_to_none=grads, return_mode="median")
 
@@ -171,43 +176,44 @@ def bench_shape(name, make, run, batch, length, bw) -> dict:
     row["fwd_bwd_peak_gib"] = peak_gib(fwd_bwd)
     del args, leaves, dout
     torch.cuda.empty_cache()
-    row["fwd_floor_pct"] = 100 * floor_bytes(batch, length, False) / bw / (row["fwd_ms"] * 1e-3)
-    row["fwd_bwd_floor_pct"] = 100 * floor_bytes(batch, length, True) / bw / (row["fwd_bwd_ms"] * 1e-3)
+    for key in ("fwd", "fwd_bwd"):
+        row[f"{key}_floor_pct"] = floor_pct(batch, length, key == "fwd_bwd", bw, row[f"{key}_ms"])
     return row
 
 
 def bench_rounds(impls: dict, batch: int, length: int, bw: float, rounds: int) -> list[dict]:
     """Every implementation at one shape, `rounds` times, alternating round by round; each
-    time is the median over the rounds (every round's kept in `rounds_ms`). The first shape
-    timed in a process read up to 30% slower in single runs (0.41-0.52 vs 0.32 ms for 8x2K's
-    forward in interleaved A/Bs): the first round takes what the clocks and caches cost."""
-    per = {}
+    time is the median over the rounds (every round's kept in `*_rounds_ms`). The first shape
+    timed in a process read 28-62% slower in single runs (0.41-0.52 vs 0.32 ms for 8x2K's
+    forward in interleaved A/Bs): the first round takes what the clocks and caches cost.
+    An implementation out of memory at the shape is dropped from it."""
+    runs = {name: [] for name in impls}
     for _ in range(rounds):
         for name, (make, run) in impls.items():
-            if per.get(name, 0) is None:
+            if runs[name] is None:
                 continue
             try:
                 r = bench_shape(name, make, run, batch, length, bw)
             except torch.cuda.OutOfMemoryError:
                 print(f"[{name}] {batch}x{length}: out of memory", flush=True)
                 torch.cuda.empty_cache()
-                per[name] = None
+                runs[name] = None
                 continue
-            per.setdefault(name, []).append(r)
+            runs[name].append(r)
             print(f"[{name}] {batch}x{length}: fwd {r['fwd_ms']:.3f} ms, fwd+bwd "
                   f"{r['fwd_bwd_ms']:.3f} ms, peak {r['fwd_peak_gib']:.2f}/"
                   f"{r['fwd_bwd_peak_gib']:.2f} GiB", flush=True)
     rows = []
-    for name, runs in per.items():
-        if not runs:
+    for name, done in runs.items():
+        if not done:
             continue
-        row = dict(runs[0])
+        row = dict(done[0])
         for key in ("fwd", "fwd_bwd"):
-            times = [r[f"{key}_ms"] for r in runs]
+            times = [r[f"{key}_ms"] for r in done]
             row[f"{key}_ms"] = statistics.median(times)
             row[f"{key}_rounds_ms"] = times
-            row[f"{key}_floor_pct"] = (100 * floor_bytes(batch, length, key == "fwd_bwd") / bw
-                                       / (row[f"{key}_ms"] * 1e-3))
+            row[f"{key}_floor_pct"] = floor_pct(batch, length, key == "fwd_bwd", bw,
+                                                row[f"{key}_ms"])
         rows.append(row)
     return rows
 

@@ -161,8 +161,15 @@ def _config(overrides: str) -> ScanConfig:
 
 def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:
     if cfg.chunk_long and length >= cfg.long_from:
-        return dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long)
+        return _long(cfg)
     return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _long(cfg: ScanConfig) -> ScanConfig:
+    """The configuration from `long_from` positions on: built once, not per call (the
+    launchers ask for it several times a call)."""
+    return dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long)
 
 
 def bwd_chunk(cfg: ScanConfig) -> int:
