@@ -72,6 +72,15 @@ def validate_trainer(cfg: DictConfig, world_size: int) -> None:
                           f"{t.fsdp_reshard_after_forward!r}")
     if float(t.get("ddp_bucket_mb", 25)) <= 0:
         raise ConfigError(f"trainer.ddp_bucket_mb must be positive, got {t.ddp_bucket_mb}")
+    if t.get("cuda_graph", False) not in (True, False):
+        raise ConfigError(f"trainer.cuda_graph must be true or false, got {t.cuda_graph!r}")
+    if t.get("cuda_graph", False):
+        clash = [name for name, on in ((f"{world_size} processes (DDP/FSDP)", world_size > 1),
+                                       ("trainer.segment_len", t.get("segment_len")),
+                                       ("trainer.compile", t.get("compile"))) if on]
+        if clash:
+            raise ConfigError("trainer.cuda_graph=true captures one process's plain step; it "
+                              f"cannot be combined with {', '.join(clash)}")
     prof = t.get("profile") or {}
     if prof.get("start") is not None:
         start, n = int(prof.start), int(prof.get("steps", 3))

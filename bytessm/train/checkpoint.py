@@ -76,6 +76,16 @@ def _symlink(target: str, link: Path) -> None:
     os.replace(tmp, link)
 
 
+def _plain_groups(optim_state: dict) -> dict:
+    """The param groups' one-element tensors (the learning rate of a `trainer.cuda_graph`
+    run, graphs.py) as floats, so that every checkpoint loads into a fresh optimizer."""
+    for group in optim_state.get("param_groups", []):
+        for k, v in group.items():
+            if torch.is_tensor(v) and v.numel() == 1:
+                group[k] = v.item()
+    return optim_state
+
+
 def save(ckpt_dir: Path, *, model: nn.Module, optimizer, scheduler, step: int, cfg: DictConfig,
          world: World, extra: dict, is_best: bool = False, keep: int = 2) -> Path:
     """Every rank calls this (DCP writes each rank's shards); rank 0 publishes."""
@@ -87,7 +97,7 @@ def save(ckpt_dir: Path, *, model: nn.Module, optimizer, scheduler, step: int, c
         tmp.mkdir(parents=True)
     barrier(world)
     state = {"model": get_model_state_dict(model),
-             "optim": get_optimizer_state_dict(model, optimizer)}
+             "optim": _plain_groups(get_optimizer_state_dict(model, optimizer))}
     dcp.save(state, checkpoint_id=str(tmp))
     if world.is_main:
         torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": _rng_state(),

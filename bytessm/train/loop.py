@@ -28,6 +28,7 @@ from .data import train_loader
 from .distributed import (World, all_reduce_sum, broadcast_object, close, gradient_sync_pause,
                           init_world, pick_device, wrap_model)
 from .evaluate import autocast, bf16_autocast, evaluate, to_device
+from .graphs import GraphedStep
 from .logging import MetricsWriter, progress
 from .optim import build_optimizer, keep_implementation, no_decay_names, use_fused, warmup_cosine
 from .profiling import StepProfiler
@@ -148,19 +149,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
         ckpt.save(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=s,
                   cfg=cfg, world=world, extra={"best": best}, is_best=is_best)
 
-    batches, current_len = make_iter(step), length_at(step)
-    bar = progress(int(t.max_steps), step, enabled=world.is_main and bool(t.progress))
-    model.train()
-    pause = gradient_sync_pause(model) if world.distributed else None
-    prof_cfg = t.get("profile") or {}
-    profiler = StepProfiler(prof_cfg.get("start"), prof_cfg.get("steps", 3), out_dir, world.rank,
-                            device)
-    window = {"symbols": 0.0, "time": time.perf_counter()}
-    log_sums: dict[str, list[float]] = {}
-    while step < t.max_steps:
-        profiler.before(step + 1)
-        if length_at(step) != current_len:  # sequence-length warmup: rebuild the stream
-            batches, current_len = make_iter(step), length_at(step)
+    def eager_step(batches) -> tuple[dict[str, tuple[float, float]], float]:
+        """Micro-batches -> metric totals over ranks -> scaled, clipped gradients -> AdamW."""
         step_sums: dict[str, list[float]] = {}
         for m in range(accum):
             batch = to_device(next(batches), device)
@@ -185,17 +175,49 @@ def _train(cfg: DictConfig, world: World) -> dict:
         keys = sorted(step_sums)
         flat = all_reduce_sum([x for k in keys for x in step_sums[k]], device, world)
         totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
-        loss_sum, count = totals["loss"]
-        if not math.isfinite(loss_sum):
-            raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; the last "
-                                f"good checkpoint is kept in {ckpt_dir}")
-        scale = world.size / max(count, 1.0)  # DDP/FSDP averaged over ranks: undo, then mean
+        check_finite(totals["loss"][0])
+        scale = world.size / max(totals["loss"][1], 1.0)  # DDP/FSDP averaged over ranks: undo
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads:  # one multi-tensor launch, not one kernel per parameter (~530 at 353M)
             torch._foreach_mul_(grads, scale)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return totals, float(grad_norm)
+
+    def graphed_step(batches) -> tuple[dict[str, tuple[float, float]], float]:
+        """The same step replayed from a CUDA graph (graphs.py); the update is made before
+        the loss can be checked, so a non-finite loss's weights are never saved."""
+        micro = [to_device(next(batches), device) for _ in range(accum)]
+        window["symbols"] += sum(task.num_symbols(b) for b in micro)
+        totals, grad_norm = graphed.step(micro)
+        check_finite(totals["loss"][0])
+        return totals, grad_norm
+
+    def check_finite(loss_sum: float) -> None:
+        if not math.isfinite(loss_sum):
+            raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; the last "
+                                f"good checkpoint is kept in {ckpt_dir}")
+
+    graphed = None
+    if t.get("cuda_graph", False):  # after any resume: the optimizer's lr becomes a tensor
+        graphed = GraphedStep(model, task, optimizer, device=device,
+                              bf16=bf16_autocast(device, t.precision), grad_clip=t.grad_clip)
+    run_step = eager_step if graphed is None else graphed_step
+    batches, current_len = make_iter(step), length_at(step)
+    bar = progress(int(t.max_steps), step, enabled=world.is_main and bool(t.progress))
+    model.train()
+    pause = gradient_sync_pause(model) if world.distributed else None
+    prof_cfg = t.get("profile") or {}
+    profiler = StepProfiler(prof_cfg.get("start"), prof_cfg.get("steps", 3), out_dir, world.rank,
+                            device)
+    window = {"symbols": 0.0, "time": time.perf_counter()}
+    log_sums: dict[str, list[float]] = {}
+    while step < t.max_steps:
+        profiler.before(step + 1)
+        if length_at(step) != current_len:  # sequence-length warmup: rebuild the stream
+            batches, current_len = make_iter(step), length_at(step)
+        totals, grad_norm = run_step(batches)
         scheduler.step()
         step += 1
         summary = profiler.after(step)
@@ -214,7 +236,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
         if step % t.log_every == 0 or step == t.max_steps:
             elapsed = time.perf_counter() - window["time"]
             values = task.summarize({k: tuple(v) for k, v in log_sums.items()})
-            values.update(lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+            values.update(lr=float(scheduler.get_last_lr()[0]), grad_norm=grad_norm,
                           seq_len=current_len,
                           symbols_per_s=window["symbols"] * world.size / max(elapsed, 1e-9))
             writer.log(step, "train", values)

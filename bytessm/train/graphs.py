@@ -1,0 +1,177 @@
+"""`trainer.cuda_graph=true`: the whole training step captured once in a CUDA graph, replayed.
+
+A small model at a short length is bound by the host, not the GPU: a step of the tiny model
+at batch 256 x 64 symbols takes about 16 ms of Python and kernel launches on an H200 for a
+few hundred microseconds of kernels. Replaying a graph of the step (the micro-batches'
+forward, loss and backward, the gradient scaling, the clipping and the optimizer step)
+costs one launch. As PyTorch's "whole-network capture" recipe prescribes:
+
+- a few eager steps on a side stream first (kernel compilation, cuBLAS workspaces, the
+  optimizer's state), then one capture; each later step copies its batch into the captured
+  input tensors and replays;
+- autocast without its weight-cast cache (a cache filled during capture would hold the
+  graph's memory);
+- AdamW with `capturable=True` and the learning rate as a tensor on the device, which the
+  scheduler updates in place (a float would be frozen into the graph);
+- the metrics' sums and counts stay on the device and come back in one copy per step.
+
+A batch whose shapes, dtypes or keys differ from the captured ones (the sequence-length
+warmup's new length) drops the graph and captures again after one eager step. The step
+must not synchronise with the host: data-dependent shapes (`torch.bincount`,
+`nonzero`) or `.item()` in a task's loss cannot be captured, and the capture's error says
+so. One process only; DDP, FSDP, segments and torch.compile are refused in the config.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bytessm.task import ConfigError, Task
+
+Totals = dict[str, tuple[float, float]]
+
+
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Prepare an AdamW (fresh or just resumed) for capture on `device` (CUDA): the
+    learning rate of every group as its own float32 tensor there (the scheduler fills it in
+    place), the state's step counters there, and `capturable=True`."""
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+        group["capturable"] = True
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if torch.is_tensor(step) and step.device != device:
+            state["step"] = step.to(device)
+
+
+class GraphedStep:
+    """Runs training steps: `step(micro_batches)` -> (totals, grad_norm), having updated the
+    weights; `micro_batches` are the step's batches on the device (grad_accum of them).
+
+    Totals are the (sum, count) of every metric over the micro-batches, as the eager loop
+    reports them. With `capture=False` (the CPU, the tests) every step runs eagerly through
+    the same code as the captured one."""
+
+    def __init__(self, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, *,
+                 device: torch.device, bf16: bool, grad_clip: float | None,
+                 capture: bool = True, warmup_steps: int = 3):
+        if capture and device.type != "cuda":
+            raise ConfigError(f"trainer.cuda_graph=true replays the step as a CUDA graph: it "
+                              f"needs a CUDA device, got {device}")
+        self.model, self.task, self.optimizer = model, task, optimizer
+        self.device, self.bf16, self.capture = device, bf16, capture
+        self.max_norm = float(grad_clip) if grad_clip else math.inf
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.warmup_steps = warmup_steps
+        self.graphs = 0  # captures made (a new one per batch signature)
+        self._signature = None
+        self._eager_left = warmup_steps
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._static: list[dict] | None = None
+        self._out: Tensor | None = None
+        self._keys: list[str] = []
+        if capture:
+            make_capturable(optimizer, device)
+
+    def step(self, micro: list[dict]) -> tuple[Totals, float]:
+        signature = _signature(micro)
+        if signature != self._signature:
+            self._drop()
+            self._signature, self._eager_left = signature, self.warmup_steps if not self.graphs else 1
+        if not self.capture or self._eager_left > 0:
+            self._eager_left -= 1
+            flat = self._eager(micro)
+        elif self._graph is None:
+            flat = self._capture(micro)
+        else:
+            for static, batch in zip(self._static, micro):
+                for k, v in batch.items():
+                    if torch.is_tensor(v):
+                        static[k].copy_(v, non_blocking=True)
+            self._graph.replay()
+            flat = self._out
+        values = flat.tolist()  # the step's one synchronisation
+        totals = {k: (values[2 * i], values[2 * i + 1]) for i, k in enumerate(self._keys)}
+        return totals, values[-1]
+
+    # -- the step ----------------------------------------------------------------------------
+    def _body(self, micro: list[dict]) -> Tensor:
+        """The step as captured: micro-batches -> scaled gradients -> clip -> AdamW. Returns
+        one float32 tensor: each metric's sum and count (sorted keys), then the grad norm."""
+        sums: dict[str, list[Tensor]] = {}
+        for batch in micro:
+            with self._autocast():
+                out = self.model(batch["input"])
+                loss, metrics = self.task.loss_and_metrics(out, batch)
+            (loss * metrics["loss"][1]).backward()  # the sum; / the count below
+            for k, pair in metrics.items():
+                pair = [self._tensor(x) for x in pair]
+                acc = sums.get(k)
+                sums[k] = pair if acc is None else [acc[0] + pair[0], acc[1] + pair[1]]
+        self._keys = sorted(sums)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / sums["loss"][1].clamp(min=1.0))
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        self.optimizer.step()
+        return torch.stack([x for k in self._keys for x in sums[k]] + [norm.float()])
+
+    def _tensor(self, x) -> Tensor:
+        """A metric's sum or count as a float32 scalar on the device (a fill, not a copy
+        from the host, so that capture accepts it)."""
+        if torch.is_tensor(x):
+            return x.detach().float().reshape(())
+        return torch.full((), float(x), dtype=torch.float32, device=self.device)
+
+    def _autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+    def _eager(self, micro: list[dict]) -> Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self.capture:
+            return self._body(micro)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            flat = self._body(micro)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        return flat
+
+    def _capture(self, micro: list[dict]) -> Tensor:
+        self._static = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
+                        for b in micro]
+        self.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates them
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._out = self._body(self._static)
+        except RuntimeError as e:
+            self._drop()
+            raise RuntimeError(
+                "trainer.cuda_graph: the training step could not be captured in a CUDA graph "
+                "(something in it waits for the host: data-dependent shapes such as "
+                "torch.bincount or nonzero, .item(), or a copy from host memory); run with "
+                f"trainer.cuda_graph=false. Capture error: {e}") from e
+        self._graph = graph
+        self.graphs += 1
+        graph.replay()   # capturing ran nothing: this step's update
+        return self._out
+
+    def _drop(self) -> None:
+        """Forget the graph (a new batch signature): its gradients and memory go with it."""
+        if self._graph is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        self._graph = self._static = self._out = None
+
+
+def _signature(micro: list[dict]) -> tuple:
+    return tuple(tuple(sorted((k, (tuple(v.shape), v.dtype, v.device) if torch.is_tensor(v)
+                               else repr(v)) for k, v in b.items())) for b in micro)
+
+
+__all__ = ["GraphedStep", "make_capturable"]

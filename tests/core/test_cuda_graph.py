@@ -1,0 +1,113 @@
+"""trainer.cuda_graph: the step replayed from a CUDA graph takes the eager loop's steps.
+
+On the CPU the graphed step runs its body eagerly (`capture=False`) through the loop, which
+checks everything but the capture itself; the capture is checked on CUDA."""
+import functools
+import json
+
+import pytest
+import torch
+
+from bytessm.task import ConfigError
+from bytessm.train import loop, train
+from bytessm.train.graphs import GraphedStep
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _rows(run_dir, split="train"):
+    return [r for r in map(json.loads, open(run_dir / "metrics.jsonl")) if r["split"] == split]
+
+
+def _compare(a, b, rel):
+    for key in ("loss", "accuracy", "grad_norm", "lr"):
+        assert [r[key] for r in b] == pytest.approx([r[key] for r in a], rel=rel, abs=1e-7), key
+
+
+def test_graphed_step_body_takes_the_eager_steps(make_cfg, tmp_path, monkeypatch):
+    """Through the loop on the CPU, with gradient accumulation: the same losses, accuracies,
+    gradient norms and learning rates as the eager step, and the same final validation."""
+    monkeypatch.setattr(loop, "GraphedStep", functools.partial(GraphedStep, capture=False))
+    base = ["trainer.max_steps=5", "trainer.log_every=1", "trainer.eval_every=0",
+            "trainer.grad_accum=2", "trainer.grad_clip=0.05",  # a clip that acts
+            "trainer.device=cpu"]
+    eager = train(make_cfg(*base, out="eager"))
+    graphed = train(make_cfg(*base, "trainer.cuda_graph=true", out="graphed"))
+    rows = _rows(tmp_path / "graphed")
+    assert len(rows) == 5 and max(r["grad_norm"] for r in rows) > 0.05
+    _compare(_rows(tmp_path / "eager"), rows, rel=1e-5)
+    assert graphed["loss"] == pytest.approx(eager["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("trainer.segment_len=16", "trainer.segment_len"),
+    ("trainer.compile=true", "trainer.compile"),
+    ("trainer.cuda_graph=yes", "must be true or false"),
+])
+def test_cuda_graph_refuses_what_it_cannot_capture(make_cfg, override, match):
+    with pytest.raises(ConfigError, match=match):
+        train(make_cfg("trainer.cuda_graph=true" if "yes" not in override else "trainer.seed=0",
+                       override))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's refusal")
+def test_cuda_graph_needs_cuda(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="needs a CUDA device, got cpu"):
+        train(make_cfg("trainer.cuda_graph=true"))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("precision,rel", [("fp32", 1e-4), ("bf16", 2e-2)])
+def test_graph_replays_the_eager_steps_on_cuda(make_cfg, tmp_path, precision, rel):
+    """Captured after its three eager steps, replayed for the rest: the eager run's numbers
+    (float32 to 1e-4: the scan's backward sums dB, dC with atomics, in any order)."""
+    base = ["trainer.max_steps=12", "trainer.log_every=1", "trainer.eval_every=0",
+            "trainer.device=cuda", f"trainer.precision={precision}", "trainer.grad_accum=2"]
+    train(make_cfg(*base, out="eager"))
+    train(make_cfg(*base, "trainer.cuda_graph=true", out="graphed"))
+    _compare(_rows(tmp_path / "eager"), _rows(tmp_path / "graphed"), rel=rel)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_graphed_run_resumes_exactly_and_recaptures_new_lengths(make_cfg, tmp_path, monkeypatch):
+    """The sequence-length warmup's lengths (8, 16, 32 for four steps each) are captured
+    anew after one eager step each; a graphed run saved at step 6 and resumed takes the
+    straight run's steps (its checkpoint loads into a fresh optimizer), and both take the
+    eager run's."""
+    captures = []
+    real = GraphedStep._capture
+    monkeypatch.setattr(GraphedStep, "_capture",
+                        lambda self, micro: captures.append(micro[0]["input"].shape) or
+                        real(self, micro))
+    base = ["trainer.log_every=1", "trainer.eval_every=0", "trainer.save_every=6",
+            "trainer.device=cuda", "trainer.precision=fp32", "trainer.warmup_steps=7",
+            "trainer.seq_len_warmup.start=8", "trainer.seq_len_warmup.steps=8"]
+    graph = [*base, "trainer.cuda_graph=true"]
+    train(make_cfg(*graph, "trainer.max_steps=12", out="straight"))
+    assert [s[-1] for s in captures] == [8, 16, 32]   # steps 4, 6 and 10
+    train(make_cfg(*graph, "trainer.max_steps=6", out="resumed"))
+    train(make_cfg(*graph, "trainer.max_steps=12", out="resumed"))
+    train(make_cfg(*base, "trainer.max_steps=12", out="eager"))
+    straight = _rows(tmp_path / "straight")
+    assert [r["seq_len"] for r in straight] == [8] * 4 + [16] * 4 + [32] * 4
+    _compare(straight, _rows(tmp_path / "resumed"), rel=1e-4)
+    _compare(_rows(tmp_path / "eager"), straight, rel=1e-4)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_a_step_that_waits_for_the_host_is_named(make_cfg, monkeypatch):
+    from bytessm.tasks.synthetic import SyntheticTask
+
+    real = SyntheticTask.loss_and_metrics
+
+    def syncing(self, out, batch):
+        loss, m = real(self, out, batch)
+        return loss, {**m, "answers": (m["loss"][1], float(m["loss"][1].item()))}
+
+    monkeypatch.setattr(SyntheticTask, "loss_and_metrics", syncing)
+    with pytest.raises(RuntimeError, match="could not be captured in a CUDA graph"):
+        train(make_cfg("trainer.max_steps=6", "trainer.device=cuda", "trainer.cuda_graph=true"))
