@@ -30,7 +30,7 @@ CASES = {  # name -> overrides of `bytessm train`
     "induction-small": ["model=small"],
     "mqar4-tiny-b256": ["task=mqar", "task.vocab=64", "task.n_pairs=4", "task.seq_len=64",
                         "trainer.batch_size=256"],
-    "mqar-small": ["task=mqar", "model=small"],  # batch 64 x 256
+    "mqar-small": ["task=mqar", "model=small", "trainer.batch_size=32"],  # 32 x 256
 }
 
 
