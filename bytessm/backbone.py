@@ -108,7 +108,10 @@ class Backbone(nn.Module):
                 residual, s = block(residual, state=state, return_state=True)
                 new_states.append(s)
             elif self.checkpoint_blocks and self.training and torch.is_grad_enabled():
-                residual = checkpoint(block, residual, use_reentrant=False)
+                # a block draws no random numbers (no dropout): no RNG state to restore for
+                # the recomputation, and reading it would fail under CUDA graph capture
+                residual = checkpoint(block, residual, use_reentrant=False,
+                                      preserve_rng_state=False)
             else:
                 residual = block(residual)
         hidden = self.norm_f(residual)

@@ -116,7 +116,8 @@ class Stage(nn.Module):
             x = x + self.up(self.inner(self.down(x), checkpoint_blocks))
         for block in self.blocks:
             if checkpoint_blocks and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                # no random numbers in a block: no RNG state to keep (see Backbone.forward)
+                x = checkpoint(block, x, use_reentrant=False, preserve_rng_state=False)
             else:
                 x = block(x)
         return x

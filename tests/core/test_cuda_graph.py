@@ -59,12 +59,17 @@ def test_cuda_graph_needs_cuda(make_cfg, tmp_path):
 
 @pytest.mark.gpu
 @CUDA
-@pytest.mark.parametrize("precision,rel", [("fp32", 1e-4), ("bf16", 2e-2)])
-def test_graph_replays_the_eager_steps_on_cuda(make_cfg, tmp_path, precision, rel):
+@pytest.mark.parametrize("precision,rel,model", [
+    ("fp32", 1e-4, []), ("bf16", 2e-2, []),
+    ("fp32", 1e-4, ["model.checkpoint_blocks=true"]),            # recomputed in the graph
+    ("fp32", 1e-4, ["model.attn_layers=[1]", "model.attn_heads=2"]),  # hybrid: SDPA
+], ids=["fp32", "bf16", "checkpointed", "hybrid"])
+def test_graph_replays_the_eager_steps_on_cuda(make_cfg, tmp_path, precision, rel, model):
     """Captured after its three eager steps, replayed for the rest: the eager run's numbers
     (float32 to 1e-4: the scan's backward sums dB, dC with atomics, in any order)."""
     base = ["trainer.max_steps=12", "trainer.log_every=1", "trainer.eval_every=0",
-            "trainer.device=cuda", f"trainer.precision={precision}", "trainer.grad_accum=2"]
+            "trainer.device=cuda", f"trainer.precision={precision}", "trainer.grad_accum=2",
+            *model]
     train(make_cfg(*base, out="eager"))
     train(make_cfg(*base, "trainer.cuda_graph=true", out="graphed"))
     _compare(_rows(tmp_path / "eager"), _rows(tmp_path / "graphed"), rel=rel)
