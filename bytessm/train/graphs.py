@@ -18,8 +18,10 @@ costs one launch. As PyTorch's "whole-network capture" recipe prescribes:
 A batch whose shapes, dtypes or keys differ from the captured ones (the sequence-length
 warmup's new length) drops the graph and captures again after one eager step. The step
 must not synchronise with the host: data-dependent shapes (`torch.bincount`,
-`nonzero`) or `.item()` in a task's loss cannot be captured, and the capture's error says
-so. One process only; DDP, FSDP, segments and torch.compile are refused in the config.
+`nonzero`) or `.item()` in a task's loss cannot be captured. The warm-up steps run with
+`torch.cuda.set_sync_debug_mode("error")`, so such a step fails there with one message,
+before a capture could fail. One process only: DDP, FSDP, segments and torch.compile are
+refused in the config.
 """
 from __future__ import annotations
 
@@ -32,6 +34,11 @@ from torch import Tensor, nn
 from bytessm.task import ConfigError, Task
 
 Totals = dict[str, tuple[float, float]]
+
+CANNOT_CAPTURE = ("trainer.cuda_graph: the training step cannot be captured in a CUDA graph: "
+                  "something in it waits for the host (data-dependent shapes such as "
+                  "torch.bincount or nonzero, .item(), a copy from host memory); run with "
+                  "trainer.cuda_graph=false.")
 
 
 def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -80,7 +87,8 @@ class GraphedStep:
         signature = _signature(micro)
         if signature != self._signature:
             self._drop()
-            self._signature, self._eager_left = signature, self.warmup_steps if not self.graphs else 1
+            self._signature = signature   # a first capture after the warm-up, a new one
+            self._eager_left = 1 if self.graphs else self.warmup_steps  # after one step
         if not self.capture or self._eager_left > 0:
             self._eager_left -= 1
             flat = self._eager(micro)
@@ -132,13 +140,26 @@ class GraphedStep:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
 
     def _eager(self, micro: list[dict]) -> Tensor:
+        """A step run eagerly: every step on the CPU; on CUDA the warm-up steps before a
+        capture, on a side stream and with synchronising CUDA calls made errors, so that a
+        step that waits for the host fails here, named, rather than in the capture (whose
+        failure leaves the process's CUDA random-number state unusable)."""
         self.optimizer.zero_grad(set_to_none=True)
         if not self.capture:
             return self._body(micro)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            flat = self._body(micro)
+        mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            with torch.cuda.stream(side):
+                flat = self._body(micro)
+        except RuntimeError as e:
+            if "synchronizing" not in str(e):
+                raise
+            raise RuntimeError(CANNOT_CAPTURE + f" It synchronised: {e}") from e
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
         torch.cuda.current_stream(self.device).wait_stream(side)
         return flat
 
@@ -152,11 +173,7 @@ class GraphedStep:
                 self._out = self._body(self._static)
         except RuntimeError as e:
             self._drop()
-            raise RuntimeError(
-                "trainer.cuda_graph: the training step could not be captured in a CUDA graph "
-                "(something in it waits for the host: data-dependent shapes such as "
-                "torch.bincount or nonzero, .item(), or a copy from host memory); run with "
-                f"trainer.cuda_graph=false. Capture error: {e}") from e
+            raise RuntimeError(CANNOT_CAPTURE + f" Capture error: {e}") from e
         self._graph = graph
         self.graphs += 1
         graph.replay()   # capturing ran nothing: this step's update
