@@ -83,12 +83,12 @@ class AudioSC09Task(Task):
         if self.objective == "classify":
             logits, label = head_out.float(), batch["label"]              # (B, 10), (B,)
             nll = F.cross_entropy(logits, label, reduction="sum")
-            n = torch.tensor(label.numel(), device=logits.device, dtype=torch.float32)
+            n = torch.full((), float(label.numel()), device=logits.device)  # no host copy
             correct = (logits.argmax(-1) == label).sum()
             return nll / n, {"loss": (nll.detach(), n), "accuracy": (correct, n)}
         logits, target = head_out.float(), batch["target"]                # (B, L, 256), (B, L)
         nll = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum")
-        n = torch.tensor(target.numel(), device=logits.device, dtype=torch.float32)
+        n = torch.full((), float(target.numel()), device=logits.device)
         nll_d = nll.detach()
         return nll / n, {"loss": (nll_d, n), "bits_per_sample": (nll_d / math.log(2), n)}
 

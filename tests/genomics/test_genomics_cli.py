@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dna_fixtures import random_dna, write_fasta
 
@@ -80,3 +81,25 @@ def test_data_errors_exit_2_with_one_message(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "line 2: chromosome 'chr9' is not in the FASTA" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_species_classification_replays_from_a_cuda_graph(tmp_path):
+    """trainer.cuda_graph=true on the species step (pooled logits, the confusion counts):
+    it captures, and takes the eager run's steps (float32)."""
+    root = tmp_path / "species"
+    write_fasta(root / "a.fa", {"a": random_dna(3000, 3, gc=0.3)})
+    write_fasta(root / "b" / "b1.fa", {"b": random_dna(3000, 4, gc=0.7)})
+    losses = {}
+    for graph in ("false", "true"):
+        out = tmp_path / f"run_{graph}"
+        r = run("train", "task=genomics_species", *TINY, f"task.data.species_dir={root}",
+                "task.eval_size=4", "trainer.max_steps=8", "trainer.log_every=1",
+                "trainer.device=cuda", "trainer.precision=fp32", f"trainer.cuda_graph={graph}",
+                f"trainer.out_dir={out}", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        losses[graph] = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl")
+                         if '"train"' in line]
+    assert len(losses["true"]) == 8
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)

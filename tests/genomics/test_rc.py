@@ -101,3 +101,20 @@ def test_mcc_hand_computed():
     assert matthews_corrcoef(m3) == pytest.approx(27 / (52 * 54) ** 0.5)
     assert matthews_corrcoef(torch.eye(4) * 3) == pytest.approx(1.0)
     assert matthews_corrcoef(torch.tensor([[3, 0], [2, 0]])) == 0.0   # one predicted class
+
+
+def test_species_metrics_count_the_confusion_matrix():
+    """loss_and_metrics' (true, predicted) counts, summed and summarised: the hand-computed
+    three-class MCC above, from logits whose argmax gives that matrix."""
+    from bytessm.tasks.genomics.task import GenomicsSpeciesTask
+
+    task = object.__new__(GenomicsSpeciesTask)   # only what the metrics read
+    task.classes, task.pool = ["a", "b", "c"], "mean"
+    pairs = [(0, 0)] * 2 + [(0, 1), (1, 0)] + [(1, 1)] * 2 + [(2, 0)] + [(2, 2)] * 2
+    label = torch.tensor([t for t, _ in pairs])
+    head_out = torch.nn.functional.one_hot(torch.tensor([p for _, p in pairs]), 3).float()
+    batch = {"label": label, "keep": torch.ones(len(pairs), 1)}
+    _, metrics = task.loss_and_metrics(head_out[:, None, :], batch)
+    totals = {k: (float(s), float(c)) for k, (s, c) in metrics.items()}
+    assert totals["_cm_2_0"] == (1.0, 9.0) and totals["_cm_0_0"][0] == 2.0
+    assert task.summarize(totals)["mcc"] == pytest.approx(27 / (52 * 54) ** 0.5)
