@@ -4,6 +4,9 @@ their own modules; this file only puts them in order:
     setup -> (resume) -> for each step: micro-batches -> backward -> clip -> step
           -> log / eval / checkpoint -> final eval -> one JSON line on stdout
 
+(with `trainer.cuda_graph=true` the step, micro-batches to optimizer, is replayed from a
+CUDA graph: graphs.py).
+
 Gradients are those of the mean loss over every counted position of the global batch
 (across micro-batches and ranks): each micro-batch backpropagates its *sum*, and the summed
 gradient is divided by the global count afterwards. So a 2-rank run and a 1-rank run with
@@ -176,7 +179,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
         flat = all_reduce_sum([x for k in keys for x in step_sums[k]], device, world)
         totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
         check_finite(totals["loss"][0])
-        scale = world.size / max(totals["loss"][1], 1.0)  # DDP/FSDP averaged over ranks: undo
+        scale = world.size / max(totals["loss"][1], 1.0)  # ranks were averaged: undo, then mean
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads:  # one multi-tensor launch, not one kernel per parameter (~530 at 353M)
             torch._foreach_mul_(grads, scale)
