@@ -77,13 +77,14 @@ def _symlink(target: str, link: Path) -> None:
 
 
 def _plain_groups(optim_state: dict) -> dict:
-    """The param groups' one-element tensors (the learning rate of a `trainer.cuda_graph`
-    run, graphs.py) as floats, so that every checkpoint loads into a fresh optimizer."""
-    for group in optim_state.get("param_groups", []):
-        for k, v in group.items():
-            if torch.is_tensor(v) and v.numel() == 1:
-                group[k] = v.item()
-    return optim_state
+    """The optimizer state with its param groups' one-element tensors (the learning rate of
+    a `trainer.cuda_graph` run, graphs.py) as floats, so that every checkpoint loads into a
+    fresh optimizer. New dicts: the live optimizer keeps the tensors its graph reads."""
+    if "param_groups" not in optim_state:
+        return optim_state
+    groups = [{k: v.item() if torch.is_tensor(v) and v.numel() == 1 else v
+               for k, v in group.items()} for group in optim_state["param_groups"]]
+    return {**optim_state, "param_groups": groups}
 
 
 def save(ckpt_dir: Path, *, model: nn.Module, optimizer, scheduler, step: int, cfg: DictConfig,

@@ -119,3 +119,20 @@ def test_a_step_that_waits_for_the_host_is_named(make_cfg, monkeypatch):
     with pytest.raises(RuntimeError, match="cannot be captured in a CUDA graph.*synchronised"):
         train(make_cfg("trainer.max_steps=6", "trainer.device=cuda", "trainer.cuda_graph=true"))
     torch.randn(3, device="cuda")
+
+
+def test_checkpoint_stores_float_learning_rates_and_leaves_the_optimizers():
+    """A graphed run's learning rates are tensors its graph reads: the saved state holds
+    floats (any run can load it), the live optimizer keeps its tensors."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    from bytessm.train.checkpoint import _plain_groups
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=torch.tensor(0.01), foreach=False)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    saved = _plain_groups(get_optimizer_state_dict(model, opt))
+    assert saved["param_groups"][0]["lr"] == pytest.approx(0.01)
+    assert isinstance(saved["param_groups"][0]["lr"], float)
+    assert torch.is_tensor(opt.param_groups[0]["lr"])
