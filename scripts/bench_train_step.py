@@ -41,7 +41,7 @@ def run(overrides: list[str], *, steps: int, window: int, workers: int, graph: b
                "trainer.eval_every=0", "trainer.save_every=0", "trainer.progress=false",
                f"trainer.num_workers={workers}", f"trainer.cuda_graph={str(graph).lower()}"]
         t = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - t
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
