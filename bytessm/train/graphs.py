@@ -15,7 +15,9 @@ capture" recipe prescribes:
   graph's memory);
 - AdamW with `capturable=True` and the learning rate as a tensor on the device, which the
   scheduler updates in place (a float would be frozen into the graph);
-- the metrics' sums and counts stay on the device and come back in one copy per step.
+- the metrics' sums and counts stay on the device and come back in one copy per step;
+  before waiting for it the loop reads the next step's batches (`step(while_running=)`),
+  so that the loader's work overlaps the GPU's.
 
 A batch whose shapes, dtypes or keys differ from the captured ones (the sequence-length
 warmup's new length) drops the graph and captures again after one eager step. The step
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +88,11 @@ class GraphedStep:
         if capture:
             make_capturable(optimizer, device)
 
-    def step(self, micro: list[dict]) -> tuple[Totals, float]:
+    def step(self, micro: list[dict], while_running: Callable[[], None] | None = None
+             ) -> tuple[Totals, float]:
+        """One training step on `micro`; `while_running` is called once the step's work is
+        queued on the GPU, before waiting for its metrics (the loop fetches the next batch
+        there, so that the host's data work overlaps the GPU's)."""
         signature = _signature(micro)
         if signature != self._signature:
             self._drop()
@@ -103,6 +110,8 @@ class GraphedStep:
                         static[k].copy_(v, non_blocking=True)
             self._graph.replay()
             flat = self._out
+        if while_running is not None:
+            while_running()
         values = flat.tolist()  # the step's one synchronisation
         totals = {k: (values[2 * i], values[2 * i + 1]) for i, k in enumerate(self._keys)}
         return totals, values[-1]

@@ -188,12 +188,21 @@ def _train(cfg: DictConfig, world: World) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return totals, float(grad_norm)
 
+    ahead: dict = {"batches": None, "micro": None}   # the next step's batches, on the host
+
     def graphed_step(batches) -> tuple[dict[str, tuple[float, float]], float]:
-        """The same step replayed from a CUDA graph (graphs.py); the update is made before
-        the loss can be checked, so a non-finite loss's weights are never saved."""
-        micro = [to_device(next(batches), device) for _ in range(accum)]
+        """The same step replayed from a CUDA graph (graphs.py). The next step's batches are
+        read while the GPU runs this one (from the same stream only: a new length's stream
+        starts afresh). The update is made before the loss can be checked, so a non-finite
+        loss's weights are never saved."""
+        cpu = ahead["micro"] if ahead["batches"] is batches else None
+        micro = [to_device(b, device) for b in cpu or [next(batches) for _ in range(accum)]]
         window["symbols"] += sum(task.num_symbols(b) for b in micro)
-        totals, grad_norm = graphed.step(micro)
+
+        def read_ahead() -> None:
+            ahead["batches"], ahead["micro"] = batches, [next(batches) for _ in range(accum)]
+
+        totals, grad_norm = graphed.step(micro, while_running=read_ahead)
         check_finite(totals["loss"][0])
         return totals, grad_norm
 

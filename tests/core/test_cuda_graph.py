@@ -25,16 +25,20 @@ def _compare(a, b, rel):
 
 
 def test_graphed_step_body_takes_the_eager_steps(make_cfg, tmp_path, monkeypatch):
-    """Through the loop on the CPU, with gradient accumulation: the same losses, accuracies,
-    gradient norms and learning rates as the eager step, and the same final validation."""
+    """Through the loop on the CPU, with gradient accumulation and the sequence-length
+    warmup's new streams (the batches read ahead must be the next ones, and from the current
+    length's stream): the same losses, accuracies, gradient norms and learning rates as the
+    eager step, and the same final validation."""
     monkeypatch.setattr(loop, "GraphedStep", functools.partial(GraphedStep, capture=False))
-    base = ["trainer.max_steps=5", "trainer.log_every=1", "trainer.eval_every=0",
+    base = ["trainer.max_steps=8", "trainer.log_every=1", "trainer.eval_every=0",
             "trainer.grad_accum=2", "trainer.grad_clip=0.05",  # a clip that acts
+            "trainer.seq_len_warmup.start=8", "trainer.seq_len_warmup.steps=4",
             "trainer.device=cpu"]
     eager = train(make_cfg(*base, out="eager"))
     graphed = train(make_cfg(*base, "trainer.cuda_graph=true", out="graphed"))
     rows = _rows(tmp_path / "graphed")
-    assert len(rows) == 5 and max(r["grad_norm"] for r in rows) > 0.05
+    assert len(rows) == 8 and max(r["grad_norm"] for r in rows) > 0.05
+    assert [r["seq_len"] for r in rows] == [8, 8, 16, 16, 32, 32, 32, 32]
     _compare(_rows(tmp_path / "eager"), rows, rel=1e-5)
     assert graphed["loss"] == pytest.approx(eager["loss"], rel=1e-5)
 
