@@ -23,9 +23,12 @@ def bf16_autocast(device: torch.device, precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str, cache_enabled: bool = True):
+    """bf16 autocast where `bf16_autocast` says so, else nothing. `cache_enabled=False` for a
+    step captured in a CUDA graph (graphs.py): a cast cache filled during capture would hold
+    the graph's memory."""
     if bf16_autocast(device, precision):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
 
 

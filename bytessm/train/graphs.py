@@ -29,7 +29,6 @@ refused in the config.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable
 
@@ -37,6 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from bytessm.task import ConfigError, Task
+
+from .evaluate import autocast
 
 Totals = dict[str, tuple[float, float]]
 
@@ -68,13 +69,13 @@ class GraphedStep:
     the same code as the captured one."""
 
     def __init__(self, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, *,
-                 device: torch.device, bf16: bool, grad_clip: float | None,
+                 device: torch.device, precision: str, grad_clip: float | None,
                  capture: bool = True, warmup_steps: int = 3):
         if capture and device.type != "cuda":
             raise ConfigError(f"trainer.cuda_graph=true replays the step as a CUDA graph: it "
                               f"needs a CUDA device, got {device}")
         self.model, self.task, self.optimizer = model, task, optimizer
-        self.device, self.bf16, self.capture = device, bf16, capture
+        self.device, self.precision, self.capture = device, precision, capture
         self.max_norm = float(grad_clip) if grad_clip else math.inf
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.warmup_steps = warmup_steps
@@ -122,7 +123,7 @@ class GraphedStep:
         one float32 tensor: each metric's sum and count (sorted keys), then the grad norm."""
         sums: dict[str, list[Tensor]] = {}
         for batch in micro:
-            with self._autocast():
+            with autocast(self.device, self.precision, cache_enabled=False):
                 out = self.model(batch["input"])
                 loss, metrics = self.task.loss_and_metrics(out, batch)
             (loss * metrics["loss"][1]).backward()  # the sum; / the count below
@@ -144,11 +145,6 @@ class GraphedStep:
         if torch.is_tensor(x):
             return x.detach().float().reshape(())
         return torch.full((), float(x), dtype=torch.float32, device=self.device)
-
-    def _autocast(self):
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
 
     def _eager(self, micro: list[dict]) -> Tensor:
         """A step run eagerly: every step on the CPU; on CUDA the warm-up steps before a

@@ -213,8 +213,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
 
     graphed = None
     if t.get("cuda_graph", False):  # after any resume: the optimizer's lr becomes a tensor
-        graphed = GraphedStep(model, task, optimizer, device=device,
-                              bf16=bf16_autocast(device, t.precision), grad_clip=t.grad_clip)
+        graphed = GraphedStep(model, task, optimizer, device=device, precision=t.precision,
+                              grad_clip=t.grad_clip)
     run_step = eager_step if graphed is None else graphed_step
     batches, current_len = make_iter(step), length_at(step)
     bar = progress(int(t.max_steps), step, enabled=world.is_main and bool(t.progress))
