@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Training throughput of `bytessm train`, eager step against `trainer.cuda_graph=true` (CUDA).
 
-    python scripts/bench_train_step.py [--steps 500] [--window 100] [--workers 8] \
+    python scripts/bench_train_step.py [--steps 500] [--window 100] [--workers auto,0] \
         [--cases induction-tiny,mqar-small] [--out results/bench_train_step]
 
-Each case runs the trainer twice, in fresh processes, for `--steps` steps (no evaluation,
-no checkpoints) and reads the symbols per second it logged over the last `--window` steps,
-so that compilation, the graph's warm-up steps and its capture are not counted. Small
-models at short lengths are host-bound: this is where the graph pays. Writes a Markdown
-table and JSON (device, versions, commit, command) to `--out`.
+Each case runs the trainer twice per `--workers` setting (`trainer.num_workers`: auto, the
+default, or a count), in fresh processes, for `--steps` steps (no evaluation, no
+checkpoints) and reads the symbols per second it logged over the last `--window` steps, so
+that compilation, the graph's warm-up steps and its capture are not counted. Small models
+at short lengths are host-bound: this is where the graph pays. Writes a Markdown table and
+JSON (device, versions, commit, command) to `--out`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -34,7 +36,7 @@ CASES = {  # name -> overrides of `bytessm train`
 }
 
 
-def run(overrides: list[str], *, steps: int, window: int, workers: int, graph: bool) -> dict:
+def run(overrides: list[str], *, steps: int, window: int, workers: str, graph: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "bytessm.cli", "train", *overrides,
                f"trainer.out_dir={out}", f"trainer.max_steps={steps}", f"trainer.log_every={window}",
@@ -55,40 +57,47 @@ def main() -> None:
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--window", type=int, default=100)
-    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--workers", default="auto",
+                   help="comma-separated trainer.num_workers settings (auto or counts)")
     p.add_argument("--out", default="results/bench_train_step")
     a = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_train_step.py measures CUDA graphs: it needs a CUDA device")
+    from bytessm.train.data import loader_workers
+    settings = a.workers.split(",")
     results = []
     for name in a.cases.split(","):
         if name not in CASES:
             sys.exit(f"unknown case {name!r}; cases: {', '.join(CASES)}")
-        row = {"case": name, "overrides": CASES[name]}
-        for graph in (False, True):
-            row["graph" if graph else "eager"] = run(CASES[name], steps=a.steps, window=a.window,
-                                                     workers=a.workers, graph=graph)
-        results.append(row)
-        e, g = row["eager"]["symbols_per_s"], row["graph"]["symbols_per_s"]
-        print(f"{name}: eager {e:,.0f} symbols/s, graph {g:,.0f} ({g / e:.2f}x)", flush=True)
+        for w in settings:
+            count = loader_workers(w if w == "auto" else int(w), torch.device("cuda"))
+            row = {"case": name, "overrides": CASES[name], "workers": w, "worker_count": count}
+            for graph in (False, True):
+                row["graph" if graph else "eager"] = run(CASES[name], steps=a.steps,
+                                                         window=a.window, workers=w, graph=graph)
+            results.append(row)
+            e, g = row["eager"]["symbols_per_s"], row["graph"]["symbols_per_s"]
+            print(f"{name}, workers {w} ({count}): eager {e:,.0f} symbols/s, graph {g:,.0f} "
+                  f"({g / e:.2f}x)", flush=True)
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                      text=True).stdout.strip() or None,
             "command": " ".join(["python", *sys.argv]), "steps": a.steps, "window": a.window,
-            "workers": a.workers}
+            "cpu_cores": len(os.sched_getaffinity(0))}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "bench_train_step.json", json.dumps({**meta, "results": results}, indent=1))
     lines = [f"Training throughput, eager vs `trainer.cuda_graph=true`: {meta['device']}, torch "
-             f"{meta['torch']}, {meta['date']}, commit {meta['commit']}; symbols/s over steps "
-             f"{a.steps - a.window + 1}-{a.steps} of {a.steps}, {a.workers} loader workers.",
+             f"{meta['torch']}, {meta['date']}, commit {meta['commit']}, {meta['cpu_cores']} CPU "
+             f"cores; symbols/s over steps {a.steps - a.window + 1}-{a.steps} of {a.steps}.",
              f"Command: `{meta['command']}`", "",
-             "| case | overrides | eager symbols/s | graph symbols/s | speedup |",
-             "|---|---|---:|---:|---:|"]
+             "| case | overrides | trainer.num_workers | eager symbols/s | graph symbols/s | speedup |",
+             "|---|---|---|---:|---:|---:|"]
     for r in results:
         e, g = r["eager"]["symbols_per_s"], r["graph"]["symbols_per_s"]
-        lines.append(f"| {r['case']} | `{' '.join(r['overrides']) or '(default job)'}` | "
+        w = r["workers"] + (f" ({r['worker_count']})" if r["workers"] == "auto" else "")
+        lines.append(f"| {r['case']} | `{' '.join(r['overrides']) or '(default job)'}` | {w} | "
                      f"{e:,.0f} | {g:,.0f} | {g / e:.2f}x |")
     atomic_write(out / "bench_train_step.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

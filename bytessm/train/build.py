@@ -45,6 +45,11 @@ def validate_trainer(cfg: DictConfig, world_size: int) -> None:
     for key in ("eval_every", "save_every"):
         if int(t[key]) < 0:
             raise ConfigError(f"trainer.{key} must be >= 0 (0 = never), got {t[key]}")
+    workers = t.get("num_workers", 0)
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
+                              or workers < 0):
+        raise ConfigError(f"trainer.num_workers must be auto or an integer >= 0, got "
+                          f"{workers!r}")
     if t.lr <= 0:
         raise ConfigError(f"trainer.lr must be positive, got {t.lr}")
     per = world_size * t.grad_accum

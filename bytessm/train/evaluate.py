@@ -35,12 +35,15 @@ def autocast(device: torch.device, precision: str, cache_enabled: bool = True):
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, dataset, *, batch_size: int, device: torch.device,
              world: World, precision: str = "auto", max_batches: int | None = None,
-             num_workers: int = 0) -> dict[str, float]:
+             num_workers: int = 0, loader=None) -> dict[str, float]:
+    """`loader`: `data.eval_loader(dataset, ...)` with this batch size and world, kept by a
+    caller that evaluates repeatedly (its workers persist); built here otherwise."""
     was_training = model.training
     model.eval()
     sums: dict[str, list[float]] = {}
-    loader = eval_loader(dataset, batch_size=batch_size, rank=world.rank,
-                         world_size=world.size, num_workers=num_workers)
+    if loader is None:
+        loader = eval_loader(dataset, batch_size=batch_size, rank=world.rank,
+                             world_size=world.size, num_workers=num_workers)
     # Every rank runs the same number of forwards (FSDP all-gathers inside each one): a rank
     # whose share is one batch shorter repeats its first batch without counting it.
     n_steps = math.ceil(math.ceil(len(dataset) / world.size) / batch_size)

@@ -27,7 +27,7 @@ from bytessm.task import ConfigError
 
 from . import checkpoint as ckpt
 from .build import build_model, build_task, validate_trainer
-from .data import train_loader
+from .data import eval_loader, loader_workers, train_loader
 from .distributed import (World, all_reduce_sum, broadcast_object, close, gradient_sync_pause,
                           init_world, pick_device, wrap_model)
 from .evaluate import autocast, bf16_autocast, evaluate, to_device
@@ -136,17 +136,27 @@ def _train(cfg: DictConfig, world: World) -> dict:
 
         return seq_len_at(s, start=int(w.start), target=int(t.seq_len), warmup_steps=int(w.steps))
 
+    workers = loader_workers(t.get("num_workers", 0), device)
+    pin = device.type == "cuda"
+
     def make_iter(s: int):
         if hasattr(train_ds, "set_seq_len"):
             train_ds.set_seq_len(length_at(s))
         return iter(train_loader(train_ds, seed=int(t.seed), global_batch=int(t.batch_size),
                                  grad_accum=accum, rank=world.rank, world_size=world.size,
-                                 start_step=s, num_workers=int(t.num_workers)))
+                                 start_step=s, num_workers=workers, pin_memory=pin))
+
+    valid_loader = None   # built at the first evaluation; its workers persist
 
     def run_eval(s: int) -> dict:
-        return evaluate(model, task, valid_ds, batch_size=int(t.batch_size) // world.size,
-                        device=device, world=world, precision=t.precision,
-                        max_batches=t.eval_batches, num_workers=int(t.num_workers))
+        nonlocal valid_loader
+        batch = int(t.batch_size) // world.size
+        if valid_loader is None:
+            valid_loader = eval_loader(valid_ds, batch_size=batch, rank=world.rank,
+                                       world_size=world.size, num_workers=workers,
+                                       pin_memory=pin)
+        return evaluate(model, task, valid_ds, batch_size=batch, device=device, world=world,
+                        precision=t.precision, max_batches=t.eval_batches, loader=valid_loader)
 
     def save(s: int, is_best: bool) -> None:
         ckpt.save(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=s,

@@ -1,4 +1,5 @@
 """The training loop: exact resume, checkpoints, config and checkpoint errors."""
+import itertools
 import json
 import os
 
@@ -7,7 +8,11 @@ import torch
 
 from bytessm.task import ConfigError
 from bytessm.train import TrainingError, train
+from bytessm.train.build import build_model, build_task
 from bytessm.train.checkpoint import CheckpointError, load_for_inference
+from bytessm.train.data import eval_loader, loader_workers, train_loader
+from bytessm.train.distributed import World
+from bytessm.train.evaluate import evaluate
 
 
 def _losses(run_dir):
@@ -58,6 +63,8 @@ def test_mismatched_model_is_refused(make_cfg):
     ("trainer.seq_len=0", "trainer.seq_len"),
     ("trainer.batch_size=6", "trainer.batch_size"),
     ("model.d_state=0", "d_state"),
+    ("trainer.num_workers=-1", "trainer.num_workers"),
+    ("trainer.num_workers=some", "trainer.num_workers"),
 ])
 def test_out_of_range_values_fail_before_training(make_cfg, override, key, tmp_path):
     with pytest.raises((ConfigError, ValueError), match=key):
@@ -118,3 +125,42 @@ def test_init_from_starts_from_weights_only(make_cfg, tmp_path):
                    f"trainer.init_from={tmp_path / 'gone'}", out="b"))
     assert [r["step"] for r in map(json.loads, open(tmp_path / "b" / "metrics.jsonl"))
             if r["split"] == "train"] == [1, 2]
+
+
+def test_loader_workers_auto_is_none_on_cpu_and_spare_cores_on_gpu(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert loader_workers("auto", cpu) == 0
+    assert loader_workers("auto", gpu) == 8                       # 15 spare cores, at most 8
+    assert loader_workers("auto", gpu, local_world_size=4) == 3   # 4 cores each, one its own
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert loader_workers("auto", gpu) == 1                       # torchrun's processes
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert loader_workers("auto", gpu, local_world_size=1) == 0
+    assert loader_workers(3, cpu) == 3
+
+
+def test_worker_processes_give_the_same_batches_and_evaluation(make_cfg):
+    """Samples are functions of their index: two worker processes (forked, persistent for
+    evaluation) must give the batches and validation metrics of the main process."""
+    cfg = make_cfg("task=mqar", "task.n_pairs=4", "task.vocab=64")
+    task = build_task(cfg)
+    train_ds, valid_ds, _ = task.build_datasets()
+    model = build_model(cfg, task)
+    world = World()
+
+    def loaders(workers):
+        train = train_loader(train_ds, seed=0, global_batch=4, grad_accum=2, rank=0,
+                             world_size=1, start_step=3, num_workers=workers)
+        valid = eval_loader(valid_ds, batch_size=4, rank=0, world_size=1, num_workers=workers)
+        return train, valid
+
+    (t0, v0), (t2, v2) = loaders(0), loaders(2)
+    assert v2.persistent_workers and not v0.persistent_workers
+    for a, b in zip(itertools.islice(t0, 7), itertools.islice(t2, 7)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for _ in range(2):   # the persistent workers serve a second evaluation alike
+        got = [evaluate(model, task, valid_ds, batch_size=4, device=torch.device("cpu"),
+                        world=world, max_batches=3, loader=v) for v in (v0, v2)]
+        assert got[0] == got[1]

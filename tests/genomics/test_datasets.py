@@ -1,5 +1,7 @@
 """Samples: next-base shift, masking rate, RC augmentation, N handling, disjoint splits,
 sequence-length warmup, species / Genomic Benchmarks sources and their errors."""
+import itertools
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -10,6 +12,7 @@ from bytessm.tasks.genomics.alphabet import IGNORE, MASK, PAD, decode, encode, r
 from bytessm.tasks.genomics.datasets import IntervalDataset, mask_tokens, split_regions
 from bytessm.tasks.genomics.fasta import FastaFile
 from bytessm.tasks.genomics.intervals import Interval
+from bytessm.train.data import train_loader
 
 from dna_fixtures import random_dna, write_fasta
 
@@ -240,3 +243,18 @@ def test_generated_samples_are_written_as_fasta(genome, tmp_path):
     lines = (tmp_path / "out" / "samples.fa").read_text().splitlines()
     assert lines == [">sample_0 length=80", "ACGT" * 15, "ACGT" * 5,
                      ">sample_1 length=6", "ACNNNt"]
+
+
+def test_worker_processes_read_the_same_windows(species_dir):
+    """Two forked worker processes (trainer.num_workers, auto on a GPU) give the batches of
+    the main process, whose FASTA handles are open when they fork."""
+    ds = GenomicsSpeciesTask(species_cfg(species_dir, rc_aug=True)).build_datasets()[0]
+    ds[0]   # the handles are open in this process before the workers fork
+
+    def batches(workers):
+        loader = train_loader(ds, seed=0, global_batch=8, grad_accum=1, rank=0, world_size=1,
+                              start_step=0, num_workers=workers)
+        return list(itertools.islice(loader, 6))
+
+    for a, b in zip(batches(0), batches(2), strict=True):
+        assert torch.equal(a["input"], b["input"]) and torch.equal(a["label"], b["label"])
