@@ -176,7 +176,10 @@ class GraphedStep:
         self.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates them
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: the loader's pin-memory thread allocates and queries pinned
+            # host memory while this thread captures, which the default ("global") mode
+            # counts as an error in the capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._out = self._body(self._static)
         except RuntimeError as e:
             self._drop()
