@@ -22,6 +22,13 @@ and reported as OOM, and the model's longer lengths are skipped; so are lengths 
 predicted step time (extrapolated from the last two) exceeds `max_step_s`, or that would
 start after `budget_s`. Defaults fit one H100 in about five minutes.
 
+Below about 2^15 positions the eager step of these small models is bound by the host (a few
+hundred kernel launches from Python, tens of ms), not by the GPU. `cuda_graph=True` captures
+each (model, length)'s step once in a CUDA graph (after two warm-up steps on a side stream,
+AdamW made capturable) and times its replays: what the kernels take, as
+`trainer.cuda_graph=true` trains. Segmented specs run eagerly (their loop over segments
+carries tensors between captures).
+
     from bytessm.bench.model import run, write_outputs
     rows = run(models=["mamba-6x256", "transformer-3x256"], lengths=[2**k for k in range(10, 21)])
     write_outputs(rows, "results/bench_model")   # .md table, .json, .png plot
@@ -170,6 +177,42 @@ def _train_step(model, optimizer, x, y, *, autocast_dtype, attention_ctx,
     optimizer.zero_grad(set_to_none=True)
 
 
+class _Graphed:
+    """A step function (`_train_step`'s signature) captured in a CUDA graph per model and
+    input shape, then replayed. The inputs are copied into the captured tensors; AdamW's
+    learning rate and step counters move to the device (`make_capturable`)."""
+
+    def __init__(self, step_fn: Callable, warmup: int = 2):
+        self.step_fn, self.warmup = step_fn, warmup
+        self.key = self.graph = self.x = self.y = None
+
+    def __call__(self, model, optimizer, x, y, **kw) -> None:
+        key = (id(model), tuple(x.shape))
+        if key != self.key:
+            self.key, self.graph = key, None       # the previous graph's memory goes
+            self._capture(model, optimizer, x, y, **kw)
+        else:
+            self.x.copy_(x)
+            self.y.copy_(y)
+        self.graph.replay()
+
+    def _capture(self, model, optimizer, x, y, **kw) -> None:
+        from bytessm.train.graphs import make_capturable
+
+        make_capturable(optimizer, x.device)
+        self.x, self.y = x.clone(), y.clone()
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):          # compile, allocate, create AdamW's state
+            for _ in range(self.warmup):
+                self.step_fn(model, optimizer, self.x, self.y, **kw)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):          # the step ends with zero_grad: the replays
+            self.step_fn(model, optimizer, self.x, self.y, **kw)   # write the same grads
+        self.graph = graph
+
+
 def _predict(times: list[tuple[int, float]], length: int) -> float | None:
     """Step time at `length` extrapolated from the last two measurements (exponent in [1, 2])."""
     if len(times) < 2:
@@ -183,7 +226,8 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
         lengths: Sequence[int] | None = None, batch: int = 1, device: str = "auto",
         smoke: bool = False, precision: str = "auto", scan_backend: str = "auto",
         min_time_s: float = 1.0, max_repeats: int = 10, max_step_s: float = 45.0,
-        budget_s: float = 270.0, log: Callable[[str], None] | None = None,
+        budget_s: float = 270.0, cuda_graph: bool = False,
+        log: Callable[[str], None] | None = None,
         step_fn: Callable | None = None) -> list[dict]:
     """Measure every (model, length); one dict per pair, in order.
 
@@ -191,7 +235,9 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
     ("ok" | "OOM" | "skipped" | "error"), note, step_ms, tokens_per_s, peak_gib (None on the
     CPU), repeats, device, dtype. `smoke` picks the tiny CPU presets and lengths 2^6..2^8
     unless `models` / `lengths` are given. `precision`: "auto" (bf16 autocast on CUDA,
-    float32 on the CPU), "bf16" or "fp32". `step_fn` replaces the training step (tests).
+    float32 on the CPU), "bf16" or "fp32". `cuda_graph`: time the step replayed from a CUDA
+    graph (CUDA only; segmented specs stay eager, noted in their rows). `step_fn` replaces
+    the training step (tests).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if device == "auto":
@@ -199,6 +245,9 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
     dev = torch.device(device)
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if cuda_graph and dev.type != "cuda":
+        raise ValueError(f"cuda_graph=true replays the step as a CUDA graph: it needs a CUDA "
+                         f"device, got {dev}")
     bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     autocast_dtype = torch.bfloat16 if bf16 else None
     specs = [_spec(m) for m in (models or (tuple(SMOKE_PRESETS) if smoke else DEFAULT_MODELS))]
@@ -215,6 +264,8 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
         params = sum(p.numel() for p in model.parameters())
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
         attention_ctx = functools.partial(_attention_ctx, spec)
+        graphed = cuda_graph and spec.segment_len is None
+        step = _Graphed(step_fn) if graphed else step_fn
         times: list[tuple[int, float]] = []
         stop: str | None = None  # why the longer lengths of this model are skipped
         log(f"[bench] {spec.name}: {params / 1e6:.2f}M parameters on {dev}")
@@ -225,7 +276,9 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
                    "length": length, "batch": batch, "tokens": batch * length,
                    "status": "ok", "note": "", "step_ms": None, "tokens_per_s": None,
                    "peak_gib": None, "repeats": 0, "device": str(dev),
-                   "dtype": "bf16-autocast" if bf16 else "fp32"}
+                   "dtype": "bf16-autocast" if bf16 else "fp32", "cuda_graph": graphed}
+            if cuda_graph and not graphed:
+                row["note"] = "eager: segments are not captured"
             rows.append(row)
             predicted = _predict(times, length)
             elapsed = time.perf_counter() - start
@@ -242,17 +295,19 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
             kw = dict(autocast_dtype=autocast_dtype, attention_ctx=attention_ctx,
                       segment_len=spec.segment_len)
             try:
+                if graphed:   # the peak of the warm-up steps: a replay allocates nothing
+                    torch.cuda.reset_peak_memory_stats(dev)
                 t0 = time.perf_counter()
-                step_fn(model, optimizer, x, y, **kw)            # warm-up: compile, allocate
+                step(model, optimizer, x, y, **kw)       # warm-up: compile, allocate, capture
                 _sync(dev)
                 warm = time.perf_counter() - t0
-                if dev.type == "cuda":
+                if dev.type == "cuda" and not graphed:
                     torch.cuda.reset_peak_memory_stats(dev)
                 n = max(1, min(max_repeats, math.ceil(min_time_s / max(warm, 1e-6))))
                 samples = []
                 for _ in range(n):
                     t0 = time.perf_counter()
-                    step_fn(model, optimizer, x, y, **kw)
+                    step(model, optimizer, x, y, **kw)
                     _sync(dev)
                     samples.append(time.perf_counter() - t0)
                 t = statistics.median(samples)
@@ -275,7 +330,7 @@ def run(*, models: Sequence[str | dict | ModelSpec] | None = None,
                     gc.collect()
                     torch.cuda.empty_cache()
             log(f"[bench] {spec.name} L={length}: {_cell(row)}")
-        del model, optimizer
+        del model, optimizer, step
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -324,9 +379,13 @@ def markdown_table(rows: list[dict]) -> str:
                     if r["status"] in ("skipped", "error") and r["note"]})
     r0 = rows[0] if rows else {}
     lines.append("")
-    lines.append(f"One training step (forward + backward + AdamW) at batch {r0.get('batch')}, "
-                 f"{r0.get('dtype')}, on {r0.get('device')}: median step time / peak allocated "
-                 f"memory." + (f" — = not run ({'; '.join(notes)})." if notes else ""))
+    graphed = " replayed from a CUDA graph" if any(r.get("cuda_graph") for r in rows) else ""
+    eager = sorted({r["model"] for r in rows if r.get("note", "").startswith("eager")})
+    lines.append(f"One training step (forward + backward + AdamW){graphed} at batch "
+                 f"{r0.get('batch')}, {r0.get('dtype')}, on {r0.get('device')}: median step "
+                 f"time / peak allocated memory."
+                 + (f" Eager (not captured): {', '.join(eager)}." if graphed and eager else "")
+                 + (f" — = not run ({'; '.join(notes)})." if notes else ""))
     return "\n".join(lines)
 
 
@@ -393,7 +452,7 @@ def write_outputs(rows: list[dict], out_dir: str | os.PathLike,
 
 
 SETTINGS = ("models", "lengths", "min_log2", "max_log2", "batch", "device", "precision",
-            "scan_backend", "max_step_s", "budget_s")
+            "scan_backend", "max_step_s", "budget_s", "cuda_graph")
 
 
 def cli(settings: dict, *, out: str, smoke: bool = False) -> list[dict]:
@@ -446,6 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scan-backend")
     p.add_argument("--max-step-s", type=float)
     p.add_argument("--budget-s", type=float)
+    p.add_argument("--cuda-graph", action="store_true", default=None,
+                   help="time the step replayed from a CUDA graph (CUDA)")
     a = vars(p.parse_args(argv))
     out, smoke = a.pop("out"), a.pop("smoke")
     from bytessm.task import ConfigError

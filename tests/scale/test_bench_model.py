@@ -151,3 +151,40 @@ def test_segmented_spec_takes_the_same_step_as_full_length():
         after.append(flat(model))
     rel = (after[0] - after[1]).norm() / (after[0] - start).norm()
     assert rel < 1e-4, float(rel)
+
+
+def test_cuda_graph_needs_cuda():
+    with pytest.raises(ValueError, match="cuda_graph=true .* needs a CUDA device, got cpu"):
+        run(smoke=True, models=["mamba-2x32"], lengths=[16], cuda_graph=True, **FAST)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs")
+def test_graphed_step_trains_as_the_eager_one():
+    """Three replays of the captured step (after its two warm-up steps) leave the weights of
+    five eager steps, in float32; the rows of a graphed run are complete."""
+    from bytessm.bench.model import _Graphed, _attention_ctx, _train_step
+
+    for name in ("mamba-2x32", "transformer-1x32", "mamba-2x32-ckpt"):
+        spec = SMOKE_PRESETS[name]
+        g = torch.Generator().manual_seed(0)
+        x, y = (torch.randint(0, 256, (2, 77), generator=g).cuda() for _ in range(2))
+        kw = dict(autocast_dtype=None, attention_ctx=lambda: _attention_ctx(spec))
+        weights = []
+        for step in (_train_step, _Graphed(_train_step)):
+            torch.manual_seed(0)
+            model = build(spec).cuda()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+            for _ in range(5 if step is _train_step else 3):
+                step(model, opt, x, y, **kw)
+            torch.cuda.synchronize()
+            weights.append([p.detach().clone() for p in model.parameters()])
+        for a, b in zip(*weights, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    rows = run(smoke=True, device="cuda", models=["mamba-2x32", "mamba-2x32-seg"],
+               lengths=[64, 128], cuda_graph=True, **FAST)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert [r["cuda_graph"] for r in rows] == [True, True, False, False]
+    assert all(r["peak_gib"] > 0 for r in rows)
+    assert "replayed from a CUDA graph" in markdown_table(rows)
+    assert "Eager (not captured): mamba-2x32-seg" in markdown_table(rows)
