@@ -161,26 +161,31 @@ def test_cuda_graph_needs_cuda():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs")
 def test_graphed_step_trains_as_the_eager_one():
-    """Three replays of the captured step (after its two warm-up steps) leave the weights of
-    five eager steps, in float32; the rows of a graphed run are complete."""
+    """Three replays of the captured step (after its two warm-up steps) move the weights as
+    five eager steps do: Mamba in float32, the Transformer in bf16 (FlashAttention has no
+    float32 kernel). The rows of a graphed run are complete."""
     from bytessm.bench.model import _Graphed, _attention_ctx, _train_step
 
-    for name in ("mamba-2x32", "transformer-1x32", "mamba-2x32-ckpt"):
+    for name, dtype, tol in (("mamba-2x32", None, 1e-3), ("mamba-2x32-ckpt", None, 1e-3),
+                             ("transformer-1x32", torch.bfloat16, 2e-2)):
         spec = SMOKE_PRESETS[name]
         g = torch.Generator().manual_seed(0)
         x, y = (torch.randint(0, 256, (2, 77), generator=g).cuda() for _ in range(2))
-        kw = dict(autocast_dtype=None, attention_ctx=lambda: _attention_ctx(spec))
-        weights = []
+        kw = dict(autocast_dtype=dtype, attention_ctx=lambda spec=spec: _attention_ctx(spec))
+        moved = []
         for step in (_train_step, _Graphed(_train_step)):
             torch.manual_seed(0)
             model = build(spec).cuda()
+            start = [p.detach().clone() for p in model.parameters()]
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
             for _ in range(5 if step is _train_step else 3):
                 step(model, opt, x, y, **kw)
             torch.cuda.synchronize()
-            weights.append([p.detach().clone() for p in model.parameters()])
-        for a, b in zip(*weights, strict=True):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+            moved.append(torch.cat([(p.detach() - p0).flatten()
+                                    for p, p0 in zip(model.parameters(), start)]))
+        eager, graphed = moved
+        err = (graphed - eager).norm() / eager.norm()
+        assert eager.norm() > 0 and err < tol, (name, float(err))
     rows = run(smoke=True, device="cuda", models=["mamba-2x32", "mamba-2x32-seg"],
                lengths=[64, 128], cuda_graph=True, **FAST)
     assert [r["status"] for r in rows] == ["ok"] * 4
