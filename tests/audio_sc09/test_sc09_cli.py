@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import torch
 
 from sc09_fixtures import make_sc09
 
@@ -86,3 +87,18 @@ def test_bench_audio_smoke(tmp_path):
     rows = json.loads((tmp_path / "bench_audio.json").read_text())["rows"]
     assert [row["model"] for row in rows] == ["unet", "flat"]
     assert all(row["samples_per_s"] > 0 and row["gen_s"] > 0 for row in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("task", ["audio_sc09", "audio_sc09_classifier"])
+def test_step_replays_from_a_cuda_graph(tmp_path, graph_matches_eager, task):
+    """trainer.cuda_graph=true on the audio steps: mu-law samples through the SaShiMi U-Net,
+    and the digit classifier."""
+    root = tmp_path / "sc"
+    make_sc09(root, per_digit=3, valid=1, test=1)
+    common = [c for c in COMMON if not c.startswith(("trainer.max_steps", "trainer.device"))]
+    model = (["model=sashimi_tiny", "model.d_model=8", "model.d_state=4", "trainer.seq_len=64",
+              "task.eval_seq_len=128"] if task == "audio_sc09" else
+             ["model=tiny", "model.d_model=8", "model.n_layer=1", "model.bidirectional=true"])
+    graph_matches_eager(f"task={task}", *model, f"task.data.root={root}", *common)

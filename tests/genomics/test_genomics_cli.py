@@ -85,21 +85,23 @@ def test_data_errors_exit_2_with_one_message(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_species_classification_replays_from_a_cuda_graph(tmp_path):
-    """trainer.cuda_graph=true on the species step (pooled logits, the confusion counts):
-    it captures, and takes the eager run's steps (float32)."""
+def test_species_classification_replays_from_a_cuda_graph(tmp_path, graph_matches_eager):
+    """trainer.cuda_graph=true on the species step (pooled logits, the confusion counts)."""
     root = tmp_path / "species"
     write_fasta(root / "a.fa", {"a": random_dna(3000, 3, gc=0.3)})
     write_fasta(root / "b" / "b1.fa", {"b": random_dna(3000, 4, gc=0.7)})
-    losses = {}
-    for graph in ("false", "true"):
-        out = tmp_path / f"run_{graph}"
-        r = run("train", "task=genomics_species", *TINY, f"task.data.species_dir={root}",
-                "task.eval_size=4", "trainer.max_steps=8", "trainer.log_every=1",
-                "trainer.device=cuda", "trainer.precision=fp32", f"trainer.cuda_graph={graph}",
-                f"trainer.out_dir={out}", cwd=tmp_path)
-        assert r.returncode == 0, r.stderr[-3000:]
-        losses[graph] = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl")
-                         if '"train"' in line]
-    assert len(losses["true"]) == 8
-    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+    graph_matches_eager("task=genomics_species", *TINY, f"task.data.species_dir={root}",
+                        "task.eval_size=4")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("extra", [
+    [],
+    ["task.objective=masked", "model.bidirectional=true",
+     "model._target_=bytessm.tasks.genomics.rc.RCPSBackbone"],
+], ids=["next-base", "masked-rcps"])
+def test_pretraining_replays_from_a_cuda_graph(pretrain_data, graph_matches_eager, extra):
+    """trainer.cuda_graph=true on the pretraining steps: next base, and masked bases through
+    the reverse-complement-equivariant backbone."""
+    graph_matches_eager("task=genomics", *TINY, *pretrain_data, *extra)

@@ -139,21 +139,9 @@ def test_fine_tune_at_another_image_size(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_classification_step_replays_from_a_cuda_graph(tmp_path, capsys, monkeypatch):
-    """trainer.cuda_graph=true on the classification step (patches, mixup, top-5 counts):
-    it captures, and takes the eager run's steps (float32)."""
+def test_classification_step_replays_from_a_cuda_graph(tmp_path, graph_matches_eager):
+    """trainer.cuda_graph=true on the classification step (patches, mixup, top-5 counts)."""
     make, extra = LAYOUTS["cifar100"]
     make(tmp_path / "data")
-    losses = {}
-    for graph in ("false", "true"):
-        out = tmp_path / f"run_{graph}"
-        code, _, stderr = run_in_process(
-            capsys, monkeypatch, "train", *TINY, "task.data.dataset=cifar100",
-            f"task.data.root={tmp_path / 'data'}", f"trainer.out_dir={out}", *extra,
-            "trainer.max_steps=8", "trainer.log_every=1", "trainer.device=cuda",
-            "trainer.precision=fp32", f"trainer.cuda_graph={graph}")
-        assert code == 0, stderr[-3000:]
-        losses[graph] = [r["loss"] for r in map(json.loads, open(out / "metrics.jsonl"))
-                         if r["split"] == "train"]
-    assert len(losses["true"]) == 8
-    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+    graph_matches_eager(*TINY, "task.data.dataset=cifar100",
+                        f"task.data.root={tmp_path / 'data'}", *extra)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from text_fixtures import write_corpus
 
 BIN = Path(sys.executable).with_name("bytessm")
@@ -66,3 +67,15 @@ def test_bad_corpus_exits_2_with_one_message(tmp_path, path, message):
     r = run("train", *tiny(path.format(tmp=tmp_path), tmp_path / "run"), cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("tok", ["bytes", "bpe"])
+def test_step_replays_from_a_cuda_graph(tmp_path, graph_matches_eager, tok):
+    """trainer.cuda_graph=true on the text step: next symbol, bits per byte (BPE: the bytes
+    each token stands for)."""
+    args = tiny(write_corpus(tmp_path / "c"), tmp_path / "unused")[:-1] + [tokenizer_arg(tok)]
+    if tok == "bpe":
+        args.append("tokenizer.vocab_size=300")
+    graph_matches_eager(*args)
