@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--workers", default="auto",
                    help="comma-separated trainer.num_workers settings (auto or counts)")
     p.add_argument("--out", default="results/bench_train_step")
+    p.add_argument("--commit", default=None,
+                   help="commit to record (default: git rev-parse; a copied tree's may be stale)")
     a = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_train_step.py measures CUDA graphs: it needs a CUDA device")
@@ -81,8 +83,9 @@ def main() -> None:
                   f"({g / e:.2f}x)", flush=True)
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                     text=True).stdout.strip() or None,
+            "commit": a.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                                 capture_output=True, text=True).stdout.strip()
+            or None,
             "command": " ".join(["python", *sys.argv]), "steps": a.steps, "window": a.window,
             "cpu_cores": len(os.sched_getaffinity(0))}
     out = Path(a.out)
