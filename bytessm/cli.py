@@ -91,6 +91,7 @@ def _eval(cfg) -> None:
     from omegaconf import OmegaConf
 
     from bytessm.train.checkpoint import load_for_inference
+    from bytessm.train.data import loader_workers
     from bytessm.train.distributed import World, pick_device
     from bytessm.train.evaluate import evaluate
 
@@ -98,12 +99,14 @@ def _eval(cfg) -> None:
     if cfg.split not in splits:
         _usage_error(f"split must be one of {splits}, got {cfg.split!r}")
     device = pick_device(cfg.device, World())
+    workers = loader_workers(cfg.get("num_workers", "auto"), device, key="num_workers")
     run_cfg, task, model = load_for_inference(cfg.checkpoint, device,
                                               overrides=OmegaConf.create(cfg.override))
     dataset = task.build_datasets()[splits.index(cfg.split)]
     values = evaluate(model, task, dataset, batch_size=cfg.batch_size or run_cfg.trainer.batch_size,
                       device=device, world=World(), precision=run_cfg.trainer.precision,
-                      max_batches=cfg.max_batches)
+                      max_batches=cfg.max_batches,
+                      num_workers=workers)
     print(json.dumps({"split": cfg.split, "checkpoint": str(cfg.checkpoint), **values}), flush=True)
 
 

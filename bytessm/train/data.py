@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bytessm.task import ConfigError
+
 _VIRTUAL = 2**24
 
 
@@ -46,12 +48,17 @@ class ResumableBatchSampler(Sampler[list[int]]):
             step += 1
 
 
-def loader_workers(setting, device: torch.device, local_world_size: int | None = None) -> int:
+def loader_workers(setting, device: torch.device, local_world_size: int | None = None, *,
+                   key: str = "trainer.num_workers") -> int:
     """`trainer.num_workers` -> worker processes per loader. `auto`: none on the CPU, where
     the workers would take cores from the model; on a GPU one per core the process can have
     beside its own (torchrun's LOCAL_WORLD_SIZE processes share the machine's cores), at most
     8: a small model's step (2.4 ms for the default job replayed from a CUDA graph on an
-    H200) outruns one core making its samples (MQAR: 44 us each)."""
+    H200) outruns one core making its samples (MQAR: 44 us each). Anything else than auto
+    or a count >= 0 is a ConfigError naming `key`."""
+    if setting != "auto" and (isinstance(setting, bool) or not isinstance(setting, int)
+                              or setting < 0):
+        raise ConfigError(f"{key} must be auto or an integer >= 0, got {setting!r}")
     if setting == "auto":
         if device.type == "cpu":
             return 0
@@ -60,7 +67,7 @@ def loader_workers(setting, device: torch.device, local_world_size: int | None =
         if local_world_size is None:
             local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         return max(0, min(8, cores // max(local_world_size, 1) - 1))
-    return int(setting)   # checked by build.validate_trainer
+    return setting
 
 
 def train_loader(ds: Dataset, *, seed: int, global_batch: int, grad_accum: int, rank: int,

@@ -70,6 +70,7 @@ def test_multirun_sweep(tmp_path):
     (["frobnicate"], "unknown command"),
     (["train", "trainer.seq_len=-3"], "trainer.seq_len"),
     (["eval"], "checkpoint"),
+    (["eval", "checkpoint=somewhere", "num_workers=-2"], "num_workers must be auto or an integer"),
 ])
 def test_usage_errors_exit_2_with_one_message(tmp_path, args, message):
     r = run(*args, f"trainer.out_dir={tmp_path}" if args[0] == "train" else "split=test",
