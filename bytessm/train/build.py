@@ -1,14 +1,13 @@
 """Build the task and the model from a resolved config (Hydra `_target_`s are the registry)."""
 from __future__ import annotations
 
-import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from bytessm.backbone import SequenceModel
 from bytessm.task import ConfigError, Task
 
-from .data import loader_workers
+from .data import check_workers
 
 # Keys of a model config that are not constructor arguments of its backbone.
 _MODEL_META = ("_target_", "name", "tie_embeddings")
@@ -48,7 +47,7 @@ def validate_trainer(cfg: DictConfig, world_size: int) -> None:
     for key in ("eval_every", "save_every"):
         if int(t[key]) < 0:
             raise ConfigError(f"trainer.{key} must be >= 0 (0 = never), got {t[key]}")
-    loader_workers(t.get("num_workers", 0), torch.device("cpu"))   # a ConfigError if not valid
+    check_workers(t.get("num_workers", 0))
     if t.lr <= 0:
         raise ConfigError(f"trainer.lr must be positive, got {t.lr}")
     per = world_size * t.grad_accum
