@@ -36,6 +36,7 @@ from .logging import MetricsWriter, progress
 from .optim import build_optimizer, keep_implementation, no_decay_names, use_fused, warmup_cosine
 from .profiling import StepProfiler
 from .segments import segmented_step
+from .seqlen import seq_len_at
 
 
 class TrainingError(RuntimeError):
@@ -103,8 +104,16 @@ def _train(cfg: DictConfig, world: World) -> dict:
     fused = use_fused(t.get("fused_optimizer", "auto"), device)
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas,
                                 no_decay=no_decay, fused=fused)
-    schedule = lambda s: warmup_cosine(s, warmup_steps=t.warmup_steps,  # noqa: E731
-                                       max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
+    # What the loop reads every step, read once: a node of the config costs microseconds a
+    # read, an interpolated one (trainer.seq_len: ${task.seq_len}) a parse of hundreds, more
+    # than a small model's step replayed from a CUDA graph takes on the GPU
+    max_steps, log_every = int(t.max_steps), int(t.log_every)
+    eval_every, save_every = int(t.eval_every or 0), int(t.save_every or 0)
+    precision, max_norm = str(t.precision), float(t.grad_clip or math.inf)
+    segment_len, horizon = (int(t.segment_len) if t.segment_len else None), t.tbptt_horizon
+    warmup_steps, min_lr_ratio = int(t.warmup_steps), float(t.min_lr_ratio)
+    schedule = lambda s: warmup_cosine(s, warmup_steps=warmup_steps,  # noqa: E731
+                                       max_steps=max_steps, min_lr_ratio=min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     step, best = 0, math.inf
@@ -128,13 +137,14 @@ def _train(cfg: DictConfig, world: World) -> dict:
 
     accum = int(t.grad_accum)
 
-    def length_at(s: int) -> int:
-        w = t.seq_len_warmup
-        if not w.start or not w.steps:
-            return int(t.seq_len)
-        from .seqlen import seq_len_at
+    seq_len, warm = int(t.seq_len), t.seq_len_warmup
+    warm_start, warm_steps = (int(warm.start), int(warm.steps)) if warm.start and warm.steps \
+        else (None, 0)
 
-        return seq_len_at(s, start=int(w.start), target=int(t.seq_len), warmup_steps=int(w.steps))
+    def length_at(s: int) -> int:
+        if warm_start is None:
+            return seq_len
+        return seq_len_at(s, start=warm_start, target=seq_len, warmup_steps=warm_steps)
 
     workers = loader_workers(t.get("num_workers", 0), device)
     pin = device.type == "cuda"
@@ -156,7 +166,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
                                        world_size=world.size, num_workers=workers,
                                        pin_memory=pin)
         return evaluate(model, task, valid_ds, batch_size=batch, device=device, world=world,
-                        precision=t.precision, max_batches=t.eval_batches, loader=valid_loader)
+                        precision=precision, max_batches=t.eval_batches, loader=valid_loader)
 
     def save(s: int, is_best: bool) -> None:
         ckpt.save(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=s,
@@ -170,13 +180,13 @@ def _train(cfg: DictConfig, world: World) -> dict:
             # gradients are reduced across ranks once per step, by the last backward
             sync = pause() if pause is not None and m < accum - 1 else nullcontext()
             with sync:
-                if t.segment_len:  # long inputs: segments carrying the state (TBPTT)
+                if segment_len:  # long inputs: segments carrying the state (TBPTT)
                     metrics = segmented_step(
-                        model, task, batch, segment_len=int(t.segment_len),
-                        horizon=t.tbptt_horizon, autocast=lambda: autocast(device, t.precision),
+                        model, task, batch, segment_len=segment_len,
+                        horizon=horizon, autocast=lambda: autocast(device, precision),
                         no_sync=pause if m == accum - 1 else None)
                 else:
-                    with autocast(device, t.precision):
+                    with autocast(device, precision):
                         out = model(batch["input"])
                         loss, metrics = task.loss_and_metrics(out, batch)
                     (loss * metrics["loss"][1]).backward()  # the sum; / the count below
@@ -193,7 +203,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads:  # one multi-tensor launch, not one kernel per parameter (~530 at 353M)
             torch._foreach_mul_(grads, scale)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return totals, float(grad_norm)
@@ -227,7 +237,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
                               grad_clip=t.grad_clip)
     run_step = eager_step if graphed is None else graphed_step
     batches, current_len = make_iter(step), length_at(step)
-    bar = progress(int(t.max_steps), step, enabled=world.is_main and bool(t.progress))
+    bar = progress(max_steps, step, enabled=world.is_main and bool(t.progress))
     model.train()
     pause = gradient_sync_pause(model) if world.distributed else None
     prof_cfg = t.get("profile") or {}
@@ -235,7 +245,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
                             device)
     window = {"symbols": 0.0, "time": time.perf_counter()}
     log_sums: dict[str, list[float]] = {}
-    while step < t.max_steps:
+    while step < max_steps:
         profiler.before(step + 1)
         if length_at(step) != current_len:  # sequence-length warmup: rebuild the stream
             batches, current_len = make_iter(step), length_at(step)
@@ -255,7 +265,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
             acc[0] += v[0]
             acc[1] += v[1]
 
-        if step % t.log_every == 0 or step == t.max_steps:
+        if step % log_every == 0 or step == max_steps:
             elapsed = time.perf_counter() - window["time"]
             values = task.summarize({k: tuple(v) for k, v in log_sums.items()})
             values.update(lr=float(scheduler.get_last_lr()[0]), grad_norm=grad_norm,
@@ -269,12 +279,12 @@ def _train(cfg: DictConfig, world: World) -> dict:
         bar.update(1)
 
         is_best = False
-        if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
+        if eval_every and step % eval_every == 0 and step < max_steps:
             values = run_eval(step)
             writer.log(step, "valid", values)
             is_best = values.get("loss", math.inf) < best
             best = min(best, values.get("loss", math.inf))
-        if t.save_every and step % t.save_every == 0 and step < t.max_steps:
+        if save_every and step % save_every == 0 and step < max_steps:
             save(step, is_best)
     bar.close()
 

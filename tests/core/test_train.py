@@ -164,3 +164,27 @@ def test_worker_processes_give_the_same_batches_and_evaluation(make_cfg):
         got = [evaluate(model, task, valid_ds, batch_size=4, device=torch.device("cpu"),
                         world=world, max_batches=3, loader=v) for v in (v0, v2)]
         assert got[0] == got[1]
+
+
+def test_the_loop_reads_no_config_node_per_step(make_cfg, monkeypatch):
+    """A read of an OmegaConf node costs microseconds, an interpolated one (trainer.seq_len is
+    ${task.seq_len}) a parse of hundreds: more than a small model's graphed step takes on a
+    GPU. Twice the steps must not add a single read."""
+    from omegaconf import DictConfig
+
+    reads = {"n": 0}
+    original = DictConfig.__getattr__
+
+    def counting(self, key):
+        reads["n"] += 1
+        return original(self, key)
+
+    monkeypatch.setattr(DictConfig, "__getattr__", counting)
+    counts = []
+    for steps in (4, 8):
+        reads["n"] = 0
+        train(make_cfg(f"trainer.max_steps={steps}", "trainer.eval_every=0",
+                       "trainer.save_every=0", "trainer.log_every=100",
+                       out=f"run{steps}"))
+        counts.append(reads["n"])
+    assert counts[0] > 0 and counts[1] == counts[0], counts
