@@ -9,11 +9,13 @@ Resume needs only the step. The samples do not depend on the loader's worker pro
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from bytessm.task import ConfigError
 
@@ -55,17 +57,35 @@ def check_workers(setting, key: str = "trainer.num_workers") -> None:
         raise ConfigError(f"{key} must be auto or an integer >= 0, got {setting!r}")
 
 
+# A batch made in this process in less time than this goes without workers under `auto`
+# (H200, graphed default job, whose batch of 32 takes about 0.6 ms: 1.95M symbols/s without
+# workers, 1.15M with 8; MQAR at batch 256, 11 ms a batch: 1.49M without, 5.84M with 8)
+AUTO_BATCH_S = 2e-3
+
+
+def batch_seconds(ds: Dataset, batch_size: int) -> float:
+    """Seconds to make one batch of `ds` in this process (its first `batch_size` indices,
+    collated; the second of two tries, so that opening files and the like is not counted)."""
+    idx = range(min(batch_size, len(ds)))
+    took = math.inf
+    for _ in range(2):
+        start = time.perf_counter()
+        default_collate([ds[i] for i in idx])
+        took = time.perf_counter() - start
+    return took
+
+
 def loader_workers(setting, device: torch.device, local_world_size: int | None = None, *,
-                   key: str = "trainer.num_workers") -> int:
+                   batch_s: float | None = None, key: str = "trainer.num_workers") -> int:
     """`trainer.num_workers` -> worker processes per loader. `auto`: none on the CPU, where
-    the workers would take cores from the model; on a GPU one per core the process can have
-    beside its own (torchrun's LOCAL_WORLD_SIZE processes share the machine's cores), at most
-    8: a small model's step (1.5 ms for the default job replayed from a CUDA graph on an
-    H200) outruns one core making its samples (MQAR: 44 us each; 3.1x the graphed symbols/s
-    with 8 workers at batch 256, results/bench_train_step/)."""
+    they would take cores from the model, nor where a batch takes less than AUTO_BATCH_S to
+    make in this process (`batch_s`, from `batch_seconds`): handing a batch over from a
+    worker costs the main process more than that, and a graphed step reads its next batch
+    while the GPU runs. Otherwise one per core the process can have beside its own
+    (torchrun's LOCAL_WORLD_SIZE processes share the machine's cores), at most 8."""
     check_workers(setting, key)
     if setting == "auto":
-        if device.type == "cpu":
+        if device.type == "cpu" or (batch_s is not None and batch_s < AUTO_BATCH_S):
             return 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)

@@ -2,6 +2,7 @@
 import itertools
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from bytessm.task import ConfigError
 from bytessm.train import TrainingError, train
 from bytessm.train.build import build_model, build_task
 from bytessm.train.checkpoint import CheckpointError, load_for_inference
-from bytessm.train.data import eval_loader, loader_workers, train_loader
+from bytessm.train.data import batch_seconds, eval_loader, loader_workers, train_loader
 from bytessm.train.distributed import World
 from bytessm.train.evaluate import evaluate
 
@@ -133,12 +134,28 @@ def test_loader_workers_auto_is_none_on_cpu_and_spare_cores_on_gpu(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert loader_workers("auto", cpu) == 0
     assert loader_workers("auto", gpu) == 8                       # 15 spare cores, at most 8
+    assert loader_workers("auto", gpu, batch_s=0.5e-3) == 0       # a batch made quicker here
+    assert loader_workers("auto", gpu, batch_s=5e-3) == 8
+    assert loader_workers(2, gpu, batch_s=0.5e-3) == 2            # a count is a count
     assert loader_workers("auto", gpu, local_world_size=4) == 3   # 4 cores each, one its own
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert loader_workers("auto", gpu) == 1                       # torchrun's processes
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert loader_workers("auto", gpu, local_world_size=1) == 0
     assert loader_workers(3, cpu) == 3
+
+
+def test_batch_seconds_times_one_collated_batch():
+    class Slow(torch.utils.data.Dataset):
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, i):
+            time.sleep(1e-3)
+            return {"input": torch.full((4,), i)}
+
+    took = batch_seconds(Slow(), 5)
+    assert 5e-3 <= took < 0.5
 
 
 def test_worker_processes_give_the_same_batches_and_evaluation(make_cfg):
