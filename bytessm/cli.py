@@ -91,7 +91,7 @@ def _eval(cfg) -> None:
     from omegaconf import OmegaConf
 
     from bytessm.train.checkpoint import load_for_inference
-    from bytessm.train.data import loader_workers
+    from bytessm.train.data import batch_seconds, check_workers, loader_workers
     from bytessm.train.distributed import World, pick_device
     from bytessm.train.evaluate import evaluate
 
@@ -99,14 +99,19 @@ def _eval(cfg) -> None:
     if cfg.split not in splits:
         _usage_error(f"split must be one of {splits}, got {cfg.split!r}")
     device = pick_device(cfg.device, World())
-    workers = loader_workers(cfg.get("num_workers", "auto"), device, key="num_workers")
+    setting = cfg.get("num_workers", "auto")
+    check_workers(setting, key="num_workers")   # refused here, before any loading
     run_cfg, task, model = load_for_inference(cfg.checkpoint, device,
                                               overrides=OmegaConf.create(cfg.override))
     dataset = task.build_datasets()[splits.index(cfg.split)]
-    values = evaluate(model, task, dataset, batch_size=cfg.batch_size or run_cfg.trainer.batch_size,
+    batch_size = cfg.batch_size or run_cfg.trainer.batch_size
+    batch_s = None
+    if setting == "auto" and device.type == "cuda":   # workers where a batch is slow to make
+        batch_s = batch_seconds(dataset, batch_size)
+    values = evaluate(model, task, dataset, batch_size=batch_size,
                       device=device, world=World(), precision=run_cfg.trainer.precision,
                       max_batches=cfg.max_batches,
-                      num_workers=workers)
+                      num_workers=loader_workers(setting, device, batch_s=batch_s))
     print(json.dumps({"split": cfg.split, "checkpoint": str(cfg.checkpoint), **values}), flush=True)
 
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,11 @@ def run(overrides: list[str], *, steps: int, window: int, workers: str, graph: b
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
         rows = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
     last = [r for r in rows if r["split"] == "train"][-1]
-    return {"symbols_per_s": last["symbols_per_s"], "loss": last["loss"], "wall_s": wall}
+    # the count `auto` chose, from the trainer's own line (it times a batch first)
+    chose = re.search(r"num_workers=auto: (\d+) loader", done.stdout)
+    count = int(chose.group(1)) if chose else int(workers) if workers != "auto" else None
+    return {"symbols_per_s": last["symbols_per_s"], "loss": last["loss"], "wall_s": wall,
+            "workers": count}
 
 
 def main() -> None:
@@ -65,22 +70,21 @@ def main() -> None:
     a = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_train_step.py measures CUDA graphs: it needs a CUDA device")
-    from bytessm.train.data import loader_workers
     settings = a.workers.split(",")
     results = []
     for name in a.cases.split(","):
         if name not in CASES:
             sys.exit(f"unknown case {name!r}; cases: {', '.join(CASES)}")
         for w in settings:
-            count = loader_workers(w if w == "auto" else int(w), torch.device("cuda"))
-            row = {"case": name, "overrides": CASES[name], "workers": w, "worker_count": count}
+            row = {"case": name, "overrides": CASES[name], "workers": w}
             for graph in (False, True):
                 row["graph" if graph else "eager"] = run(CASES[name], steps=a.steps,
                                                          window=a.window, workers=w, graph=graph)
+            row["worker_count"] = row["graph"]["workers"]
             results.append(row)
             e, g = row["eager"]["symbols_per_s"], row["graph"]["symbols_per_s"]
-            print(f"{name}, workers {w} ({count}): eager {e:,.0f} symbols/s, graph {g:,.0f} "
-                  f"({g / e:.2f}x)", flush=True)
+            print(f"{name}, workers {w} ({row['worker_count']}): eager {e:,.0f} symbols/s, "
+                  f"graph {g:,.0f} ({g / e:.2f}x)", flush=True)
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
             "commit": a.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
