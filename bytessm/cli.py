@@ -91,7 +91,7 @@ def _eval(cfg) -> None:
     from omegaconf import OmegaConf
 
     from bytessm.train.checkpoint import load_for_inference
-    from bytessm.train.data import batch_seconds, check_workers, loader_workers
+    from bytessm.train.data import check_workers, workers_for
     from bytessm.train.distributed import World, pick_device
     from bytessm.train.evaluate import evaluate
 
@@ -105,13 +105,10 @@ def _eval(cfg) -> None:
                                               overrides=OmegaConf.create(cfg.override))
     dataset = task.build_datasets()[splits.index(cfg.split)]
     batch_size = cfg.batch_size or run_cfg.trainer.batch_size
-    batch_s = None
-    if setting == "auto" and device.type == "cuda":   # workers where a batch is slow to make
-        batch_s = batch_seconds(dataset, batch_size)
+    workers, _ = workers_for(dataset, setting, device, batch_size, key="num_workers")
     values = evaluate(model, task, dataset, batch_size=batch_size,
                       device=device, world=World(), precision=run_cfg.trainer.precision,
-                      max_batches=cfg.max_batches,
-                      num_workers=loader_workers(setting, device, batch_s=batch_s))
+                      max_batches=cfg.max_batches, num_workers=workers)
     print(json.dumps({"split": cfg.split, "checkpoint": str(cfg.checkpoint), **values}), flush=True)
 
 

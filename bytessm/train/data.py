@@ -95,6 +95,17 @@ def loader_workers(setting, device: torch.device, local_world_size: int | None =
     return setting
 
 
+def workers_for(ds: Dataset, setting, device: torch.device, batch_size: int, *,
+                key: str = "trainer.num_workers") -> tuple[int, float | None]:
+    """(worker processes, seconds a batch took to make here or None) for loaders of `ds`:
+    under `auto` on a GPU one batch of `batch_size` is timed first (`loader_workers`)."""
+    check_workers(setting, key)
+    batch_s = None
+    if setting == "auto" and device.type == "cuda":
+        batch_s = batch_seconds(ds, batch_size)
+    return loader_workers(setting, device, batch_s=batch_s, key=key), batch_s
+
+
 def train_loader(ds: Dataset, *, seed: int, global_batch: int, grad_accum: int, rank: int,
                  world_size: int, start_step: int, num_workers: int,
                  pin_memory: bool = False) -> DataLoader:

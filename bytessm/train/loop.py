@@ -27,7 +27,7 @@ from bytessm.task import ConfigError
 
 from . import checkpoint as ckpt
 from .build import build_model, build_task, validate_trainer
-from .data import batch_seconds, eval_loader, loader_workers, train_loader
+from .data import eval_loader, train_loader, workers_for
 from .distributed import (World, all_reduce_sum, broadcast_object, close, gradient_sync_pause,
                           init_world, pick_device, wrap_model)
 from .evaluate import autocast, bf16_autocast, evaluate, to_device
@@ -147,13 +147,10 @@ def _train(cfg: DictConfig, world: World) -> dict:
         return seq_len_at(s, start=warm_start, target=seq_len, warmup_steps=warm_steps)
 
     pin = device.type == "cuda"
-    setting = t.get("num_workers", 0)
-    batch_s = None
-    if setting == "auto" and pin:   # workers only where a batch is slow to make here
-        if hasattr(train_ds, "set_seq_len"):
-            train_ds.set_seq_len(length_at(step))
-        batch_s = batch_seconds(train_ds, int(t.batch_size) // (world.size * accum))
-    workers = loader_workers(setting, device, batch_s=batch_s)
+    if hasattr(train_ds, "set_seq_len"):   # the first stream's length, for a timed batch
+        train_ds.set_seq_len(length_at(step))
+    workers, batch_s = workers_for(train_ds, t.get("num_workers", 0), device,
+                                   int(t.batch_size) // (world.size * accum))
     if batch_s is not None and world.is_main:
         print(f"[bytessm] trainer.num_workers=auto: {workers} loader worker process(es) (a "
               f"batch takes {batch_s * 1e3:.2f} ms to make in this process)", flush=True)

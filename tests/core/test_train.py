@@ -11,7 +11,8 @@ from bytessm.task import ConfigError
 from bytessm.train import TrainingError, train
 from bytessm.train.build import build_model, build_task
 from bytessm.train.checkpoint import CheckpointError, load_for_inference
-from bytessm.train.data import batch_seconds, eval_loader, loader_workers, train_loader
+from bytessm.train.data import (batch_seconds, eval_loader, loader_workers, train_loader,
+                                workers_for)
 from bytessm.train.distributed import World
 from bytessm.train.evaluate import evaluate
 
@@ -145,17 +146,30 @@ def test_loader_workers_auto_is_none_on_cpu_and_spare_cores_on_gpu(monkeypatch):
     assert loader_workers(3, cpu) == 3
 
 
-def test_batch_seconds_times_one_collated_batch():
-    class Slow(torch.utils.data.Dataset):
+def test_auto_times_a_batch_and_starts_workers_where_it_is_slow(monkeypatch):
+    class Data(torch.utils.data.Dataset):
+        def __init__(self, delay):
+            self.delay = delay
+
         def __len__(self):
             return 100
 
         def __getitem__(self, i):
-            time.sleep(1e-3)
+            time.sleep(self.delay)
             return {"input": torch.full((4,), i)}
 
-    took = batch_seconds(Slow(), 5)
-    assert 5e-3 <= took < 0.5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    slow, quick = Data(1e-3), Data(0.0)
+    assert 5e-3 <= batch_seconds(slow, 5) < 0.5
+    gpu = torch.device("cuda", 0)      # a device name: nothing runs on it
+    workers, took = workers_for(slow, "auto", gpu, 5)
+    assert workers == 8 and took >= 5e-3
+    assert workers_for(quick, "auto", gpu, 5)[0] == 0
+    assert workers_for(slow, "auto", torch.device("cpu"), 5) == (0, None)   # not timed
+    assert workers_for(slow, 3, gpu, 5) == (3, None)
+    with pytest.raises(ConfigError, match="num_workers must be auto or an integer >= 0"):
+        workers_for(slow, "many", gpu, 5, key="num_workers")
 
 
 def test_worker_processes_give_the_same_batches_and_evaluation(make_cfg):
