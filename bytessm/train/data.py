@@ -9,7 +9,6 @@ Resume needs only the step. The samples do not depend on the loader's worker pro
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -58,8 +57,8 @@ def check_workers(setting, key: str = "trainer.num_workers") -> None:
 
 
 # A batch made in this process in less time than this goes without workers under `auto`
-# (H200, graphed default job, whose batch of 32 takes about 0.6 ms: 1.95M symbols/s without
-# workers, 1.15M with 8; MQAR at batch 256, 11 ms a batch: 1.49M without, 5.84M with 8)
+# (H200, graphed default job, whose batch of 32 takes 0.54 ms: 1.95M symbols/s without
+# workers, 1.15M with 8; MQAR at batch 256, 9.0 ms a batch: 1.49M without, 5.84M with 8)
 AUTO_BATCH_S = 2e-3
 
 
@@ -67,21 +66,18 @@ def batch_seconds(ds: Dataset, batch_size: int) -> float:
     """Seconds to make one batch of `ds` in this process (its first `batch_size` indices,
     collated; the second of two tries, so that opening files and the like is not counted)."""
     idx = range(min(batch_size, len(ds)))
-    took = math.inf
-    for _ in range(2):
-        start = time.perf_counter()
-        default_collate([ds[i] for i in idx])
-        took = time.perf_counter() - start
-    return took
+    default_collate([ds[i] for i in idx])
+    start = time.perf_counter()
+    default_collate([ds[i] for i in idx])
+    return time.perf_counter() - start
 
 
 def loader_workers(setting, device: torch.device, local_world_size: int | None = None, *,
                    batch_s: float | None = None, key: str = "trainer.num_workers") -> int:
     """`trainer.num_workers` -> worker processes per loader. `auto`: none on the CPU, where
     they would take cores from the model, nor where a batch takes less than AUTO_BATCH_S to
-    make in this process (`batch_s`, from `batch_seconds`): handing a batch over from a
-    worker costs the main process more than that, and a graphed step reads its next batch
-    while the GPU runs. Otherwise one per core the process can have beside its own
+    make in this process (`batch_s`, from `batch_seconds`): there the workers measured slower
+    (see AUTO_BATCH_S), and a graphed step makes its next batch while the GPU runs. Otherwise one per core the process can have beside its own
     (torchrun's LOCAL_WORLD_SIZE processes share the machine's cores), at most 8."""
     check_workers(setting, key)
     if setting == "auto":
@@ -99,7 +95,6 @@ def workers_for(ds: Dataset, setting, device: torch.device, batch_size: int, *,
                 key: str = "trainer.num_workers") -> tuple[int, float | None]:
     """(worker processes, seconds a batch took to make here or None) for loaders of `ds`:
     under `auto` on a GPU one batch of `batch_size` is timed first (`loader_workers`)."""
-    check_workers(setting, key)
     batch_s = None
     if setting == "auto" and device.type == "cuda":
         batch_s = batch_seconds(ds, batch_size)

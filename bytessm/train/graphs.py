@@ -4,7 +4,7 @@ A small model at a short length is bound by the host, not the GPU: each of a ste
 hundreds of kernels costs microseconds of Python, dispatch and launch for less of GPU work.
 Replaying a graph of the step (the micro-batches' forward, loss and backward, the gradient
 scaling, the clipping and the optimizer step) costs one launch. On an H200 the default job
-(tiny model, batch 32 x 64) went from 189K to 1.40M symbols/s, 7.43x (5.3 to 1.46 ms a
+(tiny model, batch 32 x 64) went from 189K to 1.40M symbols/s, 7.43x (10.8 to 1.46 ms a
 step; `scripts/bench_train_step.py`, `results/bench_train_step/`). As PyTorch's
 "whole-network capture" recipe prescribes:
 

