@@ -15,9 +15,10 @@ step; `scripts/bench_train_step.py`, `results/bench_train_step/`). As PyTorch's
   graph's memory);
 - AdamW with `capturable=True` and the learning rate as a tensor on the device, which the
   scheduler updates in place (a float would be frozen into the graph);
-- the metrics' sums and counts stay on the device and come back in one copy per step;
-  before waiting for it the loop reads the next step's batches (`step(while_running=)`),
-  so that the loader's work overlaps the GPU's;
+- the metrics' sums and counts stay on the device and come back in one asynchronous copy
+  per step (`StepResult`), which the loop reads one step late, after it has queued the
+  next step: the host never waits for the GPU between steps, except where it logs,
+  evaluates or saves;
 - the capture is thread-local (`capture_error_mode="thread_local"`): the loader's
   pin-memory thread allocates pinned memory meanwhile, which a global capture counts as
   its own error.
@@ -33,8 +34,6 @@ refused in the config.
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 
@@ -63,9 +62,32 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
             state["step"] = step.to(device)
 
 
+class StepResult:
+    """A training step's metric totals and gradient norm, `result()` -> (totals, grad_norm),
+    from a copy to pinned host memory queued behind the step: `result()` waits for that
+    copy alone, so asking for a step's result after queuing the next one costs no wait."""
+
+    def __init__(self, flat: Tensor, keys: list[str]):
+        self._keys, self._event = keys, None
+        if flat.device.type == "cuda":
+            self._host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            self._host.copy_(flat, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = flat.detach().clone()
+
+    def result(self) -> tuple[Totals, float]:
+        if self._event is not None:
+            self._event.synchronize()
+        values = self._host.tolist()
+        totals = {k: (values[2 * i], values[2 * i + 1]) for i, k in enumerate(self._keys)}
+        return totals, values[-1]
+
+
 class GraphedStep:
-    """Runs training steps: `step(micro_batches)` -> (totals, grad_norm), having updated the
-    weights; `micro_batches` are the step's batches on the device (grad_accum of them).
+    """Runs training steps: `step(micro_batches)` updates the weights and returns a
+    `StepResult`; `micro_batches` are the step's batches on the device (grad_accum of them).
 
     Totals are the (sum, count) of every metric over the micro-batches, as the eager loop
     reports them. With `capture=False` (the CPU, the tests) every step runs eagerly through
@@ -92,11 +114,8 @@ class GraphedStep:
         if capture:
             make_capturable(optimizer, device)
 
-    def step(self, micro: list[dict], while_running: Callable[[], None] | None = None
-             ) -> tuple[Totals, float]:
-        """One training step on `micro`; `while_running` is called once the step's work is
-        queued on the GPU, before waiting for its metrics (the loop fetches the next batch
-        there, so that the host's data work overlaps the GPU's)."""
+    def step(self, micro: list[dict]) -> StepResult:
+        """One training step on `micro`, queued on the GPU; nothing here waits for it."""
         signature = _signature(micro)
         if signature != self._signature:
             self._drop()
@@ -114,11 +133,7 @@ class GraphedStep:
                         static[k].copy_(v, non_blocking=True)
             self._graph.replay()
             flat = self._out
-        if while_running is not None:
-            while_running()
-        values = flat.tolist()  # the step's one synchronisation
-        totals = {k: (values[2 * i], values[2 * i + 1]) for i, k in enumerate(self._keys)}
-        return totals, values[-1]
+        return StepResult(flat, self._keys)
 
     # -- the step ----------------------------------------------------------------------------
     def _body(self, micro: list[dict]) -> Tensor:
@@ -204,4 +219,4 @@ def _signature(micro: list[dict]) -> tuple:
                                else repr(v)) for k, v in b.items())) for b in micro)
 
 
-__all__ = ["GraphedStep", "make_capturable"]
+__all__ = ["GraphedStep", "StepResult", "make_capturable"]

@@ -31,12 +31,22 @@ from .data import eval_loader, train_loader, workers_for
 from .distributed import (World, all_reduce_sum, broadcast_object, close, gradient_sync_pause,
                           init_world, pick_device, wrap_model)
 from .evaluate import autocast, bf16_autocast, evaluate, to_device
-from .graphs import GraphedStep
+from .graphs import GraphedStep, StepResult
 from .logging import MetricsWriter, progress
 from .optim import build_optimizer, keep_implementation, no_decay_names, use_fused, warmup_cosine
 from .profiling import StepProfiler
 from .segments import segmented_step
 from .seqlen import seq_len_at
+
+
+class Done:
+    """An eager step's result, read back already (`StepResult`'s interface)."""
+
+    def __init__(self, totals: dict[str, tuple[float, float]], grad_norm: float):
+        self._pair = (totals, grad_norm)
+
+    def result(self) -> tuple[dict[str, tuple[float, float]], float]:
+        return self._pair
 
 
 class TrainingError(RuntimeError):
@@ -178,7 +188,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
         ckpt.save(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=s,
                   cfg=cfg, world=world, extra={"best": best}, is_best=is_best)
 
-    def eager_step(batches) -> tuple[dict[str, tuple[float, float]], float]:
+    def eager_step(batches) -> Done:
         """Micro-batches -> metric totals over ranks -> scaled, clipped gradients -> AdamW."""
         step_sums: dict[str, list[float]] = {}
         for m in range(accum):
@@ -204,7 +214,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
         keys = sorted(step_sums)
         flat = all_reduce_sum([x for k in keys for x in step_sums[k]], device, world)
         totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
-        check_finite(totals["loss"][0])
+        check_finite(totals["loss"][0], step + 1)
         scale = world.size / max(totals["loss"][1], 1.0)  # ranks were averaged: undo, then mean
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads:  # one multi-tensor launch, not one kernel per parameter (~530 at 353M)
@@ -212,30 +222,38 @@ def _train(cfg: DictConfig, world: World) -> dict:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return totals, float(grad_norm)
+        return Done(totals, float(grad_norm))
 
     ahead: dict = {"batches": None, "micro": None}   # the next step's batches, on the host
 
-    def graphed_step(batches) -> tuple[dict[str, tuple[float, float]], float]:
+    def graphed_step(batches) -> StepResult:
         """The same step replayed from a CUDA graph (graphs.py). The next step's batches are
         read while the GPU runs this one (from the same stream only: a new length's stream
-        starts afresh). The update is made before the loss can be checked, so a non-finite
-        loss's weights are never saved."""
+        starts afresh). The update is made before the loss can be checked (one step later,
+        or before a log, an evaluation or a checkpoint), so a non-finite loss's weights are
+        never saved."""
         cpu = ahead["micro"] if ahead["batches"] is batches else None
         micro = [to_device(b, device) for b in cpu or [next(batches) for _ in range(accum)]]
         window["symbols"] += sum(task.num_symbols(b) for b in micro)
+        result = graphed.step(micro)
+        ahead["batches"], ahead["micro"] = batches, [next(batches) for _ in range(accum)]
+        return result
 
-        def read_ahead() -> None:
-            ahead["batches"], ahead["micro"] = batches, [next(batches) for _ in range(accum)]
-
-        totals, grad_norm = graphed.step(micro, while_running=read_ahead)
-        check_finite(totals["loss"][0])
-        return totals, grad_norm
-
-    def check_finite(loss_sum: float) -> None:
+    def check_finite(loss_sum: float, at_step: int) -> None:
         if not math.isfinite(loss_sum):
-            raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; the last "
+            raise TrainingError(f"non-finite loss ({loss_sum}) at step {at_step}; the last "
                                 f"good checkpoint is kept in {ckpt_dir}")
+
+    def settle(pending: tuple[int, Done | StepResult]) -> float:
+        """A finished step's totals into the log window; returns its gradient norm."""
+        at_step, result = pending
+        totals, norm = result.result()
+        check_finite(totals["loss"][0], at_step)
+        for k, v in totals.items():
+            acc = log_sums.setdefault(k, [0.0, 0.0])
+            acc[0] += v[0]
+            acc[1] += v[1]
+        return norm
 
     graphed = None
     if t.get("cuda_graph", False):  # after any resume: the optimizer's lr becomes a tensor
@@ -251,13 +269,25 @@ def _train(cfg: DictConfig, world: World) -> dict:
                             device)
     window = {"symbols": 0.0, "time": time.perf_counter()}
     log_sums: dict[str, list[float]] = {}
+    # A step's metrics are read one step late, once the next step is queued, so that the
+    # host does not wait for the GPU between steps; a step that logs, evaluates or saves
+    # reads its own first
+    pending, grad_norm = None, math.nan
     while step < max_steps:
         profiler.before(step + 1)
         if length_at(step) != current_len:  # sequence-length warmup: rebuild the stream
             batches, current_len = make_iter(step), length_at(step)
-        totals, grad_norm = run_step(batches)
+        queued = run_step(batches)
         scheduler.step()
         step += 1
+        if pending is not None:
+            grad_norm = settle(pending)
+        pending = (step, queued)
+        logs = step % log_every == 0 or step == max_steps
+        evals = bool(eval_every) and step % eval_every == 0 and step < max_steps
+        saves = bool(save_every) and step % save_every == 0 and step < max_steps
+        if logs or evals or saves:
+            grad_norm, pending = settle(pending), None
         summary = profiler.after(step)
         if summary is not None and world.is_main:
             print(f"[bytessm] profile of steps {profiler.start}-{step} (rank 0): "
@@ -266,12 +296,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
                      f", GPU busy {summary['device_busy_ms_per_step']:.1f} ms, collectives "
                      f"{summary['collective_ms_per_step']:.1f} ms")
                   + f"; trace in {out_dir / 'profile'}", flush=True)
-        for k, v in totals.items():
-            acc = log_sums.setdefault(k, [0.0, 0.0])
-            acc[0] += v[0]
-            acc[1] += v[1]
 
-        if step % log_every == 0 or step == max_steps:
+        if logs:
             elapsed = time.perf_counter() - window["time"]
             values = task.summarize({k: tuple(v) for k, v in log_sums.items()})
             values.update(lr=float(scheduler.get_last_lr()[0]), grad_norm=grad_norm,
@@ -285,12 +311,12 @@ def _train(cfg: DictConfig, world: World) -> dict:
         bar.update(1)
 
         is_best = False
-        if eval_every and step % eval_every == 0 and step < max_steps:
+        if evals:
             values = run_eval(step)
             writer.log(step, "valid", values)
             is_best = values.get("loss", math.inf) < best
             best = min(best, values.get("loss", math.inf))
-        if save_every and step % save_every == 0 and step < max_steps:
+        if saves:
             save(step, is_best)
     bar.close()
 

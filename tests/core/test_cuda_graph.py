@@ -4,6 +4,7 @@ On the CPU the graphed step runs its body eagerly (`capture=False`) through the 
 checks everything but the capture itself; the capture is checked on CUDA."""
 import functools
 import json
+import os
 
 import pytest
 import torch
@@ -24,23 +25,57 @@ def _compare(a, b, rel):
         assert [r[key] for r in b] == pytest.approx([r[key] for r in a], rel=rel, abs=1e-7), key
 
 
-def test_graphed_step_body_takes_the_eager_steps(make_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every,lengths", [
+    (1, [8, 8, 16, 16, 32, 32, 32, 32]),
+    (3, [16, 32, 32]),   # steps 3, 6, 8: each step's metrics are read after the next is queued
+])
+def test_graphed_step_body_takes_the_eager_steps(make_cfg, tmp_path, monkeypatch, log_every,
+                                                 lengths):
     """Through the loop on the CPU, with gradient accumulation and the sequence-length
     warmup's new streams (the batches read ahead must be the next ones, and from the current
     length's stream): the same losses, accuracies, gradient norms and learning rates as the
-    eager step, and the same final validation."""
+    eager step, and the same final validation; logged every step, and every three steps,
+    where the graphed loop reads each step's metrics one step late."""
     monkeypatch.setattr(loop, "GraphedStep", functools.partial(GraphedStep, capture=False))
-    base = ["trainer.max_steps=8", "trainer.log_every=1", "trainer.eval_every=0",
+    base = ["trainer.max_steps=8", f"trainer.log_every={log_every}", "trainer.eval_every=0",
             "trainer.grad_accum=2", "trainer.grad_clip=0.05",  # a clip that acts
             "trainer.seq_len_warmup.start=8", "trainer.seq_len_warmup.steps=4",
             "trainer.device=cpu"]
     eager = train(make_cfg(*base, out="eager"))
     graphed = train(make_cfg(*base, "trainer.cuda_graph=true", out="graphed"))
     rows = _rows(tmp_path / "graphed")
-    assert len(rows) == 8 and max(r["grad_norm"] for r in rows) > 0.05
-    assert [r["seq_len"] for r in rows] == [8, 8, 16, 16, 32, 32, 32, 32]
+    assert len(rows) == len(lengths) and max(r["grad_norm"] for r in rows) > 0.05
+    assert [r["seq_len"] for r in rows] == lengths
     _compare(_rows(tmp_path / "eager"), rows, rel=1e-5)
     assert graphed["loss"] == pytest.approx(eager["loss"], rel=1e-5)
+    if log_every > 1:   # each window holds all its steps (one answer per sequence each)
+        train(make_cfg(*base, "trainer.log_every=1", out="every_step"))
+        steps = _rows(tmp_path / "every_step")
+        windows = [steps[0:3], steps[3:6], steps[6:8]]
+        assert [r["loss"] for r in rows] == pytest.approx(
+            [sum(r["loss"] for r in w) / len(w) for w in windows], rel=1e-5)
+
+
+def test_graphed_non_finite_loss_is_named_and_never_saved(make_cfg, tmp_path, monkeypatch):
+    """Read one step late, a non-finite loss still names its own step, and the checkpoint
+    due at that step is not written: the loop reads a step's metrics before it saves."""
+    from bytessm.tasks.synthetic import SyntheticTask
+
+    monkeypatch.setattr(loop, "GraphedStep", functools.partial(GraphedStep, capture=False))
+    real, calls = SyntheticTask.loss_and_metrics, []
+
+    def poisoned_from_step_4(self, out, batch):
+        loss, m = real(self, out, batch)
+        calls.append(1)
+        if len(calls) < 4:
+            return loss, m
+        return loss * float("nan"), {**m, "loss": (m["loss"][0] * float("nan"), m["loss"][1])}
+
+    monkeypatch.setattr(SyntheticTask, "loss_and_metrics", poisoned_from_step_4)
+    with pytest.raises(loop.TrainingError, match="at step 4;"):
+        train(make_cfg("trainer.max_steps=8", "trainer.log_every=100", "trainer.eval_every=0",
+                       "trainer.save_every=2", "trainer.device=cpu", "trainer.cuda_graph=true"))
+    assert os.readlink(tmp_path / "run" / "checkpoints" / "last") == "step_00000002"
 
 
 @pytest.mark.parametrize("overrides,match", [
