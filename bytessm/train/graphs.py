@@ -9,8 +9,8 @@ step; `scripts/bench_train_step.py`, `results/bench_train_step/`). As PyTorch's
 "whole-network capture" recipe prescribes:
 
 - a few eager steps on a side stream first (kernel compilation, cuBLAS workspaces, the
-  optimizer's state), then one capture; each later step copies its batch into the captured
-  input tensors and replays;
+  optimizer's state), then one capture; each later step copies its batch from pinned host
+  memory straight into the captured input tensors and replays;
 - autocast without its weight-cast cache (a cache filled during capture would hold the
   graph's memory);
 - AdamW with `capturable=True` and the learning rate as a tensor on the device, which the
@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from bytessm.task import ConfigError, Task
 
-from .evaluate import autocast
+from .evaluate import autocast, to_device
 
 Totals = dict[str, tuple[float, float]]
 
@@ -87,7 +87,7 @@ class StepResult:
 
 class GraphedStep:
     """Runs training steps: `step(micro_batches)` updates the weights and returns a
-    `StepResult`; `micro_batches` are the step's batches on the device (grad_accum of them).
+    `StepResult`; `micro_batches` are the step's batches (grad_accum of them).
 
     Totals are the (sum, count) of every metric over the micro-batches, as the eager loop
     reports them. With `capture=False` (the CPU, the tests) every step runs eagerly through
@@ -115,7 +115,8 @@ class GraphedStep:
             make_capturable(optimizer, device)
 
     def step(self, micro: list[dict]) -> StepResult:
-        """One training step on `micro`, queued on the GPU; nothing here waits for it."""
+        """One training step on `micro` (on the host, pinned, or on the device), queued on
+        the GPU; nothing here waits for it."""
         signature = _signature(micro)
         if signature != self._signature:
             self._drop()
@@ -123,10 +124,10 @@ class GraphedStep:
             self._eager_left = 1 if self.graphs else self.warmup_steps  # after one step
         if not self.capture or self._eager_left > 0:
             self._eager_left -= 1
-            flat = self._eager(micro)
+            flat = self._eager([to_device(b, self.device) for b in micro])
         elif self._graph is None:
-            flat = self._capture(micro)
-        else:
+            flat = self._capture([to_device(b, self.device) for b in micro])
+        else:   # the host's (pinned) batch straight into the captured inputs
             for static, batch in zip(self._static, micro):
                 for k, v in batch.items():
                     if torch.is_tensor(v):
@@ -215,7 +216,7 @@ class GraphedStep:
 
 
 def _signature(micro: list[dict]) -> tuple:
-    return tuple(tuple(sorted((k, (tuple(v.shape), v.dtype, v.device) if torch.is_tensor(v)
+    return tuple(tuple(sorted((k, (tuple(v.shape), v.dtype) if torch.is_tensor(v)
                                else repr(v)) for k, v in b.items())) for b in micro)
 
 

@@ -233,7 +233,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
         or before a log, an evaluation or a checkpoint), so a non-finite loss's weights are
         never saved."""
         cpu = ahead["micro"] if ahead["batches"] is batches else None
-        micro = [to_device(b, device) for b in cpu or [next(batches) for _ in range(accum)]]
+        micro = cpu or [next(batches) for _ in range(accum)]   # copied in by the step
         window["symbols"] += sum(task.num_symbols(b) for b in micro)
         result = graphed.step(micro)
         ahead["batches"], ahead["micro"] = batches, [next(batches) for _ in range(accum)]
