@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from bytessm.generation import (capture_graphs, check_can_generate, has_attention, is_layered,
                                 make_generator, model_step, new_states, prefill,

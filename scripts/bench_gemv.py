@@ -242,7 +242,7 @@ def main() -> int:
                 torch=torch.__version__, triton=triton.__version__,
                 date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv),
                 wall_s=time.perf_counter() - t0)
-    lines = [f"# Decode GEMV: Triton vs F.linear (cuBLAS)\n",
+    lines = ["# Decode GEMV: Triton vs F.linear (cuBLAS)\n",
              f"{meta['device']} ({sms} SMs, L2 {l2 / 2**20:.0f} MiB); torch {meta['torch']}, "
              f"triton {meta['triton']}; {meta['date']}. us per call inside a CUDA graph, weights "
              f"streamed from HBM; baseline of the fused rows: torch.compile of the unfused ops.\n",

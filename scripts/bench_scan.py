@@ -335,14 +335,14 @@ def markdown(meta, rows, decode, first) -> str:
                           ("fwd_peak_gib", "fwd peak GiB"), ("fwd_bwd_peak_gib", "fwd+bwd peak GiB")):
             cells = [f"{get[s][key]:.3g}" if s in get else "—" for s in shapes]
             lines.append(f"| {impl} | {unit} | " + " | ".join(cells) + " |")
-    text = [f"# Selective scan benchmark\n",
+    text = ["# Selective scan benchmark\n",
             f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}; "
             f"{meta['date']}.  ",
             f"Command: `{meta['command']}`  ",
             f"Copy bandwidth (read + write): {meta['copy_gbs']:.0f} GB/s. D={D_INNER}, N={D_STATE}, "
             "bf16 inputs, softplus, shared B/C; do_bench medians, L2 flushed; peak memory "
             "includes the inputs.\n", head + "\n".join(lines) + "\n"] if rows else [
-            f"# Decode step benchmark\n", f"Device: {meta['device']}; torch {meta['torch']}, "
+            "# Decode step benchmark\n", f"Device: {meta['device']}; torch {meta['torch']}, "
             f"triton {meta['triton']}; {meta['date']}.  ", f"Command: `{meta['command']}`\n"]
     if decode:
         text.append("\nDecode step (µs per step, CUDA graph of 16 steps, D=1536, N=16):\n")

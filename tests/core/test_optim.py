@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from bytessm.backbone import Backbone, SequenceModel
 from bytessm.nn import LMHead

@@ -1,5 +1,4 @@
 """Sampling: masks on hand-checked distributions, the penalty, seeded reproducibility."""
-import math
 
 import pytest
 import torch

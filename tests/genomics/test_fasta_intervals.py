@@ -1,7 +1,6 @@
 """FASTA reading (normalisation, IUPAC errors, index fallback) and BED windows."""
 import gzip
 
-import numpy as np
 import pytest
 import torch
 
