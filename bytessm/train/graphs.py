@@ -34,6 +34,7 @@ refused in the config.
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor, nn
 
