@@ -3,6 +3,7 @@
 
     python scripts/bench_train_step.py [--steps 500] [--window 100] [--workers auto,0] \
         [--cases induction-tiny,mqar-small] [--out results/bench_train_step]
+    python scripts/bench_train_step.py --trees /tmp/old,. --rounds 3 [--cases ...]
 
 Each case runs the trainer twice per `--workers` setting (`trainer.num_workers`: auto, the
 default, or a count), in fresh processes, for `--steps` steps (no evaluation, no
@@ -10,6 +11,12 @@ checkpoints) and reads the symbols per second it logged over the last `--window`
 that compilation, the graph's warm-up steps and its capture are not counted. Small models
 at short lengths are host-bound: this is where the graph pays. Writes a Markdown table and
 JSON (device, versions, commit, command) to `--out`.
+
+`--trees` compares checkouts instead (e.g. `git archive <commit> | tar -x -C /tmp/old`,
+with kernels/, tasks/ and configs/ linked into the tree's bytessm/ as an install does):
+graphed runs only, each tree's `bytessm` imported from the tree, the trees alternated
+within each of `--rounds` rounds, since runs of one tree differ by tens of percent on one
+machine where the step is host-bound. Prints one line per run.
 """
 from __future__ import annotations
 
@@ -37,14 +44,22 @@ CASES = {  # name -> overrides of `bytessm train`
 }
 
 
-def run(overrides: list[str], *, steps: int, window: int, workers: str, graph: bool) -> dict:
+def run(overrides: list[str], *, steps: int, window: int, workers: str, graph: bool,
+        tree: str | None = None) -> dict:
+    """One `bytessm train` in a fresh process (from `tree`'s bytessm where given)."""
+    env = None
+    if tree is not None:
+        tree = str(Path(tree).resolve())
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [tree, *filter(None, [os.environ.get("PYTHONPATH")])])}
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "bytessm.cli", "train", *overrides,
                f"trainer.out_dir={out}", f"trainer.max_steps={steps}", f"trainer.log_every={window}",
                "trainer.eval_every=0", "trainer.save_every=0", "trainer.progress=false",
                f"trainer.num_workers={workers}", f"trainer.cuda_graph={str(graph).lower()}"]
         t = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tree,
+                              env=env)
         wall = time.perf_counter() - t
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -67,14 +82,27 @@ def main() -> None:
     p.add_argument("--out", default="results/bench_train_step")
     p.add_argument("--commit", default=None,
                    help="commit to record (default: git rev-parse; a copied tree's may be stale)")
+    p.add_argument("--trees", default=None,
+                   help="comma-separated checkouts to compare, graphed runs only (see above)")
+    p.add_argument("--rounds", type=int, default=3, help="with --trees: alternating rounds")
     a = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_train_step.py measures CUDA graphs: it needs a CUDA device")
+    unknown = [c for c in a.cases.split(",") if c not in CASES]
+    if unknown:
+        sys.exit(f"unknown case {unknown[0]!r}; cases: {', '.join(CASES)}")
+    if a.trees:
+        for r in range(1, a.rounds + 1):
+            for name in a.cases.split(","):
+                for tree in a.trees.split(","):
+                    g = run(CASES[name], steps=a.steps, window=a.window, workers=a.workers,
+                            graph=True, tree=tree)
+                    print(f"round {r} {name} {tree}: {g['symbols_per_s']:,.0f} symbols/s, "
+                          f"loss {g['loss']:.4f}", flush=True)
+        return
     settings = a.workers.split(",")
     results = []
     for name in a.cases.split(","):
-        if name not in CASES:
-            sys.exit(f"unknown case {name!r}; cases: {', '.join(CASES)}")
         for w in settings:
             row = {"case": name, "overrides": CASES[name], "workers": w}
             for graph in (False, True):

@@ -29,8 +29,10 @@ if _workers > 1:
 def graph_matches_eager(tmp_path):
     """`graph_matches_eager(*overrides)`: `bytessm train` with the overrides for 8 steps on
     CUDA in float32, eagerly and with trainer.cuda_graph=true (fresh processes); the graphed
-    run must capture its step and take the eager run's losses (rel 1e-4: the scan's atomic
-    adds are summed in another order). Returns the losses."""
+    run (three eager warm-up steps, then the captured step replayed) must take the eager
+    run's losses (rel 1e-4: the scan's atomic adds are summed in another order). That a
+    capture happens is checked in-process by tests/core/test_cuda_graph.py, not here.
+    Returns the losses."""
     import json
     import subprocess
     import sys

@@ -77,8 +77,9 @@ def loader_workers(setting, device: torch.device, local_world_size: int | None =
     """`trainer.num_workers` -> worker processes per loader. `auto`: none on the CPU, where
     they would take cores from the model, nor where a batch takes less than AUTO_BATCH_S to
     make in this process (`batch_s`, from `batch_seconds`): there the workers measured slower
-    (see AUTO_BATCH_S), and a graphed step makes its next batch while the GPU runs. Otherwise one per core the process can have beside its own
-    (torchrun's LOCAL_WORLD_SIZE processes share the machine's cores), at most 8."""
+    (see AUTO_BATCH_S), and a graphed step makes its next batch while the GPU runs.
+    Otherwise one per core the process can have beside its own (torchrun's LOCAL_WORLD_SIZE
+    processes share the machine's cores), at most 8."""
     check_workers(setting, key)
     if setting == "auto":
         if device.type == "cpu" or (batch_s is not None and batch_s < AUTO_BATCH_S):
