@@ -9,6 +9,7 @@ Resume needs only the step. The samples do not depend on the loader's worker pro
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -62,14 +63,18 @@ def check_workers(setting, key: str = "trainer.num_workers") -> None:
 AUTO_BATCH_S = 2e-3
 
 
-def batch_seconds(ds: Dataset, batch_size: int) -> float:
+def batch_seconds(ds: Dataset, batch_size: int, tries: int = 3) -> float:
     """Seconds to make one batch of `ds` in this process (its first `batch_size` indices,
-    collated; the second of two tries, so that opening files and the like is not counted)."""
+    collated): the fastest of `tries` after one untimed try, so that opening files and the
+    like is not counted, nor a moment when another process had the core."""
     idx = range(min(batch_size, len(ds)))
     default_collate([ds[i] for i in idx])
-    start = time.perf_counter()
-    default_collate([ds[i] for i in idx])
-    return time.perf_counter() - start
+    best = math.inf
+    for _ in range(tries):
+        start = time.perf_counter()
+        default_collate([ds[i] for i in idx])
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def loader_workers(setting, device: torch.device, local_world_size: int | None = None, *,

@@ -109,14 +109,6 @@ def gradient_sync_pause(model: nn.Module) -> Callable[[], ContextManager] | None
     return None
 
 
-def all_reduce_sum(values: list[float], device: torch.device, world: World) -> list[float]:
-    if not world.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def broadcast_object(obj, world: World):
     if not world.distributed:
         return obj

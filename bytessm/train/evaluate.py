@@ -10,7 +10,8 @@ from torch import nn
 from bytessm.task import Task
 
 from .data import eval_loader
-from .distributed import World, all_reduce_sum
+from .distributed import World
+from .totals import MetricSums
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -40,7 +41,7 @@ def evaluate(model: nn.Module, task: Task, dataset, *, batch_size: int, device: 
     caller that evaluates repeatedly (its workers persist); built here otherwise."""
     was_training = model.training
     model.eval()
-    sums: dict[str, list[float]] = {}
+    sums = MetricSums(device)   # on the device: no wait for the GPU per batch
     if loader is None:
         loader = eval_loader(dataset, batch_size=batch_size, rank=world.rank,
                              world_size=world.size, num_workers=num_workers)
@@ -64,13 +65,8 @@ def evaluate(model: nn.Module, task: Task, dataset, *, batch_size: int, device: 
             out = model(batch["input"])
         if not counted:
             continue
-        _, metrics = task.loss_and_metrics(out, batch)
-        for k, (s, c) in metrics.items():
-            acc = sums.setdefault(k, [0.0, 0.0])
-            acc[0] += float(s)
-            acc[1] += float(c)
-    keys = sorted(sums)
-    flat = all_reduce_sum([x for k in keys for x in sums[k]], device, world)
-    totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
+        sums.add(task.loss_and_metrics(out, batch)[1])
+    keys, flat = sums.flat(world)
+    totals = MetricSums.totals(keys, flat.tolist())
     model.train(was_training)
     return task.summarize(totals) if totals else {}

@@ -16,9 +16,9 @@ step; `scripts/bench_train_step.py`, `results/bench_train_step/`). As PyTorch's
 - AdamW with `capturable=True` and the learning rate as a tensor on the device, which the
   scheduler updates in place (a float would be frozen into the graph);
 - the metrics' sums and counts stay on the device and come back in one asynchronous copy
-  per step (`StepResult`), which the loop reads one step late, after it has queued the
-  next step: the host never waits for the GPU between steps, except where it logs,
-  evaluates or saves;
+  per step (`step.StepResult`, as in the eager loop), which the loop reads one step late,
+  after it has queued the next step: the host never waits for the GPU between steps,
+  except where it logs, evaluates or saves;
 - the capture is thread-local (`capture_error_mode="thread_local"`): the loader's
   pin-memory thread allocates pinned memory meanwhile, which a global capture counts as
   its own error.
@@ -40,9 +40,8 @@ from torch import Tensor, nn
 
 from bytessm.task import ConfigError, Task
 
-from .evaluate import autocast, to_device
-
-Totals = dict[str, tuple[float, float]]
+from .evaluate import to_device
+from .step import StepResult, train_step
 
 CANNOT_CAPTURE = ("trainer.cuda_graph: the training step cannot be captured in a CUDA graph: "
                   "something in it waits for the host (data-dependent shapes such as "
@@ -61,29 +60,6 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
         step = state.get("step")
         if torch.is_tensor(step) and step.device != device:
             state["step"] = step.to(device)
-
-
-class StepResult:
-    """A training step's metric totals and gradient norm, `result()` -> (totals, grad_norm),
-    from a copy to pinned host memory queued behind the step: `result()` waits for that
-    copy alone, so asking for a step's result after queuing the next one costs no wait."""
-
-    def __init__(self, flat: Tensor, keys: list[str]):
-        self._keys, self._event = keys, None
-        if flat.device.type == "cuda":
-            self._host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
-            self._host.copy_(flat, non_blocking=True)
-            self._event = torch.cuda.Event()
-            self._event.record()
-        else:
-            self._host = flat.detach().clone()
-
-    def result(self) -> tuple[Totals, float]:
-        if self._event is not None:
-            self._event.synchronize()
-        values = self._host.tolist()
-        totals = {k: (values[2 * i], values[2 * i + 1]) for i, k in enumerate(self._keys)}
-        return totals, values[-1]
 
 
 class GraphedStep:
@@ -139,32 +115,12 @@ class GraphedStep:
 
     # -- the step ----------------------------------------------------------------------------
     def _body(self, micro: list[dict]) -> Tensor:
-        """The step as captured: micro-batches -> scaled gradients -> clip -> AdamW. Returns
-        one float32 tensor: each metric's sum and count (sorted keys), then the grad norm."""
-        sums: dict[str, list[Tensor]] = {}
-        for batch in micro:
-            with autocast(self.device, self.precision, cache_enabled=False):
-                out = self.model(batch["input"])
-                loss, metrics = self.task.loss_and_metrics(out, batch)
-            (loss * metrics["loss"][1]).backward()  # the sum; / the count below
-            for k, pair in metrics.items():
-                pair = [self._tensor(x) for x in pair]
-                acc = sums.get(k)
-                sums[k] = pair if acc is None else [acc[0] + pair[0], acc[1] + pair[1]]
-        self._keys = sorted(sums)
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:
-            torch._foreach_mul_(grads, 1.0 / sums["loss"][1].clamp(min=1.0))
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
-        self.optimizer.step()
-        return torch.stack([x for k in self._keys for x in sums[k]] + [norm.float()])
-
-    def _tensor(self, x) -> Tensor:
-        """A metric's sum or count as a float32 scalar on the device (a fill, not a copy
-        from the host, so that capture accepts it)."""
-        if torch.is_tensor(x):
-            return x.detach().float().reshape(())
-        return torch.full((), float(x), dtype=torch.float32, device=self.device)
+        """The step as captured (`step.train_step`, without autocast's weight-cast cache)."""
+        self._keys, flat = train_step(self.model, self.task, self.optimizer, micro,
+                                      device=self.device, precision=self.precision,
+                                      max_norm=self.max_norm, params=self.params,
+                                      cache_enabled=False)
+        return flat
 
     def _eager(self, micro: list[dict]) -> Tensor:
         """A step run eagerly: every step on the CPU; on CUDA the warm-up steps before a
@@ -221,4 +177,4 @@ def _signature(micro: list[dict]) -> tuple:
                                else repr(v)) for k, v in b.items())) for b in micro)
 
 
-__all__ = ["GraphedStep", "StepResult", "make_capturable"]
+__all__ = ["GraphedStep", "make_capturable"]

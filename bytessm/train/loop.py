@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -28,25 +27,15 @@ from bytessm.task import ConfigError
 from . import checkpoint as ckpt
 from .build import build_model, build_task, validate_trainer
 from .data import eval_loader, train_loader, workers_for
-from .distributed import (World, all_reduce_sum, broadcast_object, close, gradient_sync_pause,
-                          init_world, pick_device, wrap_model)
-from .evaluate import autocast, bf16_autocast, evaluate, to_device
-from .graphs import GraphedStep, StepResult
+from .distributed import (World, broadcast_object, close, gradient_sync_pause, init_world,
+                          pick_device, wrap_model)
+from .evaluate import bf16_autocast, evaluate
+from .graphs import GraphedStep
 from .logging import MetricsWriter, progress
 from .optim import build_optimizer, keep_implementation, no_decay_names, use_fused, warmup_cosine
 from .profiling import StepProfiler
-from .segments import segmented_step
 from .seqlen import seq_len_at
-
-
-class Done:
-    """An eager step's result, read back already (`StepResult`'s interface)."""
-
-    def __init__(self, totals: dict[str, tuple[float, float]], grad_norm: float):
-        self._pair = (totals, grad_norm)
-
-    def result(self) -> tuple[dict[str, tuple[float, float]], float]:
-        return self._pair
+from .step import StepResult, train_step
 
 
 class TrainingError(RuntimeError):
@@ -188,50 +177,26 @@ def _train(cfg: DictConfig, world: World) -> dict:
         ckpt.save(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=s,
                   cfg=cfg, world=world, extra={"best": best}, is_best=is_best)
 
-    def eager_step(batches) -> Done:
-        """Micro-batches -> metric totals over ranks -> scaled, clipped gradients -> AdamW."""
-        step_sums: dict[str, list[float]] = {}
-        for m in range(accum):
-            batch = to_device(next(batches), device)
-            # gradients are reduced across ranks once per step, by the last backward
-            sync = pause() if pause is not None and m < accum - 1 else nullcontext()
-            with sync:
-                if segment_len:  # long inputs: segments carrying the state (TBPTT)
-                    metrics = segmented_step(
-                        model, task, batch, segment_len=segment_len,
-                        horizon=horizon, autocast=lambda: autocast(device, precision),
-                        no_sync=pause if m == accum - 1 else None)
-                else:
-                    with autocast(device, precision):
-                        out = model(batch["input"])
-                        loss, metrics = task.loss_and_metrics(out, batch)
-                    (loss * metrics["loss"][1]).backward()  # the sum; / the count below
-            for k, (s, c) in metrics.items():
-                acc = step_sums.setdefault(k, [0.0, 0.0])
-                acc[0] += float(s)
-                acc[1] += float(c)
-            window["symbols"] += task.num_symbols(batch)
-        keys = sorted(step_sums)
-        flat = all_reduce_sum([x for k in keys for x in step_sums[k]], device, world)
-        totals = {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
-        check_finite(totals["loss"][0], step + 1)
-        scale = world.size / max(totals["loss"][1], 1.0)  # ranks were averaged: undo, then mean
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if grads:  # one multi-tensor launch, not one kernel per parameter (~530 at 353M)
-            torch._foreach_mul_(grads, scale)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def eager_step(batches) -> StepResult:
+        """Micro-batches -> metric totals over ranks -> scaled, clipped gradients -> AdamW
+        (`step.train_step`), queued on the GPU; nothing here waits for it."""
+        micro = [next(batches) for _ in range(accum)]
+        window["symbols"] += sum(task.num_symbols(b) for b in micro)
+        keys, flat = train_step(model, task, optimizer, micro, device=device,
+                                precision=precision, max_norm=max_norm, params=params,
+                                world=world, pause=pause, segment_len=segment_len,
+                                horizon=horizon)
         optimizer.zero_grad(set_to_none=True)
-        return Done(totals, float(grad_norm))
+        return StepResult(flat, keys)
 
     ahead: dict = {"batches": None, "micro": None}   # the next step's batches, on the host
 
     def graphed_step(batches) -> StepResult:
         """The same step replayed from a CUDA graph (graphs.py). The next step's batches are
         read while the GPU runs this one (from the same stream only: a new length's stream
-        starts afresh). The update is made before the loss can be checked (one step later,
-        or before a log, an evaluation or a checkpoint), so a non-finite loss's weights are
-        never saved."""
+        starts afresh)."""
         cpu = ahead["micro"] if ahead["batches"] is batches else None
         micro = cpu or [next(batches) for _ in range(accum)]   # copied in by the step
         window["symbols"] += sum(task.num_symbols(b) for b in micro)
@@ -244,7 +209,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
             raise TrainingError(f"non-finite loss ({loss_sum}) at step {at_step}; the last "
                                 f"good checkpoint is kept in {ckpt_dir}")
 
-    def settle(pending: tuple[int, Done | StepResult]) -> float:
+    def settle(pending: tuple[int, StepResult]) -> float:
         """A finished step's totals into the log window; returns its gradient norm."""
         at_step, result = pending
         totals, norm = result.result()
@@ -271,7 +236,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
     log_sums: dict[str, list[float]] = {}
     # A step's metrics are read one step late, once the next step is queued, so that the
     # host does not wait for the GPU between steps; a step that logs, evaluates or saves
-    # reads its own first
+    # reads its own first. So a step's update is made before its loss is checked, and a
+    # non-finite loss stops the run, named, before its weights could be saved
     pending, grad_norm = None, math.nan
     while step < max_steps:
         profiler.before(step + 1)
