@@ -3,7 +3,7 @@
 
     python scripts/bench_train_step.py [--steps 500] [--window 100] [--workers auto,0] \
         [--cases induction-tiny,mqar-small] [--out results/bench_train_step]
-    python scripts/bench_train_step.py --trees /tmp/old,. --rounds 3 [--cases ...]
+    python scripts/bench_train_step.py --trees /tmp/old,. --rounds 3 [--eager] [--cases ...]
 
 Each case runs the trainer twice per `--workers` setting (`trainer.num_workers`: auto, the
 default, or a count), in fresh processes, for `--steps` steps (no evaluation, no
@@ -14,9 +14,9 @@ JSON (device, versions, commit, command) to `--out`.
 
 `--trees` compares checkouts instead (e.g. `git archive <commit> | tar -x -C /tmp/old`,
 with kernels/, tasks/ and configs/ linked into the tree's bytessm/ as an install does):
-graphed runs only, each tree's `bytessm` imported from the tree, the trees alternated
-within each of `--rounds` rounds, since runs of one tree differ by tens of percent on one
-machine where the step is host-bound. Prints one line per run.
+graphed runs (`--eager`: eager ones), each tree's `bytessm` imported from the tree, the
+trees alternated within each of `--rounds` rounds, since runs of one tree differ by tens of
+percent on one machine where the step is host-bound. Prints one line per run.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ CASES = {  # name -> overrides of `bytessm train`
     "mqar4-tiny-b256": ["task=mqar", "task.vocab=64", "task.n_pairs=4", "task.seq_len=64",
                         "trainer.batch_size=256"],
     "mqar-small": ["task=mqar", "model=small", "trainer.batch_size=32"],  # 32 x 256
+    "induction-small-accum4": ["model=small", "trainer.grad_accum=4"],   # 4 x 8 x 64 a step
 }
 
 
@@ -83,7 +84,8 @@ def main() -> None:
     p.add_argument("--commit", default=None,
                    help="commit to record (default: git rev-parse; a copied tree's may be stale)")
     p.add_argument("--trees", default=None,
-                   help="comma-separated checkouts to compare, graphed runs only (see above)")
+                   help="comma-separated checkouts to compare, graphed runs (see above)")
+    p.add_argument("--eager", action="store_true", help="with --trees: eager runs instead")
     p.add_argument("--rounds", type=int, default=3, help="with --trees: alternating rounds")
     a = p.parse_args()
     if not torch.cuda.is_available():
@@ -96,8 +98,9 @@ def main() -> None:
             for name in a.cases.split(","):
                 for tree in a.trees.split(","):
                     g = run(CASES[name], steps=a.steps, window=a.window, workers=a.workers,
-                            graph=True, tree=tree)
-                    print(f"round {r} {name} {tree}: {g['symbols_per_s']:,.0f} symbols/s, "
+                            graph=not a.eager, tree=tree)
+                    print(f"round {r} {name} {tree} ({'eager' if a.eager else 'graphed'}): "
+                          f"{g['symbols_per_s']:,.0f} symbols/s, "
                           f"loss {g['loss']:.4f}", flush=True)
         return
     settings = a.workers.split(",")
