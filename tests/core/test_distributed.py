@@ -12,9 +12,9 @@ from bytessm.train.checkpoint import load_for_inference
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ARGS = ["trainer.device=cpu", "model=tiny", "model.d_model=16", "trainer.max_steps=3",
-        "trainer.batch_size=4",
-        "trainer.seq_len=32", "trainer.progress=false", "trainer.eval_batches=2",
-        "task.eval_size=16", "trainer.log_every=1", "trainer.eval_every=0"]
+        "trainer.batch_size=4", "trainer.seq_len=32", "trainer.progress=false",
+        "trainer.eval_batches=2", "task.eval_size=16", "trainer.log_every=1",
+        "trainer.eval_every=0"]
 
 
 def _train(out, nproc, *extra):
