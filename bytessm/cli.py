@@ -108,7 +108,8 @@ def _eval(cfg) -> None:
     workers, _ = workers_for(dataset, setting, device, batch_size, key="num_workers")
     values = evaluate(model, task, dataset, batch_size=batch_size,
                       device=device, world=World(), precision=run_cfg.trainer.precision,
-                      max_batches=cfg.max_batches, num_workers=workers)
+                      max_batches=cfg.max_batches, num_workers=workers,
+                      show_progress=bool(cfg.get("progress", True)), desc=cfg.split)
     print(json.dumps({"split": cfg.split, "checkpoint": str(cfg.checkpoint), **values}), flush=True)
 
 

@@ -11,6 +11,7 @@ from bytessm.task import Task
 
 from .data import eval_loader
 from .distributed import World
+from .logging import progress
 from .totals import MetricSums
 
 
@@ -36,9 +37,11 @@ def autocast(device: torch.device, precision: str, cache_enabled: bool = True):
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, dataset, *, batch_size: int, device: torch.device,
              world: World, precision: str = "auto", max_batches: int | None = None,
-             num_workers: int = 0, loader=None) -> dict[str, float]:
+             num_workers: int = 0, loader=None, show_progress: bool = False,
+             desc: str = "eval") -> dict[str, float]:
     """`loader`: `data.eval_loader(dataset, ...)` with this batch size and world, kept by a
-    caller that evaluates repeatedly (its workers persist); built here otherwise."""
+    caller that evaluates repeatedly (its workers persist); built here otherwise.
+    `show_progress`: a progress bar of the batches (`desc`), cleared when done."""
     was_training = model.training
     model.eval()
     sums = MetricSums(device)   # on the device: no wait for the GPU per batch
@@ -51,6 +54,7 @@ def evaluate(model: nn.Module, task: Task, dataset, *, batch_size: int, device: 
     if max_batches is not None:
         n_steps = min(n_steps, max_batches)
     it, first = iter(loader), None
+    bar = progress(n_steps, 0, show_progress, desc=desc, unit="batch", leave=False)
     for _ in range(n_steps):
         batch = next(it, None)
         counted = batch is not None
@@ -63,9 +67,11 @@ def evaluate(model: nn.Module, task: Task, dataset, *, batch_size: int, device: 
             batch = first
         with autocast(device, precision):
             out = model(batch["input"])
+        bar.update(1)
         if not counted:
             continue
         sums.add(task.loss_and_metrics(out, batch)[1])
+    bar.close()
     keys, flat = sums.flat(world)
     totals = MetricSums.totals(keys, flat.tolist())
     model.train(was_training)

@@ -42,6 +42,9 @@ def _clean(v):
     return v
 
 
-def progress(total: int, initial: int, enabled: bool):
+def progress(total: int, initial: int, enabled: bool, desc: str = "train", unit: str = "step",
+             leave: bool = True):
+    """A tqdm bar on stderr (stdout keeps the final JSON line); `leave=False` clears it when
+    done (an evaluation's bar under the training bar)."""
     return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
-                desc="train", unit="step")
+                desc=desc, unit=unit, leave=leave)

@@ -162,6 +162,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
                                  start_step=s, num_workers=workers, pin_memory=pin))
 
     valid_loader = None   # built at the first evaluation; its workers persist
+    show_bars = world.is_main and bool(t.progress)   # training's, and each evaluation's
 
     def run_eval(s: int) -> dict:
         nonlocal valid_loader
@@ -171,7 +172,8 @@ def _train(cfg: DictConfig, world: World) -> dict:
                                        world_size=world.size, num_workers=workers,
                                        pin_memory=pin)
         return evaluate(model, task, valid_ds, batch_size=batch, device=device, world=world,
-                        precision=precision, max_batches=t.eval_batches, loader=valid_loader)
+                        precision=precision, max_batches=t.eval_batches, loader=valid_loader,
+                        show_progress=show_bars, desc="valid")
 
     def save(s: int, is_best: bool) -> None:
         ckpt.save(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=s,
@@ -226,7 +228,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
                               grad_clip=t.grad_clip)
     run_step = eager_step if graphed is None else graphed_step
     batches, current_len = make_iter(step), length_at(step)
-    bar = progress(max_steps, step, enabled=world.is_main and bool(t.progress))
+    bar = progress(max_steps, step, enabled=show_bars)
     model.train()
     pause = gradient_sync_pause(model) if world.distributed else None
     prof_cfg = t.get("profile") or {}

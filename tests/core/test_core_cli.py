@@ -1,6 +1,7 @@
 """The `bytessm` command line: every synthetic task end to end, eval, and usage errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,17 @@ def test_eval_and_extrapolated_length(induction_run, prefix):
     r = run("eval", f"checkpoint={induction_run}/checkpoints/last",
             f"{prefix}override.task.eval_seq_len=2")
     assert r.returncode == 2 and "induction heads needs seq_len >= 4" in r.stdout + r.stderr
+
+
+def test_eval_progress_bar_goes_to_stderr(induction_run):
+    """`bytessm eval` shows a bar of the split's batches on stderr (stdout ends with the
+    JSON line); `progress=false` turns it off."""
+    args = ("eval", f"checkpoint={induction_run}/checkpoints/last", "split=valid")
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"valid:\s+\d+%.*batch", r.stderr) and last_json(r.stdout)["split"] == "valid"
+    r = run(*args, "progress=false")
+    assert r.returncode == 0 and not re.search(r"valid:\s+\d+%", r.stderr)
 
 
 def test_multirun_sweep(tmp_path):
