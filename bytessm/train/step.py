@@ -5,8 +5,8 @@ gradients scaled to the mean loss of the global batch, clipping, the optimizer's
 Nothing here waits for the GPU. The metrics' sums and counts stay on the device as float64
 scalars (`totals.MetricSums`), are all-reduced there in one tensor, and come back to the
 host in one asynchronous copy per step (`StepResult`), which the loop reads once it has
-queued the next step (loop.py). So the host keeps the GPU's queue full across steps instead of
-draining it at every micro-batch's `float(loss)`.
+queued the next step (loop.py): the host does not wait for the GPU between steps, where a
+`float(loss)` per micro-batch would wait for each one.
 """
 from __future__ import annotations
 
