@@ -45,7 +45,8 @@ from .distributed import World, barrier, broadcast_object
 
 
 # Single-process runs use DCP without a process group, which it allows but warns about.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+warnings.filterwarnings("ignore",
+                        message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 class CheckpointError(Exception):
@@ -127,7 +128,8 @@ def _prune(ckpt_dir: Path, keep: int) -> None:
 def _check_complete(path: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
-    missing = [f for f in (".metadata", "trainer_state.pt", "config.yaml") if not (path / f).exists()]
+    missing = [f for f in (".metadata", "trainer_state.pt", "config.yaml")
+               if not (path / f).exists()]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete or corrupt: missing {missing}")
 
@@ -159,7 +161,8 @@ def load_for_resume(path: Path, *, model: nn.Module, optimizer, scheduler, cfg: 
         set_model_state_dict(model, state["model"])
         set_optimizer_state_dict(model, optimizer, state["optim"])
     except (Exception, CheckpointException) as e:  # any read failure: a corrupt checkpoint
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"checkpoint {path} could not be read "
+                              f"({type(e).__name__}: {e})") from e
     scheduler.load_state_dict(trainer_state["scheduler"])
     _set_rng_state(trainer_state["rng"])
     return trainer_state
