@@ -111,7 +111,7 @@ class GraphedStep:
                         static[k].copy_(v, non_blocking=True)
             self._graph.replay()
             flat = self._out
-        return StepResult(flat, self._keys)
+        return StepResult(self._keys, flat)
 
     # -- the step ----------------------------------------------------------------------------
     def _body(self, micro: list[dict]) -> Tensor:

@@ -191,7 +191,7 @@ def _train(cfg: DictConfig, world: World) -> dict:
                                 world=world, pause=pause, segment_len=segment_len,
                                 horizon=horizon)
         optimizer.zero_grad(set_to_none=True)
-        return StepResult(flat, keys)
+        return StepResult(keys, flat)
 
     ahead: dict = {"batches": None, "micro": None}   # the next step's batches, on the host
 

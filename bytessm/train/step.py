@@ -27,10 +27,11 @@ from .totals import MetricSums, Totals
 
 class StepResult:
     """A training step's metric totals and gradient norm, `result()` -> (totals, grad_norm),
-    from a copy to pinned host memory queued behind the step: `result()` waits for that
-    copy alone, so asking for a step's result after queuing the next one costs no wait."""
+    from `train_step`'s (keys, flat) copied to pinned host memory behind the step: `result()`
+    waits for that copy alone, so asking for a step's result after queuing the next one
+    costs no wait."""
 
-    def __init__(self, flat: Tensor, keys: list[str]):
+    def __init__(self, keys: list[str], flat: Tensor):
         self._keys, self._event = keys, None
         if flat.device.type == "cuda":
             self._host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)

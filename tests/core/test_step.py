@@ -37,7 +37,7 @@ def test_step_is_the_mean_loss_step_and_reports_its_totals(make_cfg):
 
     keys, flat = train_step(model, task, opt, micro, device=device, precision="fp32",
                             max_norm=0.05)
-    totals, norm = StepResult(flat, keys).result()
+    totals, norm = StepResult(keys, flat).result()
     assert flat.dtype == torch.float64 and keys == sorted(keys) and "loss" in keys
     stepped = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -90,7 +90,7 @@ def test_step_does_not_wait_for_the_gpu(make_cfg, fused):
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        result = StepResult(*reversed(train_step(model, task, opt, micro, **kw)))
+        result = StepResult(*train_step(model, task, opt, micro, **kw))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     totals, norm = result.result()
