@@ -1,0 +1,44 @@
+"""`scripts/bench_scan_atomics.py`: its Triton kernel's sums (interpreter or GPU), and its
+Gluon kernel as compiled for sm_90 on any machine: one barrier per state, whole-vector adds."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import bench_scan_atomics as bench  # noqa: E402
+
+
+def test_triton_rows_add_every_channel():
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dim, length, n = 3, 2 * bench.CHUNK, 4
+    x = torch.randn(dim, length, device=dev).to(torch.bfloat16)
+    dB = torch.zeros(n, length, device=dev)
+    dC = torch.zeros_like(dB)
+    bench.run("triton", x, dB, dC, n)
+    s = torch.arange(n, device=dev, dtype=torch.float32)[:, None]
+    col = x.float().sum(0)[None, :]
+    torch.testing.assert_close(dB, col * s, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dC, col + dim * s, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("warps, vector", [(2, "v4"), (4, "v2")])
+def test_gluon_sum_has_one_barrier_per_state(warps, vector):
+    sig = {"x_ptr": "*bf16", "dB_ptr": "*fp32", "dC_ptr": "*fp32", "L": "i32", "N": "i32",
+           "CHUNK": "constexpr", "W": "constexpr"}
+    aligned = {(i,): [["tt.divisibility", 16]] for i in range(4)}  # as a launch specialises
+    src = GluonASTSource(bench.rows_gluon, sig, constexprs={"CHUNK": bench.CHUNK, "W": warps},
+                         attrs=aligned)
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                         options={"num_warps": warps}).asm["ptx"]
+    assert ptx.count("bar.sync") == 2          # the loop body takes two states
+    assert "shfl" not in ptx                   # the sum goes through shared memory only
+    adds = re.findall(r"(?:red|atom)\.global\.[a-z.]*add\.(v\d)\.f32", ptx)
+    assert adds and set(adds) == {vector}, adds
