@@ -69,15 +69,21 @@ def wrap_model(model: nn.Module, world: World, parallel: str, device: torch.devi
         return model
     bf16 = grad_reduce == "bf16"
     if parallel == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        # the mesh on the model's device type: without one, fully_shard builds it on the
+        # machine's accelerator, and a run on the CPU (gloo) of a machine with one GPU failed
+        # on rank 1 with "invalid device ordinal" (torch 2.11)
+        mesh = init_device_mesh(device.type, (world.size,))
         gathered = torch.bfloat16 if param_dtype == "bf16" else None
         # with bf16 parameters FSDP2 would reduce in bf16 too; fp32 unless asked otherwise
         reduce = torch.bfloat16 if bf16 else (torch.float32 if gathered is not None else None)
         policy = MixedPrecisionPolicy(param_dtype=gathered, reduce_dtype=reduce)
         for block in model.backbone.blocks:
-            fully_shard(block, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-        fully_shard(model, mp_policy=policy)
+            fully_shard(block, mesh=mesh, mp_policy=policy,
+                        reshard_after_forward=reshard_after_forward)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
         return model
     ddp = nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
