@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from kernel_helpers import gluon_ptx
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
