@@ -47,6 +47,9 @@ class ScanConfig:
     seg_chunks: int = 1     # ... and each segment keeps at least this many chunks
     group_store_chunk: int = 0  # the forward stores its saved states by groups of 8
                                 # (`common.store_position`) at chunks up to this (0: never)
+    gluon_bwd: int = 0      # the backward in Gluon (`scan_bwd_gluon.py`) with this many
+                            # channels per program, one warp each, on CUDA where it applies
+                            # (0: the Triton kernel everywhere)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
 
@@ -117,7 +120,8 @@ class ScanConfig:
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_bwd_one=128,
-                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512)
+                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
+                   gluon_bwd=4)
 MAX_DSTATE = 256
 
 
