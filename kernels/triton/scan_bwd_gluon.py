@@ -169,7 +169,6 @@ def scan_bwd_gluon_kernel(
         gB = gl.zeros([W, CHUNK], gl.float32, tile)      # sum over n of g B
         gHA = gl.zeros([W, CHUNK], gl.float32, tile)     # ... of g a h_prev A
         y = gl.zeros([W, CHUNK], gl.float32, tile)
-        ones = gl.full([W, CHUNK], 1.0, gl.float32, tile)
         here = adj_ptr + ((b * NC + c) * D + d) * N
         if c > 0:
             edge = adj_ptr + ((b * NC + c - 1) * D + d) * N
