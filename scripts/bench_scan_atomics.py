@@ -105,10 +105,19 @@ def main():
     p.add_argument("--kinds", default="triton,gluon 2,gluon 4,gluon 8")
     p.add_argument("--check", action="store_true")
     a = p.parse_args()
+    kinds = a.kinds.split(",")
+    lengths = [int(v) for v in a.lengths.split(",")]
+    widths = [int(k.split()[1]) for k in kinds if k != "triton"]
     if a.dstate % 2:
         p.error(f"--dstate must be even (the Gluon kernels take the states two at a time), "
                 f"got {a.dstate}")
-    kinds = a.kinds.split(",")
+    if any(a.dim % w for w in widths):
+        p.error(f"--dim must be a multiple of every Gluon kind's warps {widths}, got {a.dim}")
+    if any(n % CHUNK for n in lengths):
+        p.error(f"--lengths must be multiples of {CHUNK} (the kernels load whole chunks), got "
+                f"{a.lengths}")
+    if not torch.cuda.is_available():
+        p.error("needs a CUDA GPU (Gluon kernels do not run in Triton's interpreter)")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"triton {triton.__version__}; D={a.dim}, N={a.dstate}, chunk {CHUNK}")
     if a.check:
@@ -122,10 +131,11 @@ def main():
             err = max(((dB - col * s).norm() / (col * s).norm()).item(),
                       ((dC - (col + a.dim * s)).norm() / (col + a.dim * s).norm()).item())
             print(f"check {kind}: relative error {err:.1e}")
-            assert err < 1e-4, kind
+            if not err < 1e-4:
+                raise SystemExit(f"check failed: {kind} sums are off by {err:.1e} (relative)")
     print("| length | kind | ms | atomic adds / s |")
     print("|---|---|---:|---:|")
-    for length in (int(v) for v in a.lengths.split(",")):
+    for length in lengths:
         x = torch.randn(a.dim, length, device="cuda").to(torch.bfloat16)
         dB = torch.zeros(a.dstate, length, device="cuda")
         dC = torch.zeros_like(dB)

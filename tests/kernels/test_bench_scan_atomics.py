@@ -3,6 +3,7 @@ Gluon kernel as compiled for sm_90 on any machine: one barrier per state, whole-
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,3 +43,15 @@ def test_gluon_sum_has_one_barrier_per_state(warps, vector):
     assert "shfl" not in ptx                   # the sum goes through shared memory only
     adds = re.findall(r"(?:red|atom)\.global\.[a-z.]*add\.(v\d)\.f32", ptx)
     assert adds and set(adds) == {vector}, adds
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lengths", "1000"], "--lengths must be multiples of 256"),
+    (["--dim", "1537"], "--dim must be a multiple of every Gluon kind's warps"),
+    (["--dstate", "15"], "--dstate must be even"),
+])
+def test_bad_arguments_are_refused(args, message):
+    script = Path(bench.__file__)
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
