@@ -52,12 +52,12 @@ def rows_triton(x_ptr, dB_ptr, dC_ptr, L, N, CHUNK: tl.constexpr):
 
 
 @gluon.jit
-def _sum_rows(x, s, n, buf_b, buf_c, dB_ptr, dC_ptr, rows, cols: gl.constexpr):
+def _sum_rows(x, s, n, buf_b, buf_c, dB_ptr, dC_ptr, L, cols: gl.constexpr):
     buf_b.store(x * s)
     buf_c.store(x + s)
     gl.thread_barrier()
-    gl.atomic_add(dB_ptr + n * rows, gl.sum(buf_b.load(cols), axis=0), sem="relaxed")
-    gl.atomic_add(dC_ptr + n * rows, gl.sum(buf_c.load(cols), axis=0), sem="relaxed")
+    gl.atomic_add(dB_ptr + n * L, gl.sum(buf_b.load(cols), axis=0), sem="relaxed")
+    gl.atomic_add(dC_ptr + n * L, gl.sum(buf_c.load(cols), axis=0), sem="relaxed")
 
 
 @gluon.jit
@@ -81,19 +81,24 @@ def rows_gluon(x_ptr, dB_ptr, dC_ptr, L, N, CHUNK: gl.constexpr, W: gl.constexpr
     for c in range(0, gl.cdiv(L, CHUNK)):
         t0 = c * CHUNK
         x = gl.load(x_ptr + (d0 + r)[:, None] * L + (t0 + k)[None, :]).to(gl.float32)
+        db = dB_ptr + t0 + kc     # state 0's rows of the chunk
+        dc = dC_ptr + t0 + kc
         for n in range(0, N, 2):   # N even
-            _sum_rows(x, n.to(gl.float32), n, b0, c0, dB_ptr + t0 + kc, dC_ptr + t0 + kc, L,
-                      cols)
-            _sum_rows(x, (n + 1).to(gl.float32), n + 1, b1, c1, dB_ptr + t0 + kc,
-                      dC_ptr + t0 + kc, L, cols)
+            _sum_rows(x, n.to(gl.float32), n, b0, c0, db, dc, L, cols)
+            _sum_rows(x, (n + 1).to(gl.float32), n + 1, b1, c1, db, dc, L, cols)
+
+
+def warps(kind: str) -> int:
+    """Channels (warps) per program of a kind: "triton" 1, "gluon W" W."""
+    return 1 if kind == "triton" else int(kind.split()[1])
 
 
 def run(kind: str, x, dB, dC, n: int):
     dim, length = x.shape
+    w = warps(kind)
     if kind == "triton":
         rows_triton[(dim,)](x, dB, dC, length, n, CHUNK=CHUNK, num_warps=1)
     else:
-        w = int(kind.split()[1])
         rows_gluon[(dim // w,)](x, dB, dC, length, n, CHUNK=CHUNK, W=w, num_warps=w)
 
 
@@ -107,7 +112,7 @@ def main():
     a = p.parse_args()
     kinds = a.kinds.split(",")
     lengths = [int(v) for v in a.lengths.split(",")]
-    widths = [int(k.split()[1]) for k in kinds if k != "triton"]
+    widths = [warps(k) for k in kinds if k != "triton"]
     if a.dstate % 2:
         p.error(f"--dstate must be even (the Gluon kernels take the states two at a time), "
                 f"got {a.dstate}")
@@ -141,8 +146,7 @@ def main():
         dC = torch.zeros_like(dB)
         for kind in kinds:
             ms = do_bench(lambda: run(kind, x, dB, dC, a.dstate))
-            w = 1 if kind == "triton" else int(kind.split()[1])
-            adds = 2 * a.dim // w * a.dstate * length
+            adds = 2 * a.dim // warps(kind) * a.dstate * length
             print(f"| {length} | {kind} | {ms:.3f} | {adds / ms / 1e6:.3g}e9 |", flush=True)
 
 

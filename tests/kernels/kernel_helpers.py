@@ -1,4 +1,5 @@
-"""Shared by the kernel tests: the tolerance table, the error measure and random inputs.
+"""Shared by the kernel tests: the tolerance table, the error measure, random inputs, and
+Gluon kernels compiled for sm_90 without a GPU.
 
 Errors are relative L2, ||out - ref|| / ||ref||, against the float32 reference run on the
 same (already rounded) inputs, so the table only has to absorb the kernel's own rounding:
@@ -6,6 +7,11 @@ float32 arithmetic in a different order, and for bf16/fp16 the rounding of each 
 gradient to the input dtype (2^-9 and 2^-12 relative per element).
 """
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -62,3 +68,36 @@ def scan_inputs(batch=2, dim=8, length=33, dstate=16, groups=0, dtype=torch.floa
         delta_bias=rnd(dim, dt=torch.float32, scale=0.3) if has_bias else None,
         initial_state=rnd(n_states, dim, dstate, dt=torch.float32) if initial_state else None,
     )
+
+
+_COMPILE = """
+import importlib, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+a = json.loads(sys.argv[1])
+sys.path[:0] = a["path"]
+fn = getattr(importlib.import_module(a["module"]), a["kernel"])
+attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in a["aligned"]}
+src = GluonASTSource(fn, a["signature"], constexprs=a["constexprs"], attrs=attrs)
+k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=a["options"])
+print(json.dumps(k.asm["ptx"]))
+"""
+
+
+def gluon_ptx(module: str, kernel: str, signature: dict, constexprs: dict, *,
+              aligned=(), path=(), **options) -> str:
+    """PTX of the Gluon kernel `module.kernel` compiled for sm_90 (no GPU needed), with the
+    arguments named in `aligned` marked multiples of 16 as a launch specialises them and
+    `options` (num_warps, maxnreg) as launch options; `path` goes in front of sys.path.
+
+    Compiled in a child process without TRITON_INTERPRET: under the interpreter (conftest.py
+    sets it where there is no GPU) `gl.program_id` and the Triton-language helpers a kernel
+    calls are the interpreter's, which Gluon's compiler cannot take."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    spec = dict(module=module, kernel=kernel, signature=signature, constexprs=constexprs,
+                aligned=list(aligned), path=[str(p) for p in path], options=options)
+    r = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(spec)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.experimental.gluon._runtime import GluonASTSource
+from kernel_helpers import gluon_ptx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
 import bench_scan_atomics as bench  # noqa: E402
 
 
@@ -34,11 +33,9 @@ def test_triton_rows_add_every_channel():
 def test_gluon_sum_has_one_barrier_per_state(warps, vector):
     sig = {"x_ptr": "*bf16", "dB_ptr": "*fp32", "dC_ptr": "*fp32", "L": "i32", "N": "i32",
            "CHUNK": "constexpr", "W": "constexpr"}
-    aligned = {(i,): [["tt.divisibility", 16]] for i in range(4)}  # as a launch specialises
-    src = GluonASTSource(bench.rows_gluon, sig, constexprs={"CHUNK": bench.CHUNK, "W": warps},
-                         attrs=aligned)
-    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                         options={"num_warps": warps}).asm["ptx"]
+    ptx = gluon_ptx("bench_scan_atomics", "rows_gluon", sig, {"CHUNK": bench.CHUNK, "W": warps},
+                    aligned=("x_ptr", "dB_ptr", "dC_ptr", "L"), path=(SCRIPTS,),
+                    num_warps=warps)
     assert ptx.count("bar.sync") == 2          # the loop body takes two states
     assert "shfl" not in ptx                   # the sum goes through shared memory only
     adds = re.findall(r"(?:red|atom)\.global\.[a-z.]*add\.(v\d)\.f32", ptx)
