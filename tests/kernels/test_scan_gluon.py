@@ -2,52 +2,31 @@
 (its loop's shape), and on CUDA against the Triton backward it stands in for."""
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
+from kernel_helpers import gluon_ptx
 
 from bytessm.kernels.triton import configs, scan
 
-# Compiled in a child process without TRITON_INTERPRET: under the interpreter (tests/conftest.py
-# sets it where there is no GPU) the Triton-language helpers the kernel calls are interpreted
-# functions, which Gluon cannot compile
-COMPILE = r"""
-import json, triton
-from triton.backends.compiler import GPUTarget
-from triton.experimental.gluon._runtime import GluonASTSource
-from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
 BF16 = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
         "dz_ptr"}
-UNIT = {"su_l", "sdl_l", "sB_l", "sC_l", "sz_l", "sdo_l", "G"}
-# bench_scan.py's workload: bf16, z, D, delta_bias, softplus; unit strides along the length
-consts = dict(HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_D=True, HAS_Z=True,
-              CHUNK=256, W=4, N_PAD=16)
-sig, attrs = {}, {}
-for i, name in enumerate(fn.arg_names):
-    if name in consts:
-        sig[name] = "constexpr"
-    elif name in UNIT:
-        sig[name], consts[name] = "constexpr", 1
-    else:   # pointers and sizes: multiples of 16, as a launch specialises them
-        sig[name] = ("*bf16" if name in BF16 else "*fp32") if name.endswith("_ptr") else "i32"
-        attrs[(i,)] = [["tt.divisibility", 16]]
-src = GluonASTSource(fn, sig, constexprs=consts, attrs=attrs)
-k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": 128})
-print(json.dumps(k.asm["ptx"]))
-"""
+UNIT = ("su_l", "sdl_l", "sB_l", "sC_l", "sz_l", "sdo_l", "G")
 
 
 def _ptx() -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", COMPILE], env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    """The kernel as `bench_scan.py`'s workload launches it: bf16, z, D, delta_bias,
+    softplus; unit strides along the length, pointers and sizes multiples of 16."""
+    from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
+    consts = dict(HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_D=True, HAS_Z=True,
+                  CHUNK=256, W=4, N_PAD=16, **{name: 1 for name in UNIT})
+    sig = {name: "constexpr" if name in consts else
+           ("*bf16" if name in BF16 else "*fp32") if name.endswith("_ptr") else "i32"
+           for name in fn.arg_names}
+    aligned = [name for name in fn.arg_names if sig[name] != "constexpr"]
+    return gluon_ptx("bytessm.kernels.triton.scan_bwd_gluon", "scan_bwd_gluon_kernel", sig,
+                     consts, aligned=aligned, num_warps=4, maxnreg=128)
 
 
 def test_compiles_without_mirrored_lane_scans():
