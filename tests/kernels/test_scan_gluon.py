@@ -6,9 +6,10 @@ import re
 
 import pytest
 import torch
-from kernel_helpers import gluon_ptx
 
 from bytessm.kernels.triton import configs, scan
+
+from kernel_helpers import gluon_ptx
 
 BF16 = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
         "dz_ptr"}
