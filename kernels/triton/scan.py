@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .carry import chunk_carry_kernel
 from .configs import bwd_chunk, cdiv, n_pad, scan_config, segments
+from .gemv import num_sms
 from .scan_bwd import scan_bwd_kernel
 from .scan_bwd_gluon import scan_bwd_gluon_kernel
 from .scan_fwd import scan_fwd_kernel
@@ -172,6 +173,17 @@ def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: i
     return w if ok else 0
 
 
+def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
+    """The Gluon backward's register cap: `maxnreg_gluon` where its grid of `programs`
+    W-warp programs takes no more waves on `sms` multiprocessors (64K registers each) than
+    at `maxnreg_bwd_one`. More registers per thread fit fewer programs at once; at one wave
+    either way (1x128K: 768 two-warp programs) the higher cap is free."""
+    def waves(cap: int) -> int:
+        return cdiv(programs, sms * (65536 // (32 * w * cap)))
+    hi, lo = cfg.maxnreg_gluon, cfg.maxnreg_bwd_one
+    return hi if hi and lo and waves(hi) <= waves(lo) else lo
+
+
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
     grid = (cdiv(dim * dstate, cfg.block_dn), batch)
@@ -277,13 +289,15 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                      BC_WHOLE=lbc % cfg.chunk == 0, num_warps=cfg.warps_bwd,
                      **_maxnreg(cfg.maxnreg_bwd))
         if w:  # `ends` gets what reaches the sequence's start
-            scan_bwd_gluon_kernel[(batch * groups * (dg // w),)](
+            grid_g = batch * groups * (dg // w)
+            scan_bwd_gluon_kernel[(grid_g,)](
                 u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
                 du, ddelta, dz, dB, dC, dA, dD, dbias, length, lp, dim, dstate, groups, dg,
                 *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride(),
                 HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_DLAST=dlast is not None,
                 HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk, W=w,
-                N_PAD=n_pad(dstate), num_warps=w, **_maxnreg(cfg.maxnreg_bwd_one))
+                N_PAD=n_pad(dstate), num_warps=w,
+                **_maxnreg(_gluon_cap(cfg, grid_g, w, num_sms(u.device.index))))
             if h0 is not None:
                 dh0 = ends[:, 0].clone()
         else:

@@ -10,12 +10,21 @@ summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: s
 forward, no cu_seqlens, one segment, B and C rows whole chunks; `scan.scan_backward` uses
 the Triton kernel otherwise.
 
-Status (branch gluon-bwd, twentieth session): not yet timed. A first draft with Triton's
-reverse scan across lanes was correct on an H200 (1e-7 to 7e-5 from the Triton backward)
-and 1.67-1.70x slower: 511 instructions per state, 192 of them shuffles. This version
-scans each thread's 8 positions in registers and reverses the groups' totals by gathers:
-338 instructions per state (sm_90a SASS, compiled on the CPU), against 402 for the Triton
-kernel at one channel per program.
+Measured on an H200 (twenty-first session, `bench_scan_ab.py` against the Triton backward,
+three interleaved rounds; backward alone): at two channels per program and 168 registers
+0.83x at 2x16K, 0.86x at 1x128K and 0.90x at 1x1M; at 8x2K, where 168 registers cost a
+wave, 0.99x at 128 (`scan._gluon_cap`). Four channels at 128 registers: 0.88x, 0.95x and
+0.97x, 8x2K 1.00x; eight: 0.95-1.20x. The atomics are now hidden: at four channels and
+1x128K the kernel takes 10.02 ms, 9.87 with the dB/dC adds left out, 8.78 with the sum
+over warps left out as well. What remains is latency (ncu, same shape): 2.9 warps a
+scheduler (the grid's 1536 warps on 132 SMs), an instruction issued every other cycle,
+the stalls mostly short scoreboard (shuffles, exp2, shared memory). Two states an
+iteration, their rows summed after one barrier, gave each warp two independent chains but
+lost the next state's early loads: 1.13-1.35x the Triton backward's time at 1x128K and
+1x1M, long scoreboard stalls up from 0.6 to 3.0 cycles an instruction. A first draft with Triton's reverse scan across lanes had 511 instructions
+per state, 192 of them shuffles, and took 1.67x; this version scans each thread's 8
+positions in registers and reverses the groups' totals by gathers: 338 instructions per
+state at four channels (sm_90a SASS), against 402 for the Triton kernel at one.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
