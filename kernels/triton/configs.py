@@ -47,6 +47,11 @@ class ScanConfig:
     seg_chunks: int = 1     # ... and each segment keeps at least this many chunks
     group_store_chunk: int = 0  # the forward stores its saved states by groups of 8
                                 # (`common.store_position`) at chunks up to this (0: never)
+    gluon_bwd: int = 0      # the backward in Gluon (`scan_bwd_gluon.py`) with this many
+                            # channels per program, one warp each, on CUDA where it applies
+                            # (0: the Triton kernel everywhere)
+    maxnreg_gluon: int = 0  # its register cap where the grid takes no more waves at it
+                            # than at maxnreg_bwd_one (0: maxnreg_bwd_one everywhere)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
 
@@ -114,10 +119,15 @@ class ScanConfig:
 # backward 1.22 / 1.30 / 1.38x at 8x2K / 2x16K / 1x128K for 4 x 64, 1.19 / 1.27 / 1.34x for
 # 8 x 32, against the table below (fourteenth session, `bench_scan_ab.py`): the short
 # chunks' per-chunk work costs more than the atomics save.
+# The backward runs in Gluon where it applies (`scan._gluon_backward`): two channels per
+# program on two warps, their dB/dC rows summed before the atomic adds, at 168 registers
+# where that costs the grid no wave (`scan._gluon_cap`); `scan_bwd_gluon.py` has the
+# measurements (0.83-0.90x the Triton backward from 2x16K to 1x1M, twenty-first session).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_bwd_one=128,
-                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512)
+                   chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
+                   gluon_bwd=2, maxnreg_gluon=168)
 MAX_DSTATE = 256
 
 

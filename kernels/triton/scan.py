@@ -38,7 +38,9 @@ from torch import Tensor
 
 from .carry import chunk_carry_kernel
 from .configs import bwd_chunk, cdiv, n_pad, scan_config, segments
+from .gemv import num_sms
 from .scan_bwd import scan_bwd_kernel
+from .scan_bwd_gluon import scan_bwd_gluon_kernel
 from .scan_fwd import scan_fwd_kernel
 
 f32 = torch.float32
@@ -158,6 +160,30 @@ def _maxnreg(limit: int) -> dict:
     return {"maxnreg": limit} if limit and os.environ.get("TRITON_INTERPRET") != "1" else {}
 
 
+def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: int,
+                    programs: int) -> int:
+    """Channels per program of the Gluon backward where it applies, else 0: on CUDA (not the
+    interpreter), scan order forward, no cu_seqlens, chunks of 256 (its layouts' 32 lanes of
+    8 positions) whose B and C rows load whole, channels per group a multiple of its warps,
+    and enough programs to fill the GPU without segments (it runs one)."""
+    w = cfg.gluon_bwd
+    ok = (w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1" and not reverse
+          and not packed and cfg.chunk == 256 and lbc % cfg.chunk == 0 and dg % w == 0
+          and programs * w >= 1024)
+    return w if ok else 0
+
+
+def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
+    """The Gluon backward's register cap: `maxnreg_gluon` where its grid of `programs`
+    W-warp programs takes no more waves on `sms` multiprocessors (64K registers each) than
+    at `maxnreg_bwd_one`. More registers per thread fit fewer programs at once; at one wave
+    either way (1x128K: 768 two-warp programs) the higher cap is free."""
+    def waves(cap: int) -> int:
+        return cdiv(programs, sms * (65536 // (32 * w * cap)))
+    hi, lo = cfg.maxnreg_gluon, cfg.maxnreg_bwd_one
+    return hi if hi and lo and waves(hi) <= waves(lo) else lo
+
+
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
     grid = (cdiv(dim * dstate, cfg.block_dn), batch)
@@ -244,6 +270,10 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         dg = dim // groups
         grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
         zs = z.stride() if z is not None else (0, 0, 0)
+        w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg,
+                            batch * groups * cdiv(dg, cfg.gluon_bwd or 1))
+        if w:  # the Gluon backward runs one segment
+            nseg = 1
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
         seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32) if nseg > 1 else None
@@ -258,12 +288,25 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                      BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
                      BC_WHOLE=lbc % cfg.chunk == 0, num_warps=cfg.warps_bwd,
                      **_maxnreg(cfg.maxnreg_bwd))
-        if nseg > 1:
-            scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
-            _carry(ends, seg_dt, A32, keep, not reverse, cfg)
-        scan_bwd_kernel[grid](*args, ADJ_ONLY=False, HAS_ENTER=nseg > 1, **flags)
-        if h0 is not None and seq is None:
-            dh0 = ends[:, nseg - 1 if reverse else 0].clone()
+        if w:  # `ends` gets what reaches the sequence's start
+            grid_g = batch * groups * (dg // w)
+            scan_bwd_gluon_kernel[(grid_g,)](
+                u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
+                du, ddelta, dz, dB, dC, dA, dD, dbias, length, lp, dim, dstate, groups, dg,
+                *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride(),
+                HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_DLAST=dlast is not None,
+                HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk, W=w,
+                N_PAD=n_pad(dstate), num_warps=w,
+                **_maxnreg(_gluon_cap(cfg, grid_g, w, num_sms(u.device.index))))
+            if h0 is not None:
+                dh0 = ends[:, 0].clone()
+        else:
+            if nseg > 1:
+                scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
+                _carry(ends, seg_dt, A32, keep, not reverse, cfg)
+            scan_bwd_kernel[grid](*args, ADJ_ONLY=False, HAS_ENTER=nseg > 1, **flags)
+            if h0 is not None and seq is None:
+                dh0 = ends[:, nseg - 1 if reverse else 0].clone()
     if lp != length:
         dB, dC = dB[..., :length].contiguous(), dC[..., :length].contiguous()
     return (du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype),

@@ -1,0 +1,260 @@
+"""Backward selective scan in Gluon: W channels per program on W warps, dB and dC summed
+across the warps in shared memory before the atomic adds (CUDA only: Gluon kernels do not
+run in Triton's interpreter, where `scan_bwd.py` computes the same gradients).
+
+The math is `scan_bwd.py`'s (same monoids, same saved states, same hand-over of the adjoint
+from chunk to chunk); what differs is the layout, which Gluon takes explicitly: warp w holds
+channel w's (CHUNK,) row, CHUNK // 32 positions a thread. At one channel per one-warp
+program the backward's dB/dC adds alone take 8.2 of its 10.3 ms at 1x128K on an H200, and
+summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: scan order
+forward, no cu_seqlens, one segment, B and C rows whole chunks; `scan.scan_backward` uses
+the Triton kernel otherwise.
+
+Measured on an H200 (twenty-first session, `bench_scan_ab.py` against the Triton backward,
+three interleaved rounds; backward alone): at two channels per program and 168 registers
+0.83x at 2x16K, 0.86x at 1x128K and 0.90x at 1x1M; at 8x2K, where 168 registers cost a
+wave, 0.99x at 128 (`scan._gluon_cap`). Four channels at 128 registers: 0.88x, 0.95x and
+0.97x, 8x2K 1.00x; eight: 0.95-1.20x. The atomics are now hidden: at four channels and
+1x128K the kernel takes 10.02 ms, 9.87 with the dB/dC adds left out, 8.78 with the sum
+over warps left out as well. What remains is latency (ncu, same shape): 2.9 warps a
+scheduler (the grid's 1536 warps on 132 SMs), an instruction issued every other cycle,
+the stalls mostly short scoreboard (shuffles, exp2, shared memory). Two states an
+iteration, their rows summed after one barrier, gave each warp two independent chains but
+lost the next state's early loads: 1.13-1.35x the Triton backward's time at 1x128K and
+1x1M, long scoreboard stalls up from 0.6 to 3.0 cycles an instruction. A first draft with Triton's reverse scan across lanes had 511 instructions
+per state, 192 of them shuffles, and took 1.67x; this version scans each thread's 8
+positions in registers and reverses the groups' totals by gathers: 338 instructions per
+state at four channels (sm_90a SASS), against 402 for the Triton kernel at one.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from .common import LOG2E, load_dt, load_tile, pair_combine
+
+
+@gluon.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + gl.exp2(-x * LOG2E))
+
+
+@gluon.jit
+def _halves(v):
+    """(..., 2k) -> its even and odd positions, (..., k) each."""
+    return gl.split(gl.reshape(v, [v.shape[0], v.shape[1], v.shape[2] // 2, 2]))
+
+
+@gluon.jit
+def _unpack8(v):
+    """(W, G, 8) -> its 8 positions, (W, G) each (splits of a thread's registers)."""
+    e, o = _halves(v)                  # 0 2 4 6 | 1 3 5 7
+    e0, e1 = _halves(e)                # 0 4 | 2 6
+    o0, o1 = _halves(o)                # 1 5 | 3 7
+    p0, p4 = gl.split(e0)
+    p2, p6 = gl.split(e1)
+    p1, p5 = gl.split(o0)
+    p3, p7 = gl.split(o1)
+    return p0, p1, p2, p3, p4, p5, p6, p7
+
+
+@gluon.jit
+def _pack8(p0, p1, p2, p3, p4, p5, p6, p7):
+    """The inverse of `_unpack8`: 8 (W, G) tensors -> (W, G, 8)."""
+    e = gl.reshape(gl.join(gl.join(p0, p4), gl.join(p2, p6)), [p0.shape[0], p0.shape[1], 4])
+    o = gl.reshape(gl.join(gl.join(p1, p5), gl.join(p3, p7)), [p0.shape[0], p0.shape[1], 4])
+    return gl.reshape(gl.join(e, o), [p0.shape[0], p0.shape[1], 8])
+
+
+@gluon.jit
+def _reverse_adjoint(beta, f, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
+    """`reverse_adjoint_scan` of common.py in Gluon: g_t = beta_t + f_{t+1} g_{t+1} over the
+    chunk, g_end arriving at its end. Each thread's 8 positions in registers (Q: the
+    adjoint from inside the group, P: the decay from the group's end), only the groups'
+    totals across the lanes, then g = Q + P * (what enters the group from its end)."""
+    G: gl.constexpr = CHUNK // 8
+    t3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 32, 1], [W, 1, 1], [2, 1, 0])
+    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
+    b0, b1, b2, b3, b4, b5, b6, b7 = _unpack8(gl.convert_layout(gl.reshape(beta, [W, G, 8]), t3,
+                                                                assert_trivial=True))
+    f0, f1, f2, f3, f4, f5, f6, f7 = _unpack8(gl.convert_layout(gl.reshape(f, [W, G, 8]), t3,
+                                                                assert_trivial=True))
+    q7 = b7
+    q6 = b6 + f7 * q7
+    q5 = b5 + f6 * q6
+    q4 = b4 + f5 * q5
+    q3 = b3 + f4 * q4
+    q2 = b2 + f3 * q3
+    q1 = b1 + f2 * q2
+    q0 = b0 + f1 * q1
+    p6 = f7
+    p5 = f6 * p6
+    p4 = f5 * p5
+    p3 = f4 * p4
+    p2 = f3 * p3
+    p1 = f2 * p2
+    p0 = f1 * p1
+    # what leaves group k through its first position: out_k = f0 (q0 + p0 out_{k+1}), with
+    # out after the last group g_end. Scanned in reverse group order, put there by a gather
+    # (a shuffle a value) rather than Triton's reverse scan across lanes, which moves every
+    # value to the mirrored lane and back; the scan wants a blocked layout, not t3's slice
+    kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([W, G], gl.int32,
+                                                                                lanes)
+    rev = G - 1 - kk
+    m = gl.gather(gl.convert_layout(f0 * p0, lanes, assert_trivial=True), rev, 1)
+    x = gl.gather(gl.convert_layout(f0 * q0, lanes, assert_trivial=True), rev, 1)
+    mi, xi = gl.associative_scan((m, x), 1, pair_combine)
+    ge = gl.convert_layout(g_end, gl.SliceLayout(1, lanes), assert_trivial=True)[:, None]
+    out = xi + mi * ge                   # what leaves group G - 1 - j, at j
+    # what enters group k from its end: what leaves group k + 1 (at j = G - 2 - k), g_end
+    # for the last group
+    e = gl.where(kk == G - 1, ge + 0.0 * out, gl.gather(out, gl.maximum(rev - 1, 0), 1))
+    e = gl.convert_layout(e, p0.type.layout, assert_trivial=True)
+    g3 = _pack8(q0 + p0 * e, q1 + p1 * e, q2 + p2 * e, q3 + p3 * e, q4 + p4 * e, q5 + p5 * e,
+                q6 + p6 * e, q7 + e)
+    return gl.reshape(g3, [W, CHUNK])
+
+
+@gluon.jit
+def scan_bwd_gluon_kernel(
+    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
+    states_ptr, adj_ptr, ends_ptr, dout_ptr, dlast_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+    L, LP, D, N, G, DG,
+    su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
+    sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
+    HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_DLAST: gl.constexpr,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, CHUNK: gl.constexpr, W: gl.constexpr,
+    N_PAD: gl.constexpr,
+):
+    tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [W, 1], [1, 0])
+    # a (W, CHUNK) tile read back from shared memory: each thread holds all W channels of
+    # CHUNK // (32 W) positions, warp w the w-th W-th of the positions
+    cols: gl.constexpr = gl.BlockedLayout([W, CHUNK // (32 * W)], [1, 32], [1, W], [1, 0])
+    small: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])   # (W, N_PAD)
+    chan: gl.constexpr = gl.SliceLayout(1, tile)
+    smem: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
+    buf_b = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
+    buf_c = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
+
+    pid = gl.program_id(0)
+    nbd = gl.cdiv(DG, W)
+    g = (pid // nbd) % G
+    b = (pid // (nbd * G)).to(gl.int64)
+    dg = (pid % nbd) * W + gl.arange(0, W, layout=chan)
+    d = g * DG + dg
+    dmask = dg < DG
+    k = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, tile))
+    kc = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, cols))
+    NC = gl.cdiv(L, CHUNK)
+
+    # the gradient arriving at the sequence's end -> adj[b, its last chunk]
+    ds = g * DG + (pid % nbd) * W + gl.arange(0, W, layout=gl.SliceLayout(1, small))
+    nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(0, small))
+    m_dn = ((ds - g * DG) < DG)[:, None] & (nn < N)[None, :]
+    gin = gl.zeros([W, N_PAD], gl.float32, small)
+    if HAS_DLAST:
+        gin += gl.load(dlast_ptr + (b * D + ds[:, None]) * N + nn[None, :], mask=m_dn,
+                       other=0.0)
+    gl.store(adj_ptr + ((b * NC + NC - 1) * D + ds[:, None]) * N + nn[None, :], gin, mask=m_dn)
+    if HAS_D:
+        Dv = gl.load(D_ptr + d, mask=dmask, other=0.0)
+        dD_acc = gl.zeros([W], gl.float32, chan)
+    if HAS_BIAS:
+        dbias_acc = gl.zeros([W], gl.float32, chan)
+
+    for i in range(0, NC):
+        c = NC - 1 - i
+        t0 = c * CHUNK
+        t = t0 + k
+        lmask = t < LP
+        m = dmask[:, None] & lmask[None, :]
+        valid = dmask[:, None] & (t < L)[None, :]
+        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
+                           HAS_BIAS, SOFTPLUS)
+        dy = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
+        if HAS_Z:
+            zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
+            dy = dy * zt * _sigmoid(zt)
+        dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+        gB = gl.zeros([W, CHUNK], gl.float32, tile)      # sum over n of g B
+        gHA = gl.zeros([W, CHUNK], gl.float32, tile)     # ... of g a h_prev A
+        y = gl.zeros([W, CHUNK], gl.float32, tile)
+        here = adj_ptr + ((b * NC + c) * D + d) * N
+        if c > 0:
+            edge = adj_ptr + ((b * NC + c - 1) * D + d) * N
+        else:
+            edge = ends_ptr + (b * D + d) * N
+        h_enter = states_ptr + ((b * NC + c) * D + d) * N
+        gl.thread_barrier()  # the previous chunk's stores of `here` are visible
+        # state n + 1's loads are issued in state n's iteration, their latency behind its scans
+        B_row = B_ptr + b * sB_b + g * sB_g + t * sB_l
+        C_row = C_ptr + b * sC_b + g * sC_g + t * sC_l
+        g_nx = gl.load(here, mask=dmask, other=0.0)
+        A_nx = gl.load(A_ptr + d * N, mask=dmask, other=0.0)
+        h_nx = gl.load(h_enter, mask=dmask, other=0.0)
+        B_nx = gl.load(B_row)
+        C_nx = gl.load(C_row)
+        for n in range(0, N):
+            g_in, A, h_in = g_nx, A_nx, h_nx
+            Bn = B_nx.to(gl.float32)
+            Cn = C_nx.to(gl.float32)
+            nx = gl.minimum(n + 1, N - 1)   # the last iteration loads state N - 1's again
+            g_nx = gl.load(here + nx, mask=dmask, other=0.0)
+            A_nx = gl.load(A_ptr + d * N + nx, mask=dmask, other=0.0)
+            h_nx = gl.load(h_enter + nx, mask=dmask, other=0.0)
+            B_nx = gl.load(B_row + nx * sB_n)
+            C_nx = gl.load(C_row + nx * sC_n)
+            a = gl.exp2(dt * (A * LOG2E)[:, None])
+            beta = dy * Cn[None, :]
+            gr = gl.convert_layout(_reverse_adjoint(beta, a, g_in, W, CHUNK), tile)
+            # what reaches the chunk's entering state, stored by the thread that holds it
+            gl.store(edge[:, None] + n + 0 * k[None, :], a * gr,
+                     mask=dmask[:, None] & (k == 0)[None, :])
+            x = dtu * Bn[None, :]
+            x_in = gl.where((k == 0)[None, :], x + a * h_in[:, None], x)
+            _a, hn = gl.associative_scan((a, x_in), 1, pair_combine)
+            if HAS_Z:
+                y += hn * Cn[None, :]
+            ghx = gr * (hn - x)
+            gB += gr * Bn[None, :]
+            gHA += ghx * A[:, None]
+            gl.atomic_add(dA_ptr + d * N + n, gl.sum(ghx * dt, axis=1), mask=dmask,
+                          sem="relaxed")
+            # dB, dC: the W channels' rows summed in shared memory, then one add per position
+            buf_b.store(gr * dtu)
+            buf_c.store(hn * dy)
+            gl.thread_barrier()
+            row = ((b * G + g) * N + n) * LP + t0 + kc
+            keep = t0 + kc < LP
+            gl.atomic_add(dB_ptr + row, gl.sum(buf_b.load(cols), axis=0), mask=keep,
+                          sem="relaxed")
+            gl.atomic_add(dC_ptr + row, gl.sum(buf_c.load(cols), axis=0), mask=keep,
+                          sem="relaxed")
+        u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+        ddt = gHA + gB * u
+        du = gB * dt
+        if HAS_D:
+            du += Dv[:, None] * dy
+            dD_acc += gl.sum(dy * u, axis=1)
+        offs = (b * D + d[:, None]) * L + t[None, :]
+        if HAS_Z:
+            if HAS_D:
+                y += Dv[:, None] * u
+            zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
+            sig = _sigmoid(zt)
+            dout = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
+            dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
+            gl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=valid)
+        if SOFTPLUS:
+            _dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d,
+                               sdl_l, HAS_BIAS, False)
+            ddt = gl.where(raw <= 20.0, ddt * _sigmoid(raw), ddt)
+        ddt = gl.where(valid, ddt, 0.0)
+        if HAS_BIAS:
+            dbias_acc += gl.sum(ddt, axis=1)
+        gl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=valid)
+        gl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
+    if HAS_D:
+        gl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
+    if HAS_BIAS:
+        gl.atomic_add(dbias_ptr + d, dbias_acc, mask=dmask, sem="relaxed")
+

@@ -1,0 +1,111 @@
+"""The Gluon backward (`kernels/triton/scan_bwd_gluon.py`): compiled for sm_90 on any machine
+(its loop's shape), and on CUDA against the Triton backward it stands in for."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from bytessm.kernels.triton import configs, scan
+
+from kernel_helpers import gluon_ptx
+
+BF16 = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
+        "dz_ptr"}
+UNIT = ("su_l", "sdl_l", "sB_l", "sC_l", "sz_l", "sdo_l", "G")
+
+
+W = configs.TUNED.gluon_bwd   # channels per program, one warp each
+
+
+def _ptx() -> str:
+    """The kernel as `bench_scan.py`'s workload launches it at 1x128K: bf16, z, D,
+    delta_bias, softplus; unit strides along the length, pointers and sizes multiples of
+    16; the tuned channels per program and register cap."""
+    from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
+    consts = dict(HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_D=True, HAS_Z=True,
+                  CHUNK=256, W=W, N_PAD=16, **{name: 1 for name in UNIT})
+    sig = {name: "constexpr" if name in consts else
+           ("*bf16" if name in BF16 else "*fp32") if name.endswith("_ptr") else "i32"
+           for name in fn.arg_names}
+    aligned = [name for name in fn.arg_names if sig[name] != "constexpr"]
+    return gluon_ptx("bytessm.kernels.triton.scan_bwd_gluon", "scan_bwd_gluon_kernel", sig,
+                     consts, aligned=aligned, num_warps=W,
+                     maxnreg=configs.TUNED.maxnreg_gluon)
+
+
+def test_compiles_without_mirrored_lane_scans():
+    ptx = _ptx()
+    # the state loop's scans across lanes: h forward (2 values x 5 steps, and its exclusive
+    # shift), the adjoint's group totals reversed by gathers, dA's sum; Triton's reverse scan
+    # across lanes mirrors every value (285 shuffles in the first draft)
+    assert ptx.count("shfl.sync") <= 48
+    # dB and dC: one add per position after the sum over the warps, 256 // (32 W) positions
+    # a thread in one vector add
+    adds = re.findall(r"(?:red|atom)\.global\.[a-z.]*add\.(v\d\.)?f32", ptx)
+    assert adds.count(f"v{256 // (32 * W)}.") == 2, adds
+    assert ptx.count("bar.sync") <= 4
+
+
+def test_only_cuda_launches_it():
+    cfg = configs.scan_config(16, 4096)
+    u = torch.empty(1, 1536, 4096)
+    assert scan._gluon_backward(cfg, u, False, False, 4096, 1536, 384) == 0
+
+
+def test_register_cap_only_where_it_costs_no_wave():
+    """On an H200's 132 SMs, two-warp programs: 168 registers fit 6 a multiprocessor, 128 fit
+    8. 1x128K's 768 programs and 2x16K's 1536 take as many waves either way, 8x2K's 6144 do
+    not (8 against 6)."""
+    cfg = configs.dataclasses.replace(configs.TUNED, maxnreg_gluon=168, maxnreg_bwd_one=128)
+    assert scan._gluon_cap(cfg, 768, 2, 132) == 168
+    assert scan._gluon_cap(cfg, 1536, 2, 132) == 168
+    assert scan._gluon_cap(cfg, 6144, 2, 132) == 128
+    assert scan._gluon_cap(cfg, 793, 2, 132) == 128     # one past a wave at 168
+    assert scan._gluon_cap(configs.dataclasses.replace(cfg, maxnreg_gluon=0), 768, 2, 132) == 128
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0):
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def r(*s, scale=1.0):
+        return torch.randn(*s, device="cuda", generator=g) * scale
+    u, z = r(batch, dim, length).bfloat16(), r(batch, dim, length).bfloat16()
+    delta = (r(batch, dim, length, scale=0.5) - 2).bfloat16()
+    bc = (batch, groups, 16, length) if groups > 1 else (batch, 16, length)
+    B, C = r(*bc).bfloat16(), r(*bc).bfloat16()
+    A = -torch.rand(dim, 16, device="cuda", generator=g) - 0.5
+    D, bias = r(dim), r(dim, scale=0.1)
+    hs = r(batch, dim, 16) if h0 else None
+    args = (u, delta, A, B, C, D, z, bias)
+    out, last, states = scan.scan_forward(*args, hs, None, True, False)
+    dout = r(*out.shape).bfloat16()
+    dlast = r(*last.shape) if h0 else None
+    return scan.scan_backward(dout, dlast, *args, hs, None, states, True, False)
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch, dim, length, groups, h0", [
+    (2, 512, 2048, 1, False),
+    (2, 512, 1000, 2, True),      # rows padded to 1008, 2 groups, initial state, last-state grad
+    (1, 1536, 4096, 1, True),
+])
+def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0):
+    cfg = configs.scan_config(16, length)
+    u = torch.empty(batch, dim, length, device="cuda")
+    assert scan._gluon_backward(configs.dataclasses.replace(cfg, chunk=256), u, False, False,
+                                scan.bc_row_length(length), dim // groups,
+                                batch * groups * (dim // groups // W)) == W
+    gluon = _grads(monkeypatch, "", batch, dim, length, groups, h0)
+    triton_ = _grads(monkeypatch, '{"gluon_bwd": 0}', batch, dim, length, groups, h0)
+    names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dinitial_state")
+    for name, x, y in zip(names, gluon, triton_):
+        if y.numel():
+            err = ((x.double() - y.double()).norm() / y.double().norm()).item()
+            assert err < (5e-3 if x.dtype == torch.bfloat16 else 1e-4), (name, err)
