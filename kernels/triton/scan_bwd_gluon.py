@@ -10,21 +10,25 @@ summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: s
 forward, no cu_seqlens, one segment, B and C rows whole chunks; `scan.scan_backward` uses
 the Triton kernel otherwise.
 
+Per state, each warp runs one dependent chain: exp2, the adjoint and the states over each
+thread's 8 positions in registers, then one scan across the lanes of both recurrences'
+group totals (`_scans`: 5 steps of 4 independent shuffles, where a scan for each waited 10
+steps), then the dB/dC rows through shared memory. The grid holds too few warps to hide
+that chain (1x128K: 1536 warps on 132 SMs, under 3 a scheduler, and ncu finds an
+instruction issued every other cycle, stalls mostly short scoreboard), so what shortens
+it pays: fusing the two scans took the kernel from 0.88x to 0.81x the Triton backward's
+time at 1x128K, and adding each state's dA one state later, its shuffles across the lanes
+behind the next state's work, to 0.78x.
+
 Measured on an H200 (twenty-first session, `bench_scan_ab.py` against the Triton backward,
-three interleaved rounds; backward alone): at two channels per program and 168 registers
-0.83x at 2x16K, 0.86x at 1x128K and 0.90x at 1x1M; at 8x2K, where 168 registers cost a
-wave, 0.99x at 128 (`scan._gluon_cap`). Four channels at 128 registers: 0.88x, 0.95x and
-0.97x, 8x2K 1.00x; eight: 0.95-1.20x. The atomics are now hidden: at four channels and
-1x128K the kernel takes 10.02 ms, 9.87 with the dB/dC adds left out, 8.78 with the sum
-over warps left out as well. What remains is latency (ncu, same shape): 2.9 warps a
-scheduler (the grid's 1536 warps on 132 SMs), an instruction issued every other cycle,
-the stalls mostly short scoreboard (shuffles, exp2, shared memory). Two states an
-iteration, their rows summed after one barrier, gave each warp two independent chains but
-lost the next state's early loads: 1.13-1.35x the Triton backward's time at 1x128K and
-1x1M, long scoreboard stalls up from 0.6 to 3.0 cycles an instruction. A first draft with Triton's reverse scan across lanes had 511 instructions
-per state, 192 of them shuffles, and took 1.67x; this version scans each thread's 8
-positions in registers and reverses the groups' totals by gathers: 338 instructions per
-state at four channels (sm_90a SASS), against 402 for the Triton kernel at one.
+three interleaved rounds, the backward alone; `docs/benchmarks/scan.md` has the table):
+0.985x at 8x2K, 0.77x at 2x16K, 0.78x at 1x128K, 0.81x at 1x1M, at two channels per program
+and 168 registers where that costs the grid no wave (`scan._gluon_cap`), else 128. Four
+channels per program measured 0.88-1.00x before the scans were fused, eight 0.95-1.20x;
+two states an iteration, their rows summed after one barrier, 1.08-1.39x (without the
+next state's early loads: long-scoreboard stalls from 0.6 to 3.0 cycles an instruction).
+The loop over states: 325 instructions per state (sm_90a SASS, W=2, 168 registers; 28
+shuffles, 2 barriers), against 402 for the Triton kernel at one channel per program.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
