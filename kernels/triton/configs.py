@@ -122,7 +122,7 @@ class ScanConfig:
 # The backward runs in Gluon where it applies (`scan._gluon_backward`): two channels per
 # program on two warps, their dB/dC rows summed before the atomic adds, at 168 registers
 # where that costs the grid no wave (`scan._gluon_cap`); `scan_bwd_gluon.py` has the
-# measurements (0.83-0.90x the Triton backward from 2x16K to 1x1M, twenty-first session).
+# measurements (0.77-0.81x the Triton backward from 2x16K to 1x1M, twenty-first session).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_bwd_one=128,

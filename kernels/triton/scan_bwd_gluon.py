@@ -10,26 +10,30 @@ summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: s
 forward, no cu_seqlens, one segment, B and C rows whole chunks; `scan.scan_backward` uses
 the Triton kernel otherwise.
 
+Per state, each warp runs one dependent chain: exp2, the adjoint and the states over each
+thread's 8 positions in registers, then one scan across the lanes of both recurrences'
+group totals (`_scans`: 5 steps of 4 independent shuffles, where a scan for each waited 10
+steps), then the dB/dC rows through shared memory. The grid holds too few warps to hide
+that chain (1x128K: 1536 warps on 132 SMs, under 3 a scheduler, and ncu finds an
+instruction issued every other cycle, stalls mostly short scoreboard), so what shortens
+it pays: fusing the two scans took the kernel from 0.88x to 0.81x the Triton backward's
+time at 1x128K, and adding each state's dA one state later, its shuffles across the lanes
+behind the next state's work, to 0.78x.
+
 Measured on an H200 (twenty-first session, `bench_scan_ab.py` against the Triton backward,
-three interleaved rounds; backward alone): at two channels per program and 168 registers
-0.83x at 2x16K, 0.86x at 1x128K and 0.90x at 1x1M; at 8x2K, where 168 registers cost a
-wave, 0.99x at 128 (`scan._gluon_cap`). Four channels at 128 registers: 0.88x, 0.95x and
-0.97x, 8x2K 1.00x; eight: 0.95-1.20x. The atomics are now hidden: at four channels and
-1x128K the kernel takes 10.02 ms, 9.87 with the dB/dC adds left out, 8.78 with the sum
-over warps left out as well. What remains is latency (ncu, same shape): 2.9 warps a
-scheduler (the grid's 1536 warps on 132 SMs), an instruction issued every other cycle,
-the stalls mostly short scoreboard (shuffles, exp2, shared memory). Two states an
-iteration, their rows summed after one barrier, gave each warp two independent chains but
-lost the next state's early loads: 1.13-1.35x the Triton backward's time at 1x128K and
-1x1M, long scoreboard stalls up from 0.6 to 3.0 cycles an instruction. A first draft with Triton's reverse scan across lanes had 511 instructions
-per state, 192 of them shuffles, and took 1.67x; this version scans each thread's 8
-positions in registers and reverses the groups' totals by gathers: 338 instructions per
-state at four channels (sm_90a SASS), against 402 for the Triton kernel at one.
+three interleaved rounds, the backward alone; `docs/benchmarks/scan.md` has the table):
+0.985x at 8x2K, 0.77x at 2x16K, 0.78x at 1x128K, 0.81x at 1x1M, at two channels per program
+and 168 registers where that costs the grid no wave (`scan._gluon_cap`), else 128. Four
+channels per program measured 0.88-1.00x before the scans were fused, eight 0.95-1.20x;
+two states an iteration, their rows summed after one barrier, 1.08-1.39x (without the
+next state's early loads: long-scoreboard stalls from 0.6 to 3.0 cycles an instruction).
+The loop over states: 325 instructions per state (sm_90a SASS, W=2, 168 registers; 28
+shuffles, 2 barriers), against 402 for the Triton kernel at one channel per program.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from .common import LOG2E, load_dt, load_tile, pair_combine
+from .common import LOG2E, load_dt, load_tile
 
 
 @gluon.jit
@@ -65,11 +69,19 @@ def _pack8(p0, p1, p2, p3, p4, p5, p6, p7):
 
 
 @gluon.jit
-def _reverse_adjoint(beta, f, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
-    """`reverse_adjoint_scan` of common.py in Gluon: g_t = beta_t + f_{t+1} g_{t+1} over the
-    chunk, g_end arriving at its end. Each thread's 8 positions in registers (Q: the
-    adjoint from inside the group, P: the decay from the group's end), only the groups'
-    totals across the lanes, then g = Q + P * (what enters the group from its end)."""
+def _two_pairs(a1, x1, m1, y1, a2, x2, m2, y2):
+    """`pair_combine` of two independent pairs: one scan step shuffles both."""
+    return a1 * a2, a2 * x1 + x2, m1 * m2, m2 * y1 + y2
+
+
+@gluon.jit
+def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
+    """One state index over the chunk, both ways: the adjoint g_t = beta_t + f_{t+1} g_{t+1}
+    (`reverse_adjoint_scan` of common.py), g_end arriving at the chunk's end, and the states
+    h_t = f_t h_{t-1} + x_t from zero (the entering state is in x's first position). Each
+    thread's 8 positions are chained in registers, then the lanes' totals of both
+    recurrences go through one scan across the lanes: its steps shuffle four values that
+    do not wait on each other, where two scans in a row wait twice as many steps."""
     G: gl.constexpr = CHUNK // 8
     t3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 32, 1], [W, 1, 1], [2, 1, 0])
     lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
@@ -77,6 +89,9 @@ def _reverse_adjoint(beta, f, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
                                                                 assert_trivial=True))
     f0, f1, f2, f3, f4, f5, f6, f7 = _unpack8(gl.convert_layout(gl.reshape(f, [W, G, 8]), t3,
                                                                 assert_trivial=True))
+    x0, x1, x2, x3, x4, x5, x6, x7 = _unpack8(gl.convert_layout(gl.reshape(x, [W, G, 8]), t3,
+                                                                assert_trivial=True))
+    # the adjoint inside the group (q) and the decay from the group's end (p) ...
     q7 = b7
     q6 = b6 + f7 * q7
     q5 = b5 + f6 * q6
@@ -92,6 +107,21 @@ def _reverse_adjoint(beta, f, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
     p2 = f3 * p3
     p1 = f2 * p2
     p0 = f1 * p1
+    # ... the states inside the group from zero (s) and the decay from its start (r)
+    s1 = f1 * x0 + x1
+    s2 = f2 * s1 + x2
+    s3 = f3 * s2 + x3
+    s4 = f4 * s3 + x4
+    s5 = f5 * s4 + x5
+    s6 = f6 * s5 + x6
+    s7 = f7 * s6 + x7
+    r1 = f0 * f1
+    r2 = r1 * f2
+    r3 = r2 * f3
+    r4 = r3 * f4
+    r5 = r4 * f5
+    r6 = r5 * f6
+    r7 = r6 * f7
     # what leaves group k through its first position: out_k = f0 (q0 + p0 out_{k+1}), with
     # out after the last group g_end. Scanned in reverse group order, put there by a gather
     # (a shuffle a value) rather than Triton's reverse scan across lanes, which moves every
@@ -100,17 +130,23 @@ def _reverse_adjoint(beta, f, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
                                                                                 lanes)
     rev = G - 1 - kk
     m = gl.gather(gl.convert_layout(f0 * p0, lanes, assert_trivial=True), rev, 1)
-    x = gl.gather(gl.convert_layout(f0 * q0, lanes, assert_trivial=True), rev, 1)
-    mi, xi = gl.associative_scan((m, x), 1, pair_combine)
+    y = gl.gather(gl.convert_layout(f0 * q0, lanes, assert_trivial=True), rev, 1)
+    _r, hs, mi, yi = gl.associative_scan(
+        (gl.convert_layout(r7, lanes, assert_trivial=True),
+         gl.convert_layout(s7, lanes, assert_trivial=True), m, y), 1, _two_pairs)
     ge = gl.convert_layout(g_end, gl.SliceLayout(1, lanes), assert_trivial=True)[:, None]
-    out = xi + mi * ge                   # what leaves group G - 1 - j, at j
+    out = yi + mi * ge                   # what leaves group G - 1 - j, at j
     # what enters group k from its end: what leaves group k + 1 (at j = G - 2 - k), g_end
-    # for the last group
+    # for the last group; from its start: the state at group k - 1's end, zero for the first
     e = gl.where(kk == G - 1, ge + 0.0 * out, gl.gather(out, gl.maximum(rev - 1, 0), 1))
     e = gl.convert_layout(e, p0.type.layout, assert_trivial=True)
+    hk = gl.where(kk == 0, 0.0, gl.gather(hs, gl.maximum(kk - 1, 0), 1))
+    hk = gl.convert_layout(hk, p0.type.layout, assert_trivial=True)
     g3 = _pack8(q0 + p0 * e, q1 + p1 * e, q2 + p2 * e, q3 + p3 * e, q4 + p4 * e, q5 + p5 * e,
                 q6 + p6 * e, q7 + e)
-    return gl.reshape(g3, [W, CHUNK])
+    h3 = _pack8(x0 + f0 * hk, s1 + r1 * hk, s2 + r2 * hk, s3 + r3 * hk, s4 + r4 * hk,
+                s5 + r5 * hk, s6 + r6 * hk, s7 + r7 * hk)
+    return gl.reshape(g3, [W, CHUNK]), gl.reshape(h3, [W, CHUNK])
 
 
 @gluon.jit
@@ -193,6 +229,7 @@ def scan_bwd_gluon_kernel(
         h_nx = gl.load(h_enter, mask=dmask, other=0.0)
         B_nx = gl.load(B_row)
         C_nx = gl.load(C_row)
+        dA_n = gl.zeros([W], gl.float32, chan)
         for n in range(0, N):
             g_in, A, h_in = g_nx, A_nx, h_nx
             Bn = B_nx.to(gl.float32)
@@ -204,21 +241,23 @@ def scan_bwd_gluon_kernel(
             B_nx = gl.load(B_row + nx * sB_n)
             C_nx = gl.load(C_row + nx * sC_n)
             a = gl.exp2(dt * (A * LOG2E)[:, None])
-            beta = dy * Cn[None, :]
-            gr = gl.convert_layout(_reverse_adjoint(beta, a, g_in, W, CHUNK), tile)
+            x = dtu * Bn[None, :]
+            x_in = gl.where((k == 0)[None, :], x + a * h_in[:, None], x)
+            gr, hn = _scans(dy * Cn[None, :], a, x_in, g_in, W, CHUNK)
+            gr = gl.convert_layout(gr, tile)
+            hn = gl.convert_layout(hn, tile)
             # what reaches the chunk's entering state, stored by the thread that holds it
             gl.store(edge[:, None] + n + 0 * k[None, :], a * gr,
                      mask=dmask[:, None] & (k == 0)[None, :])
-            x = dtu * Bn[None, :]
-            x_in = gl.where((k == 0)[None, :], x + a * h_in[:, None], x)
-            _a, hn = gl.associative_scan((a, x_in), 1, pair_combine)
             if HAS_Z:
                 y += hn * Cn[None, :]
             ghx = gr * (hn - x)
             gB += gr * Bn[None, :]
             gHA += ghx * A[:, None]
-            gl.atomic_add(dA_ptr + d * N + n, gl.sum(ghx * dt, axis=1), mask=dmask,
-                          sem="relaxed")
+            # dA: the previous state's sum, whose shuffles across the lanes have had this
+            # state's scans to finish in, then this state's
+            gl.atomic_add(dA_ptr + d * N + n - 1, dA_n, mask=dmask & (n > 0), sem="relaxed")
+            dA_n = gl.sum(ghx * dt, axis=1)
             # dB, dC: the W channels' rows summed in shared memory, then one add per position
             buf_b.store(gr * dtu)
             buf_c.store(hn * dy)
@@ -229,6 +268,7 @@ def scan_bwd_gluon_kernel(
                           sem="relaxed")
             gl.atomic_add(dC_ptr + row, gl.sum(buf_c.load(cols), axis=0), mask=keep,
                           sem="relaxed")
+        gl.atomic_add(dA_ptr + d * N + N - 1, dA_n, mask=dmask, sem="relaxed")
         u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
         ddt = gHA + gB * u
         du = gB * dt

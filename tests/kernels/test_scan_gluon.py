@@ -35,12 +35,16 @@ def _ptx() -> str:
                      maxnreg=configs.TUNED.maxnreg_gluon)
 
 
-def test_compiles_without_mirrored_lane_scans():
+def test_compiles_to_one_scan_across_lanes_per_state():
     ptx = _ptx()
-    # the state loop's scans across lanes: h forward (2 values x 5 steps, and its exclusive
-    # shift), the adjoint's group totals reversed by gathers, dA's sum; Triton's reverse scan
-    # across lanes mirrors every value (285 shuffles in the first draft)
+    # the state loop's shuffles: the adjoint's and the states' group totals in one scan
+    # across the lanes, each of its 5 steps shuffling 4 values (two scans in a row wait 10
+    # steps: 0.81x the time at 1x128K when fused), gathers for the adjoint's reversal and
+    # the states' exclusive shift, dA's sums. Triton's reverse scan across lanes mirrors
+    # every value (285 shuffles in the first draft)
     assert ptx.count("shfl.sync") <= 48
+    ups = re.findall(r"shfl\.sync\.up\.b32\s+%r\d+, %r\d+, (\d+),", ptx)
+    assert ups == [step for step in ("1", "2", "4", "8", "16") for _ in range(4)], ups
     # dB and dC: one add per position after the sum over the warps, 256 // (32 W) positions
     # a thread in one vector add
     adds = re.findall(r"(?:red|atom)\.global\.[a-z.]*add\.(v\d\.)?f32", ptx)
