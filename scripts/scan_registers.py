@@ -32,11 +32,13 @@ import re
 import subprocess
 import sys
 import tempfile
+import types
 
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.experimental.gluon._runtime import GluonASTSource, GluonJITFunction
 
 from bytessm.kernels.triton import scan
 
@@ -44,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_scan  # noqa: E402
 from bench_scan_ab import import_launchers  # noqa: E402
 
+H200_SMS = 132
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
@@ -69,8 +72,9 @@ def compile_launch(fn, args: tuple, kwargs: dict):
     options = {k: kwargs[k] for k in ("num_warps", "maxnreg") if k in kwargs}
     consts.update({k: v for k, v in kwargs.items() if k not in options})
     sig = {name: "constexpr" if name in consts else sig[name] for name in names}
-    src = ASTSource(fn=fn, signature=sig, attrs=attrs,
-                    constexprs={(names.index(k),): v for k, v in consts.items()})
+    source = GluonASTSource if isinstance(fn, GluonJITFunction) else ASTSource
+    src = source(fn=fn, signature=sig, attrs=attrs,
+                 constexprs={(names.index(k),): v for k, v in consts.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -92,7 +96,8 @@ class _Recorder:
                     path = os.path.join(self.ptx_dir, f"{self.label}_{self.count}.{ext}")
                     with open(path, "w") as f:
                         f.write(k.asm[ext])
-            shape = (f"chunk {kwargs['CHUNK']}, {kwargs['BLOCK_D']} channel(s)"
+            channels = kwargs.get("BLOCK_D", kwargs.get("W"))   # W: the Gluon backward's
+            shape = (f"chunk {kwargs['CHUNK']}, {channels} channel(s)"
                      if "CHUNK" in kwargs else f"{kwargs['BLOCK_DN']} states")
             print(f"  {self.label} {passes}, grid {tuple(grid)}, {shape} x "
                   f"{kwargs['num_warps']} warp(s): {ptxas_usage(k)}, {shuffles(k)} shuffles",
@@ -107,6 +112,14 @@ def compile_shapes(shapes: str, seqs: int, dim: int, reverse: bool, initial_stat
     launchers.scan_fwd_kernel = _Recorder(launchers.scan_fwd_kernel, "forward", ptx_dir)
     launchers.scan_bwd_kernel = _Recorder(launchers.scan_bwd_kernel, "backward", ptx_dir)
     launchers.chunk_carry_kernel = _Recorder(launchers.chunk_carry_kernel, "carry", ptx_dir)
+    launchers.scan_bwd_gluon_kernel = _Recorder(launchers.scan_bwd_gluon_kernel,
+                                                 "backward (Gluon)", ptx_dir)
+    # what an H200 gets: the Gluon backward where it applies (it asks whether the tensors are
+    # on CUDA; these are on the meta device) and its register cap for 132 SMs
+    gluon_applies = launchers._gluon_backward
+    launchers._gluon_backward = lambda cfg, u, *rest: gluon_applies(
+        cfg, types.SimpleNamespace(is_cuda=True), *rest)
+    launchers.num_sms = lambda _index: H200_SMS
     dstate = bench_scan.D_STATE
     for shape in shapes.split(","):
         batch, length = (int(v) for v in shape.split("x"))

@@ -205,6 +205,13 @@ def _log2_approx(x):
 
 
 @triton.jit
+def sigmoid(x):
+    """1 / (1 + e^-x) through exp2: 48 fewer instructions in the Gluon backward's SASS than
+    tl.sigmoid in the same place."""
+    return 1.0 / (1.0 + tl.exp2(-x * LOG2E))
+
+
+@triton.jit
 def softplus(x):
     """log(1 + e^x), linear past 20 like torch.nn.functional.softplus, from one ex2 and one
     lg2; below -8, e^x - e^2x / 2 (where 1 + e^x would round e^x away). The outer test is
@@ -326,6 +333,42 @@ def load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, s_b, s_d, s_l,
     if SOFTPLUS:
         dt = softplus(raw)
     return tl.where(valid, dt, 0.0), raw
+
+
+@triton.jit
+def store_chunk_grads(gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D,
+                      u_ptr, delta_ptr, bias_ptr, z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr,
+                      su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l,
+                      sdo_b, sdo_d, sdo_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr):
+    """A backward chunk's du, ddelta and dz, stored, from its sums over the states (gB: of g
+    B, gHA: of g a h_prev A, y: of h C, the output before D and the gate; dy: the gradient
+    reaching y). Returns the chunk's dD and ddelta_bias terms per channel, which the
+    caller adds up where HAS_D / HAS_BIAS (unused, they compile away). Shared by the
+    Triton and the Gluon backward: their chunks end alike."""
+    # x = dt u B: d dt gets u * sum g B, du gets dt * sum g B
+    u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+    ddt = gHA + gB * u
+    du = gB * dt
+    if HAS_D:
+        du += Dv[:, None] * dy
+    offs = (b * D + d[:, None]) * L + t[None, :]      # du, ddelta, dz: contiguous
+    if HAS_Z:
+        if HAS_D:
+            y += Dv[:, None] * u
+        zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
+        sig = sigmoid(zt)
+        dout = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
+        dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
+        tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=valid)
+    if SOFTPLUS:
+        _dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
+                           HAS_BIAS, False)
+        ddt = tl.where(raw <= 20.0, ddt * sigmoid(raw), ddt)
+    ddt = tl.where(valid, ddt, 0.0)
+    tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=valid)
+    tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
+    return tl.sum(dy * u, axis=1), tl.sum(ddt, axis=1)
 
 
 @triton.jit

@@ -29,7 +29,8 @@ import triton.language as tl
 
 from .common import (LOG2E, adjoint_combine, chunk_at, chunk_handover, chunk_masks,
                      load_bc_row, load_dt, load_tile, pair_combine, program_place,
-                     reverse_adjoint_scan, reverse_pair_scan, sequence_bounds, store_position)
+                     reverse_adjoint_scan, reverse_pair_scan, sequence_bounds,
+                     store_chunk_grads, store_position)
 
 
 @triton.jit
@@ -68,6 +69,7 @@ def scan_bwd_kernel(
                            other=0.0)
     c0, _c1 = chunk_at(0, c_lo, n_chunks, not REVERSE)
     tl.store(adj_ptr + ((b * NC + c0) * D + d[:, None]) * N + nn[None, :], gin, mask=m_dn)
+    Dv = tl.zeros([BLOCK_D], dtype=tl.float32)
     if not ADJ_ONLY:
         if HAS_D:
             Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
@@ -99,8 +101,7 @@ def scan_bwd_kernel(
             dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
             gB = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)     # sum over n of g B
             gHA = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)    # ... of g a h_prev A
-            if HAS_Z:
-                y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
+            y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)      # ... of h C, where HAS_Z
         if HAS_CU:
             seq, first, last = sequence_bounds(seq_ptr, t, tmask, L, REVERSE)
         here, edge = chunk_handover(adj_ptr, ends_ptr, b, s, c, c_next, i + 1 == n_chunks,
@@ -178,31 +179,15 @@ def scan_bwd_kernel(
                 tl.atomic_add(dB_ptr + bc, tl.sum(gr * dtu, axis=0), mask=lmask, sem="relaxed")
                 tl.atomic_add(dC_ptr + bc, tl.sum(hn * dy, axis=0), mask=lmask, sem="relaxed")
         if not ADJ_ONLY:
-            # x = dt u B: d dt gets u * sum g B, du gets dt * sum g B
-            u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
-            ddt = gHA + gB * u
-            du = gB * dt
+            dD_c, dbias_c = store_chunk_grads(
+                gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D, u_ptr, delta_ptr,
+                bias_ptr, z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, su_b, su_d, su_l, sdl_b,
+                sdl_d, sdl_l, sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l, HAS_BIAS, SOFTPLUS, HAS_D,
+                HAS_Z)
             if HAS_D:
-                du += Dv[:, None] * dy
-                dD_acc += tl.sum(dy * u, axis=1)
-            offs = (b * D + d[:, None]) * L + t[None, :]      # du, ddelta, dz: contiguous
-            if HAS_Z:
-                if HAS_D:
-                    y += Dv[:, None] * u
-                zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
-                sig = tl.sigmoid(zt)
-                dout = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
-                dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-                tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=valid)
-            if SOFTPLUS:
-                _dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d,
-                                   sdl_l, HAS_BIAS, False)
-                ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
-            ddt = tl.where(valid, ddt, 0.0)
+                dD_acc += dD_c
             if HAS_BIAS:
-                dbias_acc += tl.sum(ddt, axis=1)
-            tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=valid)
-            tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
+                dbias_acc += dbias_c
     if ADJ_ONLY:
         tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)
     else:

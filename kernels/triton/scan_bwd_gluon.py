@@ -35,12 +35,7 @@ shuffles, 2 barriers), against 402 for the Triton kernel at one channel per prog
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from .common import LOG2E, load_dt, load_tile
-
-
-@gluon.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + gl.exp2(-x * LOG2E))
+from .common import LOG2E, load_dt, load_tile, sigmoid, store_chunk_grads
 
 
 @gluon.jit
@@ -193,6 +188,7 @@ def scan_bwd_gluon_kernel(
         gin += gl.load(dlast_ptr + (b * D + ds[:, None]) * N + nn[None, :], mask=m_dn,
                        other=0.0)
     gl.store(adj_ptr + ((b * NC + NC - 1) * D + ds[:, None]) * N + nn[None, :], gin, mask=m_dn)
+    Dv = gl.zeros([W], gl.float32, chan)
     if HAS_D:
         Dv = gl.load(D_ptr + d, mask=dmask, other=0.0)
         dD_acc = gl.zeros([W], gl.float32, chan)
@@ -211,7 +207,7 @@ def scan_bwd_gluon_kernel(
         dy = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
         if HAS_Z:
             zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
-            dy = dy * zt * _sigmoid(zt)
+            dy = dy * zt * sigmoid(zt)
         dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
         gB = gl.zeros([W, CHUNK], gl.float32, tile)      # sum over n of g B
         gHA = gl.zeros([W, CHUNK], gl.float32, tile)     # ... of g a h_prev A
@@ -271,30 +267,14 @@ def scan_bwd_gluon_kernel(
             gl.atomic_add(dC_ptr + row, gl.sum(buf_c.load(cols), axis=0), mask=keep,
                           sem="relaxed")
         gl.atomic_add(dA_ptr + d * N + N - 1, dA_n, mask=dmask, sem="relaxed")
-        u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
-        ddt = gHA + gB * u
-        du = gB * dt
+        dD_c, dbias_c = store_chunk_grads(
+            gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D, u_ptr, delta_ptr, bias_ptr,
+            z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
+            sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z)
         if HAS_D:
-            du += Dv[:, None] * dy
-            dD_acc += gl.sum(dy * u, axis=1)
-        offs = (b * D + d[:, None]) * L + t[None, :]
-        if HAS_Z:
-            if HAS_D:
-                y += Dv[:, None] * u
-            zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
-            sig = _sigmoid(zt)
-            dout = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)
-            dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            gl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=valid)
-        if SOFTPLUS:
-            _dt, raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d,
-                               sdl_l, HAS_BIAS, False)
-            ddt = gl.where(raw <= 20.0, ddt * _sigmoid(raw), ddt)
-        ddt = gl.where(valid, ddt, 0.0)
+            dD_acc += dD_c
         if HAS_BIAS:
-            dbias_acc += gl.sum(ddt, axis=1)
-        gl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=valid)
-        gl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
+            dbias_acc += dbias_c
     if HAS_D:
         gl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
     if HAS_BIAS:

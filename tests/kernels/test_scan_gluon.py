@@ -2,7 +2,11 @@
 (its loop's shape), and on CUDA against the Triton backward it stands in for."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +72,21 @@ def test_register_cap_only_where_it_costs_no_wave():
     assert scan._gluon_cap(cfg, 6144, 2, 132) == 128
     assert scan._gluon_cap(cfg, 793, 2, 132) == 128     # one past a wave at 168
     assert scan._gluon_cap(configs.dataclasses.replace(cfg, maxnreg_gluon=0), 768, 2, 132) == 128
+
+
+def test_scan_registers_reports_what_an_h200_launches():
+    """`scripts/scan_registers.py` compiles what the launchers launch on an H200: the Gluon
+    backward at 1x4096 (768 two-warp programs, at the 168-register cap)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).resolve().parents[2] / "scripts" / "scan_registers.py"
+    out = subprocess.run([sys.executable, str(script), "--shapes", "1x4096"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    gluon = [line for line in out.stdout.splitlines() if "backward (Gluon) full pass" in line]
+    assert len(gluon) == 1, out.stdout
+    cap = configs.TUNED.maxnreg_gluon
+    assert f"grid ({1536 // W},), chunk 256, {W} channel(s) x {W} warp(s): {cap} registers" \
+        in gluon[0], gluon[0]
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
