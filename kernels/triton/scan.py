@@ -268,7 +268,6 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         dh0 = empty()
     if length > 0:
         dg = dim // groups
-        grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
         zs = z.stride() if z is not None else (0, 0, 0)
         w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg,
                             batch * groups * cdiv(dg, cfg.gluon_bwd or 1))
@@ -277,17 +276,6 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
         seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32) if nseg > 1 else None
-        cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
-        args = (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
-                dout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,
-                length, lp, dim, dstate, groups, dg, cps,
-                *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride())
-        flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
-                     HAS_DLAST=dlast is not None, HAS_CU=seq is not None, REVERSE=reverse,
-                     HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-                     BLOCK_D=cfg.block_d, N_PAD=n_pad(dstate), UNROLL=cfg.unroll,
-                     BC_WHOLE=lbc % cfg.chunk == 0, num_warps=cfg.warps_bwd,
-                     **_maxnreg(cfg.maxnreg_bwd))
         if w:  # `ends` gets what reaches the sequence's start
             grid_g = batch * groups * (dg // w)
             scan_bwd_gluon_kernel[(grid_g,)](
@@ -301,6 +289,18 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
             if h0 is not None:
                 dh0 = ends[:, 0].clone()
         else:
+            cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
+            args = (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
+                    dout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,
+                    length, lp, dim, dstate, groups, dg, cps, *u.stride(), *delta.stride(),
+                    *Bg.stride(), *Cg.stride(), *zs, *dout.stride())
+            flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                         HAS_H0=h0 is not None, HAS_DLAST=dlast is not None,
+                         HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
+                         HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
+                         N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
+                         num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
+            grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
             if nseg > 1:
                 scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
                 _carry(ends, seg_dt, A32, keep, not reverse, cfg)
