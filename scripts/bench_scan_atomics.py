@@ -6,7 +6,8 @@ warps before them could save: a measurement for issue 3's backward, on the GPU.
 
 The backward (`kernels/triton/scan_bwd.py`) adds, for every channel, state index and
 position, one float32 to dB and one to dC: at 1x128K, D=1536, N=16, 6.4e9 atomic adds in
-rows of 256 positions, 16-byte vectors per thread. This script runs only that traffic:
+rows of 256 positions, 16-byte vectors per thread (on CUDA the Gluon backward,
+`scan_bwd_gluon.py`, now sums two channels first). This script runs only that traffic:
 
 - `triton`: the backward's pattern. One one-warp program per channel walks chunks of 256
   positions, loads a (256,) bf16 row of its channel once per chunk (8 positions a thread,
