@@ -112,14 +112,15 @@ def compile_shapes(shapes: str, seqs: int, dim: int, reverse: bool, initial_stat
     launchers.scan_fwd_kernel = _Recorder(launchers.scan_fwd_kernel, "forward", ptx_dir)
     launchers.scan_bwd_kernel = _Recorder(launchers.scan_bwd_kernel, "backward", ptx_dir)
     launchers.chunk_carry_kernel = _Recorder(launchers.chunk_carry_kernel, "carry", ptx_dir)
-    launchers.scan_bwd_gluon_kernel = _Recorder(launchers.scan_bwd_gluon_kernel,
-                                                 "backward (Gluon)", ptx_dir)
-    # what an H200 gets: the Gluon backward where it applies (it asks whether the tensors are
-    # on CUDA; these are on the meta device) and its register cap for 132 SMs
-    gluon_applies = launchers._gluon_backward
-    launchers._gluon_backward = lambda cfg, u, *rest: gluon_applies(
-        cfg, types.SimpleNamespace(is_cuda=True), *rest)
-    launchers.num_sms = lambda _index: H200_SMS
+    if hasattr(launchers, "scan_bwd_gluon_kernel"):   # versions before it (--kernels) lack it
+        launchers.scan_bwd_gluon_kernel = _Recorder(launchers.scan_bwd_gluon_kernel,
+                                                     "backward (Gluon)", ptx_dir)
+        # what an H200 gets: the Gluon backward where it applies (it asks whether the
+        # tensors are on CUDA; these are on the meta device) and its register cap for 132 SMs
+        gluon_applies = launchers._gluon_backward
+        launchers._gluon_backward = lambda cfg, u, *rest: gluon_applies(
+            cfg, types.SimpleNamespace(is_cuda=True, shape=u.shape), *rest)
+        launchers.num_sms = lambda _index: H200_SMS
     dstate = bench_scan.D_STATE
     for shape in shapes.split(","):
         batch, length = (int(v) for v in shape.split("x"))

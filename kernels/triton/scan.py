@@ -160,16 +160,16 @@ def _maxnreg(limit: int) -> dict:
     return {"maxnreg": limit} if limit and os.environ.get("TRITON_INTERPRET") != "1" else {}
 
 
-def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: int,
-                    programs: int) -> int:
+def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: int) -> int:
     """Channels per program of the Gluon backward where it applies, else 0: on CUDA (not the
     interpreter), scan order forward, no cu_seqlens, chunks of 256 (its layouts' 32 lanes of
-    8 positions) whose B and C rows load whole, channels per group a multiple of its warps,
-    and enough programs to fill the GPU without segments (it runs one)."""
+    8 positions) whose B and C rows load whole, channels per group (`dg`) a multiple of its
+    warps, and at least 1024 channels in all, a warp each, to fill the GPU without segments
+    (it runs one)."""
     w = cfg.gluon_bwd
     ok = (w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1" and not reverse
           and not packed and cfg.chunk == 256 and lbc % cfg.chunk == 0 and dg % w == 0
-          and programs * w >= 1024)
+          and u.shape[0] * u.shape[1] >= 1024)
     return w if ok else 0
 
 
@@ -269,8 +269,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     if length > 0:
         dg = dim // groups
         zs = z.stride() if z is not None else (0, 0, 0)
-        w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg,
-                            batch * groups * cdiv(dg, cfg.gluon_bwd or 1))
+        w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg)
         if w:  # the Gluon backward runs one segment
             nseg = 1
         adj = torch.empty_like(states)

@@ -14,11 +14,11 @@ Per state, each warp runs one dependent chain: exp2, the adjoint and the states 
 thread's 8 positions in registers, then one scan across the lanes of both recurrences'
 group totals (`_scans`: 5 steps of 4 independent shuffles, where a scan for each waited 10
 steps), then the dB/dC rows through shared memory. The grid holds too few warps to hide
-that chain (1x128K: 1536 warps on 132 SMs, under 3 a scheduler, and ncu finds an
-instruction issued every other cycle, stalls mostly short scoreboard), so what shortens
-it pays: fusing the two scans took the kernel from 0.88x to 0.81x the Triton backward's
-time at 1x128K, and adding each state's dA one state later, its shuffles across the lanes
-behind the next state's work, to 0.78x.
+that chain (1x128K: 1536 warps on 132 SMs, under 3 a scheduler; ncu on the four-channel
+draft found an instruction issued every other cycle, stalls mostly short scoreboard), so
+what shortens it pays: fusing the two scans took the kernel from 0.88x to 0.81x the Triton
+backward's time at 1x128K, and adding each state's dA one state later, its shuffles across
+the lanes behind the next state's work, to 0.78x.
 
 Measured on an H200 (twenty-first session, `bench_scan_ab.py` against the Triton backward,
 three interleaved rounds, the backward alone; `docs/benchmarks/scan.md` has the table):
