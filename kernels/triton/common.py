@@ -348,7 +348,7 @@ def store_chunk_grads(gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D,
     Triton and the Gluon backward: their chunks end alike. EXP2_SIGMOID takes the sigmoids
     through `sigmoid` (48 fewer instructions in the Gluon kernel) rather than tl.sigmoid,
     which the Triton kernel keeps: with the exp2 form it spilled 40 bytes instead of 12 at
-    1x16K in 4 sequences and took 1.054x the time (H200, twenty-second session)."""
+    1x16K in 4 sequences and took 1.04-1.05x the time (H200, twenty-second session)."""
     # x = dt u B: d dt gets u * sum g B, du gets dt * sum g B
     u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
     ddt = gHA + gB * u

@@ -1,8 +1,8 @@
 """Spills of the Triton backward where CUDA runs it (cu_seqlens, reverse), compiled for sm_90
 by `scripts/scan_registers.py` on any machine. A guard for a measured regression: taking its
 chunk epilogue's sigmoids through exp2 (as the Gluon kernel does) made the one-channel
-backward spill 40 bytes instead of 12 at 1x16K in 4 sequences, and it took 1.054x the time
-on an H200 (twenty-second session, `bench_scan_ab.py --seqs 4`)."""
+backward spill 40 bytes instead of 12 at 1x16K in 4 sequences, and it took 1.04-1.05x the
+time on an H200 (twenty-second session, `bench_scan_ab.py --seqs 4`)."""
 from __future__ import annotations
 
 import os
