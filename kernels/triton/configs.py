@@ -52,10 +52,6 @@ class ScanConfig:
                             # (0: the Triton kernel everywhere)
     maxnreg_gluon: int = 0  # its register cap where the grid takes no more waves at it
                             # than at maxnreg_bwd_one (0: maxnreg_bwd_one everywhere)
-    gluon_fwd: int = 0      # the forward in Gluon (`scan_fwd_gluon.py`), its state indices
-                            # split over this many warps per channel, where it applies (0: the
-                            # Triton kernel everywhere)
-    maxnreg_gluon_fwd: int = 0  # its register cap (0: none)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
 
@@ -131,7 +127,7 @@ TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
-                   gluon_bwd=2, maxnreg_gluon=168, gluon_fwd=2)
+                   gluon_bwd=2, maxnreg_gluon=168)
 MAX_DSTATE = 256
 
 

@@ -42,7 +42,6 @@ from .gemv import num_sms
 from .scan_bwd import scan_bwd_kernel
 from .scan_bwd_gluon import scan_bwd_gluon_kernel
 from .scan_fwd import scan_fwd_kernel
-from .scan_fwd_gluon import scan_fwd_gluon_kernel
 
 f32 = torch.float32
 
@@ -174,18 +173,6 @@ def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: i
     return w if ok else 0
 
 
-def _gluon_forward(cfg, u: Tensor, reverse: bool, packed: bool, nseg: int, lbc: int,
-                   dstate: int) -> int:
-    """Warps per channel of the Gluon forward where it applies, else 0: on CUDA (not the
-    interpreter), scan order forward, no cu_seqlens, one segment, the backward's chunks of
-    256 (its chunk), B and C rows of whole chunks, dstate a multiple of its warps."""
-    w = cfg.gluon_fwd
-    ok = (w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1" and not reverse
-          and not packed and nseg == 1 and bwd_chunk(cfg) == 256 and lbc % 256 == 0
-          and dstate % w == 0)
-    return w if ok else 0
-
-
 def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
     """The Gluon backward's register cap: `maxnreg_gluon` where its grid of `programs`
     W-warp programs takes no more waves on `sms` multiprocessors (64K registers each) than
@@ -228,18 +215,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
-    zs = z.stride() if z is not None else (0, 0, 0)
-    w = _gluon_forward(cfg, u, reverse, cu_seqlens is not None, nseg, lbc, dstate)
-    if w:
-        scan_fwd_gluon_kernel[(batch * dim,)](
-            u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, ends, out,
-            length, lp, dim, dstate, dg,
-            *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *out.stride(),
-            HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
-            HAS_D=D is not None, HAS_Z=z is not None, CHUNK=256, W=w, num_warps=w,
-            **_maxnreg(cfg.maxnreg_gluon_fwd))
-        return out, ends[:, 0].clone(), states
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
+    zs = z.stride() if z is not None else (0, 0, 0)
     args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
             length, lp, dim, dstate, groups, dg, cps,
             *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *out.stride())
