@@ -28,7 +28,10 @@ channels per program measured 0.88-1.00x before the scans were fused, eight 0.95
 two states an iteration, their rows summed after one barrier, 1.08-1.39x (without the
 next state's early loads: long-scoreboard stalls from 0.6 to 3.0 cycles an instruction);
 this loop unrolled by two, a buffer pair for each half so that one barrier a state goes
-(301 instructions per state), 1.11-1.25x this kernel's time.
+(301 instructions per state), 1.11-1.25x this kernel's time; dA summed across the lanes
+once per program instead of once per state, and the row adds unmasked (299 instructions, no
+branch), 0.98-1.12x: the tail it cut had hidden the next state's B/C row loads (ncu,
+twenty-second session, `docs/benchmarks/scan.md`).
 The loop over states: 325 instructions per state (sm_90a SASS, W=2, 168 registers; 28
 shuffles, 2 barriers), against 402 for the Triton kernel at one channel per program.
 """

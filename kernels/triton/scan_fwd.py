@@ -86,6 +86,8 @@ def scan_fwd_kernel(
         y = tl.zeros([BLOCK_D, CHUNK], dtype=tl.float32)
         tl.debug_barrier()  # the previous chunk's stores of `here` are visible
         # state n's loads are issued one iteration ahead, so their latency hides behind a scan
+        # (mostly: ncu finds 17% of the loop's samples waiting on them at 1x128K, yet two
+        # iterations ahead or an L1 prefetch measured slower; docs/benchmarks/scan.md)
         h_nx = tl.load(here, mask=dmask, other=0.0)
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
         B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g,
