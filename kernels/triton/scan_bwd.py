@@ -183,7 +183,7 @@ def scan_bwd_kernel(
                 gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D, u_ptr, delta_ptr,
                 bias_ptr, z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, su_b, su_d, su_l, sdl_b,
                 sdl_d, sdl_l, sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l, HAS_BIAS, SOFTPLUS, HAS_D,
-                HAS_Z, False)
+                HAS_Z, EXP2_SIGMOID=False)
             if HAS_D:
                 dD_acc += dD_c
             if HAS_BIAS:
