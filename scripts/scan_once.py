@@ -7,7 +7,9 @@
         --section LaunchStats python scripts/scan_once.py
 
 D=1536, N=16, bf16 inputs, softplus, shared B/C, as `bench_scan.py`. Runs the pair twice
-(the first compiles), so `--launch-skip 2` profiles the second forward and backward.
+(the first compiles), so `--launch-skip 2` profiles the second forward and backward. With
+`--section SourceCounters` and `-o <report>`, `scripts/ncu_stalls.py` lists where each
+kernel's loop waits, instruction by instruction.
 """
 from __future__ import annotations
 
