@@ -1,5 +1,5 @@
 """Shared by the kernel tests: the tolerance table, the error measure, random inputs, and
-Gluon kernels compiled for sm_90 without a GPU.
+Gluon kernels and the scan's launches compiled for sm_90 without a GPU.
 
 Errors are relative L2, ||out - ref|| / ||ref||, against the float32 reference run on the
 same (already rounded) inputs, so the table only has to absorb the kernel's own rounding:
@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -101,3 +102,15 @@ def gluon_ptx(module: str, kernel: str, signature: dict, constexprs: dict, *,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def scan_registers(*args: str) -> str:
+    """What `scripts/scan_registers.py *args` prints (registers, spills and shuffles of each
+    launch as an H200 gets it), run without TRITON_INTERPRET, which conftest.py sets where
+    there is no GPU and under which Gluon kernels do not compile."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).resolve().parents[2] / "scripts" / "scan_registers.py"
+    out = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout

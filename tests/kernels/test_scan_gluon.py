@@ -2,19 +2,15 @@
 (its loop's shape), and on CUDA against the Triton backward it stands in for."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
 from bytessm.kernels.triton import configs, scan
 
-from kernel_helpers import gluon_ptx
+from kernel_helpers import gluon_ptx, scan_registers
 
 BF16 = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
         "dz_ptr"}
@@ -85,13 +81,9 @@ def test_register_cap_only_where_it_costs_no_wave():
 def test_scan_registers_reports_what_an_h200_launches():
     """`scripts/scan_registers.py` compiles what the launchers launch on an H200: the Gluon
     backward at 1x4096 (768 two-warp programs, at the 168-register cap)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = Path(__file__).resolve().parents[2] / "scripts" / "scan_registers.py"
-    out = subprocess.run([sys.executable, str(script), "--shapes", "1x4096"], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    gluon = [line for line in out.stdout.splitlines() if "backward (Gluon) full pass" in line]
-    assert len(gluon) == 1, out.stdout
+    out = scan_registers("--shapes", "1x4096")
+    gluon = [line for line in out.splitlines() if "backward (Gluon) full pass" in line]
+    assert len(gluon) == 1, out
     cap = configs.TUNED.maxnreg_gluon
     assert f"grid ({1536 // W},), chunk 256, {W} channel(s) x {W} warp(s): {cap} registers" \
         in gluon[0], gluon[0]
