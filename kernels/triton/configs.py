@@ -52,6 +52,13 @@ class ScanConfig:
                             # (0: the Triton kernel everywhere)
     maxnreg_gluon: int = 0  # its register cap where the grid takes no more waves at it
                             # than at maxnreg_bwd_one (0: maxnreg_bwd_one everywhere)
+    gluon_fwd: int = 0      # the forward in Gluon (`scan_fwd_gluon.py`) with blocks of this
+                            # many positions, on CUDA where it applies (0: the Triton kernel)
+    gluon_fwd_warps: int = 1    # ... its warps per program ...
+    gluon_fwd_stages: int = 3   # ... blocks in its ring in shared memory ...
+    gluon_fwd_fill: int = 512   # ... where it has at least this many warps (it runs one
+                                # segment: below, the Triton kernel's segments fill the GPU)
+    maxnreg_gluon_fwd: int = 0  # ... and its register cap (0: none)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
 

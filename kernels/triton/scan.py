@@ -42,6 +42,7 @@ from .gemv import num_sms
 from .scan_bwd import scan_bwd_kernel
 from .scan_bwd_gluon import scan_bwd_gluon_kernel
 from .scan_fwd import scan_fwd_kernel
+from .scan_fwd_gluon import scan_fwd_gluon_kernel
 
 f32 = torch.float32
 
@@ -184,6 +185,40 @@ def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
     return hi if hi and lo and waves(hi) <= waves(lo) else lo
 
 
+def _gluon_forward(cfg, u: Tensor, delta: Tensor, z: Tensor | None, reverse: bool,
+                   packed: bool, dg: int, dstate: int) -> bool:
+    """Whether the Gluon forward applies: on CUDA (not the interpreter), scan order forward,
+    no cu_seqlens, at most 32 states (a lane each), rows with a unit stride along the
+    length, channels per group a multiple of its programs' channels, blocks that divide
+    the saved states' spacing, rows of u and delta that its 8- or 16-byte copies can read,
+    and enough warps to fill the GPU without segments."""
+    tp, np_ = cfg.gluon_fwd, n_pad(dstate)
+    if not tp or np_ > 32 or not u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1":
+        return False
+    per_program = 32 // np_ * cfg.gluon_fwd_warps
+    warps = u.shape[0] * u.shape[1] * np_ // 32
+    return (not reverse and not packed and dg % per_program == 0 and tp % np_ == 0
+            and bwd_chunk(cfg) % tp == 0 and warps >= cfg.gluon_fwd_fill
+            and all(x is None or x.stride(-1) == 1 for x in (u, delta, z))
+            and all(x.data_ptr() % 16 == 0 and x.stride(0) % 4 == 0 and x.stride(1) % 4 == 0
+                    for x in (u, delta)))
+
+
+def _blocked_rows(M: Tensor, nblk: int, tp: int, np_: int) -> Tensor:
+    """B or C (batch, groups, dstate, length) as the Gluon forward reads them: float32, in
+    blocks of tp positions, each (tp // 4, np_, 4), so that the lanes of a warp, one state
+    each, load 4 positions of every state in one contiguous 16-byte piece apiece. Zero past
+    the length and past dstate."""
+    batch, groups, n, length = M.shape
+    span = nblk * tp
+    if length < span or n < np_:
+        M = torch.nn.functional.pad(M[..., :span], (0, span - min(length, span), 0, np_ - n))
+    out = torch.empty((batch, groups, nblk, tp // 4, np_, 4), device=M.device, dtype=f32)
+    out.copy_(M[..., :span].reshape(batch, groups, np_, nblk, tp // 4, 4)
+              .permute(0, 1, 3, 4, 2, 5))
+    return out
+
+
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
     grid = (cdiv(dim * dstate, cfg.block_dn), batch)
@@ -212,9 +247,24 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
     if length == 0:
         return out, last, states
+    dg = dim // groups
+    if _gluon_forward(cfg, u, delta, z, reverse, cu_seqlens is not None, dg, dstate):
+        tp, np_, w = cfg.gluon_fwd, n_pad(dstate), cfg.gluon_fwd_warps
+        nblk = cdiv(length, tp)
+        zs = z.stride() if z is not None else (0, 0, 0)
+        last = torch.empty((batch, dim, dstate), device=u.device, dtype=f32)
+        scan_fwd_gluon_kernel[(batch * dim // (32 // np_ * w),)](
+            u, delta, delta_bias, A, _blocked_rows(Bg, nblk, tp, np_),
+            _blocked_rows(Cg, nblk, tp, np_), D, z, h0, states, last, out,
+            length, lp, dim, dstate, groups, dg, states.shape[1], nblk,
+            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zs[0], zs[1],
+            out.stride(0), out.stride(1), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+            HAS_H0=h0 is not None, HAS_D=D is not None, HAS_Z=z is not None, N_PAD=np_, TP=tp,
+            W=w, SAVE=bwd_chunk(cfg), STAGES=cfg.gluon_fwd_stages, num_warps=w,
+            **_maxnreg(cfg.maxnreg_gluon_fwd))
+        return out, last, states
     ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
-    dg = dim // groups
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
     zs = z.stride() if z is not None else (0, 0, 0)
     args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
