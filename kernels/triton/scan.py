@@ -186,22 +186,24 @@ def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
 
 
 def _gluon_forward(cfg, u: Tensor, delta: Tensor, z: Tensor | None, reverse: bool,
-                   packed: bool, dg: int, dstate: int) -> bool:
-    """Whether the Gluon forward applies: on CUDA (not the interpreter), scan order forward,
-    no cu_seqlens, at most 32 states (a lane each), rows with a unit stride along the
-    length, channels per group a multiple of its programs' channels, blocks that divide
-    the saved states' spacing, rows of u and delta that its 8- or 16-byte copies can read,
-    and enough warps to fill the GPU without segments."""
+                   packed: bool, dg: int, dstate: int):
+    """The Gluon forward's blocks (positions, states per lane, lanes per channel, channels
+    per program) where it applies, else None: on CUDA (not the interpreter), scan order
+    forward, no cu_seqlens, at most 32 states, rows with a unit stride along the length
+    that its 8- or 16-byte copies can read, channels per group a multiple of its programs'
+    channels, and blocks that divide the saved states' spacing."""
     tp, np_ = cfg.gluon_fwd, n_pad(dstate)
     if not tp or np_ > 32 or not u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1":
-        return False
-    per_program = 32 // np_ * cfg.gluon_fwd_warps
-    warps = u.shape[0] * u.shape[1] * np_ // 32
-    return (not reverse and not packed and dg % per_program == 0 and tp % np_ == 0
-            and bwd_chunk(cfg) % tp == 0 and warps >= cfg.gluon_fwd_fill
-            and all(x is None or x.stride(-1) == 1 for x in (u, delta, z))
-            and all(x.data_ptr() % 16 == 0 and x.stride(0) % 4 == 0 and x.stride(1) % 4 == 0
-                    for x in (u, delta)))
+        return None
+    spl = min(cfg.gluon_fwd_spl, np_)
+    nq = np_ // spl
+    per_program = 32 // nq * cfg.gluon_fwd_warps
+    ok = (not reverse and not packed and dg % per_program == 0 and tp % 4 == 0 and tp >= nq
+          and bwd_chunk(cfg) % tp == 0
+          and all(x is None or x.stride(-1) == 1 for x in (u, delta, z))
+          and all(x.data_ptr() % 16 == 0 and x.stride(0) % 4 == 0 and x.stride(1) % 4 == 0
+                  for x in (u, delta)))
+    return (tp, spl, nq, per_program) if ok else None
 
 
 def _blocked_rows(M: Tensor, nblk: int, tp: int, np_: int) -> Tensor:
@@ -248,21 +250,36 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     if length == 0:
         return out, last, states
     dg = dim // groups
-    if _gluon_forward(cfg, u, delta, z, reverse, cu_seqlens is not None, dg, dstate):
-        tp, np_, w = cfg.gluon_fwd, n_pad(dstate), cfg.gluon_fwd_warps
+    gluon = _gluon_forward(cfg, u, delta, z, reverse, cu_seqlens is not None, dg, dstate)
+    if gluon:
+        tp, spl, _nq, per_program = gluon
+        np_, w, save = n_pad(dstate), cfg.gluon_fwd_warps, bwd_chunk(cfg)
         nblk = cdiv(length, tp)
+        programs = batch * dim // per_program
+        # segments of whole saves: as many as keep the grid within gluon_fwd_grid warps
+        unit = save // tp
+        nseg = max(1, min(cfg.gluon_fwd_grid // (programs * w),
+                          nblk // max(cfg.gluon_fwd_seg // tp, 1)))
+        bps = cdiv(cdiv(nblk, nseg), unit) * unit
+        nseg = cdiv(nblk, bps)
+        ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
+        seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
         zs = z.stride() if z is not None else (0, 0, 0)
-        last = torch.empty((batch, dim, dstate), device=u.device, dtype=f32)
-        scan_fwd_gluon_kernel[(batch * dim // (32 // np_ * w),)](
-            u, delta, delta_bias, A, _blocked_rows(Bg, nblk, tp, np_),
-            _blocked_rows(Cg, nblk, tp, np_), D, z, h0, states, last, out,
-            length, lp, dim, dstate, groups, dg, states.shape[1], nblk,
-            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zs[0], zs[1],
-            out.stride(0), out.stride(1), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-            HAS_H0=h0 is not None, HAS_D=D is not None, HAS_Z=z is not None, N_PAD=np_, TP=tp,
-            W=w, SAVE=bwd_chunk(cfg), STAGES=cfg.gluon_fwd_stages, num_warps=w,
-            **_maxnreg(cfg.maxnreg_gluon_fwd))
-        return out, last, states
+        args = (u, delta, delta_bias, A, _blocked_rows(Bg, nblk, tp, np_),
+                _blocked_rows(Cg, nblk, tp, np_), D, z, h0, states, ends, seg_dt, out,
+                length, lp, dim, dstate, groups, dg, states.shape[1], nblk, bps,
+                u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zs[0], zs[1],
+                out.stride(0), out.stride(1))
+        flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
+                     HAS_D=D is not None, HAS_Z=z is not None, N_PAD=np_, SPL=spl, TP=tp, W=w,
+                     SAVE=save, STAGES=cfg.gluon_fwd_stages, num_warps=w,
+                     **_maxnreg(cfg.maxnreg_gluon_fwd))
+        grid = (programs, nseg)
+        if nseg > 1:
+            scan_fwd_gluon_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
+            _carry(ends, seg_dt, A, None, False, cfg)
+        scan_fwd_gluon_kernel[grid](*args, STATE_ONLY=False, HAS_ENTER=nseg > 1, **flags)
+        return out, ends[:, nseg - 1].clone(), states
     ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
