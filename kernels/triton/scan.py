@@ -42,7 +42,6 @@ from .gemv import num_sms
 from .scan_bwd import scan_bwd_kernel
 from .scan_bwd_gluon import scan_bwd_gluon_kernel
 from .scan_fwd import scan_fwd_kernel
-from .scan_fwd_gluon import scan_fwd_gluon_kernel
 
 f32 = torch.float32
 
@@ -185,42 +184,6 @@ def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
     return hi if hi and lo and waves(hi) <= waves(lo) else lo
 
 
-def _gluon_forward(cfg, u: Tensor, delta: Tensor, z: Tensor | None, reverse: bool,
-                   packed: bool, dg: int, dstate: int):
-    """The Gluon forward's blocks (positions, states per lane, lanes per channel, channels
-    per program) where it applies, else None: on CUDA (not the interpreter), scan order
-    forward, no cu_seqlens, at most 32 states, rows with a unit stride along the length
-    that its 8- or 16-byte copies can read, channels per group a multiple of its programs'
-    channels, and blocks that divide the saved states' spacing."""
-    tp, np_ = cfg.gluon_fwd, n_pad(dstate)
-    if not tp or np_ > 32 or not u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1":
-        return None
-    spl = min(cfg.gluon_fwd_spl, np_)
-    nq = np_ // spl
-    per_program = 32 // nq * cfg.gluon_fwd_warps
-    ok = (not reverse and not packed and dg % per_program == 0 and tp % 4 == 0 and tp >= nq
-          and bwd_chunk(cfg) % tp == 0
-          and all(x is None or x.stride(-1) == 1 for x in (u, delta, z))
-          and all(x.data_ptr() % 16 == 0 and x.stride(0) % 4 == 0 and x.stride(1) % 4 == 0
-                  for x in (u, delta)))
-    return (tp, spl, nq, per_program) if ok else None
-
-
-def _blocked_rows(M: Tensor, nblk: int, tp: int, np_: int) -> Tensor:
-    """B or C (batch, groups, dstate, length) as the Gluon forward reads them: float32, in
-    blocks of tp positions, each (tp // 4, np_, 4), so that the lanes of a warp, one state
-    each, load 4 positions of every state in one contiguous 16-byte piece apiece. Zero past
-    the length and past dstate."""
-    batch, groups, n, length = M.shape
-    span = nblk * tp
-    if length < span or n < np_:
-        M = torch.nn.functional.pad(M[..., :span], (0, span - min(length, span), 0, np_ - n))
-    out = torch.empty((batch, groups, nblk, tp // 4, np_, 4), device=M.device, dtype=f32)
-    out.copy_(M[..., :span].reshape(batch, groups, np_, nblk, tp // 4, 4)
-              .permute(0, 1, 3, 4, 2, 5))
-    return out
-
-
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
     grid = (cdiv(dim * dstate, cfg.block_dn), batch)
@@ -249,39 +212,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
     if length == 0:
         return out, last, states
-    dg = dim // groups
-    gluon = _gluon_forward(cfg, u, delta, z, reverse, cu_seqlens is not None, dg, dstate)
-    if gluon:
-        tp, spl, _nq, per_program = gluon
-        np_, w, save = n_pad(dstate), cfg.gluon_fwd_warps, bwd_chunk(cfg)
-        nblk = cdiv(length, tp)
-        programs = batch * dim // per_program
-        # segments of whole saves: as many as keep the grid within gluon_fwd_grid warps
-        unit = save // tp
-        nseg = max(1, min(cfg.gluon_fwd_grid // (programs * w),
-                          nblk // max(cfg.gluon_fwd_seg // tp, 1)))
-        bps = cdiv(cdiv(nblk, nseg), unit) * unit
-        nseg = cdiv(nblk, bps)
-        ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
-        seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
-        zs = z.stride() if z is not None else (0, 0, 0)
-        args = (u, delta, delta_bias, A, _blocked_rows(Bg, nblk, tp, np_),
-                _blocked_rows(Cg, nblk, tp, np_), D, z, h0, states, ends, seg_dt, out,
-                length, lp, dim, dstate, groups, dg, states.shape[1], nblk, bps,
-                u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zs[0], zs[1],
-                out.stride(0), out.stride(1))
-        flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
-                     HAS_D=D is not None, HAS_Z=z is not None, N_PAD=np_, SPL=spl, TP=tp, W=w,
-                     SAVE=save, STAGES=cfg.gluon_fwd_stages, num_warps=w,
-                     **_maxnreg(cfg.maxnreg_gluon_fwd))
-        grid = (programs, nseg)
-        if nseg > 1:
-            scan_fwd_gluon_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
-            _carry(ends, seg_dt, A, None, False, cfg)
-        scan_fwd_gluon_kernel[grid](*args, STATE_ONLY=False, HAS_ENTER=nseg > 1, **flags)
-        return out, ends[:, nseg - 1].clone(), states
     ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
+    dg = dim // groups
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
     zs = z.stride() if z is not None else (0, 0, 0)
     args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
