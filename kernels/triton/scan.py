@@ -25,7 +25,11 @@ compiles to 246 instructions against 242 with z padded; with z unpadded and `_pa
 instead of F.pad's, the forward at 1x131071 took 0.83x the time). The copies cost memory
 (forward+backward at 1x131071: 4.68 GiB against 3.45 for mamba_ssm's CUDA scan) and time
 (0.47 ms per (1, 1536, 131071) bf16 tensor, against 0.59 for F.pad and 0.20 for a clone);
-`BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the rows as they are (`_padded`).
+`BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the rows as they are (`_padded`). The
+Gluon backward (`scan_bwd_gluon.py`), whose layouts are explicit, reads u, delta, z and
+dout unpadded: without those four copies the backward took 0.86x the time at 8x2047 and
+0.88x at 1x131071 (H200, twenty-third session, `bench_scan_ab.py`); B and C are padded
+still, and dB and dC come out of rows of `row_length`.
 """
 from __future__ import annotations
 
@@ -240,7 +244,7 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                   states, softplus: bool, reverse: bool):
     batch, dim, length = u.shape
     dstate = A.shape[1]
-    lp, lbc, Bg, Cg, (u, delta, z, dout) = _padded(length, dstate, B, C, u, delta, z, dout)
+    lp, lbc, Bg, Cg, _ = _padded(length, dstate, B, C)   # u, delta, z, dout: below
     groups = Bg.shape[1]
     cfg, nc, cps, nseg = _plan(batch, dim, groups, length, dstate, backward=True,
                                packed=cu_seqlens is not None)
@@ -268,14 +272,14 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         dh0 = empty()
     if length > 0:
         dg = dim // groups
-        zs = z.stride() if z is not None else (0, 0, 0)
         w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg)
         if w:  # the Gluon backward runs one segment
             nseg = 1
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
         seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32) if nseg > 1 else None
-        if w:  # `ends` gets what reaches the sequence's start
+        if w:  # `ends` gets what reaches the sequence's start; the rows are read unpadded
+            zs = z.stride() if z is not None else (0, 0, 0)
             grid_g = batch * groups * (dg // w)
             scan_bwd_gluon_kernel[(grid_g,)](
                 u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
@@ -288,6 +292,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
             if h0 is not None:
                 dh0 = ends[:, 0].clone()
         else:
+            u, delta, z, dout = (_pad(x, lp) for x in (u, delta, z, dout))
+            zs = z.stride() if z is not None else (0, 0, 0)
             cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
             args = (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
                     dout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,

@@ -10,6 +10,11 @@ summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: s
 forward, no cu_seqlens, one segment, B and C rows whole chunks; `scan.scan_backward` uses
 the Triton kernel otherwise.
 
+The rows of u, delta, z and dout are read as they come, whatever their length: the layouts
+are explicit, so an unaligned row only costs its loads their vectorisation (once per chunk,
+against the loop over states), where the Triton kernels need rows padded to a multiple of
+16 positions (`scan.py`), four copies of (batch, dim, length) alive through the backward.
+
 Per state, each warp runs one dependent chain: exp2, the adjoint and the states over each
 thread's 8 positions in registers, then one scan across the lanes of both recurrences'
 group totals (`_scans`: 5 steps of 4 independent shuffles, where a scan for each waited 10
@@ -202,9 +207,10 @@ def scan_bwd_gluon_kernel(
         c = NC - 1 - i
         t0 = c * CHUNK
         t = t0 + k
-        lmask = t < LP
-        m = dmask[:, None] & lmask[None, :]
+        # u, delta, z and dout are read as they are, up to the length, not from rows padded
+        # to LP (`scan.scan_backward`): dB's and dC's rows are LP long
         valid = dmask[:, None] & (t < L)[None, :]
+        m = valid
         dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
                            HAS_BIAS, SOFTPLUS)
         dy = load_tile(dout_ptr, b, d, t, m, sdo_b, sdo_d, sdo_l)

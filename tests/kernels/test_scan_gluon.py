@@ -116,7 +116,8 @@ def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0):
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch, dim, length, groups, h0", [
     (2, 512, 2048, 1, False),
-    (2, 512, 1000, 2, True),      # rows padded to 1008, 2 groups, initial state, last-state grad
+    (2, 512, 1000, 2, True),      # rows read unpadded, 2 groups, initial state, last-state grad
+    (2, 512, 1001, 1, False),     # rows that start at odd positions: unaligned loads
     (1, 1536, 4096, 1, True),
 ])
 def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0):
@@ -131,3 +132,80 @@ def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0
         if y.numel():
             err = ((x.double() - y.double()).norm() / y.double().norm()).item()
             assert err < (5e-3 if x.dtype == torch.bfloat16 else 1e-4), (name, err)
+
+
+class _Recorder:
+    """Stands in for the Gluon kernel on the CPU: records what `scan_backward` launches it
+    with (`kernel[grid](*args, **flags)`)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **flags: self.calls.append((args, flags))
+
+
+@pytest.mark.parametrize("length", [1000, 1024])
+def test_reads_the_rows_unpadded(monkeypatch, length):
+    """Where the Gluon backward runs, u, delta, z and dout reach it as they came (no padded
+    copies: four (batch, dim, length) tensors less through the backward at lengths that are
+    not a multiple of 16), while dB's and dC's rows stay `row_length` long; the Triton
+    backward still gets padded rows. CPU tensors, the kernels replaced by recorders."""
+    from kernel_helpers import scan_inputs
+    a = scan_inputs(batch=1, dim=4, length=length, dtype=torch.bfloat16)
+    a = {k: (v.detach() if v is not None else None) for k, v in a.items()}
+    lp = scan.row_length(length)
+    states = torch.zeros(1, scan.num_saved(length, 16), 4, 16)
+    dout = torch.randn(1, 4, length).bfloat16()
+    args = (dout, None, a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"],
+            a["delta_bias"], None, None, states, True, False)
+    gluon, triton_ = _Recorder(), _Recorder()
+    monkeypatch.setattr(scan, "scan_bwd_gluon_kernel", gluon)
+    monkeypatch.setattr(scan, "scan_bwd_kernel", triton_)
+    monkeypatch.setattr(scan, "_gluon_backward", lambda *_: 2)
+    scan.scan_backward(*args)
+    (got, _flags), = gluon.calls
+    from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
+    by_name = dict(zip(fn.arg_names, got))
+    for name, x in (("u_ptr", a["u"]), ("delta_ptr", a["delta"]), ("z_ptr", a["z"]),
+                    ("dout_ptr", dout)):
+        assert by_name[name] is x, name
+    assert (by_name["L"], by_name["LP"]) == (length, lp)
+    assert by_name["dB_ptr"].shape[-1] == by_name["dC_ptr"].shape[-1] == lp
+    assert by_name["B_ptr"].shape[-1] == scan.bc_row_length(length)
+
+    monkeypatch.setattr(scan, "_gluon_backward", lambda *_: 0)
+    scan.scan_backward(*args)
+    (got, _flags), = triton_.calls
+    from bytessm.kernels.triton.scan_bwd import scan_bwd_kernel as fn_t
+    by_name = dict(zip(fn_t.arg_names, got))
+    for name in ("u_ptr", "delta_ptr", "z_ptr", "dout_ptr"):
+        assert by_name[name].shape[-1] == lp, name
+        assert (by_name[name] is a[name[:-4]] if name != "dout_ptr" else
+                by_name[name] is dout) == (lp == length), name
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_odd_lengths_cost_the_backward_no_copies():
+    """The backward's peak memory at 1x1536x4095 is that at 4096 (B and C padded, dB and dC
+    at 4096 either way): no padded copies of u, delta, z and dout (50 MB there)."""
+    def peak(length):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        u, z, delta, dout = (torch.randn(1, 1536, length, device="cuda", generator=g)
+                             .bfloat16() for _ in range(4))
+        B, C = (torch.randn(1, 16, length, device="cuda", generator=g).bfloat16()
+                for _ in range(2))
+        A = -torch.rand(1536, 16, device="cuda", generator=g) - 0.5
+        D, bias = torch.randn(1536, device="cuda"), torch.zeros(1536, device="cuda")
+        args = (u, delta, A, B, C, D, z, bias, None, None)
+        _out, _last, states = scan.scan_forward(*args, True, False)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        scan.scan_backward(dout, None, *args, states, True, False)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+
+    even, odd = peak(4096), peak(4095)
+    assert odd <= even + 2**20, (odd, even)
