@@ -23,8 +23,10 @@ further, to whole chunks (`bc_row_length`), so that their rows load unmasked. Th
 reads z once per chunk, after its loop over states, so z is not copied for it (its loop
 compiles to 246 instructions against 242 with z padded; with z unpadded and `_pad`'s copies
 instead of F.pad's, the forward at 1x131071 took 0.83x the time). The copies cost memory
-(forward+backward at 1x131071: 4.68 GiB against 3.45 for mamba_ssm's CUDA scan) and time
-(0.47 ms per (1, 1536, 131071) bf16 tensor, against 0.59 for F.pad and 0.20 for a clone);
+(forward+backward at 1x131071: 4.68 GiB against 3.45 for mamba_ssm's CUDA scan) and time:
+0.24 ms per (1, 1536, 131071) bf16 tensor with `pad.pad_rows_kernel` against 0.20 for a
+clone, 0.46 for the strided `copy_` into an empty tensor used before it and 0.59 for F.pad
+(the forward at 1x131071 took 0.88x the time with the kernel, twenty-third session);
 `BYTESSM_SCAN_CONFIG='{"pad_rows": false}'` reads the rows as they are (`_padded`). The
 Gluon backward (`scan_bwd_gluon.py`), whose layouts are explicit, reads u, delta, z and
 dout unpadded: without those four copies the backward took 0.86x the time at 8x2047 and
@@ -43,6 +45,7 @@ from torch import Tensor
 from .carry import chunk_carry_kernel
 from .configs import bwd_chunk, cdiv, n_pad, scan_config, segments
 from .gemv import num_sms
+from .pad import pad_rows_kernel
 from .scan_bwd import scan_bwd_kernel
 from .scan_bwd_gluon import scan_bwd_gluon_kernel
 from .scan_fwd import scan_fwd_kernel
@@ -75,12 +78,17 @@ def bc_row_length(length: int, dstate: int = 16) -> int:
 
 def _pad(x: Tensor | None, lp: int) -> Tensor | None:
     """`x` (..., length) as zero-padded rows of `lp` positions (itself where lp = length).
-    Written as an empty tensor whose tail is zeroed and head copied into: 0.47 ms for a
-    (1, 1536, 131071) bf16 tensor on an H200 against 0.59 for F.pad."""
+    On CUDA, a (batch, dim, length) tensor in one pass of `pad_rows_kernel` (`pad.py`);
+    otherwise an empty tensor whose tail is zeroed and head copied into."""
     if x is None or x.shape[-1] == lp:
         return x
     length = x.shape[-1]
     out = x.new_empty((*x.shape[:-1], lp))
+    if x.is_cuda and x.dim() == 3:
+        block = 1024
+        pad_rows_kernel[(x.shape[0] * x.shape[1], cdiv(lp, block))](
+            x, out, x.shape[1], length, lp, *x.stride(), BLOCK=block, num_warps=4)
+        return out
     out[..., length:].zero_()
     out[..., :length].copy_(x)
     return out
