@@ -15,10 +15,12 @@ import triton.language as tl
 @triton.jit
 def pad_rows_kernel(src_ptr, dst_ptr, NB, L, LP, s_a, s_b, s_l, BLOCK: tl.constexpr):
     """dst (rows, LP), contiguous <- row (a, b) of src (A, NB, L), strides (s_a, s_b, s_l),
-    zero from position L on. Grid: (rows, cdiv(LP, BLOCK))."""
-    r = tl.program_id(0)
+    zero from position L on. Grid: (rows * cdiv(LP, BLOCK),), one axis (the second and
+    third take at most 65535)."""
+    per_row = tl.cdiv(LP, BLOCK)
+    r = tl.program_id(0) // per_row
     a = (r // NB).to(tl.int64)
     b = (r % NB).to(tl.int64)
-    t = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    t = (tl.program_id(0) % per_row) * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(src_ptr + a * s_a + b * s_b + t * s_l, mask=t < L, other=0)
     tl.store(dst_ptr + r.to(tl.int64) * LP + t, x, mask=t < LP)

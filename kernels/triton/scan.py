@@ -86,7 +86,7 @@ def _pad(x: Tensor | None, lp: int) -> Tensor | None:
     out = x.new_empty((*x.shape[:-1], lp))
     if x.is_cuda and x.dim() == 3:
         block = 1024
-        pad_rows_kernel[(x.shape[0] * x.shape[1], cdiv(lp, block))](
+        pad_rows_kernel[(x.shape[0] * x.shape[1] * cdiv(lp, block),)](
             x, out, x.shape[1], length, lp, *x.stride(), BLOCK=block, num_warps=4)
         return out
     out[..., length:].zero_()
