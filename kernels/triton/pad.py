@@ -3,10 +3,9 @@
 The scan kernels read rows whose length is a multiple of 16 (`scan.row_length`); other
 lengths are copied into such rows first. Written as an empty tensor, its tail zeroed and its
 head copied into (`Tensor.copy_` between rows of different lengths), the copy of a (1, 1536,
-131071) bf16 tensor took 0.47 ms on an H200, where a clone of it takes 0.20: PyTorch's
-strided copy moves one element per thread at such strides. Here a program copies BLOCK
-positions of one row, loads as the source's alignment allows and stores aligned vectors,
-zeros included, in one pass.
+131071) bf16 tensor took 0.46 ms on an H200, where a clone of it takes 0.20. Here a program
+copies BLOCK positions of one row, loads as the source's alignment allows and stores aligned
+vectors, zeros included, in one pass: 0.24 ms (twenty-third session).
 """
 import triton
 import triton.language as tl

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from bytessm.kernels.triton import configs, scan
+from bytessm.kernels.triton.scan_bwd import scan_bwd_kernel
+from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel
 
-from kernel_helpers import gluon_ptx, scan_registers
+from kernel_helpers import gluon_ptx, scan_inputs, scan_registers
 
 BF16 = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
         "dz_ptr"}
@@ -135,14 +137,14 @@ def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0
 
 
 class _Recorder:
-    """Stands in for the Gluon kernel on the CPU: records what `scan_backward` launches it
-    with (`kernel[grid](*args, **flags)`)."""
+    """Stands in for a kernel on the CPU: records what `scan_backward` launches it with
+    (`kernel[grid](*args, **flags)`), by argument name."""
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, kernel):
+        self.names, self.calls = kernel.arg_names, []
 
     def __getitem__(self, grid):
-        return lambda *args, **flags: self.calls.append((args, flags))
+        return lambda *args, **flags: self.calls.append(dict(zip(self.names, args)))
 
 
 @pytest.mark.parametrize("length", [1000, 1024])
@@ -151,38 +153,33 @@ def test_reads_the_rows_unpadded(monkeypatch, length):
     copies: four (batch, dim, length) tensors less through the backward at lengths that are
     not a multiple of 16), while dB's and dC's rows stay `row_length` long; the Triton
     backward still gets padded rows. CPU tensors, the kernels replaced by recorders."""
-    from kernel_helpers import scan_inputs
-    a = scan_inputs(batch=1, dim=4, length=length, dtype=torch.bfloat16)
-    a = {k: (v.detach() if v is not None else None) for k, v in a.items()}
+    a = {k: (v.detach() if v is not None else None)
+         for k, v in scan_inputs(batch=1, dim=4, length=length, dtype=torch.bfloat16).items()}
     lp = scan.row_length(length)
     states = torch.zeros(1, scan.num_saved(length, 16), 4, 16)
     dout = torch.randn(1, 4, length).bfloat16()
+    rows = {"u_ptr": a["u"], "delta_ptr": a["delta"], "z_ptr": a["z"], "dout_ptr": dout}
     args = (dout, None, a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"],
             a["delta_bias"], None, None, states, True, False)
-    gluon, triton_ = _Recorder(), _Recorder()
+    gluon, triton_ = _Recorder(scan_bwd_gluon_kernel), _Recorder(scan_bwd_kernel)
     monkeypatch.setattr(scan, "scan_bwd_gluon_kernel", gluon)
     monkeypatch.setattr(scan, "scan_bwd_kernel", triton_)
+
     monkeypatch.setattr(scan, "_gluon_backward", lambda *_: 2)
     scan.scan_backward(*args)
-    (got, _flags), = gluon.calls
-    from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
-    by_name = dict(zip(fn.arg_names, got))
-    for name, x in (("u_ptr", a["u"]), ("delta_ptr", a["delta"]), ("z_ptr", a["z"]),
-                    ("dout_ptr", dout)):
-        assert by_name[name] is x, name
-    assert (by_name["L"], by_name["LP"]) == (length, lp)
-    assert by_name["dB_ptr"].shape[-1] == by_name["dC_ptr"].shape[-1] == lp
-    assert by_name["B_ptr"].shape[-1] == scan.bc_row_length(length)
+    got, = gluon.calls
+    for name, x in rows.items():
+        assert got[name] is x, name
+    assert (got["L"], got["LP"]) == (length, lp)
+    assert got["dB_ptr"].shape[-1] == got["dC_ptr"].shape[-1] == lp
+    assert got["B_ptr"].shape[-1] == scan.bc_row_length(length)
 
     monkeypatch.setattr(scan, "_gluon_backward", lambda *_: 0)
     scan.scan_backward(*args)
-    (got, _flags), = triton_.calls
-    from bytessm.kernels.triton.scan_bwd import scan_bwd_kernel as fn_t
-    by_name = dict(zip(fn_t.arg_names, got))
-    for name in ("u_ptr", "delta_ptr", "z_ptr", "dout_ptr"):
-        assert by_name[name].shape[-1] == lp, name
-        assert (by_name[name] is a[name[:-4]] if name != "dout_ptr" else
-                by_name[name] is dout) == (lp == length), name
+    got, = triton_.calls
+    for name, x in rows.items():
+        assert got[name].shape[-1] == lp, name
+        assert (got[name] is x) == (lp == length), name     # copied only where padded
 
 
 @needs_cuda
