@@ -91,6 +91,7 @@ class _Recorder:
                       "pass" if "CHUNK" not in kwargs else "full pass")
             k = compile_launch(self.fn, args, kwargs)
             if self.ptx_dir:
+                os.makedirs(self.ptx_dir, exist_ok=True)
                 self.count += 1
                 for ext in ("ptx", "ttgir"):  # the PTX, and Triton's IR with its layouts
                     path = os.path.join(self.ptx_dir, f"{self.label}_{self.count}.{ext}")

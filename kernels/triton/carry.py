@@ -8,7 +8,8 @@ chunks below: the kernel does not care how long they are),
 
 with c_0, c_1, ... the chunks in the order the carry travels, decay[c] = exp(A * dtsum[c])
 (zero for a chunk in which a packed sequence starts: nothing crosses it), and `local` the
-chunk's result from a zero start. The forward pass runs it with the scan (local = end
+chunk's result from a zero start. The last chunk's `local` and `decay` reach nothing,
+and are not read. The forward pass runs it with the scan (local = end
 state, enter = state before the chunk); the backward pass runs it against the scan
 (local = gradient reaching the chunk's entering state from inside, enter = gradient
 reaching the chunk's end from later chunks).
@@ -49,8 +50,14 @@ def chunk_carry_kernel(
             step = 1
         cmask = (c >= 0) & (c < NC)
         m = cmask[:, None] & dnmask[None, :]
-        local = tl.load(base + c[:, None] * (D * N) + dn[None, :], mask=m, other=0.0)
-        dtsum = tl.load(dtsum_ptr + (b * NC + c[:, None]) * D + dn[None, :] // N, mask=m,
+        # the last chunk's values reach no chunk's entering value: they are not read (its
+        # pass-only launch skipped it, and left them unwritten)
+        if BACKWARDS:
+            read = m & (c > 0)[:, None]
+        else:
+            read = m & (c < NC - 1)[:, None]
+        local = tl.load(base + c[:, None] * (D * N) + dn[None, :], mask=read, other=0.0)
+        dtsum = tl.load(dtsum_ptr + (b * NC + c[:, None]) * D + dn[None, :] // N, mask=read,
                         other=0.0)
         decay = tl.exp2(A2[None, :] * dtsum)                                 # (C, DN)
         if HAS_KEEP:

@@ -20,8 +20,8 @@ where it can; dA (per chunk and n), dD and d delta_bias (per program)
 after a sum over time. The adds are relaxed: nothing reads the sums before the kernel ends.
 
 Segments, when there are several, need the gradient arriving at each segment's end first:
-a launch with ADJ_ONLY=True scans only g through each segment from zero (no recompute of
-h) and writes what reaches the segment's start (`ends`) and its summed dt; the carry pass,
+a launch with ADJ_ONLY=True scans only g through each segment but the scan's first, from
+zero (no recompute of h), and writes what reaches the segment's start (`ends`) and its summed dt; the carry pass,
 run against the scan, turns that into what arrives at each segment's end.
 """
 import triton
@@ -51,6 +51,14 @@ def scan_bwd_kernel(
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, not REVERSE)
     S = tl.num_programs(1)
+    if ADJ_ONLY:
+        # the carry pass never reads what reaches the scan's first segment (`carry.py`)
+        if REVERSE:
+            unread = s == S - 1
+        else:
+            unread = s == 0
+        if unread:
+            return
     k = tl.arange(0, CHUNK)
     START: tl.constexpr = CHUNK - 1 if REVERSE else 0    # a chunk's first position in scan order
     start = k == START

@@ -11,9 +11,9 @@ done: what the backward pass restarts from; the state after the segment's last p
 goes to `ends` (batch, segments, dim, dstate). The output is (C.h + D u) * silu(z).
 
 When batch x channels alone cannot fill the GPU, the chunks are split into segments that
-run in parallel: a first launch with STATE_ONLY=True scans each segment from a zero state
-and writes only its end state (`ends`) and its summed dt (`seg_dt`; the segment's decay is
-exp(A * seg_dt)); `carry.chunk_carry_kernel` turns `ends` into each segment's entering
+run in parallel: a first launch with STATE_ONLY=True scans each segment but the scan's
+last from a zero state and writes only its end state (`ends`) and its summed dt (`seg_dt`;
+the segment's decay is exp(A * seg_dt)); `carry.chunk_carry_kernel` turns `ends` into each segment's entering
 state; the full launch then starts each segment from there. With one segment (the common
 case) the full launch is all there is.
 """
@@ -42,6 +42,14 @@ def scan_fwd_kernel(
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, _nc = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
     S = tl.num_programs(1)
+    if STATE_ONLY:
+        # the carry pass never reads what the scan's last segment leaves (`carry.py`)
+        if REVERSE:
+            unread = s == 0
+        else:
+            unread = s == S - 1
+        if unread:
+            return
     NS = tl.cdiv(L, SAVE)                                      # rows of `states`
     R: tl.constexpr = CHUNK // SAVE                            # sub-chunks per chunk
     row_b = b * NS                                             # batch row b's first state row

@@ -144,7 +144,7 @@ def test_several_channel_blocks_and_segments(monkeypatch):
     interpreter pays per state, and the grid is what is tested; the carry pass still runs
     several programs, of 8 (channel, state) rows each.)"""
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"block_d": 4, "block_d_bwd": 2, '
-                       '"programs": 64, "block_c": 2, "block_dn": 8}')
+                       '"programs": 64, "block_c": 2, "block_dn": 8, "seg_chunks": 1}')
     case = Case(3 * CHUNK + 3, batch=1, dim=8, dstate=4, groups=2, initial_state=True,
                 last_state=True)
     test_scan_matches_reference(case)
@@ -157,6 +157,47 @@ def test_several_channel_blocks_and_segments(monkeypatch):
                     cu_seqlens=(0, 3, CHUNK + 9, 4 * CHUNK + 5), reverse=reverse,
                     initial_state=True, last_state=True)
         test_scan_matches_reference(case)
+
+
+class _MarkUnwritten:
+    """Wraps a scan kernel: its pass-only launch (STATE_ONLY / ADJ_ONLY) first fills `ends`
+    with NaN, and afterwards records the number of segments and which ones' rows it left
+    so."""
+
+    def __init__(self, kernel):
+        self.kernel, self.unwritten = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **flags):
+            ends = args[self.kernel.arg_names.index("ends_ptr")]
+            only = flags.get("STATE_ONLY", flags.get("ADJ_ONLY"))
+            if only:
+                ends.fill_(float("nan"))
+            self.kernel[grid](*args, **flags)
+            if only:
+                nan = ends.isnan().flatten(2).all(-1)                  # (batch, segments)
+                assert (nan.all(0) | ~nan.any(0)).all()
+                self.unwritten.append((nan.shape[1], nan[0].nonzero().flatten().tolist()))
+        return launch
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_pass_only_launches_skip_the_segment_nothing_reads(monkeypatch, reverse):
+    """With segments, the state-only pass leaves out the scan's last segment and the
+    adjoint-only pass the scan's first: the carry never reads what they would leave (the
+    segment's end state, or what reaches its start). Their rows of `ends` stay as they
+    were (NaN here), and the results still match the reference, so the carry does not read
+    them either."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"block_d": 4, "block_d_bwd": 4, '
+                       '"programs": 12, "block_c": 2, "block_dn": 8, "seg_chunks": 1}')
+    fwd, bwd = _MarkUnwritten(scan.scan_fwd_kernel), _MarkUnwritten(scan.scan_bwd_kernel)
+    monkeypatch.setattr(scan, "scan_fwd_kernel", fwd)
+    monkeypatch.setattr(scan, "scan_bwd_kernel", bwd)
+    test_scan_matches_reference(Case(3 * CHUNK + 3, batch=2, dim=4, dstate=4,
+                                     reverse=reverse, initial_state=True, last_state=True))
+    last = 3                                                   # a segment per chunk
+    assert fwd.unwritten == [(4, [0 if reverse else last])]
+    assert bwd.unwritten == [(4, [last if reverse else 0])]
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -186,7 +227,8 @@ def test_backward_chunk_smaller_than_the_forwards(monkeypatch):
     test_scan_matches_reference(Case(2 * 64, dtype=torch.bfloat16, groups=2, batch=2, dim=4,
                                      dstate=4, last_state=True))
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 64, "chunk_bwd": 32, "block_d": 4, '
-                       '"block_d_bwd": 2, "programs": 16, "block_c": 2, "block_dn": 32}')
+                       '"block_d_bwd": 2, "programs": 16, "block_c": 2, "block_dn": 32, '
+                       '"seg_chunks": 1}')
     for reverse in (False, True):
         test_scan_matches_reference(Case(4 * 64 + 5, cu_seqlens=(0, 3, 64 + 9, 4 * 64 + 5),
                                          reverse=reverse, **small))
