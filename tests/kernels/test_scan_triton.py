@@ -188,16 +188,18 @@ def test_pass_only_launches_skip_the_segment_nothing_reads(monkeypatch, reverse)
     segment's end state, or what reaches its start). Their rows of `ends` stay as they
     were (NaN here), and the results still match the reference, so the carry does not read
     them either."""
+    # bwd_fill 0: a backward grid this small keeps its four channels a program on CUDA too
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"block_d": 4, "block_d_bwd": 4, '
-                       '"programs": 12, "block_c": 2, "block_dn": 8, "seg_chunks": 1}')
+                       '"programs": 12, "block_c": 2, "block_dn": 8, "seg_chunks": 1, '
+                       '"bwd_fill": 0}')
     fwd, bwd = _MarkUnwritten(scan.scan_fwd_kernel), _MarkUnwritten(scan.scan_bwd_kernel)
     monkeypatch.setattr(scan, "scan_fwd_kernel", fwd)
     monkeypatch.setattr(scan, "scan_bwd_kernel", bwd)
     test_scan_matches_reference(Case(3 * CHUNK + 3, batch=2, dim=4, dstate=4,
                                      reverse=reverse, initial_state=True, last_state=True))
     last = 3                                                   # a segment per chunk
-    assert fwd.unwritten == [(4, [0 if reverse else last])]
-    assert bwd.unwritten == [(4, [last if reverse else 0])]
+    assert fwd.unwritten == [(4, [0 if reverse else last])]    # the scan's last
+    assert bwd.unwritten == [(4, [last if reverse else 0])]    # the scan's first
 
 
 @pytest.mark.parametrize("reverse", [False, True])
