@@ -176,13 +176,20 @@ def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: i
     """Channels per program of the Gluon backward where it applies, else 0: on CUDA (not the
     interpreter), scan order forward, no cu_seqlens, chunks of 256 (its layouts' 32 lanes of
     8 positions) whose B and C rows load whole, channels per group (`dg`) a multiple of its
-    warps, and at least 1024 channels in all, a warp each, to fill the GPU without segments
-    (it runs one)."""
+    warps, and at least 1024 warps (a channel each) once split into `_gluon_segments`."""
     w = cfg.gluon_bwd
     ok = (w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1" and not reverse
-          and not packed and cfg.chunk == 256 and lbc % cfg.chunk == 0 and dg % w == 0
-          and u.shape[0] * u.shape[1] >= 1024)
-    return w if ok else 0
+          and not packed and cfg.chunk == 256 and lbc % cfg.chunk == 0 and dg % w == 0)
+    batch, dim, length = u.shape
+    return w if ok and batch * dim * _gluon_segments(cfg, batch * dim // w, length, w) >= 1024 \
+        else 0
+
+
+def _gluon_segments(cfg, rows: int, length: int, w: int) -> int:
+    """Segments of the Gluon backward over `rows` programs of `w` channels: as many as keep
+    the grid within the `programs` warps the Triton kernels fill the GPU with (1x128K at
+    d_inner 1536: 768 programs of two warps, one segment; at 512, three)."""
+    return segments(rows, cdiv(length, cfg.chunk), cfg.programs // w, cfg.seg_chunks)
 
 
 def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
@@ -281,39 +288,50 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     if length > 0:
         dg = dim // groups
         w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg)
-        if w:  # the Gluon backward runs one segment
-            nseg = 1
+        if w:  # the Gluon backward's own segments
+            grid_g = batch * groups * (dg // w)
+            nseg = _gluon_segments(cfg, grid_g, length, w)
+            cps = cdiv(nc, nseg)
+            nseg = cdiv(nc, cps)
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
         seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32) if nseg > 1 else None
-        if w:  # `ends` gets what reaches the sequence's start; the rows are read unpadded
+        grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
+        flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                     HAS_H0=h0 is not None, HAS_DLAST=dlast is not None,
+                     HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
+                     HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
+                     N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
+                     num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
+        cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
+
+        def triton_args(u, delta, z, dout):  # the Triton kernel's, rows padded to lp
             zs = z.stride() if z is not None else (0, 0, 0)
-            grid_g = batch * groups * (dg // w)
-            scan_bwd_gluon_kernel[(grid_g,)](
-                u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
-                du, ddelta, dz, dB, dC, dA, dD, dbias, length, lp, dim, dstate, groups, dg,
-                *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride(),
-                HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_DLAST=dlast is not None,
-                HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk, W=w,
-                N_PAD=n_pad(dstate), num_warps=w,
-                **_maxnreg(_gluon_cap(cfg, grid_g, w, num_sms(u.device.index))))
-            if h0 is not None:
-                dh0 = ends[:, 0].clone()
-        else:
-            u, delta, z, dout = (_pad(x, lp) for x in (u, delta, z, dout))
-            zs = z.stride() if z is not None else (0, 0, 0)
-            cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
-            args = (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
+            return (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
                     dout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,
                     length, lp, dim, dstate, groups, dg, cps, *u.stride(), *delta.stride(),
                     *Bg.stride(), *Cg.stride(), *zs, *dout.stride())
-            flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-                         HAS_H0=h0 is not None, HAS_DLAST=dlast is not None,
-                         HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
-                         HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
-                         N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
-                         num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
-            grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
+
+        if w:  # the rows are read unpadded; `ends` gets what reaches each segment's start
+            if nseg > 1:  # what arrives at each segment's end: the Triton kernel's
+                # adjoint-only pass (over padded copies, dropped after it), then the carry
+                args = triton_args(*(_pad(x, lp) for x in (u, delta, z, dout)))
+                scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
+                del args
+                _carry(ends, seg_dt, A32, keep, True, cfg)
+            zs = z.stride() if z is not None else (0, 0, 0)
+            scan_bwd_gluon_kernel[(grid_g, nseg)](
+                u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
+                du, ddelta, dz, dB, dC, dA, dD, dbias, length, lp, dim, dstate, groups, dg, cps,
+                *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride(),
+                HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_DLAST=dlast is not None,
+                HAS_D=D is not None, HAS_Z=z is not None, HAS_ENTER=nseg > 1, CHUNK=cfg.chunk,
+                W=w, N_PAD=n_pad(dstate), num_warps=w,
+                **_maxnreg(_gluon_cap(cfg, grid_g * nseg, w, num_sms(u.device.index))))
+            if h0 is not None:
+                dh0 = ends[:, 0].clone()
+        else:
+            args = triton_args(*(_pad(x, lp) for x in (u, delta, z, dout)))
             if nseg > 1:
                 scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
                 _carry(ends, seg_dt, A32, keep, not reverse, cfg)

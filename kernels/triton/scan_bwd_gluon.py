@@ -7,8 +7,14 @@ from chunk to chunk); what differs is the layout, which Gluon takes explicitly: 
 channel w's (CHUNK,) row, CHUNK // 32 positions a thread. At one channel per one-warp
 program the backward's dB/dC adds alone take 8.2 of its 10.3 ms at 1x128K on an H200, and
 summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: scan order
-forward, no cu_seqlens, one segment, B and C rows whole chunks; `scan.scan_backward` uses
-the Triton kernel otherwise.
+forward, no cu_seqlens, B and C rows whole chunks; `scan.scan_backward` uses the Triton
+kernel otherwise.
+
+Segments: where batch x channels alone would leave the GPU short of warps (batch 1 at a
+d_inner of 512, say), the chunks are split into segments as in `scan_bwd.py`: grid axis 1,
+CPS chunks each. The Triton kernel's adjoint-only pass and the carry pass (`carry.py`) put
+what arrives at each segment's end into `ends` (HAS_ENTER); this kernel starts each
+segment's walk from there and leaves what reaches the segment's start in the same row.
 
 The rows of u, delta, z and dout are read as they come, whatever their length: the layouts
 are explicit, so an unaligned row only costs its loads their vectorisation (once per chunk,
@@ -159,12 +165,12 @@ def scan_bwd_gluon_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     states_ptr, adj_ptr, ends_ptr, dout_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
-    L, LP, D, N, G, DG,
+    L, LP, D, N, G, DG, CPS,
     su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_DLAST: gl.constexpr,
-    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, CHUNK: gl.constexpr, W: gl.constexpr,
-    N_PAD: gl.constexpr,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_ENTER: gl.constexpr, CHUNK: gl.constexpr,
+    W: gl.constexpr, N_PAD: gl.constexpr,
 ):
     tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [W, 1], [1, 0])
     # a (W, CHUNK) tile read back from shared memory: each thread holds all W channels of
@@ -177,6 +183,8 @@ def scan_bwd_gluon_kernel(
     buf_c = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
 
     pid = gl.program_id(0)
+    s = gl.program_id(1)                   # the segment: chunks [c_lo, c_hi], see the docstring
+    S = gl.num_programs(1)
     nbd = gl.cdiv(DG, W)
     g = (pid // nbd) % G
     b = (pid // (nbd * G)).to(gl.int64)
@@ -186,16 +194,22 @@ def scan_bwd_gluon_kernel(
     k = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, tile))
     kc = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, cols))
     NC = gl.cdiv(L, CHUNK)
+    c_lo = s * CPS
+    c_hi = gl.minimum(c_lo + CPS, NC) - 1
 
-    # the gradient arriving at the sequence's end -> adj[b, its last chunk]
+    # the gradient arriving at the segment's end -> adj[b, its last chunk]: from the carry
+    # pass (HAS_ENTER), and the last state's for the sequence's last segment
     ds = g * DG + (pid % nbd) * W + gl.arange(0, W, layout=gl.SliceLayout(1, small))
     nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(0, small))
     m_dn = ((ds - g * DG) < DG)[:, None] & (nn < N)[None, :]
     gin = gl.zeros([W, N_PAD], gl.float32, small)
+    if HAS_ENTER:
+        gin = gl.load(ends_ptr + ((b * S + s) * D + ds[:, None]) * N + nn[None, :], mask=m_dn,
+                      other=0.0)
     if HAS_DLAST:
-        gin += gl.load(dlast_ptr + (b * D + ds[:, None]) * N + nn[None, :], mask=m_dn,
-                       other=0.0)
-    gl.store(adj_ptr + ((b * NC + NC - 1) * D + ds[:, None]) * N + nn[None, :], gin, mask=m_dn)
+        gin += gl.load(dlast_ptr + (b * D + ds[:, None]) * N + nn[None, :],
+                       mask=m_dn & (s == S - 1), other=0.0)
+    gl.store(adj_ptr + ((b * NC + c_hi) * D + ds[:, None]) * N + nn[None, :], gin, mask=m_dn)
     Dv = gl.zeros([W], gl.float32, chan)
     if HAS_D:
         Dv = gl.load(D_ptr + d, mask=dmask, other=0.0)
@@ -203,8 +217,8 @@ def scan_bwd_gluon_kernel(
     if HAS_BIAS:
         dbias_acc = gl.zeros([W], gl.float32, chan)
 
-    for i in range(0, NC):
-        c = NC - 1 - i
+    for i in range(0, c_hi - c_lo + 1):
+        c = c_hi - i
         t0 = c * CHUNK
         t = t0 + k
         # u, delta, z and dout are read as they are, up to the length, not from rows padded
@@ -222,10 +236,10 @@ def scan_bwd_gluon_kernel(
         gHA = gl.zeros([W, CHUNK], gl.float32, tile)     # ... of g a h_prev A
         y = gl.zeros([W, CHUNK], gl.float32, tile)
         here = adj_ptr + ((b * NC + c) * D + d) * N
-        if c > 0:
+        if c > c_lo:
             edge = adj_ptr + ((b * NC + c - 1) * D + d) * N
-        else:
-            edge = ends_ptr + (b * D + d) * N
+        else:   # what reaches the segment's start (the carry pass read its row already)
+            edge = ends_ptr + ((b * S + s) * D + d) * N
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
         gl.thread_barrier()  # the previous chunk's stores of `here` are visible
         # state n + 1's loads are issued in state n's iteration, their latency behind its scans

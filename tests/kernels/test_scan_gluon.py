@@ -68,6 +68,71 @@ def test_only_cuda_launches_it(monkeypatch):
     assert scan._gluon_backward(cfg, cuda_u, False, False, 4096, 1536) == 0
 
 
+def test_segments_where_channels_are_few(monkeypatch):
+    """Where batch x channels gives fewer than 1024 warps, the Gluon backward splits the
+    chunks into segments (16 chunks each at least), as many as keep the grid within 768
+    two-warp programs; where even that gives fewer than 1024 warps, the Triton kernel runs."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("BYTESSM_SCAN_CONFIG", raising=False)
+    cfg = configs.dataclasses.replace(configs.TUNED, chunk=256)
+
+    def plan(batch, dim, length):
+        u = types.SimpleNamespace(is_cuda=True, shape=(batch, dim, length))
+        w = scan._gluon_backward(cfg, u, False, False, length, dim)
+        return w, scan._gluon_segments(cfg, batch * dim // W, length, W) if w else 0
+    assert plan(1, 1536, 131072) == (W, 1)
+    assert plan(1, 512, 131072) == (W, 3)
+    assert plan(1, 512, 8192) == (W, 2)          # 32 chunks: two segments of 16
+    assert plan(1, 512, 4096) == (0, 0)          # one segment, 512 warps: the Triton kernel
+    assert plan(2, 512, 4096) == (W, 1)
+    assert plan(1, 256, 131072) == (W, 6)
+
+
+def test_segmented_launches(monkeypatch):
+    """With segments, `scan_backward` runs the Triton kernel's adjoint-only pass and the
+    carry over the Gluon backward's segments (the same chunks per segment), then the Gluon
+    backward on (programs, segments) starting from `ends`. Meta tensors, the kernels
+    replaced by recorders."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"programs": 1536, "seg_chunks": 16, '
+                       '"chunk": 256, "chunk_bwd": 256}')
+    length, dim = 131072, 512
+
+    def meta(*shape, dtype=torch.bfloat16):
+        return torch.empty(*shape, device="meta", dtype=dtype)
+    u, delta, z, dout = (meta(1, dim, length) for _ in range(4))
+    A, D, bias = meta(dim, 16, dtype=torch.float32), meta(dim), meta(dim)
+    B, C = meta(1, 16, length), meta(1, 16, length)
+    states = meta(1, scan.num_saved(length, 16), dim, 16, dtype=torch.float32)
+    gluon, triton_ = _GridRecorder(scan_bwd_gluon_kernel), _GridRecorder(scan_bwd_kernel)
+    carries = []
+    monkeypatch.setattr(scan, "scan_bwd_gluon_kernel", gluon)
+    monkeypatch.setattr(scan, "scan_bwd_kernel", triton_)
+    monkeypatch.setattr(scan, "_carry", lambda ends, *rest: carries.append((ends.shape, rest)))
+    monkeypatch.setattr(scan, "_gluon_backward", lambda *_: W)
+    monkeypatch.setattr(scan, "num_sms", lambda _: 132)
+    scan.scan_backward(dout, None, u, delta, A, B, C, D, z, bias, None, None, states, True,
+                       False)
+    (tgrid, targs, tflags), = triton_.calls
+    (ggrid, gargs, gflags), = gluon.calls
+    assert tflags["ADJ_ONLY"] and not tflags["HAS_ENTER"]
+    assert tgrid[1] == ggrid[1] == 3 and ggrid[0] == dim // W and gflags["HAS_ENTER"]
+    assert targs["CPS"] == gargs["CPS"] == 171                  # 512 chunks of 256
+    assert targs["ends_ptr"] is gargs["ends_ptr"] and gargs["ends_ptr"].shape[1] == 3
+    (ends_shape, (seg_dt, _A, keep, backwards, _cfg)), = carries
+    assert ends_shape[1] == 3 and backwards and keep is None and seg_dt is targs["seg_dt_ptr"]
+
+
+class _GridRecorder:
+    """Stands in for a kernel: records each launch's grid, arguments by name and flags."""
+
+    def __init__(self, kernel):
+        self.names, self.calls = kernel.arg_names, []
+
+    def __getitem__(self, grid):
+        return lambda *args, **flags: self.calls.append((grid, dict(zip(self.names, args)),
+                                                          flags))
+
+
 def test_register_cap_only_where_it_costs_no_wave():
     """On an H200's 132 SMs, two-warp programs: 168 registers fit 6 a multiprocessor, 128 fit
     8. 1x128K's 768 programs and 2x16K's 1536 take as many waves either way, 8x2K's 6144 do
@@ -87,7 +152,7 @@ def test_scan_registers_reports_what_an_h200_launches():
     gluon = [line for line in out.splitlines() if "backward (Gluon) full pass" in line]
     assert len(gluon) == 1, out
     cap = configs.TUNED.maxnreg_gluon
-    assert f"grid ({1536 // W},), chunk 256, {W} channel(s) x {W} warp(s): {cap} registers" \
+    assert f"grid ({1536 // W}, 1), chunk 256, {W} channel(s) x {W} warp(s): {cap} registers" \
         in gluon[0], gluon[0]
 
 
@@ -121,6 +186,8 @@ def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0):
     (2, 512, 1000, 2, True),      # rows read unpadded, 2 groups, initial state, last-state grad
     (2, 512, 1001, 1, False),     # rows that start at odd positions: unaligned loads
     (1, 1536, 4096, 1, True),
+    (1, 512, 16384, 1, True),     # three segments (d_inner 512 at batch 1)
+    (1, 512, 12289, 2, True),     # three segments, the last shorter, an odd length, 2 groups
 ])
 def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0):
     cfg = configs.scan_config(16, length)
