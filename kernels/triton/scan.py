@@ -314,8 +314,9 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
 
         if w:  # the rows are read unpadded; `ends` gets what reaches each segment's start
             if nseg > 1:  # what arrives at each segment's end: the Triton kernel's
-                # adjoint-only pass (over padded copies, dropped after it), then the carry
-                args = triton_args(*(_pad(x, lp) for x in (u, delta, z, dout)))
+                # adjoint-only pass (over padded copies of the rows it reads, dropped after
+                # it; it does not read u), then the carry
+                args = triton_args(u, *(_pad(x, lp) for x in (delta, z, dout)))
                 scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
                 del args
                 _carry(ends, seg_dt, A32, keep, True, cfg)
