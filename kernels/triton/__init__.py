@@ -9,9 +9,10 @@
 Module map: `common.py` (scan monoids, tile loads), `scan_fwd.py` / `scan_bwd.py` /
 `carry.py` (kernels), `scan_bwd_gluon.py` (the backward in Gluon, on CUDA where it
 applies), `pad.py` (rows copied into zero-padded ones), `scan.py` (launchers),
-`autograd.py` (custom ops + autograd), `decode.py` (decoding kernels), `pdl.py` (programmatic dependent launch of the decode
-step's kernels), `conv.py` (the sequence conv), `gemv.py` (the decode step's
-matrix-vector products, used through `ops.gemv`), `configs.py` (launch configurations per shape class).
+`autograd.py` (custom ops + autograd), `decode.py` (decoding kernels), `pdl.py`
+(programmatic dependent launch of the decode step's kernels), `conv.py` (the sequence
+conv), `gemv.py` (the decode step's matrix-vector products, used through `ops.gemv`),
+`configs.py` (launch configurations per shape class).
 Under TRITON_INTERPRET=1 they run on CPU tensors (`_interpreter.py` speeds that up and makes
 its bf16 casts and dots round as the GPU's do).
 """

@@ -249,6 +249,18 @@ def program_place(L, DG, G, CPS, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
 
 
 @triton.jit
+def walk_last(s, S, BACKWARDS: tl.constexpr):
+    """Whether segment s of S is the last a walk over them visits (BACKWARDS: from S - 1
+    down to 0). A pass-only launch skips that segment: the carry pass never reads its
+    result (`carry.py`)."""
+    if BACKWARDS:
+        last = s == 0
+    else:
+        last = s == S - 1
+    return last
+
+
+@triton.jit
 def chunk_at(i, c_lo, n_chunks, REVERSE: tl.constexpr):
     """The segment's i-th chunk in scan order, and the one after it."""
     if REVERSE:

@@ -23,7 +23,8 @@ further, to whole chunks (`bc_row_length`), so that their rows load unmasked. Th
 reads z once per chunk, after its loop over states, so z is not copied for it (its loop
 compiles to 246 instructions against 242 with z padded; with z unpadded and `_pad`'s copies
 instead of F.pad's, the forward at 1x131071 took 0.83x the time). The copies cost memory
-(forward+backward at 1x131071: 4.68 GiB against 3.45 for mamba_ssm's CUDA scan) and time:
+(forward+backward at 1x131071: 4.68 GiB against 3.45 for mamba_ssm's CUDA scan, before the
+Gluon backward read its rows unpadded; 3.17 GiB since) and time:
 0.24 ms per (1, 1536, 131071) bf16 tensor with `pad.pad_rows_kernel` against 0.20 for a
 clone, 0.46 for the strided `copy_` into an empty tensor used before it and 0.59 for F.pad
 (the forward at 1x131071 took 0.88x the time with the kernel, twenty-third session);
@@ -167,6 +168,11 @@ def _bc_pairs(Bg: Tensor, Cg: Tensor, length: int) -> bool:
         and all(s % 2 == 0 for s in M.stride()[:-1]) for M in (Bg, Cg))
 
 
+def _strides(x: Tensor | None) -> tuple:
+    """A (batch, dim, length) tile's strides as kernel arguments; zeros for an absent one."""
+    return x.stride() if x is not None else (0, 0, 0)
+
+
 def _maxnreg(limit: int) -> dict:
     """ptxas's register cap as a launch option (0: none). Not for the interpreter."""
     return {"maxnreg": limit} if limit and os.environ.get("TRITON_INTERPRET") != "1" else {}
@@ -235,10 +241,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
-    zs = z.stride() if z is not None else (0, 0, 0)
     args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
-            length, lp, dim, dstate, groups, dg, cps,
-            *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *out.stride())
+            length, lp, dim, dstate, groups, dg, cps, *u.stride(), *delta.stride(),
+            *Bg.stride(), *Cg.stride(), *_strides(z), *out.stride())
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_H0=h0 is not None,
                  HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
@@ -296,49 +301,41 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
         seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32) if nseg > 1 else None
-        grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
-        flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-                     HAS_H0=h0 is not None, HAS_DLAST=dlast is not None,
-                     HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
-                     HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
-                     N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
-                     num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
-        cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
-
-        def triton_args(u, delta, z, dout):  # the Triton kernel's, rows padded to lp
-            zs = z.stride() if z is not None else (0, 0, 0)
-            return (u, delta, delta_bias, A32, Bg, Cg, D, z, h0, seq, states, adj, ends, seg_dt,
-                    dout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,
-                    length, lp, dim, dstate, groups, dg, cps, *u.stride(), *delta.stride(),
-                    *Bg.stride(), *Cg.stride(), *zs, *dout.stride())
-
-        if w:  # the rows are read unpadded; `ends` gets what reaches each segment's start
-            if nseg > 1:  # what arrives at each segment's end: the Triton kernel's
-                # adjoint-only pass (over padded copies of the rows it reads, dropped after
-                # it; it does not read u), then the carry
-                args = triton_args(u, *(_pad(x, lp) for x in (delta, z, dout)))
-                scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
-                del args
-                _carry(ends, seg_dt, A32, keep, True, cfg)
-            zs = z.stride() if z is not None else (0, 0, 0)
-            scan_bwd_gluon_kernel[(grid_g, nseg)](
-                u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
-                du, ddelta, dz, dB, dC, dA, dD, dbias, length, lp, dim, dstate, groups, dg, cps,
-                *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *zs, *dout.stride(),
-                HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, HAS_DLAST=dlast is not None,
-                HAS_D=D is not None, HAS_Z=z is not None, HAS_ENTER=nseg > 1, CHUNK=cfg.chunk,
-                W=w, N_PAD=n_pad(dstate), num_warps=w,
-                **_maxnreg(_gluon_cap(cfg, grid_g * nseg, w, num_sms(u.device.index))))
-            if h0 is not None:
-                dh0 = ends[:, 0].clone()
-        else:
-            args = triton_args(*(_pad(x, lp) for x in (u, delta, z, dout)))
+        if not w or nseg > 1:
+            # the Triton kernel: the whole backward, or the adjoint-only pass and the carry
+            # that give the Gluon kernel's segments what arrives at their ends. It reads rows
+            # padded to lp (copies dropped after it; the adjoint-only pass does not read u)
+            tu = u if w else _pad(u, lp)
+            tdelta, tz, tdout = (_pad(x, lp) for x in (delta, z, dout))
+            cu_dh0 = dh0 if (h0 is not None and seq is not None) else None
+            args = (tu, tdelta, delta_bias, A32, Bg, Cg, D, tz, h0, seq, states, adj, ends,
+                    seg_dt, tdout, dlast, du, ddelta, dz, dB, dC, dA, dD, dbias, cu_dh0,
+                    length, lp, dim, dstate, groups, dg, cps, *tu.stride(), *tdelta.stride(),
+                    *Bg.stride(), *Cg.stride(), *_strides(tz), *tdout.stride())
+            flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                         HAS_H0=h0 is not None, HAS_DLAST=dlast is not None,
+                         HAS_CU=seq is not None, REVERSE=reverse, HAS_D=D is not None,
+                         HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
+                         N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
+                         num_warps=cfg.warps_bwd, **_maxnreg(cfg.maxnreg_bwd))
+            grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
             if nseg > 1:
                 scan_bwd_kernel[grid](*args, ADJ_ONLY=True, HAS_ENTER=False, **flags)
                 _carry(ends, seg_dt, A32, keep, not reverse, cfg)
-            scan_bwd_kernel[grid](*args, ADJ_ONLY=False, HAS_ENTER=nseg > 1, **flags)
-            if h0 is not None and seq is None:
-                dh0 = ends[:, nseg - 1 if reverse else 0].clone()
+            if not w:
+                scan_bwd_kernel[grid](*args, ADJ_ONLY=False, HAS_ENTER=nseg > 1, **flags)
+            del args, tu, tdelta, tz, tdout
+        if w:  # the rows are read unpadded; `ends` gets what reaches each segment's start
+            scan_bwd_gluon_kernel[(grid_g, nseg)](
+                u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
+                du, ddelta, dz, dB, dC, dA, dD, dbias, length, lp, dim, dstate, groups, dg, cps,
+                *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *_strides(z),
+                *dout.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                HAS_DLAST=dlast is not None, HAS_D=D is not None, HAS_Z=z is not None,
+                HAS_ENTER=nseg > 1, CHUNK=cfg.chunk, W=w, N_PAD=n_pad(dstate), num_warps=w,
+                **_maxnreg(_gluon_cap(cfg, grid_g * nseg, w, num_sms(u.device.index))))
+        if h0 is not None and seq is None:
+            dh0 = ends[:, nseg - 1 if reverse else 0].clone()
     if lp != length:
         dB, dC = dB[..., :length].contiguous(), dC[..., :length].contiguous()
     return (du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype),

@@ -21,8 +21,9 @@ after a sum over time. The adds are relaxed: nothing reads the sums before the k
 
 Segments, when there are several, need the gradient arriving at each segment's end first:
 a launch with ADJ_ONLY=True scans only g through each segment but the scan's first, from
-zero (no recompute of h), and writes what reaches the segment's start (`ends`) and its summed dt; the carry pass,
-run against the scan, turns that into what arrives at each segment's end.
+zero (no recompute of h), and writes what reaches the segment's start (`ends`) and its
+summed dt; the carry pass, run against the scan, turns that into what arrives at each
+segment's end.
 """
 import triton
 import triton.language as tl
@@ -30,7 +31,7 @@ import triton.language as tl
 from .common import (LOG2E, adjoint_combine, chunk_at, chunk_handover, chunk_masks,
                      load_bc_row, load_dt, load_tile, pair_combine, program_place,
                      reverse_adjoint_scan, reverse_pair_scan, sequence_bounds,
-                     store_chunk_grads, store_position)
+                     store_chunk_grads, store_position, walk_last)
 
 
 @triton.jit
@@ -52,12 +53,7 @@ def scan_bwd_kernel(
         L, DG, G, CPS, CHUNK, BLOCK_D, not REVERSE)
     S = tl.num_programs(1)
     if ADJ_ONLY:
-        # the carry pass never reads what reaches the scan's first segment (`carry.py`)
-        if REVERSE:
-            unread = s == S - 1
-        else:
-            unread = s == 0
-        if unread:
+        if walk_last(s, S, not REVERSE):   # the scan's first segment: nothing reads its result
             return
     k = tl.arange(0, CHUNK)
     START: tl.constexpr = CHUNK - 1 if REVERSE else 0    # a chunk's first position in scan order

@@ -13,8 +13,8 @@ goes to `ends` (batch, segments, dim, dstate). The output is (C.h + D u) * silu(
 When batch x channels alone cannot fill the GPU, the chunks are split into segments that
 run in parallel: a first launch with STATE_ONLY=True scans each segment but the scan's
 last from a zero state and writes only its end state (`ends`) and its summed dt (`seg_dt`;
-the segment's decay is exp(A * seg_dt)); `carry.chunk_carry_kernel` turns `ends` into each segment's entering
-state; the full launch then starts each segment from there. With one segment (the common
+the segment's decay is exp(A * seg_dt)); `carry.chunk_carry_kernel` turns `ends` into each
+segment's entering state; the full launch then starts each segment from there. With one segment (the common
 case) the full launch is all there is.
 """
 import triton
@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .common import (LOG2E, chunk_at, chunk_masks, entering_row, load_bc_row, load_dt,
                      load_tile, pair_combine, program_place, reverse_pair_scan, save_point,
-                     sequence_bounds, store_position)
+                     sequence_bounds, store_position, walk_last)
 
 
 @triton.jit
@@ -43,12 +43,7 @@ def scan_fwd_kernel(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
     S = tl.num_programs(1)
     if STATE_ONLY:
-        # the carry pass never reads what the scan's last segment leaves (`carry.py`)
-        if REVERSE:
-            unread = s == 0
-        else:
-            unread = s == S - 1
-        if unread:
+        if walk_last(s, S, REVERSE):   # the scan's last segment: nothing reads its end state
             return
     NS = tl.cdiv(L, SAVE)                                      # rows of `states`
     R: tl.constexpr = CHUNK // SAVE                            # sub-chunks per chunk

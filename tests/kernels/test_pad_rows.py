@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bytessm.kernels.triton import scan
+from bytessm.kernels.triton.configs import cdiv
 from bytessm.kernels.triton.pad import pad_rows_kernel
 
 
@@ -33,7 +34,7 @@ def test_kernel_pads_like_the_plain_copy(name):
     lp = scan.row_length(x.shape[-1])
     out = torch.full((*x.shape[:-1], lp), float("nan"), dtype=x.dtype, device=x.device)
     block = 16     # the last block of a row partly past lp
-    pad_rows_kernel[(x.shape[0] * x.shape[1] * -(-lp // block),)](
+    pad_rows_kernel[(x.shape[0] * x.shape[1] * cdiv(lp, block),)](
         x, out, x.shape[1], x.shape[-1], lp, *x.stride(), BLOCK=block)
     assert torch.equal(out, _reference(x, lp))
 

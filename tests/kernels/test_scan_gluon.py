@@ -123,7 +123,8 @@ def test_segmented_launches(monkeypatch):
 
 
 class _GridRecorder:
-    """Stands in for a kernel: records each launch's grid, arguments by name and flags."""
+    """Stands in for a kernel on the CPU: records what `scan_backward` launches it with
+    (`kernel[grid](*args, **flags)`): the grid, the arguments by name and the flags."""
 
     def __init__(self, kernel):
         self.names, self.calls = kernel.arg_names, []
@@ -203,17 +204,6 @@ def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0
             assert err < (5e-3 if x.dtype == torch.bfloat16 else 1e-4), (name, err)
 
 
-class _Recorder:
-    """Stands in for a kernel on the CPU: records what `scan_backward` launches it with
-    (`kernel[grid](*args, **flags)`), by argument name."""
-
-    def __init__(self, kernel):
-        self.names, self.calls = kernel.arg_names, []
-
-    def __getitem__(self, grid):
-        return lambda *args, **flags: self.calls.append(dict(zip(self.names, args)))
-
-
 @pytest.mark.parametrize("length", [1000, 1024])
 def test_reads_the_rows_unpadded(monkeypatch, length):
     """Where the Gluon backward runs, u, delta, z and dout reach it as they came (no padded
@@ -228,13 +218,13 @@ def test_reads_the_rows_unpadded(monkeypatch, length):
     rows = {"u_ptr": a["u"], "delta_ptr": a["delta"], "z_ptr": a["z"], "dout_ptr": dout}
     args = (dout, None, a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"],
             a["delta_bias"], None, None, states, True, False)
-    gluon, triton_ = _Recorder(scan_bwd_gluon_kernel), _Recorder(scan_bwd_kernel)
+    gluon, triton_ = _GridRecorder(scan_bwd_gluon_kernel), _GridRecorder(scan_bwd_kernel)
     monkeypatch.setattr(scan, "scan_bwd_gluon_kernel", gluon)
     monkeypatch.setattr(scan, "scan_bwd_kernel", triton_)
 
     monkeypatch.setattr(scan, "_gluon_backward", lambda *_: 2)
     scan.scan_backward(*args)
-    got, = gluon.calls
+    (_grid, got, _flags), = gluon.calls
     for name, x in rows.items():
         assert got[name] is x, name
     assert (got["L"], got["LP"]) == (length, lp)
@@ -243,7 +233,7 @@ def test_reads_the_rows_unpadded(monkeypatch, length):
 
     monkeypatch.setattr(scan, "_gluon_backward", lambda *_: 0)
     scan.scan_backward(*args)
-    got, = triton_.calls
+    (_grid, got, _flags), = triton_.calls
     for name, x in rows.items():
         assert got[name].shape[-1] == lp, name
         assert (got[name] is x) == (lp == length), name     # copied only where padded
