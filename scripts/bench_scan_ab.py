@@ -3,7 +3,7 @@
 
     git archive <commit> kernels/triton | tar -x -C /tmp/base
     python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton [--base OTHER ...] \
-        [--shapes 1x131072] [--rounds 3] [--seqs 64] [--dim 512]
+        [--shapes 1x131072] [--rounds 3] [--seqs 64] [--dim 512] [--reverse]
     python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton --decode 1,16,128 \
         [--mamba-src .mamba/mamba_ssm-2.3.2.post1]
 
@@ -47,18 +47,18 @@ def import_launchers(folder: str, name: str, module: str = "scan"):
     return importlib.import_module(f"{name}.{module}")
 
 
-def passes(mod, a: dict, cu_seqlens=None):
+def passes(mod, a: dict, cu_seqlens=None, reverse: bool = False):
     """(forward, backward) closures of one version's launchers on the inputs `a` (packed
-    sequences when `cu_seqlens` is given)."""
+    sequences when `cu_seqlens` is given; scanned from the end when `reverse`)."""
     args = (a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"], a["delta_bias"])
-    out, _last, states = mod.scan_forward(*args, None, cu_seqlens, True, False)
+    out, _last, states = mod.scan_forward(*args, None, cu_seqlens, True, reverse)
     dout = torch.randn_like(out)
 
     def fwd():
-        return mod.scan_forward(*args, None, cu_seqlens, True, False)
+        return mod.scan_forward(*args, None, cu_seqlens, True, reverse)
 
     def bwd():
-        return mod.scan_backward(dout, None, *args, None, cu_seqlens, states, True, False)
+        return mod.scan_backward(dout, None, *args, None, cu_seqlens, states, True, reverse)
     return fwd, bwd
 
 
@@ -93,6 +93,7 @@ def main():
                    help="channels (d_inner); bench_scan.py's workload has 1536")
     p.add_argument("--seqs", type=int, default=0,
                    help="pack each row of batch-1 shapes as this many sequences (cu_seqlens)")
+    p.add_argument("--reverse", action="store_true", help="time reverse scans")
     p.add_argument("--decode", default=None, metavar="BATCHES",
                    help="time the decode state step at these batches (e.g. 1,16,128) instead")
     p.add_argument("--mamba-src", default=None,
@@ -113,7 +114,8 @@ def main():
                 for i, folder in enumerate(a.base)}
     versions["head"] = head_scan
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; "
-          + ", ".join(f"base{i} = {f}" for i, f in enumerate(a.base)) + f"; D={a.dim}",
+          + ", ".join(f"base{i} = {f}" for i, f in enumerate(a.base)) + f"; D={a.dim}"
+          + ("; reverse" if a.reverse else ""),
           flush=True)
     print("| shape | pass | version | ms (rounds) | / base0 |\n|---|---|---|---|---:|")
     for shape in a.shapes.split(","):
@@ -122,7 +124,7 @@ def main():
         cu = None
         if a.seqs and batch == 1:
             cu = torch.linspace(0, length, a.seqs + 1, device="cuda").round().to(torch.int32)
-        fns = {v: passes(mod, ins, cu) for v, mod in versions.items()}
+        fns = {v: passes(mod, ins, cu, a.reverse) for v, mod in versions.items()}
         times = {(v, i): [] for v in fns for i in range(2)}
         for _ in range(a.rounds):
             for version, pair in fns.items():
