@@ -11,11 +11,12 @@ done: what the backward pass restarts from; the state after the segment's last p
 goes to `ends` (batch, segments, dim, dstate). The output is (C.h + D u) * silu(z).
 
 When batch x channels alone cannot fill the GPU, the chunks are split into segments that
-run in parallel: a first launch with STATE_ONLY=True scans each segment but the scan's
-last from a zero state and writes only its end state (`ends`) and its summed dt (`seg_dt`;
-the segment's decay is exp(A * seg_dt)); `carry.chunk_carry_kernel` turns `ends` into each
-segment's entering state; the full launch then starts each segment from there. With one segment (the common
-case) the full launch is all there is.
+run in parallel: a first launch with STATE_ONLY=True runs each segment but the scan's last
+from a zero state and writes only its end state (`ends`) and its summed dt (`seg_dt`; the
+segment's decay is exp(A * seg_dt)); without cu_seqlens it sums each chunk into that state
+rather than scanning it (`_segment_end_state`). `carry.chunk_carry_kernel` turns `ends`
+into each segment's entering state; the full launch then starts each segment from there.
+With one segment (the common case) the full launch is all there is.
 """
 import triton
 import triton.language as tl
@@ -23,6 +24,63 @@ import triton.language as tl
 from .common import (LOG2E, chunk_at, chunk_masks, entering_row, load_bc_row, load_dt,
                      load_tile, pair_combine, program_place, reverse_pair_scan, save_point,
                      sequence_bounds, store_position, walk_last)
+
+
+@triton.jit
+def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, seg_dt_ptr, seg,
+                       b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, L, LP, D, N,
+                       su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                       HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                       CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
+                       BC_WHOLE: tl.constexpr, BC_PAIRS: tl.constexpr):
+    """The state-only pass without cu_seqlens: the segment's end state from `h`, its entering
+    one, -> `ends`, and its summed dt -> `seg_dt`. No state inside the segment is needed,
+    so each chunk is summed, not scanned: for each state index n
+
+        h_end = 2^(A2 dt_tot) h + sum_t 2^(A2 dt_after_t) dt_t u_t B_t
+
+    (A2 = A log2 e; dt_tot the chunk's summed dt, dt_after_t its dt after t in scan order, so
+    every factor is at most 1): one exp2 and three products a position and one sum across
+    the lanes, where a scan takes two values through every step across them. The state
+    stays in registers from chunk to chunk."""
+    k = tl.arange(0, CHUNK)
+    nn = tl.arange(0, N_PAD)
+    A2 = tl.load(A_ptr + d[:, None] * N + nn[None, :], mask=m_dn, other=0.0) * LOG2E
+    dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for i in range(0, n_chunks):
+        c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
+        t0 = c * CHUNK
+        t = t0 + k
+        _tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
+        rmask = lmask
+        if BC_WHOLE:
+            rmask = None
+        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
+                           HAS_BIAS, SOFTPLUS)
+        dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+        cum = tl.cumsum(dt, axis=1)
+        tot = tl.sum(dt, axis=1)
+        dt_total += tot
+        if REVERSE:
+            after = cum - dt
+        else:
+            after = tot[:, None] - cum
+        sums = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+        # state n + 1's loads are issued in state n's iteration, as in the full pass
+        A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
+        B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g, sB_n, sB_l, CHUNK,
+                           BC_PAIRS)
+        for n in tl.range(0, N):
+            A2n, Bn = A2_nx, B_nx
+            nx = tl.minimum(n + 1, N - 1)
+            A2_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0) * LOG2E
+            B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, LP, sB_b, sB_g, sB_n, sB_l, CHUNK,
+                               BC_PAIRS)
+            total = tl.sum(dtu * Bn[None, :] * tl.exp2(after * A2n[:, None]), axis=1)
+            sums = tl.where(nn[None, :] == n, total[:, None], sums)
+        h = h * tl.exp2(A2 * tot[:, None]) + sums
+    tl.store(ends_ptr + seg, h, mask=m_dn)
+    tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)
 
 
 @triton.jit
@@ -64,6 +122,13 @@ def scan_fwd_kernel(
     if HAS_H0 and not HAS_CU:
         if scan_first:
             h += tl.load(h0_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn, other=0.0)
+    if STATE_ONLY and not HAS_CU:
+        _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, seg_dt_ptr,
+                           seg, b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, L, LP, D, N,
+                           su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                           HAS_BIAS, SOFTPLUS, REVERSE, CHUNK, BLOCK_D, N_PAD, BC_WHOLE,
+                           BC_PAIRS)
+        return
     c0, _c1 = chunk_at(0, c_lo, n_chunks, REVERSE)
     row0 = entering_row(c0, NS, R, REVERSE)
     tl.store(states_ptr + ((row_b + row0) * D + d[:, None]) * N + nn[None, :], h, mask=m_dn)

@@ -202,6 +202,30 @@ def test_pass_only_launches_skip_the_segment_nothing_reads(monkeypatch, reverse)
     assert bwd.unwritten == [(4, [last if reverse else 0])]    # the scan's first
 
 
+@pytest.mark.parametrize("dtype, length, reverse", [(torch.float32, 8 * 32 + 5, False),
+                                                     (torch.bfloat16, 8 * 32 + 4, True)])
+def test_state_only_pass_over_several_chunks(monkeypatch, dtype, length, reverse):
+    """The state-only pass sums each chunk into its segment's end state rather than scanning
+    it (`scan_fwd._segment_end_state`), the state carried from chunk to chunk in registers:
+    three segments of three chunks of 32, the last cut short, two groups, an initial state;
+    B and C rows masked (odd length), and bf16 in pairs (even)."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 32, "chunk_bwd": 16, "block_d": 2, '
+                       '"block_d_bwd": 2, "programs": 8, "seg_chunks": 3}')
+    launches = []
+    kernel = scan.scan_fwd_kernel
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **flags):
+                launches.append((grid[1], flags["STATE_ONLY"]))
+                return kernel[grid](*args, **flags)
+            return launch
+    monkeypatch.setattr(scan, "scan_fwd_kernel", Recorder())
+    test_scan_matches_reference(Case(length, batch=1, dim=4, dstate=4, groups=2, dtype=dtype,
+                                     reverse=reverse, initial_state=True, last_state=True))
+    assert launches[:2] == [(3, True), (3, False)]
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_one_position_stores_either_way(monkeypatch, reverse):
     """The forward's saved states are stored from one position of a tile either by groups of
