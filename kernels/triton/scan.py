@@ -180,11 +180,11 @@ def _maxnreg(limit: int) -> dict:
 
 def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: int) -> int:
     """Channels per program of the Gluon backward where it applies, else 0: on CUDA (not the
-    interpreter), scan order forward, no cu_seqlens, chunks of 256 (its layouts' 32 lanes of
+    interpreter), either scan order, no cu_seqlens, chunks of 256 (its layouts' 32 lanes of
     8 positions) whose B and C rows load whole, channels per group (`dg`) a multiple of its
     warps, and at least 1024 warps (a channel each) once split into `_gluon_segments`."""
     w = cfg.gluon_bwd
-    ok = (w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1" and not reverse
+    ok = (w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
           and not packed and cfg.chunk == 256 and lbc % cfg.chunk == 0 and dg % w == 0)
     batch, dim, length = u.shape
     return w if ok and batch * dim * _gluon_segments(cfg, batch * dim // w, length, w) >= 1024 \
@@ -284,20 +284,29 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
     dA = torch.zeros((dim, dstate), device=dev, dtype=f32)
     dD = torch.zeros(dim, device=dev, dtype=f32) if D is not None else empty()
     dbias = torch.zeros(dim, device=dev, dtype=f32) if delta_bias is not None else empty()
-    dB = torch.zeros((batch, groups, dstate, lp), device=dev, dtype=f32)   # rows as u's
-    dC = torch.zeros((batch, groups, dstate, lp), device=dev, dtype=f32)
+    dg = dim // groups
+    w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg) if length > 0 else 0
+    if w:  # the Gluon backward's own segments
+        grid_g = batch * groups * (dg // w)
+        gseg = _gluon_segments(cfg, grid_g, length, w)
+        cap = _gluon_cap(cfg, grid_g * gseg, w, num_sms(dev.index))
+        if reverse and cap != cfg.maxnreg_gluon:
+            # its mirrored walk spills under the lower cap (384 bytes at 8x2K, where it took
+            # 1.06x the Triton kernel's time; 112 bytes in scan order)
+            w = 0
+        else:
+            cps = cdiv(nc, gseg)
+            nseg = cdiv(nc, cps)
+    # rows as u's; the Gluon backward of a reverse scan adds into them flipped, in rows of
+    # whole chunks (see scan_bwd_gluon.py)
+    rows = lbc if w and reverse else lp
+    dB = torch.zeros((batch, groups, dstate, rows), device=dev, dtype=f32)
+    dC = torch.zeros((batch, groups, dstate, rows), device=dev, dtype=f32)
     if h0 is not None:
         dh0 = dlast.clone() if dlast is not None else torch.zeros_like(h0)
     else:
         dh0 = empty()
     if length > 0:
-        dg = dim // groups
-        w = _gluon_backward(cfg, u, reverse, seq is not None, lbc, dg)
-        if w:  # the Gluon backward's own segments
-            grid_g = batch * groups * (dg // w)
-            nseg = _gluon_segments(cfg, grid_g, length, w)
-            cps = cdiv(nc, nseg)
-            nseg = cdiv(nc, cps)
         adj = torch.empty_like(states)
         ends = torch.empty((batch, nseg, dim, dstate), device=dev, dtype=f32)
         seg_dt = torch.empty((batch, nseg, dim), device=dev, dtype=f32) if nseg > 1 else None
@@ -326,17 +335,20 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                 scan_bwd_kernel[grid](*args, ADJ_ONLY=False, HAS_ENTER=nseg > 1, **flags)
             del args, tu, tdelta, tz, tdout
         if w:  # the rows are read unpadded; `ends` gets what reaches each segment's start
+            gB, gC = (Bg.flip(-1), Cg.flip(-1)) if reverse else (Bg, Cg)
             scan_bwd_gluon_kernel[(grid_g, nseg)](
-                u, delta, delta_bias, A32, Bg, Cg, D, z, states, adj, ends, dout, dlast,
-                du, ddelta, dz, dB, dC, dA, dD, dbias, length, lp, dim, dstate, groups, dg, cps,
-                *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(), *_strides(z),
+                u, delta, delta_bias, A32, gB, gC, D, z, states, adj, ends, dout, dlast,
+                du, ddelta, dz, dB, dC, dA, dD, dbias, length, rows, dim, dstate, groups, dg,
+                cps, *u.stride(), *delta.stride(), *gB.stride(), *gC.stride(), *_strides(z),
                 *dout.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
                 HAS_DLAST=dlast is not None, HAS_D=D is not None, HAS_Z=z is not None,
-                HAS_ENTER=nseg > 1, CHUNK=cfg.chunk, W=w, N_PAD=n_pad(dstate), num_warps=w,
-                **_maxnreg(_gluon_cap(cfg, grid_g * nseg, w, num_sms(u.device.index))))
+                HAS_ENTER=nseg > 1, REVERSE=reverse, CHUNK=cfg.chunk, W=w,
+                N_PAD=n_pad(dstate), num_warps=w, **_maxnreg(cap))
+            if reverse:
+                dB, dC = dB.flip(-1), dC.flip(-1)
         if h0 is not None and seq is None:
             dh0 = ends[:, nseg - 1 if reverse else 0].clone()
-    if lp != length:
+    if rows != length:
         dB, dC = dB[..., :length].contiguous(), dC[..., :length].contiguous()
     return (du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype),
             dC.view(C.shape).to(C.dtype),

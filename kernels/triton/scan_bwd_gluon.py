@@ -6,9 +6,16 @@ The math is `scan_bwd.py`'s (same monoids, same saved states, same hand-over of 
 from chunk to chunk); what differs is the layout, which Gluon takes explicitly: warp w holds
 channel w's (CHUNK,) row, CHUNK // 32 positions a thread. At one channel per one-warp
 program the backward's dB/dC adds alone take 8.2 of its 10.3 ms at 1x128K on an H200, and
-summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: scan order
-forward, no cu_seqlens, B and C rows whole chunks; `scan.scan_backward` uses the Triton
-kernel otherwise.
+summed over four warps' channels 2.8 (`scripts/bench_scan_atomics.py`). Scope: no
+cu_seqlens, B and C rows whole chunks; `scan.scan_backward` uses the Triton kernel
+otherwise.
+
+Reverse scans (REVERSE) run the same code on each chunk mirrored: logical position k is
+position CHUNK - 1 - k of the chunk, so k runs in scan order, and the chunks are walked in
+position order. Only the addresses change: the chunk's rows of u, delta, z, dout, du, ddelta
+and dz are read and written one position a thread (once per chunk), and B, C, dB and dC,
+read and added per state, are flipped copies of LP positions (`scan.scan_backward`), in
+which the mirrored chunk is ascending.
 
 Segments: where batch x channels alone would leave the GPU short of warps (batch 1 at a
 d_inner of 512, say), the chunks are split into segments as in `scan_bwd.py`: grid axis 1,
@@ -172,8 +179,8 @@ def scan_bwd_gluon_kernel(
     su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_DLAST: gl.constexpr,
-    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_ENTER: gl.constexpr, CHUNK: gl.constexpr,
-    W: gl.constexpr, N_PAD: gl.constexpr,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_ENTER: gl.constexpr, REVERSE: gl.constexpr,
+    CHUNK: gl.constexpr, W: gl.constexpr, N_PAD: gl.constexpr,
 ):
     tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [W, 1], [1, 0])
     # a (W, CHUNK) tile read back from shared memory: each thread holds all W channels of
@@ -200,8 +207,17 @@ def scan_bwd_gluon_kernel(
     c_lo = s * CPS
     c_hi = gl.minimum(c_lo + CPS, NC) - 1
 
-    # the gradient arriving at the segment's end -> adj[b, its last chunk]: from the carry
-    # pass (HAS_ENTER), and the last state's for the sequence's last segment
+    STEP: gl.constexpr = 1 if REVERSE else -1   # the walk's step, against the scan
+    if REVERSE:   # the walk against the scan: chunks in position order
+        c_first = c_lo
+        walk_first = s == 0
+    else:
+        c_first = c_hi
+        walk_first = s == S - 1
+
+    # the gradient arriving at the segment's end (in scan order) -> adj[b, the walk's first
+    # chunk]: from the carry pass (HAS_ENTER), and the last state's for the sequence's last
+    # segment
     ds = g * DG + (pid % nbd) * W + gl.arange(0, W, layout=gl.SliceLayout(1, small))
     nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(0, small))
     m_dn = ((ds - g * DG) < DG)[:, None] & (nn < N)[None, :]
@@ -211,8 +227,9 @@ def scan_bwd_gluon_kernel(
                       other=0.0)
     if HAS_DLAST:
         gin += gl.load(dlast_ptr + (b * D + ds[:, None]) * N + nn[None, :],
-                       mask=m_dn & (s == S - 1), other=0.0)
-    gl.store(adj_ptr + ((b * NC + c_hi) * D + ds[:, None]) * N + nn[None, :], gin, mask=m_dn)
+                       mask=m_dn & walk_first, other=0.0)
+    gl.store(adj_ptr + ((b * NC + c_first) * D + ds[:, None]) * N + nn[None, :], gin,
+             mask=m_dn)
     Dv = gl.zeros([W], gl.float32, chan)
     if HAS_D:
         Dv = gl.load(D_ptr + d, mask=dmask, other=0.0)
@@ -221,9 +238,23 @@ def scan_bwd_gluon_kernel(
         dbias_acc = gl.zeros([W], gl.float32, chan)
 
     for i in range(0, c_hi - c_lo + 1):
-        c = c_hi - i
-        t0 = c * CHUNK
-        t = t0 + k
+        if REVERSE:
+            # the chunk mirrored: logical position k is t0 + CHUNK - 1 - k, so that k runs in
+            # scan order and everything below is the forward scan's. The chunk's rows load
+            # one position a thread (once per chunk); B and C, loaded per state, come
+            # flipped (rows of LP, a multiple of CHUNK) and dB, dC go out flipped: at r0 +
+            # [0, CHUNK) their chunk reads ascending
+            c = c_lo + i
+            t0 = c * CHUNK
+            t = t0 + CHUNK - 1 - k
+            r0 = LP - t0 - CHUNK
+            rk = r0 + k
+        else:
+            c = c_hi - i
+            t0 = c * CHUNK
+            t = t0 + k
+            r0 = t0
+            rk = t
         # u, delta, z and dout are read as they are, up to the length, not from rows padded
         # to LP (`scan.scan_backward`): dB's and dC's rows are LP long
         valid = dmask[:, None] & (t < L)[None, :]
@@ -239,15 +270,19 @@ def scan_bwd_gluon_kernel(
         gHA = gl.zeros([W, CHUNK], gl.float32, tile)     # ... of g a h_prev A
         y = gl.zeros([W, CHUNK], gl.float32, tile)
         here = adj_ptr + ((b * NC + c) * D + d) * N
-        if c > c_lo:
-            edge = adj_ptr + ((b * NC + c - 1) * D + d) * N
+        if REVERSE:
+            more = c < c_hi
+        else:
+            more = c > c_lo
+        if more:   # the walk's next chunk
+            edge = adj_ptr + ((b * NC + c + STEP) * D + d) * N
         else:   # what reaches the segment's start (the carry pass read its row already)
             edge = ends_ptr + ((b * S + s) * D + d) * N
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
         gl.thread_barrier()  # the previous chunk's stores of `here` are visible
         # state n + 1's loads are issued in state n's iteration, their latency behind its scans
-        B_row = B_ptr + b * sB_b + g * sB_g + t * sB_l
-        C_row = C_ptr + b * sC_b + g * sC_g + t * sC_l
+        B_row = B_ptr + b * sB_b + g * sB_g + rk * sB_l
+        C_row = C_ptr + b * sC_b + g * sC_g + rk * sC_l
         g_nx = gl.load(here, mask=dmask, other=0.0)
         A_nx = gl.load(A_ptr + d * N, mask=dmask, other=0.0)
         h_nx = gl.load(h_enter, mask=dmask, other=0.0)
@@ -286,8 +321,8 @@ def scan_bwd_gluon_kernel(
             buf_b.store(gr * dtu)
             buf_c.store(hn * dy)
             gl.thread_barrier()
-            row = ((b * G + g) * N + n) * LP + t0 + kc
-            keep = t0 + kc < LP
+            row = ((b * G + g) * N + n) * LP + r0 + kc
+            keep = r0 + kc < LP
             gl.atomic_add(dB_ptr + row, gl.sum(buf_b.load(cols), axis=0), mask=keep,
                           sem="relaxed")
             gl.atomic_add(dC_ptr + row, gl.sum(buf_c.load(cols), axis=0), mask=keep,

@@ -64,6 +64,8 @@ def test_only_cuda_launches_it(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert scan._gluon_backward(cfg, u, False, False, 4096, 1536) == 0
     assert scan._gluon_backward(cfg, cuda_u, False, False, 4096, 1536) == W
+    assert scan._gluon_backward(cfg, cuda_u, True, False, 4096, 1536) == W      # reverse too
+    assert scan._gluon_backward(cfg, cuda_u, False, True, 4096, 1536) == 0      # cu_seqlens
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert scan._gluon_backward(cfg, cuda_u, False, False, 4096, 1536) == 0
 
@@ -88,21 +90,16 @@ def test_segments_where_channels_are_few(monkeypatch):
     assert plan(1, 256, 131072) == (W, 6)
 
 
-def test_segmented_launches(monkeypatch):
-    """With segments, `scan_backward` runs the Triton kernel's adjoint-only pass and the
-    carry over the Gluon backward's segments (the same chunks per segment), then the Gluon
-    backward on (programs, segments) starting from `ends`. Meta tensors, the kernels
-    replaced by recorders."""
-    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"programs": 1536, "seg_chunks": 16, '
-                       '"chunk": 256, "chunk_bwd": 256}')
-    length, dim = 131072, 512
-
+def _launch_on_meta(monkeypatch, batch, dim, length, reverse):
+    """`scan_backward` on meta tensors (bench_scan.py's workload at `dim` channels) with the
+    kernels replaced by recorders, the Gluon backward allowed, on an H200's 132 SMs: the
+    Gluon launches, the Triton launches, the carries and the gradients."""
     def meta(*shape, dtype=torch.bfloat16):
         return torch.empty(*shape, device="meta", dtype=dtype)
-    u, delta, z, dout = (meta(1, dim, length) for _ in range(4))
+    u, delta, z, dout = (meta(batch, dim, length) for _ in range(4))
     A, D, bias = meta(dim, 16, dtype=torch.float32), meta(dim), meta(dim)
-    B, C = meta(1, 16, length), meta(1, 16, length)
-    states = meta(1, scan.num_saved(length, 16), dim, 16, dtype=torch.float32)
+    B, C = meta(batch, 16, length), meta(batch, 16, length)
+    states = meta(batch, scan.num_saved(length, 16), dim, 16, dtype=torch.float32)
     gluon, triton_ = _GridRecorder(scan_bwd_gluon_kernel), _GridRecorder(scan_bwd_kernel)
     carries = []
     monkeypatch.setattr(scan, "scan_bwd_gluon_kernel", gluon)
@@ -110,16 +107,56 @@ def test_segmented_launches(monkeypatch):
     monkeypatch.setattr(scan, "_carry", lambda ends, *rest: carries.append((ends.shape, rest)))
     monkeypatch.setattr(scan, "_gluon_backward", lambda *_: W)
     monkeypatch.setattr(scan, "num_sms", lambda _: 132)
-    scan.scan_backward(dout, None, u, delta, A, B, C, D, z, bias, None, None, states, True,
-                       False)
-    (tgrid, targs, tflags), = triton_.calls
-    (ggrid, gargs, gflags), = gluon.calls
+    grads = scan.scan_backward(dout, None, u, delta, A, B, C, D, z, bias, None, None, states,
+                               True, reverse)
+    assert grads[3].shape == B.shape and grads[4].shape == C.shape
+    return gluon.calls, triton_.calls, carries
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_segmented_launches(monkeypatch, reverse):
+    """With segments, `scan_backward` runs the Triton kernel's adjoint-only pass and the
+    carry over the Gluon backward's segments (the same chunks per segment), then the Gluon
+    backward on (programs, segments) starting from `ends`; a reverse scan's B, C, dB and dC
+    go to it flipped, in rows of whole chunks."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"programs": 1536, "seg_chunks": 16, '
+                       '"chunk": 256, "chunk_bwd": 256}')
+    # 1x131000 at 512 channels: rows of 131008 (u's), 131072 (B's: whole chunks)
+    gluon, triton_, carries = _launch_on_meta(monkeypatch, 1, 512, 131000, reverse)
+    (tgrid, targs, tflags), = triton_
+    (ggrid, gargs, gflags), = gluon
     assert tflags["ADJ_ONLY"] and not tflags["HAS_ENTER"]
-    assert tgrid[1] == ggrid[1] == 3 and ggrid[0] == dim // W and gflags["HAS_ENTER"]
+    assert tflags["REVERSE"] == gflags["REVERSE"] == reverse
+    assert tgrid[1] == ggrid[1] == 3 and ggrid[0] == 512 // W and gflags["HAS_ENTER"]
     assert targs["CPS"] == gargs["CPS"] == 171                  # 512 chunks of 256
     assert targs["ends_ptr"] is gargs["ends_ptr"] and gargs["ends_ptr"].shape[1] == 3
     (ends_shape, (seg_dt, _A, keep, backwards, _cfg)), = carries
-    assert ends_shape[1] == 3 and backwards and keep is None and seg_dt is targs["seg_dt_ptr"]
+    assert ends_shape[1] == 3 and keep is None and seg_dt is targs["seg_dt_ptr"]
+    assert backwards == (not reverse)                           # the carry runs against the scan
+    rows = 131072 if reverse else 131008                        # dB's, dC's
+    assert gargs["LP"] == gargs["dB_ptr"].shape[-1] == gargs["dC_ptr"].shape[-1] == rows
+    assert gargs["B_ptr"].shape[-1] == gargs["C_ptr"].shape[-1] == 131072
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("batch, length, gluon_cap", [(8, 2048, 128), (2, 16384, 168),
+                                                      (1, 131072, 168)])
+def test_reverse_scans_take_it_only_under_the_higher_cap(monkeypatch, reverse, batch, length,
+                                                         gluon_cap):
+    """A reverse scan's mirrored walk spills under the lower register cap (384 bytes at 8x2K,
+    1.06x the Triton backward's time on an H200), so where the grid gets that cap the Triton
+    kernel runs the reverse backward; in scan order, and elsewhere, the Gluon kernel."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 256, "chunk_bwd": 256}')
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # the caps are launch options
+    gluon, triton_, _ = _launch_on_meta(monkeypatch, batch, 1536, length, reverse)
+    if reverse and gluon_cap == 128:
+        assert not gluon
+        (_grid, _args, flags), = triton_
+        assert flags["REVERSE"] and not flags["ADJ_ONLY"]
+    else:
+        (_grid, _args, flags), = gluon
+        assert not triton_ and flags["REVERSE"] == reverse
+        assert flags["maxnreg"] == gluon_cap
 
 
 class _GridRecorder:
@@ -160,7 +197,7 @@ def test_scan_registers_reports_what_an_h200_launches():
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0):
+def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0, reverse=False):
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
     g = torch.Generator(device="cuda").manual_seed(0)
 
@@ -174,29 +211,33 @@ def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0):
     D, bias = r(dim), r(dim, scale=0.1)
     hs = r(batch, dim, 16) if h0 else None
     args = (u, delta, A, B, C, D, z, bias)
-    out, last, states = scan.scan_forward(*args, hs, None, True, False)
+    out, last, states = scan.scan_forward(*args, hs, None, True, reverse)
     dout = r(*out.shape).bfloat16()
     dlast = r(*last.shape) if h0 else None
-    return scan.scan_backward(dout, dlast, *args, hs, None, states, True, False)
+    return scan.scan_backward(dout, dlast, *args, hs, None, states, True, reverse)
 
 
 @needs_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("batch, dim, length, groups, h0", [
-    (2, 512, 2048, 1, False),
-    (2, 512, 1000, 2, True),      # rows read unpadded, 2 groups, initial state, last-state grad
-    (2, 512, 1001, 1, False),     # rows that start at odd positions: unaligned loads
-    (1, 1536, 4096, 1, True),
-    (1, 512, 16384, 1, True),     # three segments (d_inner 512 at batch 1)
-    (1, 512, 12289, 2, True),     # three segments, the last shorter, an odd length, 2 groups
+@pytest.mark.parametrize("batch, dim, length, groups, h0, reverse", [
+    (2, 512, 2048, 1, False, False),
+    (2, 512, 1000, 2, True, False),   # rows read unpadded, 2 groups, initial state, last-state grad
+    (2, 512, 1001, 1, False, False),  # rows that start at odd positions: unaligned loads
+    (1, 1536, 4096, 1, True, False),
+    (1, 512, 16384, 1, True, False),  # three segments (d_inner 512 at batch 1)
+    (1, 512, 12289, 2, True, False),  # three segments, the last shorter, an odd length, 2 groups
+    # reverse scans: each chunk mirrored, B, C, dB, dC flipped
+    (2, 512, 2048, 1, False, True),
+    (2, 512, 1001, 2, True, True),
+    (1, 512, 12289, 2, True, True),
 ])
-def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0):
+def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0, reverse):
     cfg = configs.scan_config(16, length)
     u = torch.empty(batch, dim, length, device="cuda")
-    assert scan._gluon_backward(configs.dataclasses.replace(cfg, chunk=256), u, False, False,
+    assert scan._gluon_backward(configs.dataclasses.replace(cfg, chunk=256), u, reverse, False,
                                 scan.bc_row_length(length), dim // groups) == W
-    gluon = _grads(monkeypatch, "", batch, dim, length, groups, h0)
-    triton_ = _grads(monkeypatch, '{"gluon_bwd": 0}', batch, dim, length, groups, h0)
+    gluon = _grads(monkeypatch, "", batch, dim, length, groups, h0, reverse)
+    triton_ = _grads(monkeypatch, '{"gluon_bwd": 0}', batch, dim, length, groups, h0, reverse)
     names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dinitial_state")
     for name, x, y in zip(names, gluon, triton_):
         if y.numel():
