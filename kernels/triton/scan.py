@@ -241,6 +241,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
+    if reverse:  # flipped, in rows of whole chunks: the kernel mirrors each chunk
+        lbc = cdiv(length, cfg.chunk) * cfg.chunk                 # (`common.chunk_rows`)
+        Bg, Cg = (_pad(M, lbc).flip(-1) for M in (Bg, Cg))
     args = (u, delta, delta_bias, A, Bg, Cg, D, z, h0, seq, states, ends, seg_dt, out, last,
             length, lp, dim, dstate, groups, dg, cps, *u.stride(), *delta.stride(),
             *Bg.stride(), *Cg.stride(), *_strides(z), *out.stride())

@@ -17,18 +17,21 @@ segment's decay is exp(A * seg_dt)); without cu_seqlens it sums each chunk into 
 rather than scanning it (`_segment_end_state`). `carry.chunk_carry_kernel` turns `ends`
 into each segment's entering state; the full launch then starts each segment from there.
 With one segment (the common case) the full launch is all there is.
+
+A reverse scan runs the same code on each chunk mirrored (`common.chunk_rows`): its tiles
+hold the chunk in scan order, so every scan along them runs as in order.
 """
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, chunk_at, chunk_masks, entering_row, load_bc_row, load_dt,
-                     load_tile, pair_combine, program_place, reverse_pair_scan, save_point,
-                     sequence_bounds, store_position, walk_last)
+from .common import (LOG2E, chunk_at, chunk_masks, chunk_rows, dt_of, entering_row,
+                     load_bc_row, load_chunk, pair_combine, program_place, save_point,
+                     sequence_bounds, store_chunk, store_position, walk_last)
 
 
 @triton.jit
 def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, seg_dt_ptr, seg,
-                       b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, L, LP, D, N,
+                       b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, NC, L, LP, D, N,
                        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
                        CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
@@ -42,7 +45,7 @@ def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, se
     (A2 = A log2 e; dt_tot the chunk's summed dt, dt_after_t its dt after t in scan order, so
     every factor is at most 1): one exp2 and three products a position and one sum across
     the lanes, where a scan takes two values through every step across them. The state
-    stays in registers from chunk to chunk."""
+    stays in registers from chunk to chunk. Positions as the full pass's (`chunk_rows`)."""
     k = tl.arange(0, CHUNK)
     nn = tl.arange(0, N_PAD)
     A2 = tl.load(A_ptr + d[:, None] * N + nn[None, :], mask=m_dn, other=0.0) * LOG2E
@@ -50,31 +53,30 @@ def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, se
     for i in range(0, n_chunks):
         c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
         t0 = c * CHUNK
-        t = t0 + k
+        t, r0 = chunk_rows(t0, k, NC, CHUNK, REVERSE)
         _tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
         rmask = lmask
         if BC_WHOLE:
             rmask = None
-        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
-                           HAS_BIAS, SOFTPLUS)
-        dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+        dt, _raw = dt_of(load_chunk(delta_ptr, b, d, t, m, t0, LP, dmask, sdl_b, sdl_d, sdl_l,
+                                    CHUNK, REVERSE), bias_ptr, d, valid, dmask, HAS_BIAS,
+                         SOFTPLUS)
+        dtu = dt * load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK,
+                              REVERSE)
         cum = tl.cumsum(dt, axis=1)
         tot = tl.sum(dt, axis=1)
         dt_total += tot
-        if REVERSE:
-            after = cum - dt
-        else:
-            after = tot[:, None] - cum
+        after = tot[:, None] - cum
         sums = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
         # state n + 1's loads are issued in state n's iteration, as in the full pass
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
-        B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g, sB_n, sB_l, CHUNK,
+        B_nx = load_bc_row(B_ptr, b, g, 0, r0, rmask, LP, sB_b, sB_g, sB_n, sB_l, CHUNK,
                            BC_PAIRS)
         for n in tl.range(0, N):
             A2n, Bn = A2_nx, B_nx
             nx = tl.minimum(n + 1, N - 1)
             A2_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0) * LOG2E
-            B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, LP, sB_b, sB_g, sB_n, sB_l, CHUNK,
+            B_nx = load_bc_row(B_ptr, b, g, nx, r0, rmask, LP, sB_b, sB_g, sB_n, sB_l, CHUNK,
                                BC_PAIRS)
             total = tl.sum(dtu * Bn[None, :] * tl.exp2(after * A2n[:, None]), axis=1)
             sums = tl.where(nn[None, :] == n, total[:, None], sums)
@@ -97,7 +99,7 @@ def scan_fwd_kernel(
     BC_WHOLE: tl.constexpr, BC_PAIRS: tl.constexpr, SAVE: tl.constexpr,
     GROUP_STORE: tl.constexpr,
 ):
-    b, g, d, dmask, s, c_lo, n_chunks, scan_first, _nc = program_place(
+    b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
     S = tl.num_programs(1)
     if STATE_ONLY:
@@ -106,11 +108,8 @@ def scan_fwd_kernel(
     NS = tl.cdiv(L, SAVE)                                      # rows of `states`
     R: tl.constexpr = CHUNK // SAVE                            # sub-chunks per chunk
     row_b = b * NS                                             # batch row b's first state row
-    k = tl.arange(0, CHUNK)
-    if REVERSE:
-        begin = k == CHUNK - 1
-    else:
-        begin = k == 0
+    k = tl.arange(0, CHUNK)      # the chunk's positions in scan order (`chunk_rows`)
+    begin = k == 0
     nn = tl.arange(0, N_PAD)
     m_dn = dmask[:, None] & (nn < N)[None, :]
     seg = ((b * S + s) * D + d[:, None]) * N + nn[None, :]                   # (BD, N_PAD)
@@ -124,7 +123,7 @@ def scan_fwd_kernel(
             h += tl.load(h0_ptr + (b * D + d[:, None]) * N + nn[None, :], mask=m_dn, other=0.0)
     if STATE_ONLY and not HAS_CU:
         _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, seg_dt_ptr,
-                           seg, b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, L, LP, D, N,
+                           seg, b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, NC, L, LP, D, N,
                            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                            HAS_BIAS, SOFTPLUS, REVERSE, CHUNK, BLOCK_D, N_PAD, BC_WHOLE,
                            BC_PAIRS)
@@ -137,14 +136,16 @@ def scan_fwd_kernel(
     for i in range(0, n_chunks):
         c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
         t0 = c * CHUNK
-        t = t0 + k
+        t, r0 = chunk_rows(t0, k, NC, CHUNK, REVERSE)
         tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
         rmask = lmask
         if BC_WHOLE:  # B's and C's rows hold every chunk whole: they load unmasked
             rmask = None
-        dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, m, valid, dmask, sdl_b, sdl_d, sdl_l,
-                           HAS_BIAS, SOFTPLUS)
-        dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+        dt, _raw = dt_of(load_chunk(delta_ptr, b, d, t, m, t0, LP, dmask, sdl_b, sdl_d, sdl_l,
+                                    CHUNK, REVERSE), bias_ptr, d, valid, dmask, HAS_BIAS,
+                         SOFTPLUS)
+        dtu = dt * load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK,
+                              REVERSE)
         if STATE_ONLY:
             dt_total += tl.sum(dt, axis=1)
         if HAS_CU:
@@ -158,10 +159,10 @@ def scan_fwd_kernel(
         # iterations ahead or an L1 prefetch measured slower; docs/benchmarks/scan.md)
         h_nx = tl.load(here, mask=dmask, other=0.0)
         A2_nx = tl.load(A_ptr + d * N, mask=dmask, other=0.0) * LOG2E
-        B_nx = load_bc_row(B_ptr, b, g, 0, t0, rmask, LP, sB_b, sB_g,
+        B_nx = load_bc_row(B_ptr, b, g, 0, r0, rmask, LP, sB_b, sB_g,
                            sB_n, sB_l, CHUNK, BC_PAIRS)
         if not STATE_ONLY:
-            C_nx = load_bc_row(C_ptr, b, g, 0, t0, rmask, LP, sC_b, sC_g,
+            C_nx = load_bc_row(C_ptr, b, g, 0, r0, rmask, LP, sC_b, sC_g,
                                sC_n, sC_l, CHUNK, BC_PAIRS)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             h_in, A2, Bn = h_nx, A2_nx, B_nx
@@ -171,10 +172,10 @@ def scan_fwd_kernel(
             nx = tl.minimum(n + 1, N - 1)
             h_nx = tl.load(here + nx, mask=dmask, other=0.0)
             A2_nx = tl.load(A_ptr + d * N + nx, mask=dmask, other=0.0) * LOG2E
-            B_nx = load_bc_row(B_ptr, b, g, nx, t0, rmask, LP, sB_b, sB_g,
+            B_nx = load_bc_row(B_ptr, b, g, nx, r0, rmask, LP, sB_b, sB_g,
                                sB_n, sB_l, CHUNK, BC_PAIRS)
             if not STATE_ONLY:
-                C_nx = load_bc_row(C_ptr, b, g, nx, t0, rmask, LP, sC_b, sC_g,
+                C_nx = load_bc_row(C_ptr, b, g, nx, r0, rmask, LP, sC_b, sC_g,
                                    sC_n, sC_l, CHUNK, BC_PAIRS)
             a = tl.exp2(dt * A2[:, None])
             x = dtu * Bn[None, :]
@@ -190,10 +191,7 @@ def scan_fwd_kernel(
             # compiler folds the test to false elsewhere) and the scan's products of a
             # go unused past the lanes' totals
             x = tl.where(begin[None, :], x + a * h_in[:, None], x)
-            if REVERSE:
-                _a_cum, hn = reverse_pair_scan(a, x, BLOCK_D, CHUNK)
-            else:
-                _a_cum, hn = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
+            _a_cum, hn = tl.associative_scan((a, x), axis=1, combine_fn=pair_combine)
             # the states at the sub-chunks' ends (scan order), each stored by the thread
             # that holds it
             for r in tl.static_range(R):
@@ -201,7 +199,7 @@ def scan_fwd_kernel(
                                                     REVERSE)
                 to = tl.where(seg_last, ends_ptr + ((b * S + s) * D + d) * N,
                               states_ptr + ((row_b + nxt) * D + d) * N)
-                store_position(to + n, hn, pos, ok, dmask, not REVERSE, GROUP_STORE)
+                store_position(to + n, hn, pos, ok, dmask, True, GROUP_STORE)
             if not STATE_ONLY:
                 y += hn * Cn[None, :]
                 if HAS_CU:
@@ -210,12 +208,14 @@ def scan_fwd_kernel(
                              hn, mask=m_last)
         if not STATE_ONLY:
             if HAS_D:  # u again (an L1/L2 hit) rather than held in registers over the n loop
-                u = load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+                u = load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK,
+                               REVERSE)
                 y += tl.load(D_ptr + d, mask=dmask, other=0.0)[:, None] * u
             if HAS_Z:
-                zt = load_tile(z_ptr, b, d, t, valid, sz_b, sz_d, sz_l)
+                zt = load_chunk(z_ptr, b, d, t, valid, t0, L, dmask, sz_b, sz_d, sz_l, CHUNK,
+                                REVERSE)
                 y = y * zt * tl.sigmoid(zt)
-            tl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
-                     y.to(out_ptr.dtype.element_ty), mask=valid)
+            store_chunk(out_ptr, y, b, d, t, valid, t0, L, dmask, so_b, so_d, so_l, CHUNK,
+                        REVERSE)
     if STATE_ONLY:
         tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)
