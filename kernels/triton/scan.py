@@ -209,6 +209,23 @@ def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
     return hi if hi and lo and waves(hi) <= waves(lo) else lo
 
 
+def _forward_cap(cfg, programs: int, sms: int) -> int:
+    """The forward's register cap: the tuned one (`maxnreg`, 144 from 2048 positions), or
+    `maxnreg_wave` where at that cap its grid of `programs` one-warp programs fits in one
+    wave on `sms` multiprocessors (64K registers each) and at the tuned one it does not.
+    On an H200 2048 programs (batch x d_inner 4 x 512, or 1 x 2048) took 0.222 ms at 4x8K
+    under 128 registers (16 programs an SM, one wave) against 0.320 under 144 (14, two);
+    where the waves are as many either way the tuned cap is the faster (1x128K: 2.65
+    against 3.30 ms; 8x2K: 0.319 against 0.324). Not with cu_seqlens, whose forward spills
+    under 128 (100 bytes)."""
+    def per_sm(cap: int) -> int:
+        return 65536 // (32 * cfg.warps * cap)
+    hi, lo = cfg.maxnreg, cfg.maxnreg_wave
+    if hi and lo and lo < hi and sms * per_sm(hi) < programs <= sms * per_sm(lo):
+        return lo
+    return hi
+
+
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
     grid = (cdiv(dim * dstate, cfg.block_dn), batch)
@@ -253,7 +270,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
                  BC_PAIRS=_bc_pairs(Bg, Cg, lbc), SAVE=bwd_chunk(cfg),
                  GROUP_STORE=cfg.chunk <= cfg.group_store_chunk, num_warps=cfg.warps,
-                 **_maxnreg(cfg.maxnreg))
+                 **_maxnreg(cfg.maxnreg if seq is not None else
+                            _forward_cap(cfg, grid[0] * grid[1], num_sms(u.device.index))))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
         _carry(ends, seg_dt, A, keep, reverse, cfg)

@@ -14,7 +14,7 @@ import torch
 
 from bytessm.kernels import reference, selective_scan
 from bytessm.kernels.triton import scan
-from bytessm.kernels.triton.configs import scan_config
+from bytessm.kernels.triton.configs import TUNED, scan_config
 
 from kernel_helpers import TOLERANCE, assert_close, rel_err, scan_inputs
 
@@ -286,6 +286,44 @@ def test_backward_width_and_register_caps_by_grid(monkeypatch):
     assert plan(1, length=1 << 17, backward=False, packed=True)[0].maxnreg == 168
     assert plan(1, length=1 << 17, backward=False, packed=False)[0].maxnreg != 168
     assert plan(1, length=100, backward=False, packed=True)[0].maxnreg != 168
+
+
+def test_forward_cap_fits_a_grid_in_one_wave(monkeypatch):
+    """The forward runs under `maxnreg_wave` (128) where that fits its one-warp programs in
+    one wave on an H200's 132 SMs and its tuned cap (144: 14 programs an SM, against 16)
+    does not: 2048 programs (4x8K at d_inner 512, 1x32K at 2048). Elsewhere, and with
+    cu_seqlens, its tuned cap. Launches recorded on meta tensors."""
+    cfg = dataclasses.replace(TUNED, maxnreg=144, maxnreg_wave=128)
+    assert scan._forward_cap(cfg, 2048, 132) == 128
+    assert scan._forward_cap(cfg, 2112, 132) == 128 and scan._forward_cap(cfg, 2113, 132) == 144
+    assert scan._forward_cap(cfg, 1848, 132) == 144            # one wave at 144 too
+    assert scan._forward_cap(cfg, 12288, 132) == 144           # 7 waves against 6
+    assert scan._forward_cap(dataclasses.replace(cfg, maxnreg_wave=0), 2048, 132) == 144
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # caps are launch options
+    # the GPU's table (a key of its own in configs._config's cache, taken without the
+    # interpreter)
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_wave": 128, "maxnreg_long": 144}')
+    monkeypatch.setattr(scan, "num_sms", lambda _: 132)
+    caps = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **flags: caps.append((grid[0] * grid[1], flags["maxnreg"]))
+    monkeypatch.setattr(scan, "scan_fwd_kernel", Recorder())
+
+    def forward(batch, dim, length, cu_seqlens=None):
+        meta = functools.partial(torch.empty, device="meta", dtype=torch.bfloat16)
+        u, delta = meta(batch, dim, length), meta(batch, dim, length)
+        A = torch.empty(dim, 16, device="meta")
+        B, C = meta(batch, 16, length), meta(batch, 16, length)
+        scan.scan_forward(u, delta, A, B, C, None, None, None, None, cu_seqlens, True, False)
+        return caps.pop()
+    assert forward(4, 512, 8192) == (2048, 128)
+    assert forward(1, 2048, 32768) == (2048, 128)
+    assert forward(1, 1536, 1 << 17) == (1536, 144)
+    assert forward(8, 1536, 2048) == (12288, 144)
+    cu = torch.tensor([0, 100, 32768], dtype=torch.int32, device="meta")
+    assert forward(1, 2048, 32768, cu) == (2048, 168)          # maxnreg_cu
 
 
 def test_segments_fill_the_gpu_without_a_second_wave(monkeypatch):
