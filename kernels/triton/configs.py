@@ -38,8 +38,9 @@ class ScanConfig:
     maxnreg_long: int = 0   # ... from `long_from` positions on ...
     maxnreg_cu: int = 0     # ... there with cu_seqlens (0: maxnreg_long), also the one-channel
                             # backward's with cu_seqlens (0: maxnreg_bwd_one) ...
-    maxnreg_wave: int = 0   # ... the forward's without cu_seqlens where this cap fits its grid
-                            # in one wave and its own does not (0: never; `scan._forward_cap`)
+    maxnreg_wave: int = 0   # ... the forward's without cu_seqlens where this cap's waves, each
+    wave_cost: float = 1.0  # this many times as long, take less time (0: never;
+                            # `scan._forward_cap`)
     maxnreg_bwd: int = 0    # ... of the backward at block_d_bwd channels ...
     maxnreg_bwd_one: int = 0    # ... and at one channel, where bwd_fill asks for it
     chunk_bwd: int = 0      # the backward's chunk, the granularity of the saved states
@@ -128,6 +129,7 @@ class ScanConfig:
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_wave=128,
+                   wave_cost=1.25,
                    maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
                    gluon_bwd=2, maxnreg_gluon=168)

@@ -118,7 +118,9 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
     pos = torch.arange(length, device=dev)
     seq = torch.searchsorted(cu_seqlens[1:].contiguous().long(), pos, right=True).to(torch.int32)
     c = torch.arange(cdiv(length, span), device=dev)
-    if reverse:  # scan-last position of segment c is its lowest, the one before it in scan order its highest + 1
+    # the scan-last position of segment c; for reverse its lowest, and the one before it in
+    # scan order its highest + 1
+    if reverse:
         last, before = c * span, ((c + 1) * span).clamp(max=length - 1)
     else:
         last, before = (c * span + span - 1).clamp(max=length - 1), (c * span - 1).clamp(min=0)
@@ -211,17 +213,24 @@ def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
 
 def _forward_cap(cfg, programs: int, sms: int) -> int:
     """The forward's register cap: the tuned one (`maxnreg`, 144 from 2048 positions), or
-    `maxnreg_wave` where at that cap its grid of `programs` one-warp programs fits in one
-    wave on `sms` multiprocessors (64K registers each) and at the tuned one it does not.
-    On an H200 2048 programs (batch x d_inner 4 x 512, or 1 x 2048) took 0.222 ms at 4x8K
-    under 128 registers (16 programs an SM, one wave) against 0.320 under 144 (14, two);
-    where the waves are as many either way the tuned cap is the faster (1x128K: 2.65
-    against 3.30 ms; 8x2K: 0.319 against 0.324). Not with cu_seqlens, whose forward spills
-    under 128 (100 bytes)."""
-    def per_sm(cap: int) -> int:
-        return 65536 // (32 * cfg.warps * cap)
+    `maxnreg_wave` (128) where its grid of `programs` one-warp programs takes fewer waves at
+    that cap on `sms` multiprocessors (64K registers each: 16 programs an SM against 14),
+    by enough that those waves, each `wave_cost` times as long, take less time. On an H200
+    (twenty-fifth session), forward ms under 144 / 128 registers:
+
+        programs   waves      shape (d_inner)    144     128
+        1536       1 / 1      1x128K (1536)      2.65    3.30   -> wave_cost 1.25
+        2048       2 / 1      4x8K (512)         0.332   0.225
+        3072       2 / 2      2x16K (1536)       0.680   0.826
+        4096       3 / 2      4x8K (1024)        0.508   0.443
+        6144       4 / 3      4x4K (1536)        0.354   0.341
+        12288      7 / 6      8x2K (1536)        0.318   0.324
+
+    Not with cu_seqlens, whose forward spills under 128 (100 bytes)."""
+    def waves(cap: int) -> int:
+        return cdiv(programs, sms * (65536 // (32 * cfg.warps * cap)))
     hi, lo = cfg.maxnreg, cfg.maxnreg_wave
-    if hi and lo and lo < hi and sms * per_sm(hi) < programs <= sms * per_sm(lo):
+    if hi and lo and lo < hi and waves(lo) * cfg.wave_cost < waves(hi):
         return lo
     return hi
 

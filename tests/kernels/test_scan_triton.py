@@ -289,20 +289,22 @@ def test_backward_width_and_register_caps_by_grid(monkeypatch):
 
 
 def test_forward_cap_fits_a_grid_in_one_wave(monkeypatch):
-    """The forward runs under `maxnreg_wave` (128) where that fits its one-warp programs in
-    one wave on an H200's 132 SMs and its tuned cap (144: 14 programs an SM, against 16)
-    does not: 2048 programs (4x8K at d_inner 512, 1x32K at 2048). Elsewhere, and with
-    cu_seqlens, its tuned cap. Launches recorded on meta tensors."""
-    cfg = dataclasses.replace(TUNED, maxnreg=144, maxnreg_wave=128)
-    assert scan._forward_cap(cfg, 2048, 132) == 128
-    assert scan._forward_cap(cfg, 2112, 132) == 128 and scan._forward_cap(cfg, 2113, 132) == 144
-    assert scan._forward_cap(cfg, 1848, 132) == 144            # one wave at 144 too
-    assert scan._forward_cap(cfg, 12288, 132) == 144           # 7 waves against 6
+    """The forward runs under `maxnreg_wave` (128: 16 one-warp programs an SM, against 14 at
+    its tuned 144) where that takes fewer waves on an H200's 132 SMs, by enough that waves
+    1.25x as long take less time: 2048 programs (4x8K at d_inner 512, 1x32K at 2048: one
+    wave against two), 4096 and 6144; not 1536 or 1848 (one wave either way), 3072 (two
+    either way) or 12288 (six against seven). With cu_seqlens, its own cap. Launches
+    recorded on meta tensors."""
+    cfg = dataclasses.replace(TUNED, maxnreg=144, maxnreg_wave=128, wave_cost=1.25)
+    for programs, cap in ((1536, 144), (1848, 144), (2048, 128), (2112, 128), (3072, 144),
+                          (4096, 128), (6144, 128), (12288, 144)):
+        assert scan._forward_cap(cfg, programs, 132) == cap, programs
     assert scan._forward_cap(dataclasses.replace(cfg, maxnreg_wave=0), 2048, 132) == 144
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # caps are launch options
     # the GPU's table (a key of its own in configs._config's cache, taken without the
     # interpreter)
-    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_wave": 128, "maxnreg_long": 144}')
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_wave": 128, "maxnreg_long": 144, '
+                       '"wave_cost": 1.25}')
     monkeypatch.setattr(scan, "num_sms", lambda _: 132)
     caps = []
 
@@ -322,6 +324,7 @@ def test_forward_cap_fits_a_grid_in_one_wave(monkeypatch):
     assert forward(1, 2048, 32768) == (2048, 128)
     assert forward(1, 1536, 1 << 17) == (1536, 144)
     assert forward(8, 1536, 2048) == (12288, 144)
+    assert forward(2, 1536, 16384) == (3072, 144)
     cu = torch.tensor([0, 100, 32768], dtype=torch.int32, device="meta")
     assert forward(1, 2048, 32768, cu) == (2048, 168)          # maxnreg_cu
 
