@@ -30,6 +30,23 @@ from .common import (LOG2E, chunk_at, chunk_masks, chunk_rows, dt_of, entering_r
 
 
 @triton.jit
+def _chunk(i, c_lo, n_chunks, NC, k, b, d, dmask, L, LP, u_ptr, delta_ptr, bias_ptr,
+           su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+           REVERSE: tl.constexpr, CHUNK: tl.constexpr):
+    """The segment's i-th chunk in scan order: its index, first position, positions in scan
+    order and B/C rows' start (`chunk_rows`), masks (`chunk_masks`), and its dt and dt u
+    tiles."""
+    c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
+    t0 = c * CHUNK
+    t, r0 = chunk_rows(t0, k, NC, CHUNK, REVERSE)
+    tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
+    dt, _raw = dt_of(load_chunk(delta_ptr, b, d, t, m, t0, LP, dmask, sdl_b, sdl_d, sdl_l,
+                                CHUNK, REVERSE), bias_ptr, d, valid, dmask, HAS_BIAS, SOFTPLUS)
+    dtu = dt * load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK, REVERSE)
+    return c, t0, t, r0, tmask, lmask, m, valid, dt, dtu
+
+
+@triton.jit
 def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, seg_dt_ptr, seg,
                        b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, NC, L, LP, D, N,
                        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
@@ -51,18 +68,12 @@ def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, se
     A2 = tl.load(A_ptr + d[:, None] * N + nn[None, :], mask=m_dn, other=0.0) * LOG2E
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
-        c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
-        t0 = c * CHUNK
-        t, r0 = chunk_rows(t0, k, NC, CHUNK, REVERSE)
-        _tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
+        _c, t0, t, r0, _tmask, lmask, _m, _valid, dt, dtu = _chunk(
+            i, c_lo, n_chunks, NC, k, b, d, dmask, L, LP, u_ptr, delta_ptr, bias_ptr,
+            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS, SOFTPLUS, REVERSE, CHUNK)
         rmask = lmask
         if BC_WHOLE:
             rmask = None
-        dt, _raw = dt_of(load_chunk(delta_ptr, b, d, t, m, t0, LP, dmask, sdl_b, sdl_d, sdl_l,
-                                    CHUNK, REVERSE), bias_ptr, d, valid, dmask, HAS_BIAS,
-                         SOFTPLUS)
-        dtu = dt * load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK,
-                              REVERSE)
         cum = tl.cumsum(dt, axis=1)
         tot = tl.sum(dt, axis=1)
         dt_total += tot
@@ -134,18 +145,12 @@ def scan_fwd_kernel(
 
     dt_total = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(0, n_chunks):
-        c, _c_next = chunk_at(i, c_lo, n_chunks, REVERSE)
-        t0 = c * CHUNK
-        t, r0 = chunk_rows(t0, k, NC, CHUNK, REVERSE)
-        tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
+        c, t0, t, r0, tmask, lmask, m, valid, dt, dtu = _chunk(
+            i, c_lo, n_chunks, NC, k, b, d, dmask, L, LP, u_ptr, delta_ptr, bias_ptr,
+            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS, SOFTPLUS, REVERSE, CHUNK)
         rmask = lmask
         if BC_WHOLE:  # B's and C's rows hold every chunk whole: they load unmasked
             rmask = None
-        dt, _raw = dt_of(load_chunk(delta_ptr, b, d, t, m, t0, LP, dmask, sdl_b, sdl_d, sdl_l,
-                                    CHUNK, REVERSE), bias_ptr, d, valid, dmask, HAS_BIAS,
-                         SOFTPLUS)
-        dtu = dt * load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK,
-                              REVERSE)
         if STATE_ONLY:
             dt_total += tl.sum(dt, axis=1)
         if HAS_CU:
