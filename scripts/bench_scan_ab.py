@@ -3,7 +3,8 @@
 
     git archive <commit> kernels/triton | tar -x -C /tmp/base
     python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton [--base OTHER ...] \
-        [--shapes 1x131072] [--rounds 3] [--seqs 64] [--dim 512] [--reverse]
+        [--shapes 1x131072] [--rounds 3] [--seqs 64] [--dim 512] [--reverse] \
+        [--base-config '{"maxnreg_long": 128}']
     python scripts/bench_scan_ab.py --base /tmp/base/kernels/triton --decode 1,16,128 \
         [--mamba-src .mamba/mamba_ssm-2.3.2.post1]
 
@@ -19,12 +20,17 @@ second time). Workload as
 batch-1 row as K sequences of equal length (cu_seqlens), the packed path; `--dim` sets the
 channel count (d_inner) instead of bench_scan.py's 1536. `--decode` times the decode state
 step instead (CUDA graphs of 16 steps, `bench_scan.py`'s decode inputs), with mamba_ssm's
-step beside it when `--mamba-src` is given.
+step beside it when `--mamba-src` is given. `--base-config JSON` runs the base versions'
+calls under BYTESSM_SCAN_CONFIG=JSON (the head's under the environment's): with `--base`
+this checkout's own `kernels/triton`, two configurations of the same kernels in one
+process (`configs.scan_config` reads the variable at each call).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import statistics
 import sys
 import types
@@ -47,18 +53,40 @@ def import_launchers(folder: str, name: str, module: str = "scan"):
     return importlib.import_module(f"{name}.{module}")
 
 
-def passes(mod, a: dict, cu_seqlens=None, reverse: bool = False):
+@contextlib.contextmanager
+def scan_config(config: str | None):
+    """BYTESSM_SCAN_CONFIG set to `config` inside (untouched where None)."""
+    if config is None:
+        yield
+        return
+    old = os.environ.get("BYTESSM_SCAN_CONFIG")
+    os.environ["BYTESSM_SCAN_CONFIG"] = config
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["BYTESSM_SCAN_CONFIG"]
+        else:
+            os.environ["BYTESSM_SCAN_CONFIG"] = old
+
+
+def passes(mod, a: dict, cu_seqlens=None, reverse: bool = False, config: str | None = None):
     """(forward, backward) closures of one version's launchers on the inputs `a` (packed
-    sequences when `cu_seqlens` is given; scanned from the end when `reverse`)."""
+    sequences when `cu_seqlens` is given; scanned from the end when `reverse`; under
+    BYTESSM_SCAN_CONFIG=`config` where given)."""
     args = (a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"], a["delta_bias"])
-    out, _last, states = mod.scan_forward(*args, None, cu_seqlens, True, reverse)
+    with scan_config(config):
+        out, _last, states = mod.scan_forward(*args, None, cu_seqlens, True, reverse)
     dout = torch.randn_like(out)
 
     def fwd():
-        return mod.scan_forward(*args, None, cu_seqlens, True, reverse)
+        with scan_config(config):
+            return mod.scan_forward(*args, None, cu_seqlens, True, reverse)
 
     def bwd():
-        return mod.scan_backward(dout, None, *args, None, cu_seqlens, states, True, reverse)
+        with scan_config(config):
+            return mod.scan_backward(dout, None, *args, None, cu_seqlens, states, True,
+                                     reverse)
     return fwd, bwd
 
 
@@ -94,6 +122,8 @@ def main():
     p.add_argument("--seqs", type=int, default=0,
                    help="pack each row of batch-1 shapes as this many sequences (cu_seqlens)")
     p.add_argument("--reverse", action="store_true", help="time reverse scans")
+    p.add_argument("--base-config", default=None, metavar="JSON",
+                   help="BYTESSM_SCAN_CONFIG for the base versions' calls")
     p.add_argument("--decode", default=None, metavar="BATCHES",
                    help="time the decode state step at these batches (e.g. 1,16,128) instead")
     p.add_argument("--mamba-src", default=None,
@@ -115,7 +145,8 @@ def main():
     versions["head"] = head_scan
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; "
           + ", ".join(f"base{i} = {f}" for i, f in enumerate(a.base)) + f"; D={a.dim}"
-          + ("; reverse" if a.reverse else ""),
+          + ("; reverse" if a.reverse else "")
+          + (f"; base config {a.base_config}" if a.base_config else ""),
           flush=True)
     print("| shape | pass | version | ms (rounds) | / base0 |\n|---|---|---|---|---:|")
     for shape in a.shapes.split(","):
@@ -124,7 +155,8 @@ def main():
         cu = None
         if a.seqs and batch == 1:
             cu = torch.linspace(0, length, a.seqs + 1, device="cuda").round().to(torch.int32)
-        fns = {v: passes(mod, ins, cu, a.reverse) for v, mod in versions.items()}
+        fns = {v: passes(mod, ins, cu, a.reverse, None if v == "head" else a.base_config)
+               for v, mod in versions.items()}
         times = {(v, i): [] for v in fns for i in range(2)}
         for _ in range(a.rounds):
             for version, pair in fns.items():
