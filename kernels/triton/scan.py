@@ -200,22 +200,27 @@ def _gluon_segments(cfg, rows: int, length: int, w: int) -> int:
     return segments(rows, cdiv(length, cfg.chunk), cfg.programs // w, cfg.seg_chunks)
 
 
+def _waves(programs: int, warps: int, cap: int, sms: int) -> int:
+    """Waves of a grid of `programs` programs of `warps` warps under a cap of `cap` registers
+    a thread, on `sms` multiprocessors of 64K registers each."""
+    return cdiv(programs, sms * (65536 // (32 * warps * cap)))
+
+
 def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
     """The Gluon backward's register cap: `maxnreg_gluon` where its grid of `programs`
-    W-warp programs takes no more waves on `sms` multiprocessors (64K registers each) than
-    at `maxnreg_bwd_one`. More registers per thread fit fewer programs at once; at one wave
-    either way (1x128K: 768 two-warp programs) the higher cap is free."""
-    def waves(cap: int) -> int:
-        return cdiv(programs, sms * (65536 // (32 * w * cap)))
+    W-warp programs takes no more waves (`_waves`) than at `maxnreg_bwd_one`. More
+    registers per thread fit fewer programs at once; at one wave either way (1x128K: 768
+    two-warp programs) the higher cap is free."""
     hi, lo = cfg.maxnreg_gluon, cfg.maxnreg_bwd_one
-    return hi if hi and lo and waves(hi) <= waves(lo) else lo
+    return hi if hi and lo and _waves(programs, w, hi, sms) <= _waves(programs, w, lo, sms) \
+        else lo
 
 
 def _forward_cap(cfg, programs: int, sms: int) -> int:
     """The forward's register cap: the tuned one (`maxnreg`, 144 from 2048 positions), or
-    `maxnreg_wave` (128) where its grid of `programs` one-warp programs takes fewer waves at
-    that cap on `sms` multiprocessors (64K registers each: 16 programs an SM against 14),
-    by enough that those waves, each `wave_cost` times as long, take less time. On an H200
+    `maxnreg_wave` (128) where its grid of `programs` one-warp programs takes fewer waves
+    (`_waves`: 16 programs an SM against 14) at that cap, by enough that those waves, each
+    `wave_cost` times as long, take less time. On an H200
     (twenty-fifth session), forward ms under 144 / 128 registers:
 
         programs   waves      shape (d_inner)    144     128
@@ -227,10 +232,9 @@ def _forward_cap(cfg, programs: int, sms: int) -> int:
         12288      7 / 6      8x2K (1536)        0.318   0.324
 
     Not with cu_seqlens, whose forward spills under 128 (100 bytes)."""
-    def waves(cap: int) -> int:
-        return cdiv(programs, sms * (65536 // (32 * cfg.warps * cap)))
     hi, lo = cfg.maxnreg, cfg.maxnreg_wave
-    if hi and lo and lo < hi and waves(lo) * cfg.wave_cost < waves(hi):
+    if (hi and lo and lo < hi and _waves(programs, cfg.warps, lo, sms) * cfg.wave_cost
+            < _waves(programs, cfg.warps, hi, sms)):
         return lo
     return hi
 
@@ -374,11 +378,11 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                 HAS_DLAST=dlast is not None, HAS_D=D is not None, HAS_Z=z is not None,
                 HAS_ENTER=nseg > 1, REVERSE=reverse, CHUNK=cfg.chunk, W=w,
                 N_PAD=n_pad(dstate), num_warps=w, **_maxnreg(cap))
-            if reverse:
-                dB, dC = dB.flip(-1), dC.flip(-1)
+            if reverse:   # positions [0, length) are the flipped rows' last `length`
+                dB, dC = (x[..., rows - length:].flip(-1) for x in (dB, dC))
         if h0 is not None and seq is None:
             dh0 = ends[:, nseg - 1 if reverse else 0].clone()
-    if rows != length:
+    if dB.shape[-1] != length:
         dB, dC = dB[..., :length].contiguous(), dC[..., :length].contiguous()
     return (du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype),
             dC.view(C.shape).to(C.dtype),

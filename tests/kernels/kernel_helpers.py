@@ -114,3 +114,20 @@ def scan_registers(*args: str) -> str:
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
+
+
+class GridRecorder:
+    """Stands in for a kernel: records what a launcher launches it with
+    (`kernel[grid](*args, **flags)`): the grid, the arguments by name and the flags, in
+    `calls`; with `launch`, runs the kernel too."""
+
+    def __init__(self, kernel, launch: bool = False):
+        self.kernel, self.launch = kernel, launch
+        self.names, self.calls = kernel.arg_names, []
+
+    def __getitem__(self, grid):
+        def record(*args, **flags):
+            self.calls.append((grid, dict(zip(self.names, args)), flags))
+            if self.launch:
+                self.kernel[grid](*args, **flags)
+        return record

@@ -12,7 +12,7 @@ from bytessm.kernels.triton import configs, scan
 from bytessm.kernels.triton.scan_bwd import scan_bwd_kernel
 from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel
 
-from kernel_helpers import gluon_ptx, scan_inputs, scan_registers
+from kernel_helpers import GridRecorder, gluon_ptx, scan_inputs, scan_registers
 
 BF16 = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
         "dz_ptr"}
@@ -100,7 +100,7 @@ def _launch_on_meta(monkeypatch, batch, dim, length, reverse):
     A, D, bias = meta(dim, 16, dtype=torch.float32), meta(dim), meta(dim)
     B, C = meta(batch, 16, length), meta(batch, 16, length)
     states = meta(batch, scan.num_saved(length, 16), dim, 16, dtype=torch.float32)
-    gluon, triton_ = _GridRecorder(scan_bwd_gluon_kernel), _GridRecorder(scan_bwd_kernel)
+    gluon, triton_ = GridRecorder(scan_bwd_gluon_kernel), GridRecorder(scan_bwd_kernel)
     carries = []
     monkeypatch.setattr(scan, "scan_bwd_gluon_kernel", gluon)
     monkeypatch.setattr(scan, "scan_bwd_kernel", triton_)
@@ -157,18 +157,6 @@ def test_reverse_scans_take_it_only_under_the_higher_cap(monkeypatch, reverse, b
         (_grid, _args, flags), = gluon
         assert not triton_ and flags["REVERSE"] == reverse
         assert flags["maxnreg"] == gluon_cap
-
-
-class _GridRecorder:
-    """Stands in for a kernel on the CPU: records what `scan_backward` launches it with
-    (`kernel[grid](*args, **flags)`): the grid, the arguments by name and the flags."""
-
-    def __init__(self, kernel):
-        self.names, self.calls = kernel.arg_names, []
-
-    def __getitem__(self, grid):
-        return lambda *args, **flags: self.calls.append((grid, dict(zip(self.names, args)),
-                                                          flags))
 
 
 def test_register_cap_only_where_it_costs_no_wave():
@@ -259,7 +247,7 @@ def test_reads_the_rows_unpadded(monkeypatch, length):
     rows = {"u_ptr": a["u"], "delta_ptr": a["delta"], "z_ptr": a["z"], "dout_ptr": dout}
     args = (dout, None, a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"],
             a["delta_bias"], None, None, states, True, False)
-    gluon, triton_ = _GridRecorder(scan_bwd_gluon_kernel), _GridRecorder(scan_bwd_kernel)
+    gluon, triton_ = GridRecorder(scan_bwd_gluon_kernel), GridRecorder(scan_bwd_kernel)
     monkeypatch.setattr(scan, "scan_bwd_gluon_kernel", gluon)
     monkeypatch.setattr(scan, "scan_bwd_kernel", triton_)
 

@@ -16,7 +16,7 @@ from bytessm.kernels import reference, selective_scan
 from bytessm.kernels.triton import scan
 from bytessm.kernels.triton.configs import TUNED, scan_config
 
-from kernel_helpers import TOLERANCE, assert_close, rel_err, scan_inputs
+from kernel_helpers import GridRecorder, TOLERANCE, assert_close, rel_err, scan_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CHUNK = scan_config(16, 1).chunk
@@ -211,18 +211,11 @@ def test_state_only_pass_over_several_chunks(monkeypatch, dtype, length, reverse
     B and C rows masked (odd length), and bf16 in pairs (even)."""
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"chunk": 32, "chunk_bwd": 16, "block_d": 2, '
                        '"block_d_bwd": 2, "programs": 8, "seg_chunks": 3}')
-    launches = []
-    kernel = scan.scan_fwd_kernel
-
-    class Recorder:
-        def __getitem__(self, grid):
-            def launch(*args, **flags):
-                launches.append((grid[1], flags["STATE_ONLY"]))
-                return kernel[grid](*args, **flags)
-            return launch
-    monkeypatch.setattr(scan, "scan_fwd_kernel", Recorder())
+    forward = GridRecorder(scan.scan_fwd_kernel, launch=True)
+    monkeypatch.setattr(scan, "scan_fwd_kernel", forward)
     test_scan_matches_reference(Case(length, batch=1, dim=4, dstate=4, groups=2, dtype=dtype,
                                      reverse=reverse, initial_state=True, last_state=True))
+    launches = [(grid[1], flags["STATE_ONLY"]) for grid, _args, flags in forward.calls]
     assert launches[:2] == [(3, True), (3, False)]
 
 
@@ -306,12 +299,8 @@ def test_forward_cap_fits_a_grid_in_one_wave(monkeypatch):
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_wave": 128, "maxnreg_long": 144, '
                        '"wave_cost": 1.25}')
     monkeypatch.setattr(scan, "num_sms", lambda _: 132)
-    caps = []
-
-    class Recorder:
-        def __getitem__(self, grid):
-            return lambda *args, **flags: caps.append((grid[0] * grid[1], flags["maxnreg"]))
-    monkeypatch.setattr(scan, "scan_fwd_kernel", Recorder())
+    launches = GridRecorder(scan.scan_fwd_kernel)
+    monkeypatch.setattr(scan, "scan_fwd_kernel", launches)
 
     def forward(batch, dim, length, cu_seqlens=None):
         meta = functools.partial(torch.empty, device="meta", dtype=torch.bfloat16)
@@ -319,7 +308,8 @@ def test_forward_cap_fits_a_grid_in_one_wave(monkeypatch):
         A = torch.empty(dim, 16, device="meta")
         B, C = meta(batch, 16, length), meta(batch, 16, length)
         scan.scan_forward(u, delta, A, B, C, None, None, None, None, cu_seqlens, True, False)
-        return caps.pop()
+        grid, _args, flags = launches.calls.pop()
+        return grid[0] * grid[1], flags["maxnreg"]
     assert forward(4, 512, 8192) == (2048, 128)
     assert forward(1, 2048, 32768) == (2048, 128)
     assert forward(1, 1536, 1 << 17) == (1536, 144)
