@@ -39,8 +39,10 @@ class ScanConfig:
     maxnreg_cu: int = 0     # ... there with cu_seqlens (0: maxnreg_long), also the one-channel
                             # backward's with cu_seqlens (0: maxnreg_bwd_one) ...
     maxnreg_wave: int = 0   # ... the forward's without cu_seqlens where this cap's waves, each
-    wave_cost: float = 1.0  # this many times as long, take less time (0: never;
-                            # `scan._forward_cap`)
+    wave_cost: float = 1.0  # this many times as long, take less time (`scan._forward_cap`;
+                            # maxnreg_wave 0: never) ...
+    wave_cost_short: float = 0.0    # ... or this many times below `short_below` positions
+    short_below: int = 0            # (0: wave_cost everywhere)
     maxnreg_bwd: int = 0    # ... of the backward at block_d_bwd channels ...
     maxnreg_bwd_one: int = 0    # ... and at one channel, where bwd_fill asks for it
     chunk_bwd: int = 0      # the backward's chunk, the granularity of the saved states
@@ -129,7 +131,7 @@ class ScanConfig:
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_wave=128,
-                   wave_cost=1.25,
+                   wave_cost=1.0, wave_cost_short=1.25, short_below=4096,
                    maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
                    gluon_bwd=2, maxnreg_gluon=168)
@@ -175,16 +177,19 @@ def _config(overrides: str) -> ScanConfig:
 
 
 def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:
-    if cfg.chunk_long and length >= cfg.long_from:
-        return _long(cfg)
-    return cfg
+    return _tier(cfg, bool(cfg.chunk_long) and length >= cfg.long_from,
+                 bool(cfg.wave_cost_short) and length < cfg.short_below)
 
 
 @functools.lru_cache(maxsize=None)
-def _long(cfg: ScanConfig) -> ScanConfig:
-    """The configuration from `long_from` positions on: built once, not per call (the
-    launchers ask for it several times a call)."""
-    return dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long)
+def _tier(cfg: ScanConfig, long: bool, short: bool) -> ScanConfig:
+    """The configuration from `long_from` positions on (`long`), or below `short_below`
+    (`short`): built once, not per call (the launchers ask for it several times a call)."""
+    if long:
+        cfg = dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long)
+    if short:
+        cfg = dataclasses.replace(cfg, wave_cost=cfg.wave_cost_short)
+    return cfg
 
 
 def bwd_chunk(cfg: ScanConfig) -> int:

@@ -281,23 +281,28 @@ def test_backward_width_and_register_caps_by_grid(monkeypatch):
     assert plan(1, length=100, backward=False, packed=True)[0].maxnreg != 168
 
 
-def test_forward_cap_fits_a_grid_in_one_wave(monkeypatch):
+def test_forward_cap_where_it_saves_waves(monkeypatch):
     """The forward runs under `maxnreg_wave` (128: 16 one-warp programs an SM, against 14 at
-    its tuned 144) where that takes fewer waves on an H200's 132 SMs, by enough that waves
-    1.25x as long take less time: 2048 programs (4x8K at d_inner 512, 1x32K at 2048: one
-    wave against two), 4096 and 6144; not 1536 or 1848 (one wave either way), 3072 (two
-    either way) or 12288 (six against seven). With cu_seqlens, its own cap. Launches
-    recorded on meta tensors."""
-    cfg = dataclasses.replace(TUNED, maxnreg=144, maxnreg_wave=128, wave_cost=1.25)
-    for programs, cap in ((1536, 144), (1848, 144), (2048, 128), (2112, 128), (3072, 144),
-                          (4096, 128), (6144, 128), (12288, 144)):
+    its tuned 144) where that takes fewer waves on an H200's 132 SMs: from 4096 positions
+    any fewer (`wave_cost` 1.0), below them by enough that waves 1.25x as long take less
+    time (`wave_cost_short`). 2048 programs (4x8K at d_inner 512, 1x32K at 2048: one wave
+    against two), 4096, 6144, and from 4096 positions 8192-32768; not 1536 or 1848 (one
+    wave either way), 3072 (two either way), and at 2048 positions not 12288 (six against
+    seven: 8x2K). With cu_seqlens, its own cap. Launches recorded on meta tensors."""
+    cfg = dataclasses.replace(TUNED, maxnreg=144, maxnreg_wave=128, wave_cost=1.0)
+    short = dataclasses.replace(cfg, wave_cost=1.25)
+    for programs, cap, cap_short in ((1536, 144, 144), (1848, 144, 144), (2048, 128, 128),
+                                     (2112, 128, 128), (3072, 144, 144), (4096, 128, 128),
+                                     (5120, 144, 144), (6144, 128, 128), (8192, 128, 144),
+                                     (9216, 144, 144), (12288, 128, 144), (32768, 128, 144)):
         assert scan._forward_cap(cfg, programs, 132) == cap, programs
+        assert scan._forward_cap(short, programs, 132) == cap_short, programs
     assert scan._forward_cap(dataclasses.replace(cfg, maxnreg_wave=0), 2048, 132) == 144
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # caps are launch options
     # the GPU's table (a key of its own in configs._config's cache, taken without the
     # interpreter)
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_wave": 128, "maxnreg_long": 144, '
-                       '"wave_cost": 1.25}')
+                       '"wave_cost": 1.0, "wave_cost_short": 1.25, "short_below": 4096}')
     monkeypatch.setattr(scan, "num_sms", lambda _: 132)
     launches = GridRecorder(scan.scan_fwd_kernel)
     monkeypatch.setattr(scan, "scan_fwd_kernel", launches)
@@ -313,7 +318,9 @@ def test_forward_cap_fits_a_grid_in_one_wave(monkeypatch):
     assert forward(4, 512, 8192) == (2048, 128)
     assert forward(1, 2048, 32768) == (2048, 128)
     assert forward(1, 1536, 1 << 17) == (1536, 144)
-    assert forward(8, 1536, 2048) == (12288, 144)
+    assert forward(8, 1536, 2048) == (12288, 144)       # 2048 positions: wave_cost_short
+    assert forward(8, 1536, 4096) == (12288, 128)
+    assert forward(16, 1024, 8192) == (16384, 128)
     assert forward(2, 1536, 16384) == (3072, 144)
     cu = torch.tensor([0, 100, 32768], dtype=torch.int32, device="meta")
     assert forward(1, 2048, 32768, cu) == (2048, 168)          # maxnreg_cu
