@@ -177,8 +177,10 @@ def _config(overrides: str) -> ScanConfig:
 
 
 def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:
-    return _tier(cfg, bool(cfg.chunk_long) and length >= cfg.long_from,
-                 bool(cfg.wave_cost_short) and length < cfg.short_below)
+    # bool() of each comparison: under torch.compile's dynamic shapes `length` is symbolic,
+    # and the cache below takes plain bools (a guard on the length's class)
+    return _tier(cfg, bool(cfg.chunk_long and length >= cfg.long_from),
+                 bool(cfg.wave_cost_short and length < cfg.short_below))
 
 
 @functools.lru_cache(maxsize=None)
