@@ -49,6 +49,14 @@ ALIGN = 16
 
 TRITON_CONV_TRAIN_FROM = 1 << 17  # see SSMBranch._triton_conv
 
+# The Triton layout's projections run as `position_linear`'s strided-batched GEMMs from this
+# many positions on. Measured on an H200 (bf16 autocast training steps): Caduceus-PS 6x256
+# at 2^20 bases (batch 2 inside) took 1023 ms a step against 1579 with the (d_out, B*L)
+# products and F.linear, whose transposed copies of whole activations it drops; Vim-Ti
+# training (eager) took 1.28x the time at 224x224 (batch 126 x 208 tokens) and 1.04x at
+# 1024x1024 (6 x 4112): per-call costs, at short lengths more than the copies they save.
+POSITION_GEMM_FROM = 1 << 17
+
 
 def aligned_length(length: int) -> int:
     return -(-length // ALIGN) * ALIGN
@@ -59,21 +67,95 @@ def pad_length(x: Tensor, length: int) -> Tensor:
     return x if x.shape[1] == length else F.pad(x, (0, 0, 0, length - x.shape[1]))
 
 
+class _PositionLinear(torch.autograd.Function):
+    """out = weight @ x at every position, x and out each (B, channels, L) ("channels
+    first", rows along the length) or (B, L, channels). Every product, forward and
+    backward, is one strided-batched GEMM (the weight expanded over the batch, stride 0)
+    that reads its operands through their strides and copies none of them, and each
+    gradient comes out in its input's layout.
+
+    F.linear over a (B, L, d) view of channels-first rows copies x for B > 1 (its reshape
+    to (B*L, d) cannot be a view), and so did the gradient of one (d_out, B*L) product
+    viewed as (B, d_out, L): transposed copies of whole activations, which at 2^20
+    positions took 3.4 ms each on an H200, a third of a Caduceus-PS step (batch 2 inside).
+    Autograd's own bmm backward would give a channels-first gradient to a (B, L, d) input
+    (and the reverse), for the next op to copy."""
+
+    @staticmethod
+    def forward(ctx, x, weight, x_first: bool, out_first: bool):
+        ctx.save_for_backward(x, weight)
+        ctx.x_first, ctx.out_first = x_first, out_first
+        xc = x if x_first else x.mT                                          # (B, d, L)
+        if out_first:
+            return torch.bmm(weight.expand(x.shape[0], *weight.shape), xc)   # (B, e, L)
+        return torch.bmm(xc.mT, weight.t().expand(x.shape[0], *weight.t().shape))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        batch = x.shape[0]
+        gc = grad if ctx.out_first else grad.mT                              # (B, e, L)
+        xc = x if ctx.x_first else x.mT                                      # (B, d, L)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            if ctx.x_first:
+                gx = torch.bmm(weight.t().expand(batch, *weight.t().shape), gc)
+            else:
+                gx = torch.bmm(gc.mT, weight.expand(batch, *weight.shape))
+        if ctx.needs_input_grad[1]:
+            gw = torch.bmm(gc, xc.mT).sum(0)
+        return gx, gw, None, None
+
+
+def position_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+                    x_first: bool, out_first: bool) -> Tensor:
+    """`weight` (e, d) (and `bias`) at every position of x: (B, d, L) if `x_first` else
+    (B, L, d), into (B, e, L) if `out_first` else (B, L, e), contiguous (`_PositionLinear`).
+    Under autocast x and the weight are cast first, as F.linear casts them. Channels-first
+    to channels-first (x_proj, dt_proj) is autograd's bmm, whose gradients already come in
+    their inputs' layouts; the others, autograd's Python `_PositionLinear` (host time)."""
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+    if x_first and out_first:  # autograd's bmm gives x's gradient channels-first already
+        out = torch.bmm(weight.expand(x.shape[0], *weight.shape), x)
+    else:
+        out = _PositionLinear.apply(x, weight, x_first, out_first)
+    if bias is not None:
+        out = out + (bias.to(out.dtype)[:, None] if out_first else bias.to(out.dtype))
+    return out
+
+
 def linear_channels_first(linear: nn.Linear, x: Tensor, lengthwise: bool = True) -> Tensor:
     """`linear(x)` for x (B, L, d_in), as (B, d_out, L).
 
-    lengthwise: with unit stride along L, from one (d_out, B*L) matmul, as mamba_ssm computes
-    its in_proj and dt_proj: the Triton scan loads its inputs along the length, and a
-    transposed (B, L, d_out) result would give it a stride of d_out there, so that every
-    load touches a separate cache line. Otherwise the transposed view of `linear(x)`, which
+    lengthwise: with unit stride along L, as mamba_ssm computes its in_proj and dt_proj: the
+    Triton scan loads its inputs along the length, and a transposed (B, L, d_out) result
+    would give it a stride of d_out there, so that every load touches a separate cache line
+    (`position_linear` from POSITION_GEMM_FROM positions, below them one (d_out, B*L)
+    product viewed as (B, d_out, L)). Otherwise the transposed view of `linear(x)`, which
     the reference scan (CPU) reads time-major without a copy: the tiny default model trained
     at 8.1-9.5K symbols/s on two CPU cores that way, against 4.8-5.7K with the copy."""
     if not lengthwise:
         return rearrange(linear(x), "b l e -> b e l")
+    if x.shape[1] >= POSITION_GEMM_FROM:
+        return position_linear(x, linear.weight, linear.bias, x_first=False, out_first=True)
     y = linear.weight @ rearrange(x, "b l d -> d (b l)")
     if linear.bias is not None:
         y = y + linear.bias.to(y.dtype)[:, None]
     return rearrange(y, "e (b l) -> b e l", b=x.shape[0])
+
+
+def linear_lengths_first(linear: nn.Linear, y: Tensor, lengthwise: bool = True) -> Tensor:
+    """`linear` at every position of y (B, d_in, L), as (B, L, d_out): the out_proj.
+
+    lengthwise (y's rows run along L, as the Triton scan writes them), from
+    POSITION_GEMM_FROM positions: `position_linear`, no copy of y, and its gradient
+    channels-first, the layout the scan's backward reads along. Otherwise F.linear of y's
+    transposed view, which the reference scan's time-major output makes contiguous."""
+    if lengthwise and y.shape[-1] >= POSITION_GEMM_FROM:
+        return position_linear(y, linear.weight, linear.bias, x_first=True, out_first=False)
+    return linear(rearrange(y, "b d l -> b l d"))
 
 
 def lengthwise_layout(scan_backend: str, x: Tensor) -> bool:
@@ -204,11 +286,20 @@ class SSMBranch(nn.Module):
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, D, L) after the conv -> delta (B, D, L), B and C (B, N, L), each with unit
-        stride along L for the Triton scan (its loads run along it)."""
+        stride along L for the Triton scan (its loads run along it); from
+        POSITION_GEMM_FROM positions B and C are rows of x_proj's (B, R+2N, L) product,
+        which the scan reads through their strides."""
+        sizes = [self.dt_rank, self.d_state, self.d_state]
+        lengthwise = lengthwise_layout(self.scan_backend, x)
+        if lengthwise and x.shape[-1] >= POSITION_GEMM_FROM:
+            x_dbl = position_linear(x, self.x_proj.weight, x_first=True, out_first=True)
+            dt, B, C = torch.split(x_dbl, sizes, dim=1)                     # (B, ., L) each
+            delta = position_linear(dt, self.dt_proj.weight, x_first=True, out_first=True)
+            return delta, B, C                                              # bias in the scan
         x_dbl = self.x_proj(rearrange(x, "b d l -> b l d"))                  # (B, L, R+2N)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt, B, C = torch.split(x_dbl, sizes, dim=-1)
         B, C = rearrange(B, "b l n -> b n l"), rearrange(C, "b l n -> b n l")
-        if not lengthwise_layout(self.scan_backend, x):  # the reference reads time-major
+        if not lengthwise:  # the reference reads time-major
             return rearrange(dt @ self.dt_proj.weight.t(), "b l d -> b d l"), B, C
         delta = rearrange(self.dt_proj.weight @ rearrange(dt, "b l r -> r (b l)"),
                           "d (b l) -> b d l", b=x.shape[0])                  # bias in the scan
@@ -321,7 +412,8 @@ class Mamba(nn.Module):
             self.in_proj, x, lengthwise_layout(self.ssm.scan_backend, x)).chunk(2, dim=1)
         out = self.ssm(x_in, z, state=state, return_state=return_state)
         y, new_state = out if return_state else (out, None)
-        y = self.out_proj(rearrange(y[..., :length], "b d l -> b l d"))
+        y = linear_lengths_first(self.out_proj, y[..., :length],
+                                 lengthwise_layout(self.ssm.scan_backend, y))
         return (y, new_state) if return_state else y
 
     def step(self, x: Tensor, state: MambaState) -> Tensor:
@@ -379,4 +471,5 @@ class BiMamba(nn.Module):
         if self.in_proj.bias is not None:  # the padding's input must be zero, as for the conv
             x_in = x_in.masked_fill(torch.arange(x_in.shape[-1], device=x.device) >= length, 0.0)
         y = 0.5 * (self.fwd(x_in, z, valid=length) + self.bwd(x_in, z, valid=length))
-        return self.out_proj(rearrange(y[..., :length], "b d l -> b l d"))
+        return linear_lengths_first(self.out_proj, y[..., :length],
+                                    lengthwise_layout(self.fwd.scan_backend, y))

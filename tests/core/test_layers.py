@@ -122,6 +122,94 @@ def test_scan_inputs_are_laid_out_for_the_backend(monkeypatch, mixer, backend):
                 f"{name} has stride {t.stride()} for shape {shape}"
 
 
+@pytest.mark.parametrize("x_first", [True, False])
+@pytest.mark.parametrize("out_first", [True, False])
+def test_position_linear_keeps_each_layout(x_first, out_first):
+    """`position_linear` is F.linear at every position, whichever layout x and the output
+    take ((B, channels, L) or (B, L, channels)), and each gradient comes out contiguous in
+    its input's layout: a channels-first gradient of a (B, L, d) input, or the reverse,
+    would be copied by the next op or read across cache lines by the scan's backward (the
+    out_proj's gradient is the scan's dout: 0.8x the Gluon backward's time at 2^20 once it
+    came channels-first)."""
+    from bytessm.nn.mamba import position_linear
+
+    torch.manual_seed(0)
+    batch, length, d, e = 3, 20, 6, 5
+    x = torch.randn(batch, d, length) if x_first else torch.randn(batch, length, d)
+    weight, bias = torch.randn(e, d), torch.randn(e)
+    g = torch.randn(batch, e, length) if out_first else torch.randn(batch, length, e)
+
+    def grads(f):
+        xi, wi, bi = (t.clone().requires_grad_() for t in (x, weight, bias))
+        arrived = []   # x's gradient as it arrives (a leaf's .grad is made contiguous)
+        xi.register_hook(arrived.append)
+        out = f(xi, wi, bi)
+        out.backward(g)
+        return out, arrived[0], wi.grad, bi.grad
+
+    got = grads(lambda xi, wi, bi: position_linear(xi, wi, bi, x_first=x_first,
+                                                   out_first=out_first))
+
+    def expected(xi, wi, bi):
+        out = torch.nn.functional.linear(xi.mT if x_first else xi, wi, bi)     # (B, L, e)
+        return out.mT if out_first else out
+    want = grads(expected)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    out, gx = got[0], got[1]
+    assert out.is_contiguous() and gx.is_contiguous(), (out.stride(), gx.stride())
+
+
+@pytest.mark.parametrize("mixer", [Mamba, BiMamba])
+def test_lengthwise_projections_copy_no_activation(monkeypatch, mixer):
+    """In the Triton layout (rows along the length) at batch > 1, from POSITION_GEMM_FROM
+    positions (here from any), the projections (in_proj, x_proj, dt_proj, out_proj) run as
+    strided-batched GEMMs: forward and backward make no copy of a whole activation, and
+    every output and gradient equals the time-major layout's. Below that length (and
+    before) F.linear over a transposed (B, L, d) view copies x_proj's and out_proj's
+    inputs for B > 1, and in_proj's gradient is copied out of a (B, d_out, L) view of one
+    (d_out, B*L) product: whole-activation transposed copies, a third of a Caduceus-PS step
+    at 2^20 positions on an H200. Both layouts run on the reference scan here; only the
+    layout differs."""
+    import bytessm.nn.mamba as mamba_module
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    monkeypatch.setattr(mamba_module, "POSITION_GEMM_FROM", 1)
+    torch.manual_seed(0)
+    batch, length, d_model = 3, 32, 16
+    layer = mixer(d_model, d_state=4, scan_backend="reference")
+    x = torch.randn(batch, length, d_model)
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    activation = batch * length * d_model           # d_inner = 2 d_model: all of them larger
+
+    class Copies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if name in ("clone", "copy_", "contiguous", "_to_copy") and out.numel() >= activation:
+                self.seen.append((name, tuple(out.shape)))
+            return out
+
+    def run(lengthwise):
+        monkeypatch.setattr(mamba_module, "lengthwise_layout", lambda backend, t: lengthwise)
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        with Copies() as copies:
+            y = layer(xi)
+            (y * weights).sum().backward()
+        return copies.seen, [y.detach(), xi.grad] + [p.grad.clone() for p in layer.parameters()]
+
+    copies, lengthwise = run(True)
+    _, time_major = run(False)
+    assert copies == [], copies
+    for a, b in zip(lengthwise, time_major):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("mixer", [Mamba, BiMamba])
 @pytest.mark.parametrize("length", [1, 3, 13])
 @pytest.mark.parametrize("bias", [False, True])
