@@ -5,10 +5,11 @@
     python scripts/profile_kernels.py genomics --model caduceus-ps-6x256-ckpt --log2 20
 
 `vim` profiles Vim-Ti (bench_vision's model) at a resolution; `genomics` one training step
-of a bench_genomics model at 2^log2 bases (batch 1, bf16 autocast); `decode` profiles one eager
+of a bench_genomics model at 2^log2 bases (--batch rows, bf16 autocast); `decode` one eager
 decode step of bench_generate's 354M Mamba (bf16 weights), whose CUDA-graph replay costs
 about the sum of its kernels plus a launch gap per kernel. Prints the step's kernel count,
-the sum of kernel times, and the top kernels (torch.profiler, averaged over --steps steps).
+the sum of kernel times, the step's time unprofiled, and the top kernels (torch.profiler,
+averaged over --steps steps).
 """
 from __future__ import annotations
 

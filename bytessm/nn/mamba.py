@@ -58,6 +58,17 @@ TRITON_CONV_TRAIN_FROM = 1 << 17  # see SSMBranch._triton_conv
 POSITION_GEMM_FROM = 1 << 17
 
 
+def position_gemms(lengthwise: bool, length: int) -> bool:
+    """Whether the projections of rows of `length` positions (padded) in the given layout
+    run as `position_linear`'s GEMMs."""
+    return lengthwise and length >= POSITION_GEMM_FROM
+
+
+def _batched(weight: Tensor, batch: int) -> Tensor:
+    """weight (m, n) as a (batch, m, n) view of stride 0 along the batch (no copy)."""
+    return weight.expand(batch, *weight.shape)
+
+
 def aligned_length(length: int) -> int:
     return -(-length // ALIGN) * ALIGN
 
@@ -87,8 +98,8 @@ class _PositionLinear(torch.autograd.Function):
         ctx.x_first, ctx.out_first = x_first, out_first
         xc = x if x_first else x.mT                                          # (B, d, L)
         if out_first:
-            return torch.bmm(weight.expand(x.shape[0], *weight.shape), xc)   # (B, e, L)
-        return torch.bmm(xc.mT, weight.t().expand(x.shape[0], *weight.t().shape))
+            return torch.bmm(_batched(weight, x.shape[0]), xc)               # (B, e, L)
+        return torch.bmm(xc.mT, _batched(weight.t(), x.shape[0]))            # (B, L, e)
 
     @staticmethod
     def backward(ctx, grad):
@@ -99,9 +110,9 @@ class _PositionLinear(torch.autograd.Function):
         gx = gw = None
         if ctx.needs_input_grad[0]:
             if ctx.x_first:
-                gx = torch.bmm(weight.t().expand(batch, *weight.t().shape), gc)
+                gx = torch.bmm(_batched(weight.t(), batch), gc)              # (B, d, L)
             else:
-                gx = torch.bmm(gc.mT, weight.expand(batch, *weight.shape))
+                gx = torch.bmm(gc.mT, _batched(weight, batch))               # (B, L, d)
         if ctx.needs_input_grad[1]:
             gw = torch.bmm(gc, xc.mT).sum(0)
         return gx, gw, None, None
@@ -118,7 +129,7 @@ def position_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
     if x_first and out_first:  # autograd's bmm gives x's gradient channels-first already
-        out = torch.bmm(weight.expand(x.shape[0], *weight.shape), x)
+        out = torch.bmm(_batched(weight, x.shape[0]), x)
     else:
         out = _PositionLinear.apply(x, weight, x_first, out_first)
     if bias is not None:
@@ -138,7 +149,7 @@ def linear_channels_first(linear: nn.Linear, x: Tensor, lengthwise: bool = True)
     at 8.1-9.5K symbols/s on two CPU cores that way, against 4.8-5.7K with the copy."""
     if not lengthwise:
         return rearrange(linear(x), "b l e -> b e l")
-    if x.shape[1] >= POSITION_GEMM_FROM:
+    if position_gemms(lengthwise, x.shape[1]):
         return position_linear(x, linear.weight, linear.bias, x_first=False, out_first=True)
     y = linear.weight @ rearrange(x, "b l d -> d (b l)")
     if linear.bias is not None:
@@ -146,14 +157,19 @@ def linear_channels_first(linear: nn.Linear, x: Tensor, lengthwise: bool = True)
     return rearrange(y, "e (b l) -> b e l", b=x.shape[0])
 
 
-def linear_lengths_first(linear: nn.Linear, y: Tensor, lengthwise: bool = True) -> Tensor:
-    """`linear` at every position of y (B, d_in, L), as (B, L, d_out): the out_proj.
+def linear_lengths_first(linear: nn.Linear, y: Tensor, length: int,
+                         lengthwise: bool = True) -> Tensor:
+    """`linear` at the first `length` positions of y (B, d_in, Lp), as (B, length, d_out):
+    the out_proj.
 
     lengthwise (y's rows run along L, as the Triton scan writes them), from
-    POSITION_GEMM_FROM positions: `position_linear`, no copy of y, and its gradient
-    channels-first, the layout the scan's backward reads along. Otherwise F.linear of y's
-    transposed view, which the reference scan's time-major output makes contiguous."""
-    if lengthwise and y.shape[-1] >= POSITION_GEMM_FROM:
+    POSITION_GEMM_FROM positions (of Lp, as in_proj decides): `position_linear`, no copy of
+    y, and its gradient channels-first, the layout the scan's backward reads along.
+    Otherwise F.linear of y's transposed view: no copy of the reference scan's time-major
+    output, a copy of the Triton scan's for B > 1."""
+    gemms = position_gemms(lengthwise, y.shape[-1])
+    y = y[..., :length]
+    if gemms:
         return position_linear(y, linear.weight, linear.bias, x_first=True, out_first=False)
     return linear(rearrange(y, "b d l -> b l d"))
 
@@ -291,7 +307,7 @@ class SSMBranch(nn.Module):
         which the scan reads through their strides."""
         sizes = [self.dt_rank, self.d_state, self.d_state]
         lengthwise = lengthwise_layout(self.scan_backend, x)
-        if lengthwise and x.shape[-1] >= POSITION_GEMM_FROM:
+        if position_gemms(lengthwise, x.shape[-1]):
             x_dbl = position_linear(x, self.x_proj.weight, x_first=True, out_first=True)
             dt, B, C = torch.split(x_dbl, sizes, dim=1)                     # (B, ., L) each
             delta = position_linear(dt, self.dt_proj.weight, x_first=True, out_first=True)
@@ -408,12 +424,11 @@ class Mamba(nn.Module):
         length = x.shape[1]
         if not return_state:  # padding comes after every output; a returned state must not
             x = pad_length(x, aligned_length(length))
-        x_in, z = linear_channels_first(
-            self.in_proj, x, lengthwise_layout(self.ssm.scan_backend, x)).chunk(2, dim=1)
+        lengthwise = lengthwise_layout(self.ssm.scan_backend, x)
+        x_in, z = linear_channels_first(self.in_proj, x, lengthwise).chunk(2, dim=1)
         out = self.ssm(x_in, z, state=state, return_state=return_state)
         y, new_state = out if return_state else (out, None)
-        y = linear_lengths_first(self.out_proj, y[..., :length],
-                                 lengthwise_layout(self.ssm.scan_backend, y))
+        y = linear_lengths_first(self.out_proj, y, length, lengthwise)
         return (y, new_state) if return_state else y
 
     def step(self, x: Tensor, state: MambaState) -> Tensor:
@@ -465,11 +480,10 @@ class BiMamba(nn.Module):
             raise RuntimeError("a bidirectional mixer sees the whole sequence: it has no "
                                "recurrent state to carry")
         length = x.shape[1]
+        lengthwise = lengthwise_layout(self.fwd.scan_backend, x)
         x_in, z = linear_channels_first(
-            self.in_proj, pad_length(x, aligned_length(length)),
-            lengthwise_layout(self.fwd.scan_backend, x)).chunk(2, dim=1)      # (B, Di, Lp)
+            self.in_proj, pad_length(x, aligned_length(length)), lengthwise).chunk(2, dim=1)
         if self.in_proj.bias is not None:  # the padding's input must be zero, as for the conv
             x_in = x_in.masked_fill(torch.arange(x_in.shape[-1], device=x.device) >= length, 0.0)
         y = 0.5 * (self.fwd(x_in, z, valid=length) + self.bwd(x_in, z, valid=length))
-        return linear_lengths_first(self.out_proj, y[..., :length],
-                                    lengthwise_layout(self.fwd.scan_backend, y))
+        return linear_lengths_first(self.out_proj, y, length, lengthwise)
