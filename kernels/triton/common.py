@@ -367,30 +367,57 @@ def _flip_each_group(v, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def _in_order(ptr, b, d, dmask, t0, bound, s_b, s_d, s_l, CHUNK: tl.constexpr):
+    """(BLOCK_D, CHUNK) pointers and mask of the chunk at t0 in position order, positions
+    from `bound` on masked, computed from t0 itself rather than from the positions and masks
+    the chunk's scan uses (`chunk_rows`, `chunk_masks`): the same values, but LLVM then
+    recomputes them after the loop over states instead of keeping them live across it."""
+    k = tl.arange(0, CHUNK)
+    return (ptr + b * s_b + t0 * s_l + d[:, None] * s_d + k[None, :] * s_l,
+            dmask[:, None] & (k < bound - t0)[None, :])
+
+
+@triton.jit
 def load_chunk(ptr, b, d, t, m, t0, bound, dmask, s_b, s_d, s_l, CHUNK: tl.constexpr,
-               MIRROR: tl.constexpr):
-    """`load_tile` at the chunk's positions t = `chunk_rows`'s, masked by `m` (a
-    (BLOCK_D, CHUNK) mask, equal to positions below `bound`). MIRROR (the chunk mirrored):
-    t's addresses descend along the tile, which Triton loads one position a lane (the tile
-    then in a layout the scans convert from: 224 shuffles in the forward's loop); loaded
-    instead by groups of 8 ascending positions (`_mirrored`), each group then flipped in
-    registers (`flip_groups`), it keeps the in-order tiles' layout."""
+               MIRROR: tl.constexpr, FROM_T0: tl.constexpr):
+    """A (BLOCK_D, CHUNK) float32 tile of the chunk at t0 of a (batch, dim, length) tensor,
+    held as `chunk_rows` holds it, positions from `bound` on masked (zeros).
+
+    In order, at the chunk's positions t (`chunk_rows`), masked by `m` (equal to positions
+    below `bound`), or with FROM_T0 at addresses and a mask computed from t0 (`_in_order`).
+    The latter frees about 11 registers across the forward's loop over states (the row's
+    address, four saved predicates): under the cap of 144 the in-order forward then takes
+    128 instead of 144, with its next state's B/C loads still issued 162-231 instructions
+    ahead (0.89-0.95x the time at 8x2K, 8x4K and 16x8K on an H200). Under the caps of 112
+    (short lengths) and 168 (cu_seqlens) it was 1.05-1.06x slower (twenty-seventh session).
+
+    MIRROR (the chunk mirrored): t's addresses descend along the tile, which Triton loads
+    one position a lane (the tile then in a layout the scans convert from: 224 shuffles in
+    the forward's loop); loaded instead by groups of 8 ascending positions (`_mirrored`),
+    each group then flipped in registers (`flip_groups`), it keeps the in-order tiles'
+    layout."""
     if MIRROR:
         ptrs, mask = _mirrored(ptr, b, d, dmask, t0, bound, s_b, s_d, s_l, CHUNK)
         return _flip_each_group(tl.load(ptrs, mask=mask, other=0.0).to(tl.float32), CHUNK)
+    elif FROM_T0:
+        ptrs, mask = _in_order(ptr, b, d, dmask, t0, bound, s_b, s_d, s_l, CHUNK)
+        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     else:
         return load_tile(ptr, b, d, t, m, s_b, s_d, s_l)
 
 
 @triton.jit
 def store_chunk(ptr, v, b, d, t, m, t0, bound, dmask, s_b, s_d, s_l, CHUNK: tl.constexpr,
-                MIRROR: tl.constexpr):
-    """Store a (BLOCK_D, CHUNK) tile at the chunk's positions t as `load_chunk` loads it,
-    in the pointer's type, where `m` (positions below `bound`)."""
+                MIRROR: tl.constexpr, FROM_T0: tl.constexpr):
+    """Store a (BLOCK_D, CHUNK) tile of the chunk at t0 as `load_chunk` loads it, in the
+    pointer's type, at positions below `bound` (`m`)."""
     v = v.to(ptr.dtype.element_ty)
     if MIRROR:
         ptrs, mask = _mirrored(ptr, b, d, dmask, t0, bound, s_b, s_d, s_l, CHUNK)
         tl.store(ptrs, _flip_each_group(v, CHUNK), mask=mask)
+    elif FROM_T0:
+        ptrs, mask = _in_order(ptr, b, d, dmask, t0, bound, s_b, s_d, s_l, CHUNK)
+        tl.store(ptrs, v, mask=mask)
     else:
         tl.store(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, v, mask=m)
 

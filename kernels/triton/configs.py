@@ -38,11 +38,8 @@ class ScanConfig:
     maxnreg_long: int = 0   # ... from `long_from` positions on ...
     maxnreg_cu: int = 0     # ... there with cu_seqlens (0: maxnreg_long), also the one-channel
                             # backward's with cu_seqlens (0: maxnreg_bwd_one) ...
-    maxnreg_wave: int = 0   # ... the forward's without cu_seqlens where this cap's waves, each
-    wave_cost: float = 1.0  # this many times as long, take less time (`scan._forward_cap`;
-                            # maxnreg_wave 0: never) ...
-    wave_cost_short: float = 0.0    # ... or this many times below `short_below` positions
-    short_below: int = 0            # (0: wave_cost everywhere)
+    from_t0: bool = False   # the forward without cu_seqlens computes its chunks' addresses
+    from_t0_long: bool = False  # from t0 (`common.load_chunk`'s FROM_T0) ... from long_from on
     maxnreg_bwd: int = 0    # ... of the backward at block_d_bwd channels ...
     maxnreg_bwd_one: int = 0    # ... and at one channel, where bwd_fill asks for it
     chunk_bwd: int = 0      # the backward's chunk, the granularity of the saved states
@@ -130,8 +127,7 @@ class ScanConfig:
 # measurements (0.77-0.81x the Triton backward from 2x16K to 1x1M, twenty-first session).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
-                   maxnreg=112, maxnreg_long=144, maxnreg_cu=168, maxnreg_wave=128,
-                   wave_cost=1.0, wave_cost_short=1.25, short_below=4096,
+                   maxnreg=112, maxnreg_long=144, maxnreg_cu=168, from_t0_long=True,
                    maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
                    gluon_bwd=2, maxnreg_gluon=168)
@@ -159,13 +155,16 @@ def _config(overrides: str) -> ScanConfig:
     cfg = TUNED
     if os.environ.get("TRITON_INTERPRET") == "1":
         # the interpreter pays per program and per op, not per element: few, small chunks
+        # (and at every length the addresses the GPU's long forward computes)
         cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, bwd_fill=0,
-                                  programs=1, chunk_long=0, seg_chunks=1)
+                                  programs=1, chunk_long=0, seg_chunks=1, from_t0=True)
     fields = json.loads(overrides) if overrides else {}
     if "chunk" in fields and "chunk_long" not in fields:
         fields["chunk_long"] = 0  # a chunk asked for is the chunk at every length
     if "maxnreg" in fields and "maxnreg_long" not in fields:
-        fields["maxnreg_long"] = fields["maxnreg"]  # likewise a register cap
+        fields["maxnreg_long"] = fields["maxnreg"]  # likewise a register cap ...
+    if "from_t0" in fields and "from_t0_long" not in fields:
+        fields["from_t0_long"] = fields["from_t0"]  # ... and the forward's addresses
     cfg = dataclasses.replace(cfg, **fields)
     for name in ("chunk", "chunk_long", "chunk_bwd"):
         value = getattr(cfg, name)
@@ -179,18 +178,16 @@ def _config(overrides: str) -> ScanConfig:
 def _for_length(cfg: ScanConfig, length: int) -> ScanConfig:
     # bool() of each comparison: under torch.compile's dynamic shapes `length` is symbolic,
     # and the cache below takes plain bools (a guard on the length's class)
-    return _tier(cfg, bool(cfg.chunk_long and length >= cfg.long_from),
-                 bool(cfg.wave_cost_short and length < cfg.short_below))
+    return _tier(cfg, bool(cfg.chunk_long and length >= cfg.long_from))
 
 
 @functools.lru_cache(maxsize=None)
-def _tier(cfg: ScanConfig, long: bool, short: bool) -> ScanConfig:
-    """The configuration from `long_from` positions on (`long`), or below `short_below`
-    (`short`): built once, not per call (the launchers ask for it several times a call)."""
+def _tier(cfg: ScanConfig, long: bool) -> ScanConfig:
+    """The configuration from `long_from` positions on (`long`): built once, not per call
+    (the launchers ask for it several times a call)."""
     if long:
-        cfg = dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long)
-    if short:
-        cfg = dataclasses.replace(cfg, wave_cost=cfg.wave_cost_short)
+        cfg = dataclasses.replace(cfg, chunk=cfg.chunk_long, maxnreg=cfg.maxnreg_long,
+                                  from_t0=cfg.from_t0_long)
     return cfg
 
 

@@ -216,44 +216,6 @@ def _gluon_cap(cfg, programs: int, w: int, sms: int) -> int:
         else lo
 
 
-def _forward_cap(cfg, programs: int, sms: int) -> int:
-    """The forward's register cap: the tuned one (`maxnreg`, 144 from 2048 positions), or
-    `maxnreg_wave` (128) where its grid of `programs` one-warp programs takes fewer waves
-    (`_waves`: 16 programs an SM against 14) at that cap, by enough that those waves, each
-    `wave_cost` times as long, take less time. At one wave either way the 128-register
-    build is slower (its loop issues the next state's B/C loads late): 1.25x at 1x128K.
-    Over more waves the other resident warps hide that, and from 4096 positions fewer
-    waves at 128 were faster at every grid measured (`wave_cost` 1.0); at 2048 positions,
-    whose programs are short, only where the waves differ by more (`wave_cost_short`
-    1.25 there). Forward ms under 128 / 144 registers on an H200 (132 SMs; twenty-sixth
-    session, `bench_scan_ab.py --base-config`), by programs (batch x d_inner):
-
-        programs  waves 144 / 128  ratio 128 / 144 (length, d_inner)
-        1536      1 / 1            1.25       (1x128K, 1536; twenty-fifth session)
-        2048      2 / 1            0.65-0.71  (32K, 512; 8K, 1024; 16K, 2048)
-        3072      2 / 2            1.195-1.215 from 4K (0.98 at 2K)
-        4096      3 / 2            0.866-0.908
-        4608      3 / 3            1.194 at 4K (0.957 at 2K)
-        5120      3 / 3            0.947-0.965 (8K, 32K; missed by the rule)
-        6144      4 / 3            0.957-0.973 (2K to 32K)
-        7168      4 / 4            1.007
-        8192      5 / 4            0.879-0.912
-        9216      5 / 5            1.04-1.06  (2K to 8K)
-        10240     6 / 5            0.924
-        12288     7 / 6            0.964-0.971 from 4K; 1.018 at 2K (8x2K, 1536)
-        16384     9 / 8            0.938-0.968
-        18432     10 / 9           0.975-0.976 from 4K; 1.010 at 2K
-        24576     14 / 12          0.975-0.976 from 4K; 1.003 at 2K
-        32768     18 / 16          0.985      (8K, 1024)
-
-    Not with cu_seqlens, whose forward spills under 128 (100 bytes)."""
-    hi, lo = cfg.maxnreg, cfg.maxnreg_wave
-    if (hi and lo and lo < hi and _waves(programs, cfg.warps, lo, sms) * cfg.wave_cost
-            < _waves(programs, cfg.warps, hi, sms)):
-        return lo
-    return hi
-
-
 def _carry(values: Tensor, seg_dt: Tensor, A: Tensor, keep: Tensor | None, backwards: bool, cfg):
     batch, nseg, dim, dstate = values.shape
     grid = (cdiv(dim * dstate, cfg.block_dn), batch)
@@ -297,9 +259,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
                  HAS_Z=z is not None, CHUNK=cfg.chunk, BLOCK_D=cfg.block_d,
                  N_PAD=n_pad(dstate), UNROLL=cfg.unroll, BC_WHOLE=lbc % cfg.chunk == 0,
                  BC_PAIRS=_bc_pairs(Bg, Cg, lbc), SAVE=bwd_chunk(cfg),
-                 GROUP_STORE=cfg.chunk <= cfg.group_store_chunk, num_warps=cfg.warps,
-                 **_maxnreg(cfg.maxnreg if seq is not None else
-                            _forward_cap(cfg, grid[0] * grid[1], num_sms(u.device.index))))
+                 GROUP_STORE=cfg.chunk <= cfg.group_store_chunk,
+                 FROM_T0=seq is None and cfg.from_t0,
+                 num_warps=cfg.warps, **_maxnreg(cfg.maxnreg))
     if nseg > 1:
         scan_fwd_kernel[grid](*args, STATE_ONLY=True, HAS_ENTER=False, **flags)
         _carry(ends, seg_dt, A, keep, reverse, cfg)

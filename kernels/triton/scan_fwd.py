@@ -32,7 +32,7 @@ from .common import (LOG2E, chunk_at, chunk_masks, chunk_rows, dt_of, entering_r
 @triton.jit
 def _chunk(i, c_lo, n_chunks, NC, k, b, d, dmask, L, LP, u_ptr, delta_ptr, bias_ptr,
            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-           REVERSE: tl.constexpr, CHUNK: tl.constexpr):
+           REVERSE: tl.constexpr, CHUNK: tl.constexpr, FROM_T0: tl.constexpr):
     """The segment's i-th chunk in scan order: its index, first position, positions in scan
     order and B/C rows' start (`chunk_rows`), masks (`chunk_masks`), and its dt and dt u
     tiles."""
@@ -41,8 +41,10 @@ def _chunk(i, c_lo, n_chunks, NC, k, b, d, dmask, L, LP, u_ptr, delta_ptr, bias_
     t, r0 = chunk_rows(t0, k, NC, CHUNK, REVERSE)
     tmask, lmask, m, valid = chunk_masks(t, L, LP, dmask)
     dt, _raw = dt_of(load_chunk(delta_ptr, b, d, t, m, t0, LP, dmask, sdl_b, sdl_d, sdl_l,
-                                CHUNK, REVERSE), bias_ptr, d, valid, dmask, HAS_BIAS, SOFTPLUS)
-    dtu = dt * load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK, REVERSE)
+                                CHUNK, REVERSE, FROM_T0),
+                     bias_ptr, d, valid, dmask, HAS_BIAS, SOFTPLUS)
+    dtu = dt * load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK, REVERSE,
+                          FROM_T0)
     return c, t0, t, r0, tmask, lmask, m, valid, dt, dtu
 
 
@@ -52,7 +54,7 @@ def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, se
                        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
                        CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr,
-                       BC_WHOLE: tl.constexpr, BC_PAIRS: tl.constexpr):
+                       BC_WHOLE: tl.constexpr, BC_PAIRS: tl.constexpr, FROM_T0: tl.constexpr):
     """The state-only pass without cu_seqlens: the segment's end state from `h`, its entering
     one, -> `ends`, and its summed dt -> `seg_dt`. No state inside the segment is needed,
     so each chunk is summed, not scanned: for each state index n
@@ -70,7 +72,7 @@ def _segment_end_state(h, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, ends_ptr, se
     for i in range(0, n_chunks):
         _c, t0, t, r0, _tmask, lmask, _m, _valid, dt, dtu = _chunk(
             i, c_lo, n_chunks, NC, k, b, d, dmask, L, LP, u_ptr, delta_ptr, bias_ptr,
-            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS, SOFTPLUS, REVERSE, CHUNK)
+            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS, SOFTPLUS, REVERSE, CHUNK, FROM_T0)
         rmask = lmask
         if BC_WHOLE:
             rmask = None
@@ -108,7 +110,7 @@ def scan_fwd_kernel(
     STATE_ONLY: tl.constexpr, HAS_ENTER: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, N_PAD: tl.constexpr, UNROLL: tl.constexpr,
     BC_WHOLE: tl.constexpr, BC_PAIRS: tl.constexpr, SAVE: tl.constexpr,
-    GROUP_STORE: tl.constexpr,
+    GROUP_STORE: tl.constexpr, FROM_T0: tl.constexpr,
 ):
     b, g, d, dmask, s, c_lo, n_chunks, scan_first, NC = program_place(
         L, DG, G, CPS, CHUNK, BLOCK_D, REVERSE)
@@ -137,7 +139,7 @@ def scan_fwd_kernel(
                            seg, b, g, d, dmask, m_dn, s, S, c_lo, n_chunks, NC, L, LP, D, N,
                            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                            HAS_BIAS, SOFTPLUS, REVERSE, CHUNK, BLOCK_D, N_PAD, BC_WHOLE,
-                           BC_PAIRS)
+                           BC_PAIRS, FROM_T0)
         return
     c0, _c1 = chunk_at(0, c_lo, n_chunks, REVERSE)
     row0 = entering_row(c0, NS, R, REVERSE)
@@ -147,7 +149,7 @@ def scan_fwd_kernel(
     for i in range(0, n_chunks):
         c, t0, t, r0, tmask, lmask, m, valid, dt, dtu = _chunk(
             i, c_lo, n_chunks, NC, k, b, d, dmask, L, LP, u_ptr, delta_ptr, bias_ptr,
-            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS, SOFTPLUS, REVERSE, CHUNK)
+            su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, HAS_BIAS, SOFTPLUS, REVERSE, CHUNK, FROM_T0)
         rmask = lmask
         if BC_WHOLE:  # B's and C's rows hold every chunk whole: they load unmasked
             rmask = None
@@ -214,13 +216,13 @@ def scan_fwd_kernel(
         if not STATE_ONLY:
             if HAS_D:  # u again (an L1/L2 hit) rather than held in registers over the n loop
                 u = load_chunk(u_ptr, b, d, t, m, t0, LP, dmask, su_b, su_d, su_l, CHUNK,
-                               REVERSE)
+                               REVERSE, FROM_T0)
                 y += tl.load(D_ptr + d, mask=dmask, other=0.0)[:, None] * u
             if HAS_Z:
                 zt = load_chunk(z_ptr, b, d, t, valid, t0, L, dmask, sz_b, sz_d, sz_l, CHUNK,
-                                REVERSE)
+                                REVERSE, FROM_T0)
                 y = y * zt * tl.sigmoid(zt)
             store_chunk(out_ptr, y, b, d, t, valid, t0, L, dmask, so_b, so_d, so_l, CHUNK,
-                        REVERSE)
+                        REVERSE, FROM_T0)
     if STATE_ONLY:
         tl.store(seg_dt_ptr + (b * S + s) * D + d, dt_total, mask=dmask)

@@ -39,3 +39,12 @@ def test_reverse_forward_compiles_to_the_in_order_loop():
     _regs, spilled, shuffles = _forward("--shapes", "8x2048", "--reverse")
     _regs_in_order, _spilled, shuffles_in_order = _forward("--shapes", "8x2048")
     assert (spilled, shuffles) == (0, shuffles_in_order)
+
+
+def test_in_order_forward_fits_128_registers():
+    # with the chunk's addresses and masks after the loop over states computed from t0
+    # (`common._in_order`), nothing of the chunk stays live across that loop but what it
+    # uses: 128 registers under the cap of 144, no spill, as the reverse forward. Taken
+    # from `chunk_rows`'s positions and masks, they took 144 (twenty-sixth session)
+    assert _forward("--shapes", "8x2048") == (128, 0, 28)
+    assert _forward("--shapes", "1x131072")[:2] == (128, 0)

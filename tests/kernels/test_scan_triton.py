@@ -14,7 +14,7 @@ import torch
 
 from bytessm.kernels import reference, selective_scan
 from bytessm.kernels.triton import scan
-from bytessm.kernels.triton.configs import TUNED, scan_config
+from bytessm.kernels.triton.configs import scan_config
 
 from kernel_helpers import GridRecorder, TOLERANCE, assert_close, rel_err, scan_inputs
 
@@ -281,29 +281,15 @@ def test_backward_width_and_register_caps_by_grid(monkeypatch):
     assert plan(1, length=100, backward=False, packed=True)[0].maxnreg != 168
 
 
-def test_forward_cap_where_it_saves_waves(monkeypatch):
-    """The forward runs under `maxnreg_wave` (128: 16 one-warp programs an SM, against 14 at
-    its tuned 144) where that takes fewer waves on an H200's 132 SMs: from 4096 positions
-    any fewer (`wave_cost` 1.0), below them by enough that waves 1.25x as long take less
-    time (`wave_cost_short`). 2048 programs (4x8K at d_inner 512, 1x32K at 2048: one wave
-    against two), 4096, 6144, and from 4096 positions 8192-32768; not 1536 or 1848 (one
-    wave either way), 3072 (two either way), and at 2048 positions not 12288 (six against
-    seven: 8x2K). With cu_seqlens, its own cap. Launches recorded on meta tensors."""
-    cfg = dataclasses.replace(TUNED, maxnreg=144, maxnreg_wave=128, wave_cost=1.0)
-    short = dataclasses.replace(cfg, wave_cost=1.25)
-    for programs, cap, cap_short in ((1536, 144, 144), (1848, 144, 144), (2048, 128, 128),
-                                     (2112, 128, 128), (3072, 144, 144), (4096, 128, 128),
-                                     (5120, 144, 144), (6144, 128, 128), (8192, 128, 144),
-                                     (9216, 144, 144), (12288, 128, 144), (32768, 128, 144)):
-        assert scan._forward_cap(cfg, programs, 132) == cap, programs
-        assert scan._forward_cap(short, programs, 132) == cap_short, programs
-    assert scan._forward_cap(dataclasses.replace(cfg, maxnreg_wave=0), 2048, 132) == 144
+def test_forward_cap_and_addresses_by_length_class(monkeypatch):
+    """The forward's launch options on the GPU's table: from 2048 positions 144 registers and
+    its chunks' addresses computed from t0 (`common.load_chunk`'s FROM_T0, which holds it to
+    128 registers: `test_scan_spills.py`); below them 112, and with cu_seqlens 168, both
+    with the addresses of the chunk's positions. Launches recorded on meta tensors."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # caps are launch options
     # the GPU's table (a key of its own in configs._config's cache, taken without the
     # interpreter)
-    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_wave": 128, "maxnreg_long": 144, '
-                       '"wave_cost": 1.0, "wave_cost_short": 1.25, "short_below": 4096}')
-    monkeypatch.setattr(scan, "num_sms", lambda _: 132)
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_long": 144}')
     launches = GridRecorder(scan.scan_fwd_kernel)
     monkeypatch.setattr(scan, "scan_fwd_kernel", launches)
 
@@ -313,17 +299,24 @@ def test_forward_cap_where_it_saves_waves(monkeypatch):
         A = torch.empty(dim, 16, device="meta")
         B, C = meta(batch, 16, length), meta(batch, 16, length)
         scan.scan_forward(u, delta, A, B, C, None, None, None, None, cu_seqlens, True, False)
-        grid, _args, flags = launches.calls.pop()
-        return grid[0] * grid[1], flags["maxnreg"]
-    assert forward(4, 512, 8192) == (2048, 128)
-    assert forward(1, 2048, 32768) == (2048, 128)
-    assert forward(1, 1536, 1 << 17) == (1536, 144)
-    assert forward(8, 1536, 2048) == (12288, 144)       # 2048 positions: wave_cost_short
-    assert forward(8, 1536, 4096) == (12288, 128)
-    assert forward(16, 1024, 8192) == (16384, 128)
-    assert forward(2, 1536, 16384) == (3072, 144)
+        _grid, _args, flags = launches.calls.pop()
+        return flags["maxnreg"], flags["FROM_T0"]
+    assert forward(1, 1536, 1 << 17) == (144, True)
+    assert forward(8, 1536, 2048) == (144, True)
+    assert forward(16, 1024, 8192) == (144, True)
+    assert forward(8, 1536, 1024) == (112, False)
     cu = torch.tensor([0, 100, 32768], dtype=torch.int32, device="meta")
-    assert forward(1, 2048, 32768, cu) == (2048, 168)          # maxnreg_cu
+    assert forward(1, 2048, 32768, cu) == (168, False)          # maxnreg_cu
+
+
+@pytest.mark.parametrize("case", [Case(129, initial_state=True, last_state=True),
+                                  Case(130, dtype=torch.bfloat16, last_state=True),
+                                  Case(70, noncontiguous=True, last_state=True)], ids=str)
+def test_forward_at_the_chunks_positions(monkeypatch, case):
+    """The forward without cu_seqlens with its chunks' addresses from their positions (the
+    GPU's below 2048 positions; the interpreter's table computes them from t0)."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"from_t0": false}')
+    test_scan_matches_reference(case)
 
 
 def test_segments_fill_the_gpu_without_a_second_wave(monkeypatch):
@@ -563,6 +556,9 @@ def test_chunk_by_length_class(monkeypatch):
     # the forward's register cap belongs to the length class too
     assert configs._for_length(tuned, tuned.long_from - 1).maxnreg == tuned.maxnreg == 112
     assert configs._for_length(tuned, tuned.long_from).maxnreg == tuned.maxnreg_long == 144
+    # ... and where the forward's chunk addresses come from (`common.load_chunk`'s FROM_T0)
+    assert not configs._for_length(tuned, tuned.long_from - 1).from_t0
+    assert configs._for_length(tuned, tuned.long_from).from_t0
     # ... and both chunks store their saved states by groups (`common.store_position`)
     assert tuned.group_store_chunk >= max(tuned.chunk, tuned.chunk_long)
     # the backward's chunk is 256 at every length: a sub-chunk of the forward's 512
