@@ -125,6 +125,12 @@ class ScanConfig:
 # program on two warps, their dB/dC rows summed before the atomic adds, at 168 registers
 # where that costs the grid no wave (`scan._gluon_cap`); `scan_bwd_gluon.py` has the
 # measurements (0.77-0.81x the Triton backward from 2x16K to 1x1M, twenty-first session).
+# From 2048 positions the forward without cu_seqlens computes its chunks' addresses from
+# their start (`from_t0_long`, `common.load_chunk`'s FROM_T0): 128 registers under the cap
+# of 144, 16 programs an SM, 0.88-0.95x the time where grids take several waves (8x2K to
+# 16x8K), level at one wave; under the caps of 112 and 168 it measured 1.05-1.06x, so the
+# short and packed forwards keep the positions' addresses (twenty-seventh session). That
+# retired the twenty-sixth session's rule of a cap of 128 where it saved waves.
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, from_t0_long=True,
