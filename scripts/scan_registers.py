@@ -97,7 +97,7 @@ class _Recorder:
                     path = os.path.join(self.ptx_dir, f"{self.label}_{self.count}.{ext}")
                     with open(path, "w") as f:
                         f.write(k.asm[ext])
-            channels = kwargs.get("BLOCK_D", kwargs.get("W"))   # W: the Gluon backward's
+            channels = kwargs.get("BLOCK_D", kwargs.get("W", 1))   # W: the Gluon backward's
             shape = (f"chunk {kwargs['CHUNK']}, {channels} channel(s)"
                      if "CHUNK" in kwargs else f"{kwargs['BLOCK_DN']} states")
             print(f"  {self.label} {passes}, grid {tuple(grid)}, {shape} x "
@@ -122,6 +122,12 @@ def compile_shapes(shapes: str, seqs: int, dim: int, reverse: bool, initial_stat
         launchers._gluon_backward = lambda cfg, u, *rest: gluon_applies(
             cfg, types.SimpleNamespace(is_cuda=True, shape=u.shape), *rest)
         launchers.num_sms = lambda _index: H200_SMS
+    if hasattr(launchers, "scan_fwd_gluon_kernel"):
+        launchers.scan_fwd_gluon_kernel = _Recorder(launchers.scan_fwd_gluon_kernel,
+                                                     "forward (Gluon)", ptx_dir)
+        fwd_applies = launchers._gluon_forward
+        launchers._gluon_forward = lambda cfg, u, *rest: fwd_applies(
+            cfg, types.SimpleNamespace(is_cuda=True, shape=u.shape), *rest)
     dstate = bench_scan.D_STATE
     for shape in shapes.split(","):
         batch, length = (int(v) for v in shape.split("x"))

@@ -50,6 +50,7 @@ from .pad import pad_rows_kernel
 from .scan_bwd import scan_bwd_kernel
 from .scan_bwd_gluon import scan_bwd_gluon_kernel
 from .scan_fwd import scan_fwd_kernel
+from .scan_fwd_gluon import scan_fwd_gluon_kernel
 
 f32 = torch.float32
 
@@ -193,6 +194,18 @@ def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: i
         else 0
 
 
+def _gluon_forward(cfg, u: Tensor, reverse: bool, packed: bool, nseg: int, lbc: int,
+                   pairs: bool) -> bool:
+    """Whether the forward's full pass runs in Gluon (`scan_fwd_gluon.py`): on CUDA (not the
+    interpreter), in scan order, without cu_seqlens, in one segment, at one channel per
+    program and chunks of twice the backward's, whose B and C rows load whole as words of
+    two bf16 positions (`pairs`: `_bc_pairs`)."""
+    return bool(cfg.gluon_fwd and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+                and not reverse and not packed and nseg == 1 and cfg.block_d == 1
+                and cfg.chunk == 512 and bwd_chunk(cfg) == cfg.chunk // 2
+                and lbc % cfg.chunk == 0 and pairs)
+
+
 def _gluon_segments(cfg, rows: int, length: int, w: int) -> int:
     """Segments of the Gluon backward over `rows` programs of `w` channels: as many as keep
     the grid within the `programs` warps the Triton kernels fill the GPU with (1x128K at
@@ -248,6 +261,14 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
+    if _gluon_forward(cfg, u, reverse, seq is not None, nseg, lbc, _bc_pairs(Bg, Cg, lbc)):
+        scan_fwd_gluon_kernel[(batch * dim,)](
+            u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, ends, out, length, dim, dstate,
+            groups, dg, *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(),
+            *_strides(z), *out.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+            HAS_H0=h0 is not None, HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
+            num_warps=1, **_maxnreg(cfg.maxnreg))
+        return out, ends[:, 0].clone(), states
     if reverse:  # flipped, in rows of whole chunks: the kernel mirrors each chunk
         lbc = cdiv(length, cfg.chunk) * cfg.chunk                 # (`common.chunk_rows`)
         Bg, Cg = (_pad(M, lbc).flip(-1) for M in (Bg, Cg))

@@ -1,0 +1,102 @@
+"""The Gluon forward (`kernels/triton/scan_fwd_gluon.py`): where the launcher takes it, its
+loop's shape compiled for sm_90 on any machine, and on CUDA against the Triton forward it
+stands in for."""
+from __future__ import annotations
+
+import re
+import types
+
+import pytest
+import torch
+
+from bytessm.kernels.triton import configs, scan
+
+from kernel_helpers import scan_registers
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _applies(monkeypatch, length, overrides='{"gluon_fwd": true}', reverse=False,
+             packed=False, nseg=1, pairs=True, cuda=True) -> bool:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
+    cfg = configs.scan_config(16, length)
+    u = types.SimpleNamespace(is_cuda=cuda)
+    return scan._gluon_forward(cfg, u, reverse, packed, nseg, scan.bc_row_length(length), pairs)
+
+
+def test_where_the_launcher_takes_it(monkeypatch):
+    """From 2048 positions (chunks of 512), in scan order, without cu_seqlens, in one
+    segment, with B and C read as words of two bf16 positions, on CUDA only; and only where
+    the configuration asks for it."""
+    assert _applies(monkeypatch, 4096)
+    assert _applies(monkeypatch, 3001)           # the last chunk part padding
+    assert not _applies(monkeypatch, 1024)       # chunks of 256 below 2048 positions
+    assert not _applies(monkeypatch, 4096, reverse=True)
+    assert not _applies(monkeypatch, 4096, packed=True)
+    assert not _applies(monkeypatch, 4096, nseg=3)
+    assert not _applies(monkeypatch, 4096, pairs=False)
+    assert not _applies(monkeypatch, 4096, cuda=False)
+    assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": false}')
+    assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": true, "chunk_bwd": 128}')
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    cfg = configs.dataclasses.replace(configs.TUNED, gluon_fwd=True, chunk=512)
+    assert not scan._gluon_forward(cfg, types.SimpleNamespace(is_cuda=True), False, False, 1,
+                                   4096, True)
+
+
+def test_compiles_to_one_scan_across_lanes_per_state(monkeypatch, tmp_path):
+    """What an H200 gets at 1x128K with the Gluon forward: no spills under the long tier's
+    cap, and in the loop over states one scan across the lanes (5 steps of two shuffles:
+    the lanes' decays and states), where the Triton forward's 8 positions a thread scan
+    across the lanes twice a state (22 shuffles)."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": true}')
+    out = scan_registers("--shapes", "1x131072", "--ptx", str(tmp_path))
+    fwd = [line for line in out.splitlines() if "forward (Gluon) full pass" in line]
+    assert len(fwd) == 1, out
+    regs, spilled = map(int, re.search(r"(\d+) registers, (\d+) bytes spilled", fwd[0]).groups())
+    assert regs <= configs.TUNED.maxnreg_long and spilled == 0, fwd[0]
+    ptx = (tmp_path / "forward (Gluon)_1.ptx").read_text()
+    ups = re.findall(r"shfl\.sync\.up\.b32\s+%r\d+, %r\d+, (\d+),", ptx)
+    assert ups == [step for step in ("1", "2", "4", "8", "16") for _ in range(2)], ups
+    assert ptx.count("shfl.sync") == 11       # and one for the exclusive shift
+
+
+def _forward(monkeypatch, overrides, batch, dim, length, groups, h0, dtype=torch.bfloat16,
+             opts=True):
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def r(*s, scale=1.0):
+        return torch.randn(*s, device="cuda", generator=g) * scale
+    u, z = r(batch, dim, length).to(dtype), r(batch, dim, length).to(dtype)
+    delta = (r(batch, dim, length, scale=0.5) - 2).to(dtype)
+    bc = (batch, groups, 16, length) if groups > 1 else (batch, 16, length)
+    B, C = r(*bc).to(dtype), r(*bc).to(dtype)
+    A = -torch.rand(dim, 16, device="cuda", generator=g) - 0.5
+    D, bias = r(dim), r(dim, scale=0.1)
+    hs = r(batch, dim, 16) if h0 else None
+    if not opts:
+        D = z = bias = None
+    return scan.scan_forward(u, delta, A, B, C, D, z, bias, hs, None, True, False)
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch, dim, length, groups, h0, opts", [
+    (2, 256, 2048, 1, False, True),
+    (2, 256, 3001, 2, True, True),     # a last chunk that is part padding, 2 groups, h0
+    (1, 1536, 4096, 1, True, False),   # no D, z, delta_bias
+    (3, 128, 5120, 1, False, True),    # an odd number of sub-chunks: 20 saved states
+])
+def test_matches_the_triton_forward(monkeypatch, batch, dim, length, groups, h0, opts):
+    """Output, last state and every saved state (what the backward restarts from)."""
+    assert _applies(monkeypatch, length)
+    gluon = _forward(monkeypatch, '{"gluon_fwd": true}', batch, dim, length, groups, h0,
+                     opts=opts)
+    triton_ = _forward(monkeypatch, '{"gluon_fwd": false}', batch, dim, length, groups, h0,
+                       opts=opts)
+    for name, x, y in zip(("out", "last", "states"), gluon, triton_):
+        assert x.shape == y.shape, name
+        err = ((x.double() - y.double()).norm() / y.double().norm()).item()
+        assert err < (5e-3 if x.dtype == torch.bfloat16 else 1e-5), (name, err)
