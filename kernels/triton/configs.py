@@ -54,8 +54,9 @@ class ScanConfig:
                             # (0: the Triton kernel everywhere)
     maxnreg_gluon: int = 0  # its register cap where the grid takes no more waves at it
                             # than at maxnreg_bwd_one (0: maxnreg_bwd_one everywhere)
-    gluon_fwd: bool = False  # the forward's full pass in Gluon (`scan_fwd_gluon.py`, 16
-                             # positions a thread) on CUDA where it applies
+    gluon_fwd: int = 0      # the forward's full pass in Gluon (`scan_fwd_gluon.py`) with
+                            # this many channels per program, one warp each, on CUDA where
+                            # it applies (0: the Triton kernel everywhere)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
 

@@ -195,13 +195,15 @@ def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: i
 
 
 def _gluon_forward(cfg, u: Tensor, reverse: bool, packed: bool, nseg: int, lbc: int,
-                   pairs: bool) -> bool:
-    """Whether the forward's full pass runs in Gluon (`scan_fwd_gluon.py`): on CUDA (not the
-    interpreter), in scan order, without cu_seqlens, in one segment, at one channel per
-    program and chunks of twice the backward's, whose B and C rows load whole as words of
-    two bf16 positions (`pairs`: `_bc_pairs`)."""
-    return bool(cfg.gluon_fwd and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
-                and not reverse and not packed and nseg == 1 and cfg.block_d == 1
+                   pairs: bool, dg: int) -> bool:
+    """Whether the forward's full pass runs in Gluon (`scan_fwd_gluon.py`, `gluon_fwd`
+    channels per program): on CUDA (not the interpreter), in scan order, without cu_seqlens,
+    in one segment, at chunks of 512, twice the backward's, whose B and C rows load whole as
+    words of two bf16 positions (`pairs`: `_bc_pairs`), with channels per group (`dg`) a
+    multiple of its channels per program."""
+    w = cfg.gluon_fwd
+    return bool(w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+                and not reverse and not packed and nseg == 1 and dg % w == 0
                 and cfg.chunk == 512 and bwd_chunk(cfg) == cfg.chunk // 2
                 and lbc % cfg.chunk == 0 and pairs)
 
@@ -261,13 +263,14 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
-    if _gluon_forward(cfg, u, reverse, seq is not None, nseg, lbc, _bc_pairs(Bg, Cg, lbc)):
-        scan_fwd_gluon_kernel[(batch * dim,)](
+    if _gluon_forward(cfg, u, reverse, seq is not None, nseg, lbc, _bc_pairs(Bg, Cg, lbc), dg):
+        scan_fwd_gluon_kernel[(batch * dim // cfg.gluon_fwd,)](
             u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, ends, out, length, dim, dstate,
             groups, dg, *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(),
             *_strides(z), *out.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
             HAS_H0=h0 is not None, HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-            num_warps=1, **_maxnreg(cfg.maxnreg))
+            W=cfg.gluon_fwd, N_PAD=n_pad(dstate), num_warps=cfg.gluon_fwd,
+            **_maxnreg(cfg.maxnreg))
         return out, ends[:, 0].clone(), states
     if reverse:  # flipped, in rows of whole chunks: the kernel mirrors each chunk
         lbc = cdiv(length, cfg.chunk) * cfg.chunk                 # (`common.chunk_rows`)

@@ -1,23 +1,28 @@
-"""Forward selective scan in Gluon: one channel per one-warp program, 16 positions a thread
-(CUDA only; `scan_fwd.py` computes the same everywhere else, and is what the interpreter
-runs).
+"""Forward selective scan in Gluon: W channels per program, one warp each, 16 positions a
+thread, B and C staged in shared memory (CUDA only; `scan_fwd.py` computes the same
+everywhere else, and is what the interpreter runs).
 
 The math, the saved states and the chunks are `scan_fwd.py`'s at its long tier (chunks of
-512 positions, a state saved every 256); what differs is the layout. Triton gives the
-(1, 512) tiles 8 positions a thread, the 16 bytes of one bf16 vector load, so a thread holds
-two runs of 8 and every state's scan crosses the lanes twice (22 shuffles and 12 selects in
-the loop over states, sm_90a SASS). Here a thread holds one run of 16 (two vector loads):
-its positions are chained in registers (`_scan16`) and one scan of the lanes' totals
-crosses the lanes.
+512 positions, a state saved every 256); what differs is the layout and where B and C come
+from. Triton gives the (1, 512) tiles 8 positions a thread, the 16 bytes of one bf16
+vector load, so a thread holds two runs of 8 and every state's scan crosses the lanes twice
+(22 shuffles and 12 selects in the loop over states, sm_90a SASS). Here a thread holds 16
+positions, chained in registers as four runs of 4 side by side (`_scan16`), and one scan of
+the lanes' totals crosses the lanes. The W channels of a program share the chunk's B and C
+rows (all N of them), which cp.async copies into shared memory a chunk ahead, so the loop
+over states reads them there instead of waiting on global loads (with those loads made
+free, wrongly, the one-channel version of this kernel took 0.84x its time at 1x128K).
 
 Scope: scan order, no cu_seqlens, one segment, chunks of 512 and a saved state every 256, B
-and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`); `scan.scan_forward` picks it (`scan._gluon_forward`).
+and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`), channels per group a
+multiple of W; `scan.scan_forward` picks it (`scan._gluon_forward`).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy as ac
 
 from .common import LOG2E, load_dt, load_tile, sigmoid
-from .scan_bwd_gluon import _halves, _pack8, _unpack8
+from .scan_bwd_gluon import _pack8, _unpack8
 
 
 @gluon.jit
@@ -27,85 +32,89 @@ def _pair(a1, x1, a2, x2):
 
 
 @gluon.jit
-def _scan16(f, x, CHUNK: gl.constexpr):
-    """h_t = f_t h_{t-1} + x_t over the (1, CHUNK) row from zero (the entering state is in
-    x's first position): each thread's 16 positions chained in registers, the lanes' totals
-    scanned across the lanes, then each thread's positions completed from the state at the
-    end of the lane before."""
+def _widen(w):
+    """int32 words of two bf16 positions -> the even and the odd positions as float32, one
+    bit operation a position (bf16 is float32's upper half)."""
+    return (w << 16).to(gl.float32, bitcast=True), (w & -65536).to(gl.float32, bitcast=True)
+
+
+@gluon.jit
+def _scan16(fe, fo, xe, xo, W: gl.constexpr, CHUNK: gl.constexpr):
+    """h_t = f_t h_{t-1} + x_t along each warp's row from zero (the entering state is in x's
+    first position), the rows given as their even (fe, xe) and odd (fo, xo) positions, (W,
+    CHUNK // 2) each, 8 a thread: each thread's 16 positions chained in registers as four
+    runs of 4 side by side, the lanes' totals scanned across the lanes, then each run
+    completed from the state before it. Returns h's even and odd positions."""
     G: gl.constexpr = CHUNK // 16
-    t3: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 32, 1], [1, 1, 1], [2, 1, 0])
-    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [1, 1], [1, 0])
-    fe, fo = _halves(gl.convert_layout(gl.reshape(f, [1, G, 16]), t3, assert_trivial=True))
-    xe, xo = _halves(gl.convert_layout(gl.reshape(x, [1, G, 16]), t3, assert_trivial=True))
-    f0, f2, f4, f6, f8, f10, f12, f14 = _unpack8(fe)
-    f1, f3, f5, f7, f9, f11, f13, f15 = _unpack8(fo)
-    x0, x2, x4, x6, x8, x10, x12, x14 = _unpack8(xe)
-    x1, x3, x5, x7, x9, x11, x13, x15 = _unpack8(xo)
-    # two runs of 8 chained side by side: the states inside each from zero (s, t) and the
-    # decays from its start (r, q) ...
+    t3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 32, 1], [W, 1, 1], [2, 1, 0])
+    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
+    f0, f2, f4, f6, f8, f10, f12, f14 = _unpack8(gl.convert_layout(gl.reshape(fe, [W, G, 8]), t3,
+                                                                   assert_trivial=True))
+    f1, f3, f5, f7, f9, f11, f13, f15 = _unpack8(gl.convert_layout(gl.reshape(fo, [W, G, 8]), t3,
+                                                                   assert_trivial=True))
+    x0, x2, x4, x6, x8, x10, x12, x14 = _unpack8(gl.convert_layout(gl.reshape(xe, [W, G, 8]), t3,
+                                                                   assert_trivial=True))
+    x1, x3, x5, x7, x9, x11, x13, x15 = _unpack8(gl.convert_layout(gl.reshape(xo, [W, G, 8]), t3,
+                                                                   assert_trivial=True))
+    # four runs of 4: the states inside each from zero (s) and the decays from its start (r)
     s1 = f1 * x0 + x1
-    t9 = f9 * x8 + x9
+    s5 = f5 * x4 + x5
+    s9 = f9 * x8 + x9
+    s13 = f13 * x12 + x13
     s2 = f2 * s1 + x2
-    t10 = f10 * t9 + x10
-    s3 = f3 * s2 + x3
-    t11 = f11 * t10 + x11
-    s4 = f4 * s3 + x4
-    t12 = f12 * t11 + x12
-    s5 = f5 * s4 + x5
-    t13 = f13 * t12 + x13
     s6 = f6 * s5 + x6
-    t14 = f14 * t13 + x14
+    s10 = f10 * s9 + x10
+    s14 = f14 * s13 + x14
+    s3 = f3 * s2 + x3
     s7 = f7 * s6 + x7
-    t15 = f15 * t14 + x15
+    s11 = f11 * s10 + x11
+    s15 = f15 * s14 + x15
     r1 = f0 * f1
-    q9 = f8 * f9
+    r5 = f4 * f5
+    r9 = f8 * f9
+    r13 = f12 * f13
     r2 = r1 * f2
-    q10 = q9 * f10
-    r3 = r2 * f3
-    q11 = q10 * f11
-    r4 = r3 * f4
-    q12 = q11 * f12
-    r5 = r4 * f5
-    q13 = q12 * f13
     r6 = r5 * f6
-    q14 = q13 * f14
+    r10 = r9 * f10
+    r14 = r13 * f14
+    r3 = r2 * f3
     r7 = r6 * f7
-    q15 = q14 * f15
-    # ... joined into the thread's totals, which cross the lanes
-    _r, hs = gl.associative_scan((gl.convert_layout(r7 * q15, lanes, assert_trivial=True),
-                                  gl.convert_layout(q15 * s7 + t15, lanes,
+    r11 = r10 * f11
+    r15 = r14 * f15
+    # ... joined in pairs (runs 0-1, 2-3), then into the thread's totals, which cross lanes
+    r01 = r3 * r7
+    s01 = r7 * s3 + s7
+    r23 = r11 * r15
+    s23 = r15 * s11 + s15
+    _r, hs = gl.associative_scan((gl.convert_layout(r01 * r23, lanes, assert_trivial=True),
+                                  gl.convert_layout(r23 * s01 + s23, lanes,
                                                     assert_trivial=True)), 1, _pair)
-    kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([1, G], gl.int32,
+    kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([W, G], gl.int32,
                                                                                 lanes)
     hk = gl.where(kk == 0, 0.0, gl.gather(hs, gl.maximum(kk - 1, 0), 1))
     hk = gl.convert_layout(hk, f0.type.layout, assert_trivial=True)
-    h7 = s7 + r7 * hk          # the first run completed from the lane before, the second
-    he = _pack8(x0 + f0 * hk, s2 + r2 * hk, s4 + r4 * hk, s6 + r6 * hk, x8 + f8 * h7,
-                t10 + q10 * h7, t12 + q12 * h7, t14 + q14 * h7)
-    ho = _pack8(s1 + r1 * hk, s3 + r3 * hk, s5 + r5 * hk, h7, t9 + q9 * h7, t11 + q11 * h7,
-                t13 + q13 * h7, t15 + q15 * h7)
-    h3 = gl.reshape(gl.join(he, ho), [1, G, 16])
-    return gl.reshape(h3, [1, CHUNK])
+    h3 = s3 + r3 * hk            # each run completed from the state before it
+    h7 = s01 + r01 * hk
+    h11 = s11 + r11 * h7
+    he = _pack8(x0 + f0 * hk, s2 + r2 * hk, x4 + f4 * h3, s6 + r6 * h3, x8 + f8 * h7,
+                s10 + r10 * h7, x12 + f12 * h11, s14 + r14 * h11)
+    ho = _pack8(s1 + r1 * hk, h3, s5 + r5 * h3, h7, s9 + r9 * h7, h11, s13 + r13 * h11,
+                s15 + r15 * h11)
+    return gl.reshape(he, [W, CHUNK // 2]), gl.reshape(ho, [W, CHUNK // 2])
 
 
 @gluon.jit
-def _bc_words(ptr, n, t0, s_n, CHUNK: gl.constexpr):
-    """Row n of B or C over the chunk at t0 as int32 words of two bf16 positions, 8 words
-    (two 16-byte loads) a thread (`common.load_bc_row`'s PAIRS)."""
-    words: gl.constexpr = gl.BlockedLayout([CHUNK // 64], [32], [1], [0])
-    j = gl.arange(0, CHUNK // 2, layout=words)
-    return gl.load((ptr + n * s_n + t0).to(gl.pointer_type(gl.int32)) + j)
-
-
-@gluon.jit
-def _widen(w, layout: gl.constexpr):
-    """Words of `_bc_words` -> the row's float32 values in `layout`: one bit operation a
-    position (bf16 is float32's upper half), where widening loaded bf16 values compiles to
-    about two (a byte permute and a shift for every other position)."""
-    lo = (w << 16).to(gl.float32, bitcast=True)
-    hi = (w & -65536).to(gl.float32, bitcast=True)
-    return gl.convert_layout(gl.reshape(gl.join(lo, hi), [2 * w.shape[0]]), layout,
-                             assert_trivial=True)
+def _stage_bc(sB, sC, B_words, C_words, wB_n, wC_n, t0, N, N_PAD: gl.constexpr,
+              CHUNK: gl.constexpr, W: gl.constexpr):
+    """cp.async of the chunk at t0's rows of B and C, (N_PAD, CHUNK // 2) int32 words each,
+    into sB and sC, 16 bytes a copy, spread over the program's threads; one commit group."""
+    stage: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [W, 1], [1, 0])
+    nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(1, stage))[:, None]
+    jj = gl.arange(0, CHUNK // 2, layout=gl.SliceLayout(0, stage))[None, :] + t0 // 2
+    m = (nn < N) & (jj >= 0)
+    ac.async_copy_global_to_shared(sB, B_words + nn * wB_n + jj, mask=m)
+    ac.async_copy_global_to_shared(sC, C_words + nn * wC_n + jj, mask=m)
+    ac.commit_group()
 
 
 @gluon.jit
@@ -116,74 +125,115 @@ def scan_fwd_gluon_kernel(
     su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_d, sz_l, so_b, so_d, so_l,
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_H0: gl.constexpr,
-    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, CHUNK: gl.constexpr,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, CHUNK: gl.constexpr, W: gl.constexpr,
+    N_PAD: gl.constexpr,
 ):
-    tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [1, 1], [1, 0])
+    HALF: gl.constexpr = CHUNK // 2
+    tile: gl.constexpr = gl.BlockedLayout([1, 16], [1, 32], [W, 1], [1, 0])     # (W, CHUNK)
+    half: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [W, 1], [1, 0])      # (W, HALF)
     chan: gl.constexpr = gl.SliceLayout(1, tile)
-    row: gl.constexpr = gl.SliceLayout(0, tile)
-    SAVE: gl.constexpr = CHUNK // 2            # the backward's chunk: rows of `states`
+    hchan: gl.constexpr = gl.SliceLayout(1, half)
+    hrow: gl.constexpr = gl.SliceLayout(0, half)     # a (HALF,) row, every warp all of it
+    flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
+    flat1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[0])   # rows of those
+    SAVE: gl.constexpr = HALF                      # the backward's chunk: rows of `states`
+    sB = gl.allocate_shared_memory(gl.int32, [2, N_PAD, HALF], flat)
+    sC = gl.allocate_shared_memory(gl.int32, [2, N_PAD, HALF], flat)
+    sA = gl.allocate_shared_memory(gl.float32, [N_PAD, W], flat)
 
     pid = gl.program_id(0)
-    g = (pid // DG) % G
-    b = (pid // (DG * G)).to(gl.int64)
-    d = g * DG + pid % DG + gl.zeros([1], gl.int32, chan)      # (1,): the channel
+    nbd = DG // W
+    g = (pid // nbd) % G
+    b = (pid // (nbd * G)).to(gl.int64)
+    d = g * DG + (pid % nbd) * W + gl.arange(0, W, layout=chan)          # (W,) channels
+    dh = g * DG + (pid % nbd) * W + gl.arange(0, W, layout=hchan)
     dmask = d < D
-    k = gl.arange(0, CHUNK, layout=row)
+    k = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, tile))
+    ke = gl.arange(0, HALF, layout=gl.SliceLayout(0, half))   # odd position 2 ke + 1
     NC = gl.cdiv(L, CHUNK)
     NS = gl.cdiv(L, SAVE)
     row_b = b * NS                                             # states[b, 0]
 
+    # A log2(e) of the program's channels, (N_PAD, W), read from shared memory per state;
     # the state entering the sequence -> states[b, 0]
-    for n in range(0, N):
-        h = gl.zeros([1], gl.float32, chan)
-        if HAS_H0:
-            h += gl.load(h0_ptr + (b * D + d) * N + n)
-        gl.store(states_ptr + (row_b * D + d) * N + n, h)
-    Dv = gl.zeros([1], gl.float32, chan)
+    an: gl.constexpr = gl.BlockedLayout([1, 1], [32 // W, W], [W, 1], [1, 0])
+    na = gl.arange(0, N_PAD, layout=gl.SliceLayout(1, an))[:, None]
+    wa = g * DG + (pid % nbd) * W + gl.arange(0, W, layout=gl.SliceLayout(0, an))[None, :]
+    sA.store(gl.load(A_ptr + wa * N + na, mask=na < N, other=0.0) * LOG2E)
+    A_rows = sA._reinterpret(gl.float32, [N_PAD, W], flat1)
+    h = gl.zeros([N_PAD, W], gl.float32, an)
+    if HAS_H0:
+        h = gl.load(h0_ptr + (b * D + wa) * N + na, mask=na < N, other=0.0)
+    gl.store(states_ptr + (row_b * D + wa) * N + na, h, mask=na < N)
+    Dv = gl.zeros([W], gl.float32, chan)
     if HAS_D:
         Dv = gl.load(D_ptr + d)
 
-    B_base = B_ptr + b * sB_b + g * sB_g
-    C_base = C_ptr + b * sC_b + g * sC_g
+    i32: gl.constexpr = gl.pointer_type(gl.int32)
+    B_words = (B_ptr + b * sB_b + g * sB_g).to(i32)
+    C_words = (C_ptr + b * sC_b + g * sC_g).to(i32)
+    _stage_bc(sB.index(0), sC.index(0), B_words, C_words, sB_n // 2, sC_n // 2, 0, N, N_PAD,
+              CHUNK, W)
     for c in range(0, NC):
+        slot = c % 2
         t0 = c * CHUNK
+        gl.thread_barrier()   # every warp is done with chunk c - 1 (its slot is refilled
+        #                       next) and its stores of `here` are visible
+        if c + 1 < NC:
+            _stage_bc(sB.index(1 - slot), sC.index(1 - slot), B_words, C_words, sB_n // 2,
+                      sC_n // 2, t0 + CHUNK, N, N_PAD, CHUNK, W)
+        else:
+            ac.commit_group()   # an empty group, so that one wait serves every chunk
+        ac.wait_group(1)        # this thread's copies of chunk c have landed ...
+        gl.thread_barrier()     # ... and every thread's
         t = t0 + k
         valid = dmask[:, None] & (t < L)[None, :]
         dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, valid, valid, dmask, sdl_b, sdl_d,
                            sdl_l, HAS_BIAS, SOFTPLUS)
         dtu = dt * load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)
-        y = gl.zeros([1, CHUNK], gl.float32, tile)
-        here = states_ptr + ((row_b + 2 * c) * D + d) * N        # states[b, 2c, d, :]
-        mid = states_ptr + ((row_b + 2 * c + 1) * D + d) * N     # states[b, 2c + 1]
+        dte, dto = gl.split(gl.reshape(dt, [W, HALF, 2]))
+        dtue, dtuo = gl.split(gl.reshape(dtu, [W, HALF, 2]))
+        dte = gl.convert_layout(dte, half, assert_trivial=True)
+        dto = gl.convert_layout(dto, half, assert_trivial=True)
+        dtue = gl.convert_layout(dtue, half, assert_trivial=True)
+        dtuo = gl.convert_layout(dtuo, half, assert_trivial=True)
+        ye = gl.zeros([W, HALF], gl.float32, half)
+        yo = gl.zeros([W, HALF], gl.float32, half)
+        here = states_ptr + ((row_b + 2 * c) * D + dh) * N       # states[b, 2c, d, :]
+        mid = states_ptr + ((row_b + 2 * c + 1) * D + dh) * N   # states[b, 2c + 1]
         has_mid = 2 * c + 1 < NS
         if c + 1 < NC:
-            after = states_ptr + ((row_b + 2 * c + 2) * D + d) * N
+            after = states_ptr + ((row_b + 2 * c + 2) * D + dh) * N
         else:
-            after = ends_ptr + (b * D + d) * N                   # ends[b, 0, d, :]
-        gl.thread_barrier()  # the previous chunk's stores of `here` are visible
-        # state n + 1's loads are issued in state n's iteration, their latency behind its scan
+            after = ends_ptr + (b * D + dh) * N                  # ends[b, 0, d, :]
+        # the slot's rows, one at a time (the same bytes: the layouts do not swizzle)
+        Bs = sB.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
+        Cs = sC.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
+        # state n + 1's entering state is loaded in state n's iteration
         h_nx = gl.load(here)
-        A_nx = gl.load(A_ptr + d * N)
-        B_nx = _bc_words(B_base, 0, t0, sB_n, CHUNK)
-        C_nx = _bc_words(C_base, 0, t0, sC_n, CHUNK)
         for n in range(0, N):
-            h_in, A = h_nx, A_nx
-            Bn, Cn = _widen(B_nx, row), _widen(C_nx, row)
-            nx = gl.minimum(n + 1, N - 1)   # the last iteration loads state N - 1's again
-            h_nx = gl.load(here + nx)
-            A_nx = gl.load(A_ptr + d * N + nx)
-            B_nx = _bc_words(B_base, nx, t0, sB_n, CHUNK)
-            C_nx = _bc_words(C_base, nx, t0, sC_n, CHUNK)
-            a = gl.exp2(dt * (A * LOG2E)[:, None])
-            x = dtu * Bn[None, :]
-            x = gl.where((k == 0)[None, :], x + a * h_in[:, None], x)
-            hn = gl.convert_layout(_scan16(a, x, CHUNK), tile)
-            # the states at the sub-chunks' ends, each stored by the thread that holds it
-            gl.store(mid[:, None] + n + 0 * k[None, :], hn,
-                     mask=dmask[:, None] & ((k == SAVE - 1) & has_mid)[None, :])
-            gl.store(after[:, None] + n + 0 * k[None, :], hn,
-                     mask=dmask[:, None] & (k == CHUNK - 1)[None, :])
-            y += hn * Cn[None, :]
+            h_in = h_nx
+            h_nx = gl.load(here + gl.minimum(n + 1, N - 1))
+            A2 = A_rows.index(n).load(hchan)
+            Be, Bo = _widen(Bs.index(n).load(hrow))
+            Ce, Co = _widen(Cs.index(n).load(hrow))
+            ae = gl.exp2(dte * A2[:, None])
+            ao = gl.exp2(dto * A2[:, None])
+            xe = dtue * Be[None, :]
+            xo = dtuo * Bo[None, :]
+            xe = gl.where((ke == 0)[None, :], xe + ae * h_in[:, None], xe)
+            he, ho = _scan16(ae, ao, xe, xo, W, CHUNK)
+            he = gl.convert_layout(he, half, assert_trivial=True)
+            ho = gl.convert_layout(ho, half, assert_trivial=True)
+            # the states at the sub-chunks' ends (odd positions), each stored by the thread
+            # that holds it
+            gl.store(mid[:, None] + n + 0 * ke[None, :], ho,
+                     mask=((ke == SAVE // 2 - 1) & has_mid)[None, :] & (dh < D)[:, None])
+            gl.store(after[:, None] + n + 0 * ke[None, :], ho,
+                     mask=(ke == HALF - 1)[None, :] & (dh < D)[:, None])
+            ye += he * Ce[None, :]
+            yo += ho * Co[None, :]
+        y = gl.convert_layout(gl.reshape(gl.join(ye, yo), [W, CHUNK]), tile, assert_trivial=True)
         if HAS_D:
             y += Dv[:, None] * load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)
         if HAS_Z:
@@ -191,3 +241,4 @@ def scan_fwd_gluon_kernel(
             y = y * zt * sigmoid(zt)
         gl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
                  y.to(out_ptr.dtype.element_ty), mask=valid)
+    ac.wait_group(0)

@@ -16,13 +16,14 @@ from kernel_helpers import scan_registers
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _applies(monkeypatch, length, overrides='{"gluon_fwd": true}', reverse=False,
-             packed=False, nseg=1, pairs=True, cuda=True) -> bool:
+def _applies(monkeypatch, length, overrides='{"gluon_fwd": 4}', reverse=False,
+             packed=False, nseg=1, pairs=True, cuda=True, dg=1536) -> bool:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
     cfg = configs.scan_config(16, length)
     u = types.SimpleNamespace(is_cuda=cuda)
-    return scan._gluon_forward(cfg, u, reverse, packed, nseg, scan.bc_row_length(length), pairs)
+    return scan._gluon_forward(cfg, u, reverse, packed, nseg, scan.bc_row_length(length), pairs,
+                               dg)
 
 
 def test_where_the_launcher_takes_it(monkeypatch):
@@ -37,12 +38,13 @@ def test_where_the_launcher_takes_it(monkeypatch):
     assert not _applies(monkeypatch, 4096, nseg=3)
     assert not _applies(monkeypatch, 4096, pairs=False)
     assert not _applies(monkeypatch, 4096, cuda=False)
-    assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": false}')
-    assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": true, "chunk_bwd": 128}')
+    assert not _applies(monkeypatch, 4096, dg=1534)      # channels per group not a multiple of 4
+    assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": 0}')
+    assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": 4, "chunk_bwd": 128}')
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    cfg = configs.dataclasses.replace(configs.TUNED, gluon_fwd=True, chunk=512)
+    cfg = configs.dataclasses.replace(configs.TUNED, gluon_fwd=4, chunk=512)
     assert not scan._gluon_forward(cfg, types.SimpleNamespace(is_cuda=True), False, False, 1,
-                                   4096, True)
+                                   4096, True, 1536)
 
 
 def test_compiles_to_one_scan_across_lanes_per_state(monkeypatch, tmp_path):
@@ -50,7 +52,7 @@ def test_compiles_to_one_scan_across_lanes_per_state(monkeypatch, tmp_path):
     cap, and in the loop over states one scan across the lanes (5 steps of two shuffles:
     the lanes' decays and states), where the Triton forward's 8 positions a thread scan
     across the lanes twice a state (22 shuffles)."""
-    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": true}')
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": 4}')
     out = scan_registers("--shapes", "1x131072", "--ptx", str(tmp_path))
     fwd = [line for line in out.splitlines() if "forward (Gluon) full pass" in line]
     assert len(fwd) == 1, out
@@ -92,9 +94,9 @@ def _forward(monkeypatch, overrides, batch, dim, length, groups, h0, dtype=torch
 def test_matches_the_triton_forward(monkeypatch, batch, dim, length, groups, h0, opts):
     """Output, last state and every saved state (what the backward restarts from)."""
     assert _applies(monkeypatch, length)
-    gluon = _forward(monkeypatch, '{"gluon_fwd": true}', batch, dim, length, groups, h0,
+    gluon = _forward(monkeypatch, '{"gluon_fwd": 4}', batch, dim, length, groups, h0,
                      opts=opts)
-    triton_ = _forward(monkeypatch, '{"gluon_fwd": false}', batch, dim, length, groups, h0,
+    triton_ = _forward(monkeypatch, '{"gluon_fwd": 0}', batch, dim, length, groups, h0,
                        opts=opts)
     for name, x, y in zip(("out", "last", "states"), gluon, triton_):
         assert x.shape == y.shape, name
