@@ -134,12 +134,17 @@ class ScanConfig:
 # 16x8K), level at one wave; under the caps of 112 and 168 it measured 1.05-1.06x, so the
 # short and packed forwards keep the positions' addresses (twenty-seventh session). That
 # retired the twenty-sixth session's rule of a cap of 128 where it saved waves.
+# Where it applies (`scan._gluon_forward`: in order, no cu_seqlens, one segment, from 2048
+# positions) the forward's full pass runs in Gluon (`scan_fwd_gluon.py`): four channels per
+# program sharing the chunk's B and C rows through shared memory, 16 positions a thread;
+# 0.89x the Triton forward's time at 1x128K and 1x1M, 0.86x at 2x16K, 0.98x at 16x8K (d_inner
+# 1024), 1.01x at 8x2K (twenty-eighth session, H200, `bench_scan_ab.py`).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, from_t0_long=True,
                    maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
-                   gluon_bwd=2, maxnreg_gluon=168)
+                   gluon_bwd=2, maxnreg_gluon=168, gluon_fwd=4)
 MAX_DSTATE = 256
 
 

@@ -31,20 +31,24 @@ def _forward(*args: str) -> tuple[int, int, int]:
         r"(\d+) registers, (\d+) bytes spilled, (\d+) shuffles", line).groups())
 
 
-def test_reverse_forward_compiles_to_the_in_order_loop():
+def test_reverse_forward_compiles_to_the_in_order_loop(monkeypatch):
     # the mirrored chunk (`common.chunk_rows`, `load_chunk`) keeps the in-order tiles'
     # layout: as many shuffles as in order, no spill. A draft that loaded the mirrored rows
     # with descending addresses got 224 shuffles and spilled 112 bytes (twenty-fifth
     # session); on an H200 the reverse forward now takes 0.96-1.00x the in-order one's time
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": 0}')   # the Triton kernel in order
     _regs, spilled, shuffles = _forward("--shapes", "8x2048", "--reverse")
     _regs_in_order, _spilled, shuffles_in_order = _forward("--shapes", "8x2048")
     assert (spilled, shuffles) == (0, shuffles_in_order)
 
 
-def test_in_order_forward_fits_128_registers():
+def test_in_order_forward_fits_128_registers(monkeypatch):
     # with the chunk's addresses and masks after the loop over states computed from t0
     # (`common._in_order`), nothing of the chunk stays live across that loop but what it
     # uses: 128 registers under the cap of 144, no spill, as the reverse forward. Taken
-    # from `chunk_rows`'s positions and masks, they took 144 (twenty-sixth session)
+    # from `chunk_rows`'s positions and masks, they took 144 (twenty-sixth session). The
+    # Triton kernel's, which runs these shapes where the Gluon forward does not (several
+    # segments, channels per group not a multiple of 4, B and C not bf16)
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": 0}')
     assert _forward("--shapes", "8x2048") == (128, 0, 28)
     assert _forward("--shapes", "1x131072")[:2] == (128, 0)
