@@ -47,6 +47,7 @@ import bench_scan  # noqa: E402
 from bench_scan_ab import import_launchers  # noqa: E402
 
 H200_SMS = 132
+H200_SMEM = 233472   # shared memory per SM, bytes
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
@@ -127,7 +128,9 @@ def compile_shapes(shapes: str, seqs: int, dim: int, reverse: bool, initial_stat
                                                      "forward (Gluon)", ptx_dir)
         fwd_applies = launchers._gluon_forward
         launchers._gluon_forward = lambda cfg, u, *rest: fwd_applies(
-            cfg, types.SimpleNamespace(is_cuda=True, shape=u.shape), *rest)
+            cfg, types.SimpleNamespace(is_cuda=True, shape=u.shape,
+                                       device=types.SimpleNamespace(index=0)), *rest)
+        launchers._staging_fits = lambda _index, chunk, npad: 2 * 8 * npad * chunk <= H200_SMEM
     dstate = bench_scan.D_STATE
     for shape in shapes.split(","):
         batch, length = (int(v) for v in shape.split("x"))

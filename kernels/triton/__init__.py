@@ -7,8 +7,9 @@
     causal_conv1d_triton            the depthwise causal conv of a sequence, differentiable
 
 Module map: `common.py` (scan monoids, tile loads), `scan_fwd.py` / `scan_bwd.py` /
-`carry.py` (kernels), `scan_bwd_gluon.py` (the backward in Gluon, on CUDA where it
-applies), `pad.py` (rows copied into zero-padded ones), `scan.py` (launchers),
+`carry.py` (kernels), `scan_fwd_gluon.py` / `scan_bwd_gluon.py` (the forward's full pass
+and the backward in Gluon, on CUDA where they apply), `pad.py` (rows copied into
+zero-padded ones), `scan.py` (launchers),
 `autograd.py` (custom ops + autograd), `decode.py` (decoding kernels), `pdl.py`
 (programmatic dependent launch of the decode step's kernels), `conv.py` (the sequence
 conv), `gemv.py` (the decode step's matrix-vector products, used through `ops.gemv`),

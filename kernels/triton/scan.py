@@ -195,17 +195,28 @@ def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: i
 
 
 def _gluon_forward(cfg, u: Tensor, reverse: bool, packed: bool, nseg: int, lbc: int,
-                   pairs: bool, dg: int) -> bool:
+                   pairs: bool, dg: int, dstate: int) -> bool:
     """Whether the forward's full pass runs in Gluon (`scan_fwd_gluon.py`, `gluon_fwd`
-    channels per program): on CUDA (not the interpreter), in scan order, without cu_seqlens,
-    in one segment, at chunks of 512, twice the backward's, whose B and C rows load whole as
-    words of two bf16 positions (`pairs`: `_bc_pairs`), with channels per group (`dg`) a
-    multiple of its channels per program."""
+    channels per program): on CUDA (not the interpreter) with cp.async and the shared memory
+    its B and C rows take (`_staging_fits`), in scan order, without cu_seqlens, in one
+    segment, at chunks of 512, twice the backward's, whose B and C rows load whole as words
+    of two bf16 positions (`pairs`: `_bc_pairs`), with channels per group (`dg`) a multiple
+    of its channels per program, and dstate up to 16 (what was measured)."""
     w = cfg.gluon_fwd
     return bool(w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
                 and not reverse and not packed and nseg == 1 and dg % w == 0
                 and cfg.chunk == 512 and bwd_chunk(cfg) == cfg.chunk // 2
-                and lbc % cfg.chunk == 0 and pairs)
+                and lbc % cfg.chunk == 0 and pairs and dstate <= 16
+                and _staging_fits(u.device.index, cfg.chunk, n_pad(dstate)))
+
+
+@functools.lru_cache(maxsize=None)
+def _staging_fits(device_index: int | None, chunk: int, npad: int) -> bool:
+    """Whether the GPU has cp.async (compute capability 8.0 on) and room in one SM's shared
+    memory for two programs of the Gluon forward: two chunks' B and C rows each
+    (4 x npad x chunk bf16, 64 KB at 16 x 512; an H200 holds three)."""
+    props = torch.cuda.get_device_properties(device_index)
+    return props.major >= 8 and props.shared_memory_per_multiprocessor >= 2 * 8 * npad * chunk
 
 
 def _gluon_segments(cfg, rows: int, length: int, w: int) -> int:
@@ -263,7 +274,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
-    if _gluon_forward(cfg, u, reverse, seq is not None, nseg, lbc, _bc_pairs(Bg, Cg, lbc), dg):
+    if _gluon_forward(cfg, u, reverse, seq is not None, nseg, lbc, _bc_pairs(Bg, Cg, lbc), dg,
+                      dstate):
         scan_fwd_gluon_kernel[(batch * dim // cfg.gluon_fwd,)](
             u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, ends, out, length, dim, dstate,
             groups, dg, *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(),

@@ -13,9 +13,18 @@ rows (all N of them), which cp.async copies into shared memory a chunk ahead, so
 over states reads them there instead of waiting on global loads (with those loads made
 free, wrongly, the one-channel version of this kernel took 0.84x its time at 1x128K).
 
+Measured on an H200 (twenty-eighth session, `bench_scan_ab.py` against the Triton forward,
+three interleaved rounds, W=4, 144 registers, 3 programs an SM): 0.888x its time at 1x128K
+(2.40 against 2.70 ms), 0.891x at 1x1M, 0.858x at 2x16K, 0.984x at 16x8K (d_inner 1024),
+1.014x at 8x2K. Without the shared memory (one channel per one-warp program, rows loaded
+from global memory a state ahead): 0.97-1.02x with 14-18% fewer instructions than the
+Triton forward, 1.16-1.23x at d_inner 1024; the rows read from shared memory a state ahead
+instead of at their use: 1.004-1.013x (`docs/benchmarks/scan.md`).
+
 Scope: scan order, no cu_seqlens, one segment, chunks of 512 and a saved state every 256, B
 and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`), channels per group a
-multiple of W; `scan.scan_forward` picks it (`scan._gluon_forward`).
+multiple of W, dstate up to 16, on GPUs with cp.async and room for two programs' rows in an
+SM's shared memory; `scan.scan_forward` picks it (`scan._gluon_forward`).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl

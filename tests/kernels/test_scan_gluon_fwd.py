@@ -17,13 +17,15 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 def _applies(monkeypatch, length, overrides='{"gluon_fwd": 4}', reverse=False,
-             packed=False, nseg=1, pairs=True, cuda=True, dg=1536) -> bool:
+             packed=False, nseg=1, pairs=True, cuda=True, dg=1536, dstate=16,
+             fits=True) -> bool:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
-    cfg = configs.scan_config(16, length)
-    u = types.SimpleNamespace(is_cuda=cuda)
+    monkeypatch.setattr(scan, "_staging_fits", lambda *_: fits)
+    cfg = configs.scan_config(dstate, length)
+    u = types.SimpleNamespace(is_cuda=cuda, device=types.SimpleNamespace(index=0))
     return scan._gluon_forward(cfg, u, reverse, packed, nseg, scan.bc_row_length(length), pairs,
-                               dg)
+                               dg, dstate)
 
 
 def test_where_the_launcher_takes_it(monkeypatch):
@@ -39,12 +41,15 @@ def test_where_the_launcher_takes_it(monkeypatch):
     assert not _applies(monkeypatch, 4096, pairs=False)
     assert not _applies(monkeypatch, 4096, cuda=False)
     assert not _applies(monkeypatch, 4096, dg=1534)      # channels per group not a multiple of 4
+    assert _applies(monkeypatch, 4096, dstate=12)
+    assert not _applies(monkeypatch, 4096, dstate=32)
+    assert not _applies(monkeypatch, 4096, fits=False)   # before sm_80, or too little shared memory
     assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": 0}')
     assert not _applies(monkeypatch, 4096, overrides='{"gluon_fwd": 4, "chunk_bwd": 128}')
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     cfg = configs.dataclasses.replace(configs.TUNED, gluon_fwd=4, chunk=512)
-    assert not scan._gluon_forward(cfg, types.SimpleNamespace(is_cuda=True), False, False, 1,
-                                   4096, True, 1536)
+    u = types.SimpleNamespace(is_cuda=True, device=types.SimpleNamespace(index=0))
+    assert not scan._gluon_forward(cfg, u, False, False, 1, 4096, True, 1536, 16)
 
 
 def test_compiles_to_one_scan_across_lanes_per_state(monkeypatch, tmp_path):
