@@ -85,6 +85,14 @@ def _unpack8(v):
 
 
 @gluon.jit
+def _positions8(v, W: gl.constexpr, G: gl.constexpr):
+    """A (W, 8 G) tile whose threads hold 8 consecutive positions -> each thread's 8
+    positions, (W, G) each (`_unpack8` of the tile as (W, G, 8), a renaming of registers)."""
+    t3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 32, 1], [W, 1, 1], [2, 1, 0])
+    return _unpack8(gl.convert_layout(gl.reshape(v, [W, G, 8]), t3, assert_trivial=True))
+
+
+@gluon.jit
 def _pack8(p0, p1, p2, p3, p4, p5, p6, p7):
     """The inverse of `_unpack8`: 8 (W, G) tensors -> (W, G, 8)."""
     e = gl.reshape(gl.join(gl.join(p0, p4), gl.join(p2, p6)), [p0.shape[0], p0.shape[1], 4])
@@ -107,14 +115,10 @@ def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
     recurrences go through one scan across the lanes: its steps shuffle four values that
     do not wait on each other, where two scans in a row wait twice as many steps."""
     G: gl.constexpr = CHUNK // 8
-    t3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 32, 1], [W, 1, 1], [2, 1, 0])
     lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
-    b0, b1, b2, b3, b4, b5, b6, b7 = _unpack8(gl.convert_layout(gl.reshape(beta, [W, G, 8]), t3,
-                                                                assert_trivial=True))
-    f0, f1, f2, f3, f4, f5, f6, f7 = _unpack8(gl.convert_layout(gl.reshape(f, [W, G, 8]), t3,
-                                                                assert_trivial=True))
-    x0, x1, x2, x3, x4, x5, x6, x7 = _unpack8(gl.convert_layout(gl.reshape(x, [W, G, 8]), t3,
-                                                                assert_trivial=True))
+    b0, b1, b2, b3, b4, b5, b6, b7 = _positions8(beta, W, G)
+    f0, f1, f2, f3, f4, f5, f6, f7 = _positions8(f, W, G)
+    x0, x1, x2, x3, x4, x5, x6, x7 = _positions8(x, W, G)
     # the adjoint inside the group (q) and the decay from the group's end (p) ...
     q7 = b7
     q6 = b6 + f7 * q7

@@ -31,7 +31,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as ac
 
 from .common import LOG2E, load_dt, load_tile, sigmoid
-from .scan_bwd_gluon import _pack8, _unpack8
+from .scan_bwd_gluon import _pack8, _positions8
 
 
 @gluon.jit
@@ -55,16 +55,11 @@ def _scan16(fe, fo, xe, xo, W: gl.constexpr, CHUNK: gl.constexpr):
     runs of 4 side by side, the lanes' totals scanned across the lanes, then each run
     completed from the state before it. Returns h's even and odd positions."""
     G: gl.constexpr = CHUNK // 16
-    t3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 32, 1], [W, 1, 1], [2, 1, 0])
     lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
-    f0, f2, f4, f6, f8, f10, f12, f14 = _unpack8(gl.convert_layout(gl.reshape(fe, [W, G, 8]), t3,
-                                                                   assert_trivial=True))
-    f1, f3, f5, f7, f9, f11, f13, f15 = _unpack8(gl.convert_layout(gl.reshape(fo, [W, G, 8]), t3,
-                                                                   assert_trivial=True))
-    x0, x2, x4, x6, x8, x10, x12, x14 = _unpack8(gl.convert_layout(gl.reshape(xe, [W, G, 8]), t3,
-                                                                   assert_trivial=True))
-    x1, x3, x5, x7, x9, x11, x13, x15 = _unpack8(gl.convert_layout(gl.reshape(xo, [W, G, 8]), t3,
-                                                                   assert_trivial=True))
+    f0, f2, f4, f6, f8, f10, f12, f14 = _positions8(fe, W, G)
+    f1, f3, f5, f7, f9, f11, f13, f15 = _positions8(fo, W, G)
+    x0, x2, x4, x6, x8, x10, x12, x14 = _positions8(xe, W, G)
+    x1, x3, x5, x7, x9, x11, x13, x15 = _positions8(xo, W, G)
     # four runs of 4: the states inside each from zero (s) and the decays from its start (r)
     s1 = f1 * x0 + x1
     s5 = f5 * x4 + x5
