@@ -165,9 +165,9 @@ def n_pad(dstate: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _config(overrides: str) -> ScanConfig:
+def _config(overrides: str, interpret: bool) -> ScanConfig:
     cfg = TUNED
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if interpret:
         # the interpreter pays per program and per op, not per element: few, small chunks
         # (and at every length the addresses the GPU's long forward computes)
         cfg = dataclasses.replace(cfg, chunk=32, block_d=8, block_d_bwd=8, bwd_fill=0,
@@ -216,7 +216,8 @@ def scan_config(dstate: int, length: int) -> ScanConfig:
     if dstate > MAX_DSTATE:
         raise ValueError(f"selective_scan (triton): dstate up to {MAX_DSTATE} is supported, "
                          f"got {dstate}")
-    return _for_length(_config(os.environ.get("BYTESSM_SCAN_CONFIG", "")), length)
+    return _for_length(_config(os.environ.get("BYTESSM_SCAN_CONFIG", ""),
+                               os.environ.get("TRITON_INTERPRET") == "1"), length)
 
 
 def segments(rows: int, chunks: int, programs: int, min_chunks: int = 1) -> int:

@@ -132,16 +132,17 @@ def _sequences(cu_seqlens: Tensor | None, length: int, span: int, reverse: bool)
 def _plan(batch: int, dim: int, groups: int, length: int, dstate: int, backward: bool,
           packed: bool = False):
     """Configuration, chunks, chunks per segment and segments of one call (`packed`: with
-    cu_seqlens). Cached per shape and BYTESSM_SCAN_CONFIG: a training step asks the same
-    question every call, and the answer's dataclass copies cost host time that small shapes
-    feel."""
-    return _plan_for(os.environ.get("BYTESSM_SCAN_CONFIG", ""), batch, dim, groups, length,
+    cu_seqlens). Cached per shape, BYTESSM_SCAN_CONFIG and TRITON_INTERPRET (what
+    `configs.scan_config` reads): a training step asks the same question every call, and the
+    answer's dataclass copies cost host time that small shapes feel."""
+    return _plan_for(os.environ.get("BYTESSM_SCAN_CONFIG", ""),
+                     os.environ.get("TRITON_INTERPRET") == "1", batch, dim, groups, length,
                      dstate, backward, packed)
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan_for(_overrides: str, batch: int, dim: int, groups: int, length: int, dstate: int,
-              backward: bool, packed: bool):
+def _plan_for(_overrides: str, _interpret: bool, batch: int, dim: int, groups: int, length: int,
+              dstate: int, backward: bool, packed: bool):
     cfg = scan_config(dstate, length)
     if backward:  # the backward's chunk is its own, its programs `block_d_bwd` channels ...
         block_d, cap = cfg.block_d_bwd, cfg.maxnreg_bwd

@@ -107,3 +107,38 @@ def test_matches_the_triton_forward(monkeypatch, batch, dim, length, groups, h0,
         assert x.shape == y.shape, name
         err = ((x.double() - y.double()).norm() / y.double().norm()).item()
         assert err < (5e-3 if x.dtype == torch.bfloat16 else 1e-5), (name, err)
+
+
+@pytest.mark.parametrize("h0", [False, True])
+def test_launch(monkeypatch, h0):
+    """Where it applies, the launcher runs the Gluon kernel alone (no Triton forward): one
+    program per 4 channels, 4 warps, the long tier's chunk and register cap, B and C as the
+    rows of whole chunks the kernel stages, and the last state taken from its `ends`. CPU
+    tensors, the kernels replaced by recorders."""
+    from bytessm.kernels.triton.scan_fwd import scan_fwd_kernel
+    from bytessm.kernels.triton.scan_fwd_gluon import scan_fwd_gluon_kernel
+    from kernel_helpers import GridRecorder, scan_inputs
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # the GPU's table, its caps
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": 4}')
+    a = {k: (v.detach() if v is not None else None) for k, v in scan_inputs(
+        batch=2, dim=8, length=3001, dtype=torch.bfloat16, initial_state=h0).items()}
+    gluon, triton_ = GridRecorder(scan_fwd_gluon_kernel), GridRecorder(scan_fwd_kernel)
+    monkeypatch.setattr(scan, "scan_fwd_gluon_kernel", gluon)
+    monkeypatch.setattr(scan, "scan_fwd_kernel", triton_)
+    monkeypatch.setattr(scan, "_gluon_forward", lambda *_: True)
+    out, last, states = scan.scan_forward(a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"],
+                                          a["z"], a["delta_bias"], a["initial_state"], None,
+                                          True, False)
+    assert triton_.calls == []
+    (grid, got, flags), = gluon.calls
+    cfg = configs.scan_config(16, 3001)
+    assert grid == (2 * 8 // 4,)
+    assert flags["W"] == flags["num_warps"] == 4 and flags["CHUNK"] == cfg.chunk == 512
+    assert flags["HAS_H0"] == h0 and flags["HAS_D"] and flags["HAS_Z"] and flags["HAS_BIAS"]
+    assert flags.get("maxnreg") == cfg.maxnreg
+    assert got["B_ptr"].shape[-1] == got["C_ptr"].shape[-1] == 3072    # whole chunks
+    assert got["states_ptr"] is states and states.shape[1] == 12        # every 256 positions
+    assert got["out_ptr"] is out and out.shape == (2, 8, 3001)
+    assert torch.equal(last, got["ends_ptr"][:, 0]) and last.data_ptr() != \
+        got["ends_ptr"].data_ptr()

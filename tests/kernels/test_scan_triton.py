@@ -286,10 +286,8 @@ def test_forward_cap_and_addresses_by_length_class(monkeypatch):
     its chunks' addresses computed from t0 (`common.load_chunk`'s FROM_T0, which holds it to
     128 registers: `test_scan_spills.py`); below them 112, and with cu_seqlens 168, both
     with the addresses of the chunk's positions. Launches recorded on meta tensors."""
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # caps are launch options
-    # the GPU's table (a key of its own in configs._config's cache, taken without the
-    # interpreter)
-    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_long": 144}')
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)     # the GPU's table; caps are
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"maxnreg_long": 144}')  # launch options
     launches = GridRecorder(scan.scan_fwd_kernel)
     monkeypatch.setattr(scan, "scan_fwd_kernel", launches)
 
