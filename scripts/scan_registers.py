@@ -98,7 +98,7 @@ class _Recorder:
                     path = os.path.join(self.ptx_dir, f"{self.label}_{self.count}.{ext}")
                     with open(path, "w") as f:
                         f.write(k.asm[ext])
-            channels = kwargs.get("BLOCK_D", kwargs.get("W", 1))   # W: the Gluon backward's
+            channels = kwargs.get("BLOCK_D", kwargs.get("W"))   # W: the Gluon kernels'
             shape = (f"chunk {kwargs['CHUNK']}, {channels} channel(s)"
                      if "CHUNK" in kwargs else f"{kwargs['BLOCK_DN']} states")
             print(f"  {self.label} {passes}, grid {tuple(grid)}, {shape} x "

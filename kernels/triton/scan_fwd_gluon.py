@@ -115,7 +115,7 @@ def _stage_bc(sB, sC, B_words, C_words, wB_n, wC_n, t0, N, N_PAD: gl.constexpr,
     stage: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [W, 1], [1, 0])
     nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(1, stage))[:, None]
     jj = gl.arange(0, CHUNK // 2, layout=gl.SliceLayout(0, stage))[None, :] + t0 // 2
-    m = (nn < N) & (jj >= 0)
+    m = (nn < N) & (jj >= 0)          # rows past dstate skipped (the second test broadcasts)
     ac.async_copy_global_to_shared(sB, B_words + nn * wB_n + jj, mask=m)
     ac.async_copy_global_to_shared(sC, C_words + nn * wC_n + jj, mask=m)
     ac.commit_group()
