@@ -213,11 +213,13 @@ def _gluon_forward(cfg, u: Tensor, reverse: bool, packed: bool, nseg: int, lbc: 
 
 @functools.lru_cache(maxsize=None)
 def _staging_fits(device_index: int | None, chunk: int, npad: int) -> bool:
-    """Whether the GPU has cp.async (compute capability 8.0 on) and room in one SM's shared
-    memory for two programs of the Gluon forward: two chunks' B and C rows each
-    (4 x npad x chunk bf16, 64 KB at 16 x 512; an H200 holds three)."""
+    """Whether the GPU has cp.async (NVIDIA, compute capability 8.0 on: the kernel copies with
+    Gluon's Ampere async copies) and room in one SM's shared memory for two programs of the
+    Gluon forward: two chunks' B and C rows each (4 x npad x chunk bf16, 64 KB at 16 x 512;
+    an H200 holds three)."""
     props = torch.cuda.get_device_properties(device_index)
-    return props.major >= 8 and props.shared_memory_per_multiprocessor >= 2 * 8 * npad * chunk
+    return (torch.version.hip is None and props.major >= 8
+            and props.shared_memory_per_multiprocessor >= 2 * 8 * npad * chunk)
 
 
 def _gluon_segments(cfg, rows: int, length: int, w: int) -> int:

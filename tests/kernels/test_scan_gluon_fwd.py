@@ -152,3 +152,17 @@ def test_launch(monkeypatch, h0):
     assert ends.shape == (2, 1, 8, 16)
     assert torch.equal(last, ends[:, 0]) and last.data_ptr() != ends.data_ptr()
     assert torch.equal(last.flatten(), torch.arange(2 * 8 * 16, dtype=last.dtype))
+
+
+@pytest.mark.parametrize("major, smem, hip, fits", [
+    (9, 233472, None, True),       # H100 / H200: three programs' rows fit an SM
+    (8, 167936, None, True),       # A100: two
+    (8, 102400, None, False),      # sm_86: room for one program only
+    (7, 98304, None, False),       # before cp.async
+    (9, 233472, "6.2", False),     # ROCm: the copies are NVIDIA's
+])
+def test_staging_fits(monkeypatch, major, smem, hip, fits):
+    props = types.SimpleNamespace(major=major, shared_memory_per_multiprocessor=smem)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _index: props)
+    monkeypatch.setattr(torch.version, "hip", hip)
+    assert scan._staging_fits.__wrapped__(0, 512, 16) == fits
