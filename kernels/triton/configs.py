@@ -57,6 +57,10 @@ class ScanConfig:
     gluon_fwd: int = 0      # the forward's full pass in Gluon (`scan_fwd_gluon.py`) with
                             # this many channels per program, one warp each, on CUDA where
                             # it applies (0: the Triton kernel everywhere)
+    gluon_bwd_stage: bool = False   # the Gluon backward's B and C rows staged in shared
+                                    # memory a chunk ahead (`scan_bwd_gluon.STAGE`)
+    gluon_fwd_pairs: bool = False   # ... two states an iteration (`scan_fwd_gluon.PAIRS`)
+    maxnreg_gluon_fwd: int = 0      # ... its register cap (0: maxnreg)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
 

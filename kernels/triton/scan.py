@@ -284,8 +284,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
             groups, dg, *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(),
             *_strides(z), *out.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
             HAS_H0=h0 is not None, HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-            W=cfg.gluon_fwd, N_PAD=n_pad(dstate), num_warps=cfg.gluon_fwd,
-            **_maxnreg(cfg.maxnreg))
+            W=cfg.gluon_fwd, N_PAD=n_pad(dstate), PAIRS=cfg.gluon_fwd_pairs,
+            num_warps=cfg.gluon_fwd, **_maxnreg(cfg.maxnreg_gluon_fwd or cfg.maxnreg))
         return out, ends[:, 0].clone(), states
     if reverse:  # flipped, in rows of whole chunks: the kernel mirrors each chunk
         lbc = cdiv(length, cfg.chunk) * cfg.chunk                 # (`common.chunk_rows`)
@@ -393,7 +393,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                 *dout.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
                 HAS_DLAST=dlast is not None, HAS_D=D is not None, HAS_Z=z is not None,
                 HAS_ENTER=nseg > 1, REVERSE=reverse, CHUNK=cfg.chunk, W=w,
-                N_PAD=n_pad(dstate), num_warps=w, **_maxnreg(cap))
+                N_PAD=n_pad(dstate), STAGE=cfg.gluon_bwd_stage and _bc_pairs(gB, gC, rows),
+                num_warps=w, **_maxnreg(cap))
             if reverse:   # positions [0, length) are the flipped rows' last `length`
                 dB, dC = (x[..., rows - length:].flip(-1) for x in (dB, dC))
         if h0 is not None and seq is None:

@@ -61,6 +61,7 @@ shuffles, 2 barriers), against 402 for the Triton kernel at one channel per prog
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy as ac
 
 from .common import LOG2E, load_dt, load_tile, sigmoid, store_chunk_grads
 
@@ -178,6 +179,31 @@ def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
 
 
 @gluon.jit
+def _walk_r0(i, c_lo, c_hi, LP, REVERSE: gl.constexpr, CHUNK: gl.constexpr):
+    """Where the i-th chunk of the walk starts in the rows of B and C (flipped rows of LP for
+    a reverse scan, see the module's docstring)."""
+    if REVERSE:
+        return LP - (c_lo + i) * CHUNK - CHUNK
+    else:
+        return (c_hi - i) * CHUNK
+
+
+@gluon.jit
+def _stage_rows(sB, sC, B_base, C_base, sB_n, sC_n, r0, N, N_PAD: gl.constexpr,
+                CHUNK: gl.constexpr, W: gl.constexpr):
+    """cp.async of B's and C's rows [r0, r0 + CHUNK), all N of them, into sB and sC
+    (N_PAD, CHUNK), 8 positions a copy, spread over the program's threads; one commit
+    group."""
+    stage: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [W, 1], [1, 0])
+    nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(1, stage))[:, None]
+    kk = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, stage))[None, :] + r0
+    m = (nn < N) & (kk >= 0)          # rows past dstate skipped (the second test broadcasts)
+    ac.async_copy_global_to_shared(sB, B_base + nn * sB_n + kk, mask=m)
+    ac.async_copy_global_to_shared(sC, C_base + nn * sC_n + kk, mask=m)
+    ac.commit_group()
+
+
+@gluon.jit
 def scan_bwd_gluon_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     states_ptr, adj_ptr, ends_ptr, dout_ptr, dlast_ptr,
@@ -187,7 +213,7 @@ def scan_bwd_gluon_kernel(
     sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_DLAST: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_ENTER: gl.constexpr, REVERSE: gl.constexpr,
-    CHUNK: gl.constexpr, W: gl.constexpr, N_PAD: gl.constexpr,
+    CHUNK: gl.constexpr, W: gl.constexpr, N_PAD: gl.constexpr, STAGE: gl.constexpr = False,
 ):
     tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [W, 1], [1, 0])
     # a (W, CHUNK) tile read back from shared memory: each thread holds all W channels of
@@ -198,6 +224,10 @@ def scan_bwd_gluon_kernel(
     smem: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
     buf_b = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
     buf_c = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
+    if STAGE:   # B and C rows of the walk's chunks, copied in a chunk ahead (two slots)
+        sB = gl.allocate_shared_memory(B_ptr.dtype.element_ty, [2, N_PAD, CHUNK], smem)
+        sC = gl.allocate_shared_memory(C_ptr.dtype.element_ty, [2, N_PAD, CHUNK], smem)
+        flat1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[0])
 
     pid = gl.program_id(0)
     s = gl.program_id(1)                   # the segment: chunks [c_lo, c_hi], see the docstring
@@ -244,6 +274,11 @@ def scan_bwd_gluon_kernel(
     if HAS_BIAS:
         dbias_acc = gl.zeros([W], gl.float32, chan)
 
+    B_base = B_ptr + b * sB_b + g * sB_g
+    C_base = C_ptr + b * sC_b + g * sC_g
+    if STAGE:
+        _stage_rows(sB.index(0), sC.index(0), B_base, C_base, sB_n, sC_n,
+                    _walk_r0(0, c_lo, c_hi, LP, REVERSE, CHUNK), N, N_PAD, CHUNK, W)
     for i in range(0, c_hi - c_lo + 1):
         if REVERSE:
             # the chunk mirrored: logical position k is t0 + CHUNK - 1 - k, so that k runs in
@@ -286,15 +321,32 @@ def scan_bwd_gluon_kernel(
         else:   # what reaches the segment's start (the carry pass read its row already)
             edge = ends_ptr + ((b * S + s) * D + d) * N
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
-        gl.thread_barrier()  # the previous chunk's stores of `here` are visible
-        # state n + 1's loads are issued in state n's iteration, their latency behind its scans
-        B_row = B_ptr + b * sB_b + g * sB_g + rk * sB_l
-        C_row = C_ptr + b * sC_b + g * sC_g + rk * sC_l
+        gl.thread_barrier()  # the previous chunk's stores of `here` are visible (and every
+        #                      warp is done with its rows' slot, refilled next)
+        if STAGE:
+            slot = i % 2
+            if i < c_hi - c_lo:
+                _stage_rows(sB.index(1 - slot), sC.index(1 - slot), B_base, C_base, sB_n,
+                            sC_n, _walk_r0(i + 1, c_lo, c_hi, LP, REVERSE, CHUNK), N, N_PAD,
+                            CHUNK, W)
+            else:
+                ac.commit_group()   # an empty group, so that one wait serves every chunk
+            ac.wait_group(1)        # this thread's copies of chunk i have landed ...
+            gl.thread_barrier()     # ... and every thread's
+            B_rows = sB.index(slot)._reinterpret(B_ptr.dtype.element_ty, [N_PAD, CHUNK], flat1)
+            C_rows = sC.index(slot)._reinterpret(C_ptr.dtype.element_ty, [N_PAD, CHUNK], flat1)
+            B_nx = B_rows.index(0).load(gl.SliceLayout(0, tile))
+            C_nx = C_rows.index(0).load(gl.SliceLayout(0, tile))
+        else:
+            # state n + 1's loads are issued in state n's iteration, their latency behind its
+            # scans
+            B_row = B_base + rk * sB_l
+            C_row = C_base + rk * sC_l
+            B_nx = gl.load(B_row)
+            C_nx = gl.load(C_row)
         g_nx = gl.load(here, mask=dmask, other=0.0)
         A_nx = gl.load(A_ptr + d * N, mask=dmask, other=0.0)
         h_nx = gl.load(h_enter, mask=dmask, other=0.0)
-        B_nx = gl.load(B_row)
-        C_nx = gl.load(C_row)
         dA_n = gl.zeros([W], gl.float32, chan)
         for n in range(0, N):
             g_in, A, h_in = g_nx, A_nx, h_nx
@@ -304,8 +356,12 @@ def scan_bwd_gluon_kernel(
             g_nx = gl.load(here + nx, mask=dmask, other=0.0)
             A_nx = gl.load(A_ptr + d * N + nx, mask=dmask, other=0.0)
             h_nx = gl.load(h_enter + nx, mask=dmask, other=0.0)
-            B_nx = gl.load(B_row + nx * sB_n)
-            C_nx = gl.load(C_row + nx * sC_n)
+            if STAGE:
+                B_nx = B_rows.index(nx).load(gl.SliceLayout(0, tile))
+                C_nx = C_rows.index(nx).load(gl.SliceLayout(0, tile))
+            else:
+                B_nx = gl.load(B_row + nx * sB_n)
+                C_nx = gl.load(C_row + nx * sC_n)
             a = gl.exp2(dt * (A * LOG2E)[:, None])
             x = dtu * Bn[None, :]
             x_in = gl.where((k == 0)[None, :], x + a * h_in[:, None], x)
@@ -344,6 +400,8 @@ def scan_bwd_gluon_kernel(
             dD_acc += dD_c
         if HAS_BIAS:
             dbias_acc += dbias_c
+    if STAGE:
+        ac.wait_group(0)
     if HAS_D:
         gl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
     if HAS_BIAS:

@@ -31,7 +31,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as ac
 
 from .common import LOG2E, load_dt, load_tile, sigmoid
-from .scan_bwd_gluon import _pack8, _positions8
+from .scan_bwd_gluon import _pack8, _positions8, _two_pairs
 
 
 @gluon.jit
@@ -48,14 +48,10 @@ def _widen(w):
 
 
 @gluon.jit
-def _scan16(fe, fo, xe, xo, W: gl.constexpr, CHUNK: gl.constexpr):
-    """h_t = f_t h_{t-1} + x_t along each warp's row from zero (the entering state is in x's
-    first position), the rows given as their even (fe, xe) and odd (fo, xo) positions, (W,
-    CHUNK // 2) each, 8 a thread: each thread's 16 positions chained in registers as four
-    runs of 4 side by side, the lanes' totals scanned across the lanes, then each run
-    completed from the state before it. Returns h's even and odd positions."""
-    G: gl.constexpr = CHUNK // 16
-    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
+def _runs16(fe, fo, xe, xo, W: gl.constexpr, G: gl.constexpr):
+    """The first half of `_scan16`: each thread's 16 positions chained in registers as four
+    runs of 4 side by side. Returns the thread's total (its decay and its state from zero,
+    what crosses the lanes) and what `_finish16` completes the runs from."""
     f0, f2, f4, f6, f8, f10, f12, f14 = _positions8(fe, W, G)
     f1, f3, f5, f7, f9, f11, f13, f15 = _positions8(fo, W, G)
     x0, x2, x4, x6, x8, x10, x12, x14 = _positions8(xe, W, G)
@@ -85,19 +81,37 @@ def _scan16(fe, fo, xe, xo, W: gl.constexpr, CHUNK: gl.constexpr):
     r7 = r6 * f7
     r11 = r10 * f11
     r15 = r14 * f15
-    # ... joined in pairs (runs 0-1, 2-3), then into the thread's totals, which cross lanes
+    # ... joined in pairs (runs 0-1, 2-3), then into the thread's total
     r01 = r3 * r7
     s01 = r7 * s3 + s7
     r23 = r11 * r15
     s23 = r15 * s11 + s15
-    _r, hs = gl.associative_scan((gl.convert_layout(r01 * r23, lanes, assert_trivial=True),
-                                  gl.convert_layout(r23 * s01 + s23, lanes,
-                                                    assert_trivial=True)), 1, _pair)
+    runs = (f0, x0, s1, r1, s2, r2, s3, r3, f4, x4, s5, r5, s6, r6, s01, r01,
+            f8, x8, s9, r9, s10, r10, s11, r11, f12, x12, s13, r13, s14, r14, s15, r15)
+    return r01 * r23, r23 * s01 + s23, runs
+
+
+@gluon.jit
+def _lanes(v, W: gl.constexpr):
+    """A thread's value, (W, G), in the layout whose lanes the scan crosses (a renaming)."""
+    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
+    return gl.convert_layout(v, lanes, assert_trivial=True)
+
+
+@gluon.jit
+def _finish16(runs, hs, W: gl.constexpr, CHUNK: gl.constexpr):
+    """The second half of `_scan16`: the state entering each thread (hs, the lanes' scan,
+    shifted by one lane), each run completed from the state before it. Returns h's even
+    and odd positions."""
+    G: gl.constexpr = CHUNK // 16
+    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
+    (f0, x0, s1, r1, s2, r2, s3, r3, f4, x4, s5, r5, s6, r6, s01, r01,
+     f8, x8, s9, r9, s10, r10, s11, r11, f12, x12, s13, r13, s14, r14, s15, r15) = runs
     kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([W, G], gl.int32,
                                                                                 lanes)
     hk = gl.where(kk == 0, 0.0, gl.gather(hs, gl.maximum(kk - 1, 0), 1))
     hk = gl.convert_layout(hk, f0.type.layout, assert_trivial=True)
-    h3 = s3 + r3 * hk            # each run completed from the state before it
+    h3 = s3 + r3 * hk
     h7 = s01 + r01 * hk
     h11 = s11 + r11 * h7
     he = _pack8(x0 + f0 * hk, s2 + r2 * hk, x4 + f4 * h3, s6 + r6 * h3, x8 + f8 * h7,
@@ -105,6 +119,89 @@ def _scan16(fe, fo, xe, xo, W: gl.constexpr, CHUNK: gl.constexpr):
     ho = _pack8(s1 + r1 * hk, h3, s5 + r5 * h3, h7, s9 + r9 * h7, h11, s13 + r13 * h11,
                 s15 + r15 * h11)
     return gl.reshape(he, [W, CHUNK // 2]), gl.reshape(ho, [W, CHUNK // 2])
+
+
+@gluon.jit
+def _scan16(fe, fo, xe, xo, W: gl.constexpr, CHUNK: gl.constexpr):
+    """h_t = f_t h_{t-1} + x_t along each warp's row from zero (the entering state is in x's
+    first position), the rows given as their even (fe, xe) and odd (fo, xo) positions, (W,
+    CHUNK // 2) each, 8 a thread: each thread's 16 positions chained in registers as four
+    runs of 4 side by side, the lanes' totals scanned across the lanes, then each run
+    completed from the state before it. Returns h's even and odd positions."""
+    r, s, runs = _runs16(fe, fo, xe, xo, W, CHUNK // 16)
+    _r, hs = gl.associative_scan((_lanes(r, W), _lanes(s, W)), 1, _pair)
+    return _finish16(runs, hs, W, CHUNK)
+
+
+@gluon.jit
+def _scan16x2(fe, fo, xe, xo, fe2, fo2, xe2, xo2, W: gl.constexpr, CHUNK: gl.constexpr):
+    """`_scan16` of two independent recurrences: one scan across the lanes shuffles both, so
+    their chains of shuffles overlap."""
+    r, s, runs = _runs16(fe, fo, xe, xo, W, CHUNK // 16)
+    r2, s2, runs2 = _runs16(fe2, fo2, xe2, xo2, W, CHUNK // 16)
+    _r, hs, _r2, hs2 = gl.associative_scan((_lanes(r, W), _lanes(s, W), _lanes(r2, W),
+                                            _lanes(s2, W)), 1, _two_pairs)
+    he, ho = _finish16(runs, hs, W, CHUNK)
+    he2, ho2 = _finish16(runs2, hs2, W, CHUNK)
+    return he, ho, he2, ho2
+
+
+@gluon.jit
+def _inputs(n, h_in, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ke, hchan: gl.constexpr,
+            hrow: gl.constexpr):
+    """State n's recurrence over the chunk: its decays (even and odd positions), its inputs
+    with the entering state h_in (W,) folded into the first, and C's row."""
+    A2 = A_rows.index(n).load(hchan)
+    Be, Bo = _widen(Bs.index(n).load(hrow))
+    Ce, Co = _widen(Cs.index(n).load(hrow))
+    ae = gl.exp2(dte * A2[:, None])
+    ao = gl.exp2(dto * A2[:, None])
+    xe = dtue * Be[None, :]
+    xo = dtuo * Bo[None, :]
+    xe = gl.where((ke == 0)[None, :], xe + ae * h_in[:, None], xe)
+    return ae, ao, xe, xo, Ce, Co
+
+
+@gluon.jit
+def _outputs(n, he, ho, Ce, Co, ye, yo, ke, mid, after, has_mid, dh, D, W: gl.constexpr,
+             CHUNK: gl.constexpr):
+    """State n's states at the sub-chunks' ends stored (odd positions, each by the thread
+    that holds it) and its share of y added to ye and yo."""
+    HALF: gl.constexpr = CHUNK // 2
+    half: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [W, 1], [1, 0])
+    he = gl.convert_layout(he, half, assert_trivial=True)
+    ho = gl.convert_layout(ho, half, assert_trivial=True)
+    gl.store(mid[:, None] + n + 0 * ke[None, :], ho,
+             mask=((ke == HALF // 2 - 1) & has_mid)[None, :] & (dh < D)[:, None])
+    gl.store(after[:, None] + n + 0 * ke[None, :], ho,
+             mask=(ke == HALF - 1)[None, :] & (dh < D)[:, None])
+    return ye + he * Ce[None, :], yo + ho * Co[None, :]
+
+
+@gluon.jit
+def _state(n, h_in, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ye, yo, ke, mid, after, has_mid, dh,
+           D, W: gl.constexpr, CHUNK: gl.constexpr, hchan: gl.constexpr, hrow: gl.constexpr):
+    """State n over the chunk, entering at h_in (W,)."""
+    ae, ao, xe, xo, Ce, Co = _inputs(n, h_in, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ke, hchan,
+                                     hrow)
+    he, ho = _scan16(ae, ao, xe, xo, W, CHUNK)
+    return _outputs(n, he, ho, Ce, Co, ye, yo, ke, mid, after, has_mid, dh, D, W, CHUNK)
+
+
+@gluon.jit
+def _states2(n, h_in, h_in2, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ye, yo, ke, mid, after,
+             has_mid, dh, D, W: gl.constexpr, CHUNK: gl.constexpr, hchan: gl.constexpr,
+             hrow: gl.constexpr):
+    """States n and n + 1 over the chunk, entering at h_in and h_in2, their scans across the
+    lanes fused (`_scan16x2`)."""
+    ae, ao, xe, xo, Ce, Co = _inputs(n, h_in, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ke, hchan,
+                                     hrow)
+    ae2, ao2, xe2, xo2, Ce2, Co2 = _inputs(n + 1, h_in2, A_rows, Bs, Cs, dte, dto, dtue, dtuo,
+                                           ke, hchan, hrow)
+    he, ho, he2, ho2 = _scan16x2(ae, ao, xe, xo, ae2, ao2, xe2, xo2, W, CHUNK)
+    ye, yo = _outputs(n, he, ho, Ce, Co, ye, yo, ke, mid, after, has_mid, dh, D, W, CHUNK)
+    return _outputs(n + 1, he2, ho2, Ce2, Co2, ye, yo, ke, mid, after, has_mid, dh, D, W,
+                    CHUNK)
 
 
 @gluon.jit
@@ -130,7 +227,7 @@ def scan_fwd_gluon_kernel(
     sz_b, sz_d, sz_l, so_b, so_d, so_l,
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_H0: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, CHUNK: gl.constexpr, W: gl.constexpr,
-    N_PAD: gl.constexpr,
+    N_PAD: gl.constexpr, PAIRS: gl.constexpr = False,
 ):
     HALF: gl.constexpr = CHUNK // 2
     tile: gl.constexpr = gl.BlockedLayout([1, 16], [1, 32], [W, 1], [1, 0])     # (W, CHUNK)
@@ -213,30 +310,30 @@ def scan_fwd_gluon_kernel(
         # the slot's rows, one at a time (the same bytes: the layouts do not swizzle)
         Bs = sB.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
         Cs = sC.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
-        # state n + 1's entering state is loaded in state n's iteration
-        h_nx = gl.load(here)
-        for n in range(0, N):
-            h_in = h_nx
-            h_nx = gl.load(here + gl.minimum(n + 1, N - 1))
-            A2 = A_rows.index(n).load(hchan)
-            Be, Bo = _widen(Bs.index(n).load(hrow))
-            Ce, Co = _widen(Cs.index(n).load(hrow))
-            ae = gl.exp2(dte * A2[:, None])
-            ao = gl.exp2(dto * A2[:, None])
-            xe = dtue * Be[None, :]
-            xo = dtuo * Bo[None, :]
-            xe = gl.where((ke == 0)[None, :], xe + ae * h_in[:, None], xe)
-            he, ho = _scan16(ae, ao, xe, xo, W, CHUNK)
-            he = gl.convert_layout(he, half, assert_trivial=True)
-            ho = gl.convert_layout(ho, half, assert_trivial=True)
-            # the states at the sub-chunks' ends (odd positions), each stored by the thread
-            # that holds it
-            gl.store(mid[:, None] + n + 0 * ke[None, :], ho,
-                     mask=((ke == SAVE // 2 - 1) & has_mid)[None, :] & (dh < D)[:, None])
-            gl.store(after[:, None] + n + 0 * ke[None, :], ho,
-                     mask=(ke == HALF - 1)[None, :] & (dh < D)[:, None])
-            ye += he * Ce[None, :]
-            yo += ho * Co[None, :]
+        if PAIRS:
+            # two states an iteration: their chains are independent until y, so the
+            # scheduler interleaves them; the pair's entering states loaded a pair ahead
+            h_nx = gl.load(here)
+            h_nx1 = gl.load(here + 1)
+            for n in range(0, N // 2 * 2, 2):
+                h_in = h_nx
+                h_in1 = h_nx1
+                h_nx = gl.load(here + gl.minimum(n + 2, N - 1))
+                h_nx1 = gl.load(here + gl.minimum(n + 3, N - 1))
+                ye, yo = _states2(n, h_in, h_in1, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ye, yo,
+                                  ke, mid, after, has_mid, dh, D, W, CHUNK, hchan, hrow)
+            if N % 2 == 1:
+                ye, yo = _state(N - 1, gl.load(here + N - 1), A_rows, Bs, Cs, dte, dto, dtue,
+                                dtuo, ye, yo, ke, mid, after, has_mid, dh, D, W, CHUNK, hchan,
+                                hrow)
+        else:
+            # state n + 1's entering state is loaded in state n's iteration
+            h_nx = gl.load(here)
+            for n in range(0, N):
+                h_in = h_nx
+                h_nx = gl.load(here + gl.minimum(n + 1, N - 1))
+                ye, yo = _state(n, h_in, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ye, yo, ke, mid,
+                                after, has_mid, dh, D, W, CHUNK, hchan, hrow)
         y = gl.convert_layout(gl.reshape(gl.join(ye, yo), [W, CHUNK]), tile, assert_trivial=True)
         if HAS_D:
             y += Dv[:, None] * load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)

@@ -3,6 +3,7 @@ loop's shape compiled for sm_90 on any machine, and on CUDA against the Triton f
 stands in for."""
 from __future__ import annotations
 
+import json
 import re
 import types
 
@@ -70,7 +71,7 @@ def test_compiles_to_one_scan_across_lanes_per_state(monkeypatch, tmp_path):
 
 
 def _forward(monkeypatch, overrides, batch, dim, length, groups, h0, dtype=torch.bfloat16,
-             opts=True):
+             opts=True, dstate=16):
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
     g = torch.Generator(device="cuda").manual_seed(0)
 
@@ -78,11 +79,11 @@ def _forward(monkeypatch, overrides, batch, dim, length, groups, h0, dtype=torch
         return torch.randn(*s, device="cuda", generator=g) * scale
     u, z = r(batch, dim, length).to(dtype), r(batch, dim, length).to(dtype)
     delta = (r(batch, dim, length, scale=0.5) - 2).to(dtype)
-    bc = (batch, groups, 16, length) if groups > 1 else (batch, 16, length)
+    bc = (batch, groups, dstate, length) if groups > 1 else (batch, dstate, length)
     B, C = r(*bc).to(dtype), r(*bc).to(dtype)
-    A = -torch.rand(dim, 16, device="cuda", generator=g) - 0.5
+    A = -torch.rand(dim, dstate, device="cuda", generator=g) - 0.5
     D, bias = r(dim), r(dim, scale=0.1)
-    hs = r(batch, dim, 16) if h0 else None
+    hs = r(batch, dim, dstate) if h0 else None
     if not opts:
         D = z = bias = None
     return scan.scan_forward(u, delta, A, B, C, D, z, bias, hs, None, True, False)
@@ -90,19 +91,24 @@ def _forward(monkeypatch, overrides, batch, dim, length, groups, h0, dtype=torch
 
 @needs_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("batch, dim, length, groups, h0, opts", [
-    (2, 256, 2048, 1, False, True),
-    (2, 256, 3001, 2, True, True),     # a last chunk that is part padding, 2 groups, h0
-    (1, 1536, 4096, 1, True, False),   # no D, z, delta_bias
-    (3, 128, 5120, 1, False, True),    # an odd number of sub-chunks: 20 saved states
+@pytest.mark.parametrize("pairs", [False, True])
+@pytest.mark.parametrize("batch, dim, length, groups, h0, opts, dstate", [
+    (2, 256, 2048, 1, False, True, 16),
+    (2, 256, 3001, 2, True, True, 16),     # a last chunk that is part padding, 2 groups, h0
+    (1, 1536, 4096, 1, True, False, 16),   # no D, z, delta_bias
+    (3, 128, 5120, 1, False, True, 16),    # an odd number of sub-chunks: 20 saved states
+    (2, 128, 2500, 1, True, True, 13),     # an odd dstate: the pairs' last state alone
 ])
-def test_matches_the_triton_forward(monkeypatch, batch, dim, length, groups, h0, opts):
-    """Output, last state and every saved state (what the backward restarts from)."""
-    assert _applies(monkeypatch, length)
-    gluon = _forward(monkeypatch, '{"gluon_fwd": 4}', batch, dim, length, groups, h0,
-                     opts=opts)
+def test_matches_the_triton_forward(monkeypatch, batch, dim, length, groups, h0, opts,
+                                    dstate, pairs):
+    """Output, last state and every saved state (what the backward restarts from), with one
+    state an iteration and with two (`PAIRS`)."""
+    assert _applies(monkeypatch, length, dstate=dstate)
+    on = json.dumps({"gluon_fwd": 4, "gluon_fwd_pairs": pairs})
+    gluon = _forward(monkeypatch, on, batch, dim, length, groups, h0, opts=opts,
+                     dstate=dstate)
     triton_ = _forward(monkeypatch, '{"gluon_fwd": 0}', batch, dim, length, groups, h0,
-                       opts=opts)
+                       opts=opts, dstate=dstate)
     for name, x, y in zip(("out", "last", "states"), gluon, triton_):
         assert x.shape == y.shape, name
         err = ((x.double() - y.double()).norm() / y.double().norm()).item()
