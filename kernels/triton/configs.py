@@ -59,6 +59,7 @@ class ScanConfig:
                             # it applies (0: the Triton kernel everywhere)
     gluon_bwd_stage: bool = False   # the Gluon backward's B and C rows staged in shared
                                     # memory a chunk ahead (`scan_bwd_gluon.STAGE`)
+    gluon_bwd_da_once: bool = False  # ... dA summed across the lanes once per program
     gluon_fwd_pairs: bool = False   # ... two states an iteration (`scan_fwd_gluon.PAIRS`)
     maxnreg_gluon_fwd: int = 0      # ... its register cap (0: maxnreg)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded

@@ -214,6 +214,7 @@ def scan_bwd_gluon_kernel(
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_DLAST: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_ENTER: gl.constexpr, REVERSE: gl.constexpr,
     CHUNK: gl.constexpr, W: gl.constexpr, N_PAD: gl.constexpr, STAGE: gl.constexpr = False,
+    DA_ONCE: gl.constexpr = False,
 ):
     tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [W, 1], [1, 0])
     # a (W, CHUNK) tile read back from shared memory: each thread holds all W channels of
@@ -228,6 +229,16 @@ def scan_bwd_gluon_kernel(
         sB = gl.allocate_shared_memory(B_ptr.dtype.element_ty, [2, N_PAD, CHUNK], smem)
         sC = gl.allocate_shared_memory(C_ptr.dtype.element_ty, [2, N_PAD, CHUNK], smem)
         flat1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[0])
+    # dA's terms summed over each thread's positions, per state, kept in shared memory for
+    # the whole walk and summed across the lanes once at its end
+    per_lane: gl.constexpr = gl.BlockedLayout([1, 1, CHUNK // 32], [1, 32, 1], [W, 1, 1],
+                                              [2, 1, 0])
+    lane_sum: gl.constexpr = gl.SliceLayout(2, per_lane)              # (W, 32)
+    if DA_ONCE:
+        sdA = gl.allocate_shared_memory(gl.float32, [N_PAD, W, 32],
+                                        smem)
+        for n in range(0, N_PAD):
+            sdA.index(n).store(gl.zeros([W, 32], gl.float32, lane_sum))
 
     pid = gl.program_id(0)
     s = gl.program_id(1)                   # the segment: chunks [c_lo, c_hi], see the docstring
@@ -376,10 +387,16 @@ def scan_bwd_gluon_kernel(
             ghx = gr * (hn - x)
             gB += gr * Bn[None, :]
             gHA += ghx * A[:, None]
-            # dA: the previous state's sum, whose shuffles across the lanes have had this
-            # state's scans to finish in, then this state's
-            gl.atomic_add(dA_ptr + d * N + n - 1, dA_n, mask=dmask & (n > 0), sem="relaxed")
-            dA_n = gl.sum(ghx * dt, axis=1)
+            if DA_ONCE:
+                part = gl.sum(gl.convert_layout(gl.reshape(ghx * dt, [W, 32, CHUNK // 32]),
+                                                per_lane, assert_trivial=True), axis=2)
+                sdA.index(n).store(sdA.index(n).load(lane_sum) + part)
+            else:
+                # dA: the previous state's sum, whose shuffles across the lanes have had this
+                # state's scans to finish in, then this state's
+                gl.atomic_add(dA_ptr + d * N + n - 1, dA_n, mask=dmask & (n > 0),
+                              sem="relaxed")
+                dA_n = gl.sum(ghx * dt, axis=1)
             # dB, dC: the W channels' rows summed in shared memory, then one add per position
             buf_b.store(gr * dtu)
             buf_c.store(hn * dy)
@@ -390,7 +407,8 @@ def scan_bwd_gluon_kernel(
                           sem="relaxed")
             gl.atomic_add(dC_ptr + row, gl.sum(buf_c.load(cols), axis=0), mask=keep,
                           sem="relaxed")
-        gl.atomic_add(dA_ptr + d * N + N - 1, dA_n, mask=dmask, sem="relaxed")
+        if not DA_ONCE:
+            gl.atomic_add(dA_ptr + d * N + N - 1, dA_n, mask=dmask, sem="relaxed")
         dD_c, dbias_c = store_chunk_grads(
             gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D, u_ptr, delta_ptr, bias_ptr,
             z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
@@ -402,6 +420,12 @@ def scan_bwd_gluon_kernel(
             dbias_acc += dbias_c
     if STAGE:
         ac.wait_group(0)
+    if DA_ONCE:
+        gl.thread_barrier()
+        for n in range(0, N):
+            gl.atomic_add(dA_ptr + d * N + n,
+                          gl.convert_layout(gl.sum(sdA.index(n).load(lane_sum), axis=1), chan),
+                          mask=dmask, sem="relaxed")
     if HAS_D:
         gl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
     if HAS_BIAS:

@@ -30,6 +30,7 @@ def _ptx() -> str:
     from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
     consts = dict(HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_D=True, HAS_Z=True,
                   CHUNK=256, W=W, N_PAD=16, STAGE=configs.TUNED.gluon_bwd_stage,
+                  DA_ONCE=configs.TUNED.gluon_bwd_da_once,
                   **{name: 1 for name in UNIT})
     sig = {name: "constexpr" if name in consts else
            ("*bf16" if name in BF16 else "*fp32") if name.endswith("_ptr") else "i32"
@@ -221,17 +222,20 @@ def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0, reverse=
     (2, 512, 1001, 2, True, True),
     (1, 512, 12289, 2, True, True),
 ])
-@pytest.mark.parametrize("stage", [False, True])
+@pytest.mark.parametrize("variant", [{}, {"gluon_bwd_stage": True},
+                                     {"gluon_bwd": 4, "gluon_bwd_stage": True},
+                                     {"gluon_bwd": 4, "gluon_bwd_stage": True,
+                                      "gluon_bwd_da_once": True}])
 def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0, reverse,
-                                     stage):
+                                     variant):
     """Every gradient, with B's and C's rows loaded per state and staged in shared memory
-    (`STAGE`)."""
+    (`STAGE`), at two and four channels per program, dA summed per state or once
+    (`DA_ONCE`)."""
     cfg = configs.scan_config(16, length)
     u = torch.empty(batch, dim, length, device="cuda")
     assert scan._gluon_backward(configs.dataclasses.replace(cfg, chunk=256), u, reverse, False,
                                 scan.bc_row_length(length), dim // groups) == W
-    gluon = _grads(monkeypatch, json.dumps({"gluon_bwd_stage": stage}), batch, dim, length,
-                   groups, h0, reverse)
+    gluon = _grads(monkeypatch, json.dumps(variant), batch, dim, length, groups, h0, reverse)
     triton_ = _grads(monkeypatch, '{"gluon_bwd": 0}', batch, dim, length, groups, h0, reverse)
     names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dinitial_state")
     for name, x, y in zip(names, gluon, triton_):
