@@ -57,9 +57,6 @@ class ScanConfig:
     gluon_fwd: int = 0      # the forward's full pass in Gluon (`scan_fwd_gluon.py`) with
                             # this many channels per program, one warp each, on CUDA where
                             # it applies (0: the Triton kernel everywhere)
-    gluon_bwd_stage: bool = False   # the Gluon backward's B and C rows staged in shared
-                                    # memory a chunk ahead (`scan_bwd_gluon.STAGE`)
-    gluon_bwd_da_once: bool = False  # ... dA summed across the lanes once per program
     gluon_fwd_pairs: bool = False   # ... two states an iteration (`scan_fwd_gluon.PAIRS`)
     maxnreg_gluon_fwd: int = 0      # ... its register cap (0: maxnreg)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
@@ -143,13 +140,22 @@ class ScanConfig:
 # positions) the forward's full pass runs in Gluon (`scan_fwd_gluon.py`): four channels per
 # program sharing the chunk's B and C rows through shared memory, 16 positions a thread;
 # 0.89x the Triton forward's time at 1x128K and 1x1M, 0.86x at 2x16K, 0.98x at 16x8K (d_inner
-# 1024), 1.01x at 8x2K (twenty-eighth session, H200, `bench_scan_ab.py`).
+# 1024), 1.01x at 8x2K (twenty-eighth session, H200, `bench_scan_ab.py`). Two states an
+# iteration in it (`gluon_fwd_pairs`, one scan across the lanes for both), capped at 168
+# registers (still three programs an SM, which its shared memory allows; 20 bytes spilled at
+# 144): 0.950-0.958x its time from 8x2K to 1x128K and at 16x8K (d_inner 1024; twenty-ninth
+# session). Measured in the same run and not kept: the Gluon backward's B and C rows staged
+# in shared memory by cp.async a chunk ahead, 1.15-1.18x its time at two channels per
+# program, 1.09-1.13x at four; at four with dA summed across the lanes once per program
+# (its terms kept per thread in shared memory), 0.996x at 8x2K, 1.006x at 2x16K, 1.058x at
+# 1x128K (`docs/benchmarks/scan.md`).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, from_t0_long=True,
                    maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
-                   gluon_bwd=2, maxnreg_gluon=168, gluon_fwd=4)
+                   gluon_bwd=2, maxnreg_gluon=168, gluon_fwd=4, gluon_fwd_pairs=True,
+                   maxnreg_gluon_fwd=168)
 MAX_DSTATE = 256
 
 

@@ -61,7 +61,6 @@ shuffles, 2 barriers), against 402 for the Triton kernel at one channel per prog
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy as ac
 
 from .common import LOG2E, load_dt, load_tile, sigmoid, store_chunk_grads
 
@@ -179,31 +178,6 @@ def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
 
 
 @gluon.jit
-def _walk_r0(i, c_lo, c_hi, LP, REVERSE: gl.constexpr, CHUNK: gl.constexpr):
-    """Where the i-th chunk of the walk starts in the rows of B and C (flipped rows of LP for
-    a reverse scan, see the module's docstring)."""
-    if REVERSE:
-        return LP - (c_lo + i) * CHUNK - CHUNK
-    else:
-        return (c_hi - i) * CHUNK
-
-
-@gluon.jit
-def _stage_rows(sB, sC, B_base, C_base, sB_n, sC_n, r0, N, N_PAD: gl.constexpr,
-                CHUNK: gl.constexpr, W: gl.constexpr):
-    """cp.async of B's and C's rows [r0, r0 + CHUNK), all N of them, into sB and sC
-    (N_PAD, CHUNK), 8 positions a copy, spread over the program's threads; one commit
-    group."""
-    stage: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [W, 1], [1, 0])
-    nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(1, stage))[:, None]
-    kk = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, stage))[None, :] + r0
-    m = (nn < N) & (kk >= 0)          # rows past dstate skipped (the second test broadcasts)
-    ac.async_copy_global_to_shared(sB, B_base + nn * sB_n + kk, mask=m)
-    ac.async_copy_global_to_shared(sC, C_base + nn * sC_n + kk, mask=m)
-    ac.commit_group()
-
-
-@gluon.jit
 def scan_bwd_gluon_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     states_ptr, adj_ptr, ends_ptr, dout_ptr, dlast_ptr,
@@ -213,8 +187,7 @@ def scan_bwd_gluon_kernel(
     sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_DLAST: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_ENTER: gl.constexpr, REVERSE: gl.constexpr,
-    CHUNK: gl.constexpr, W: gl.constexpr, N_PAD: gl.constexpr, STAGE: gl.constexpr = False,
-    DA_ONCE: gl.constexpr = False,
+    CHUNK: gl.constexpr, W: gl.constexpr, N_PAD: gl.constexpr,
 ):
     tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [W, 1], [1, 0])
     # a (W, CHUNK) tile read back from shared memory: each thread holds all W channels of
@@ -225,20 +198,6 @@ def scan_bwd_gluon_kernel(
     smem: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
     buf_b = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
     buf_c = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
-    if STAGE:   # B and C rows of the walk's chunks, copied in a chunk ahead (two slots)
-        sB = gl.allocate_shared_memory(B_ptr.dtype.element_ty, [2, N_PAD, CHUNK], smem)
-        sC = gl.allocate_shared_memory(C_ptr.dtype.element_ty, [2, N_PAD, CHUNK], smem)
-        flat1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[0])
-    # dA's terms summed over each thread's positions, per state, kept in shared memory for
-    # the whole walk and summed across the lanes once at its end
-    per_lane: gl.constexpr = gl.BlockedLayout([1, 1, CHUNK // 32], [1, 32, 1], [W, 1, 1],
-                                              [2, 1, 0])
-    lane_sum: gl.constexpr = gl.SliceLayout(2, per_lane)              # (W, 32)
-    if DA_ONCE:
-        sdA = gl.allocate_shared_memory(gl.float32, [N_PAD, W, 32],
-                                        smem)
-        for n in range(0, N_PAD):
-            sdA.index(n).store(gl.zeros([W, 32], gl.float32, lane_sum))
 
     pid = gl.program_id(0)
     s = gl.program_id(1)                   # the segment: chunks [c_lo, c_hi], see the docstring
@@ -285,11 +244,6 @@ def scan_bwd_gluon_kernel(
     if HAS_BIAS:
         dbias_acc = gl.zeros([W], gl.float32, chan)
 
-    B_base = B_ptr + b * sB_b + g * sB_g
-    C_base = C_ptr + b * sC_b + g * sC_g
-    if STAGE:
-        _stage_rows(sB.index(0), sC.index(0), B_base, C_base, sB_n, sC_n,
-                    _walk_r0(0, c_lo, c_hi, LP, REVERSE, CHUNK), N, N_PAD, CHUNK, W)
     for i in range(0, c_hi - c_lo + 1):
         if REVERSE:
             # the chunk mirrored: logical position k is t0 + CHUNK - 1 - k, so that k runs in
@@ -332,32 +286,15 @@ def scan_bwd_gluon_kernel(
         else:   # what reaches the segment's start (the carry pass read its row already)
             edge = ends_ptr + ((b * S + s) * D + d) * N
         h_enter = states_ptr + ((b * NC + c) * D + d) * N
-        gl.thread_barrier()  # the previous chunk's stores of `here` are visible (and every
-        #                      warp is done with its rows' slot, refilled next)
-        if STAGE:
-            slot = i % 2
-            if i < c_hi - c_lo:
-                _stage_rows(sB.index(1 - slot), sC.index(1 - slot), B_base, C_base, sB_n,
-                            sC_n, _walk_r0(i + 1, c_lo, c_hi, LP, REVERSE, CHUNK), N, N_PAD,
-                            CHUNK, W)
-            else:
-                ac.commit_group()   # an empty group, so that one wait serves every chunk
-            ac.wait_group(1)        # this thread's copies of chunk i have landed ...
-            gl.thread_barrier()     # ... and every thread's
-            B_rows = sB.index(slot)._reinterpret(B_ptr.dtype.element_ty, [N_PAD, CHUNK], flat1)
-            C_rows = sC.index(slot)._reinterpret(C_ptr.dtype.element_ty, [N_PAD, CHUNK], flat1)
-            B_nx = B_rows.index(0).load(gl.SliceLayout(0, tile))
-            C_nx = C_rows.index(0).load(gl.SliceLayout(0, tile))
-        else:
-            # state n + 1's loads are issued in state n's iteration, their latency behind its
-            # scans
-            B_row = B_base + rk * sB_l
-            C_row = C_base + rk * sC_l
-            B_nx = gl.load(B_row)
-            C_nx = gl.load(C_row)
+        gl.thread_barrier()  # the previous chunk's stores of `here` are visible
+        # state n + 1's loads are issued in state n's iteration, their latency behind its scans
+        B_row = B_ptr + b * sB_b + g * sB_g + rk * sB_l
+        C_row = C_ptr + b * sC_b + g * sC_g + rk * sC_l
         g_nx = gl.load(here, mask=dmask, other=0.0)
         A_nx = gl.load(A_ptr + d * N, mask=dmask, other=0.0)
         h_nx = gl.load(h_enter, mask=dmask, other=0.0)
+        B_nx = gl.load(B_row)
+        C_nx = gl.load(C_row)
         dA_n = gl.zeros([W], gl.float32, chan)
         for n in range(0, N):
             g_in, A, h_in = g_nx, A_nx, h_nx
@@ -367,12 +304,8 @@ def scan_bwd_gluon_kernel(
             g_nx = gl.load(here + nx, mask=dmask, other=0.0)
             A_nx = gl.load(A_ptr + d * N + nx, mask=dmask, other=0.0)
             h_nx = gl.load(h_enter + nx, mask=dmask, other=0.0)
-            if STAGE:
-                B_nx = B_rows.index(nx).load(gl.SliceLayout(0, tile))
-                C_nx = C_rows.index(nx).load(gl.SliceLayout(0, tile))
-            else:
-                B_nx = gl.load(B_row + nx * sB_n)
-                C_nx = gl.load(C_row + nx * sC_n)
+            B_nx = gl.load(B_row + nx * sB_n)
+            C_nx = gl.load(C_row + nx * sC_n)
             a = gl.exp2(dt * (A * LOG2E)[:, None])
             x = dtu * Bn[None, :]
             x_in = gl.where((k == 0)[None, :], x + a * h_in[:, None], x)
@@ -387,16 +320,10 @@ def scan_bwd_gluon_kernel(
             ghx = gr * (hn - x)
             gB += gr * Bn[None, :]
             gHA += ghx * A[:, None]
-            if DA_ONCE:
-                part = gl.sum(gl.convert_layout(gl.reshape(ghx * dt, [W, 32, CHUNK // 32]),
-                                                per_lane, assert_trivial=True), axis=2)
-                sdA.index(n).store(sdA.index(n).load(lane_sum) + part)
-            else:
-                # dA: the previous state's sum, whose shuffles across the lanes have had this
-                # state's scans to finish in, then this state's
-                gl.atomic_add(dA_ptr + d * N + n - 1, dA_n, mask=dmask & (n > 0),
-                              sem="relaxed")
-                dA_n = gl.sum(ghx * dt, axis=1)
+            # dA: the previous state's sum, whose shuffles across the lanes have had this
+            # state's scans to finish in, then this state's
+            gl.atomic_add(dA_ptr + d * N + n - 1, dA_n, mask=dmask & (n > 0), sem="relaxed")
+            dA_n = gl.sum(ghx * dt, axis=1)
             # dB, dC: the W channels' rows summed in shared memory, then one add per position
             buf_b.store(gr * dtu)
             buf_c.store(hn * dy)
@@ -407,8 +334,7 @@ def scan_bwd_gluon_kernel(
                           sem="relaxed")
             gl.atomic_add(dC_ptr + row, gl.sum(buf_c.load(cols), axis=0), mask=keep,
                           sem="relaxed")
-        if not DA_ONCE:
-            gl.atomic_add(dA_ptr + d * N + N - 1, dA_n, mask=dmask, sem="relaxed")
+        gl.atomic_add(dA_ptr + d * N + N - 1, dA_n, mask=dmask, sem="relaxed")
         dD_c, dbias_c = store_chunk_grads(
             gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D, u_ptr, delta_ptr, bias_ptr,
             z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l,
@@ -418,14 +344,6 @@ def scan_bwd_gluon_kernel(
             dD_acc += dD_c
         if HAS_BIAS:
             dbias_acc += dbias_c
-    if STAGE:
-        ac.wait_group(0)
-    if DA_ONCE:
-        gl.thread_barrier()
-        for n in range(0, N):
-            gl.atomic_add(dA_ptr + d * N + n,
-                          gl.convert_layout(gl.sum(sdA.index(n).load(lane_sum), axis=1), chan),
-                          mask=dmask, sem="relaxed")
     if HAS_D:
         gl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
     if HAS_BIAS:

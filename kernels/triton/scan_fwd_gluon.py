@@ -21,6 +21,18 @@ from global memory a state ahead): 0.97-1.02x with 14-18% fewer instructions tha
 Triton forward, 1.16-1.23x at d_inner 1024; the rows read from shared memory a state ahead
 instead of at their use: 1.004-1.013x (`docs/benchmarks/scan.md`).
 
+Two states an iteration (PAIRS, the default; twenty-ninth session): the loop over states
+takes states n and n + 1 together, and one scan across the lanes shuffles both pairs of
+totals (`_scan16x2`, 5 steps of 4 shuffles that do not wait on each other), so one state's
+chain of shuffles runs beside the other's exponentials. 377 sm_90a SASS instructions a pair
+against 198 a state, 168 registers (3 programs an SM still: shared memory holds three), no
+spill in the loop (8 bytes a chunk outside it; at 144 the pairs spill 20). Against one state
+an iteration, same process, interleaved rounds: 0.950x at 1x128K (2.27 against 2.39 ms),
+0.954x at 2x16K, 0.958x at 8x2K, 0.953x at 16x8K (d_inner 1024). The same two states
+written as two calls in a row (`_state` twice, two scans) compile to 377 instructions too,
+but ptxas runs the second state's shuffles after the first's (SASS), so the fused scan it
+is. An odd dstate's last state runs alone after the pairs.
+
 Scope: scan order, no cu_seqlens, one segment, chunks of 512 and a saved state every 256, B
 and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`), channels per group a
 multiple of W, dstate up to 16, on GPUs with cp.async and room for two programs' rows in an

@@ -2,7 +2,6 @@
 (its loop's shape), and on CUDA against the Triton backward it stands in for."""
 from __future__ import annotations
 
-import json
 import re
 import types
 
@@ -29,9 +28,7 @@ def _ptx() -> str:
     16; the tuned channels per program and register cap."""
     from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
     consts = dict(HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_D=True, HAS_Z=True,
-                  CHUNK=256, W=W, N_PAD=16, STAGE=configs.TUNED.gluon_bwd_stage,
-                  DA_ONCE=configs.TUNED.gluon_bwd_da_once,
-                  **{name: 1 for name in UNIT})
+                  CHUNK=256, W=W, N_PAD=16, **{name: 1 for name in UNIT})
     sig = {name: "constexpr" if name in consts else
            ("*bf16" if name in BF16 else "*fp32") if name.endswith("_ptr") else "i32"
            for name in fn.arg_names}
@@ -222,20 +219,12 @@ def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0, reverse=
     (2, 512, 1001, 2, True, True),
     (1, 512, 12289, 2, True, True),
 ])
-@pytest.mark.parametrize("variant", [{}, {"gluon_bwd_stage": True},
-                                     {"gluon_bwd": 4, "gluon_bwd_stage": True},
-                                     {"gluon_bwd": 4, "gluon_bwd_stage": True,
-                                      "gluon_bwd_da_once": True}])
-def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0, reverse,
-                                     variant):
-    """Every gradient, with B's and C's rows loaded per state and staged in shared memory
-    (`STAGE`), at two and four channels per program, dA summed per state or once
-    (`DA_ONCE`)."""
+def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0, reverse):
     cfg = configs.scan_config(16, length)
     u = torch.empty(batch, dim, length, device="cuda")
     assert scan._gluon_backward(configs.dataclasses.replace(cfg, chunk=256), u, reverse, False,
                                 scan.bc_row_length(length), dim // groups) == W
-    gluon = _grads(monkeypatch, json.dumps(variant), batch, dim, length, groups, h0, reverse)
+    gluon = _grads(monkeypatch, "", batch, dim, length, groups, h0, reverse)
     triton_ = _grads(monkeypatch, '{"gluon_bwd": 0}', batch, dim, length, groups, h0, reverse)
     names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dinitial_state")
     for name, x, y in zip(names, gluon, triton_):
