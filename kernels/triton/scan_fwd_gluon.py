@@ -30,8 +30,9 @@ spill in the loop (8 bytes a chunk outside it; at 144 the pairs spill 20). Again
 an iteration, same process, interleaved rounds: 0.950x at 1x128K (2.27 against 2.39 ms),
 0.954x at 2x16K, 0.958x at 8x2K, 0.953x at 16x8K (d_inner 1024). The same two states
 written as two calls in a row (`_state` twice, two scans) compile to 377 instructions too,
-but ptxas runs the second state's shuffles after the first's (SASS), so the fused scan it
-is. An odd dstate's last state runs alone after the pairs.
+but ptxas runs the second state's shuffles after the first's (SASS at the cap of 144), so
+the fused scan it is; that version was not timed. An odd dstate's last state runs alone
+after the pairs.
 
 Scope: scan order, no cu_seqlens, one segment, chunks of 512 and a saved state every 256, B
 and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`), channels per group a
@@ -323,8 +324,8 @@ def scan_fwd_gluon_kernel(
         Bs = sB.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
         Cs = sC.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
         if PAIRS:
-            # two states an iteration: their chains are independent until y, so the
-            # scheduler interleaves them; the pair's entering states loaded a pair ahead
+            # two states an iteration, one scan across the lanes for both (`_states2`);
+            # the pair's entering states loaded a pair ahead
             h_nx = gl.load(here)
             h_nx1 = gl.load(here + 1)
             for n in range(0, N // 2 * 2, 2):
