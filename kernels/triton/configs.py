@@ -52,6 +52,8 @@ class ScanConfig:
     gluon_bwd: int = 0      # the backward in Gluon (`scan_bwd_gluon.py`) with this many
                             # channels per program, one warp each, on CUDA where it applies
                             # (0: the Triton kernel everywhere)
+    gluon_bwd_two_pass: bool = False    # ... each thread's chains run twice (`scan_bwd_gluon.
+                                        # _scans_2p`) where it gets the cap maxnreg_gluon
     maxnreg_gluon: int = 0  # its register cap where the grid takes no more waves at it
                             # than at maxnreg_bwd_one (0: maxnreg_bwd_one everywhere)
     gluon_fwd: int = 0      # the forward's full pass in Gluon (`scan_fwd_gluon.py`) with
@@ -149,13 +151,18 @@ class ScanConfig:
 # program, 1.09-1.13x at four; at four with dA summed across the lanes once per program
 # (its terms kept per thread in shared memory), 0.996x at 8x2K, 1.006x at 2x16K, 1.058x at
 # 1x128K (`docs/benchmarks/scan.md`).
+# The Gluon backward's chains in two passes where it gets the cap of 168 (`gluon_bwd_two_pass`,
+# `scan_bwd_gluon._scans_2p`: each thread's total decay from one exp2 of its summed dt):
+# 0.98x its time at 2x16K and 1x128K, in order and reversed (thirtieth session); under 128
+# (8x2K) it spills more and took 1.12x. The forward's two runs of 8 in two passes the same
+# way (359 instructions a pair against 377) took 1.035x its time, and was not kept.
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, from_t0_long=True,
                    maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
-                   gluon_bwd=2, maxnreg_gluon=168, gluon_fwd=4, gluon_fwd_pairs=True,
-                   maxnreg_gluon_fwd=168)
+                   gluon_bwd=2, maxnreg_gluon=168, gluon_bwd_two_pass=True, gluon_fwd=4,
+                   gluon_fwd_pairs=True, maxnreg_gluon_fwd=168)
 MAX_DSTATE = 256
 
 

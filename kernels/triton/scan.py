@@ -393,7 +393,8 @@ def scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_stat
                 *dout.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
                 HAS_DLAST=dlast is not None, HAS_D=D is not None, HAS_Z=z is not None,
                 HAS_ENTER=nseg > 1, REVERSE=reverse, CHUNK=cfg.chunk, W=w,
-                N_PAD=n_pad(dstate), num_warps=w, **_maxnreg(cap))
+                N_PAD=n_pad(dstate), num_warps=w, **_maxnreg(cap),
+                TWO_PASS=cfg.gluon_bwd_two_pass and cap == cfg.maxnreg_gluon)
             if reverse:   # positions [0, length) are the flipped rows' last `length`
                 dB, dC = (x[..., rows - length:].flip(-1) for x in (dB, dC))
         if h0 is not None and seq is None:

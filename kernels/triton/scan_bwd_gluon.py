@@ -57,7 +57,8 @@ once per program instead of once per state, and the row adds unmasked (299 instr
 branch), 0.98-1.12x: the tail it cut had hidden the next state's B/C row loads (ncu,
 twenty-second session, `docs/benchmarks/scan.md`).
 The loop over states: 325 instructions per state (sm_90a SASS, W=2, 168 registers; 28
-shuffles, 2 barriers), against 402 for the Triton kernel at one channel per program.
+shuffles, 2 barriers), against 402 for the Triton kernel at one channel per program; 314
+with the two passes of `_scans_2p` (the default under the cap of 168: 0.98x the time).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -178,6 +179,80 @@ def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
 
 
 @gluon.jit
+def _scans_2p(beta, f, x, g_end, T, W: gl.constexpr, CHUNK: gl.constexpr):
+    """`_scans` in two passes (TWO_PASS, the default where the cap is 168). T (W, CHUNK // 8)
+    is each thread's total decay over its 8 positions, one exp2 of A log2(e) times their
+    summed dt (`_group_sums`, once per chunk), where `_scans` multiplies the decays out
+    position by position (p and r, 14 multiplications). The first pass chains the adjoint
+    from the group's end and the states from zero only as far as the scan across the lanes
+    needs (q0, s7); the second chains both again from what enters the group, as `_scans`
+    completes them from the products. 314 sm_90a instructions per state in the loop against
+    325 (H200, thirtieth session: 0.983x the backward's time at 1x128K, 0.982x
+    at 2x16K, 0.977x and 0.988x on reverse scans there). Under the cap of 128 (8x2K) it
+    spills 164 bytes against 112 and took 1.12x the time, so it is not launched there; the
+    second pass split in halves (each from its own start, the products for it formed
+    early: 321 instructions) took 1.01x this one's."""
+    G: gl.constexpr = CHUNK // 8
+    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
+    b0, b1, b2, b3, b4, b5, b6, b7 = _positions8(beta, W, G)
+    f0, f1, f2, f3, f4, f5, f6, f7 = _positions8(f, W, G)
+    x0, x1, x2, x3, x4, x5, x6, x7 = _positions8(x, W, G)
+    q = b6 + f7 * b7
+    s = f1 * x0 + x1
+    q = b5 + f6 * q
+    s = f2 * s + x2
+    q = b4 + f5 * q
+    s = f3 * s + x3
+    q = b3 + f4 * q
+    s = f4 * s + x4
+    q = b2 + f3 * q
+    s = f5 * s + x5
+    q = b1 + f2 * q
+    s = f6 * s + x6
+    q = b0 + f1 * q
+    s = f7 * s + x7
+    kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([W, G], gl.int32,
+                                                                                lanes)
+    rev = G - 1 - kk
+    Tl = gl.convert_layout(T, lanes, assert_trivial=True)
+    m = gl.gather(Tl, rev, 1)
+    y = gl.gather(gl.convert_layout(f0 * q, lanes, assert_trivial=True), rev, 1)
+    _r, hs, mi, yi = gl.associative_scan(
+        (Tl, gl.convert_layout(s, lanes, assert_trivial=True), m, y), 1, _two_pairs)
+    ge = gl.convert_layout(g_end, gl.SliceLayout(1, lanes), assert_trivial=True)[:, None]
+    out = yi + mi * ge
+    e = gl.where(kk == G - 1, ge + 0.0 * out, gl.gather(out, gl.maximum(rev - 1, 0), 1))
+    e = gl.convert_layout(e, f0.type.layout, assert_trivial=True)
+    hk = gl.where(kk == 0, 0.0, gl.gather(hs, gl.maximum(kk - 1, 0), 1))
+    hk = gl.convert_layout(hk, f0.type.layout, assert_trivial=True)
+    g7 = b7 + e
+    h0 = f0 * hk + x0
+    g6 = b6 + f7 * g7
+    h1 = f1 * h0 + x1
+    g5 = b5 + f6 * g6
+    h2 = f2 * h1 + x2
+    g4 = b4 + f5 * g5
+    h3 = f3 * h2 + x3
+    g3 = b3 + f4 * g4
+    h4 = f4 * h3 + x4
+    g2 = b2 + f3 * g3
+    h5 = f5 * h4 + x5
+    g1 = b1 + f2 * g2
+    h6 = f6 * h5 + x6
+    g0 = b0 + f1 * g1
+    h7 = f7 * h6 + x7
+    return (gl.reshape(_pack8(g0, g1, g2, g3, g4, g5, g6, g7), [W, CHUNK]),
+            gl.reshape(_pack8(h0, h1, h2, h3, h4, h5, h6, h7), [W, CHUNK]))
+
+
+@gluon.jit
+def _group_sums(dt, W: gl.constexpr, CHUNK: gl.constexpr):
+    """dt summed over each thread's 8 positions, (W, CHUNK // 8)."""
+    d0, d1, d2, d3, d4, d5, d6, d7 = _positions8(dt, W, CHUNK // 8)
+    return ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+
+
+@gluon.jit
 def scan_bwd_gluon_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     states_ptr, adj_ptr, ends_ptr, dout_ptr, dlast_ptr,
@@ -188,6 +263,7 @@ def scan_bwd_gluon_kernel(
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_DLAST: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_ENTER: gl.constexpr, REVERSE: gl.constexpr,
     CHUNK: gl.constexpr, W: gl.constexpr, N_PAD: gl.constexpr,
+    TWO_PASS: gl.constexpr = False,
 ):
     tile: gl.constexpr = gl.BlockedLayout([1, CHUNK // 32], [1, 32], [W, 1], [1, 0])
     # a (W, CHUNK) tile read back from shared memory: each thread holds all W channels of
@@ -273,6 +349,7 @@ def scan_bwd_gluon_kernel(
             zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
             dy = dy * zt * sigmoid(zt)
         dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
+        dsum = _group_sums(dt, W, CHUNK)                 # (for TWO_PASS)
         gB = gl.zeros([W, CHUNK], gl.float32, tile)      # sum over n of g B
         gHA = gl.zeros([W, CHUNK], gl.float32, tile)     # ... of g a h_prev A
         y = gl.zeros([W, CHUNK], gl.float32, tile)
@@ -309,7 +386,12 @@ def scan_bwd_gluon_kernel(
             a = gl.exp2(dt * (A * LOG2E)[:, None])
             x = dtu * Bn[None, :]
             x_in = gl.where((k == 0)[None, :], x + a * h_in[:, None], x)
-            gr, hn = _scans(dy * Cn[None, :], a, x_in, g_in, W, CHUNK)
+            if TWO_PASS:
+                A2 = gl.convert_layout(A * LOG2E, gl.SliceLayout(1, dsum.type.layout))
+                gr, hn = _scans_2p(dy * Cn[None, :], a, x_in, g_in, gl.exp2(A2[:, None] * dsum),
+                                   W, CHUNK)
+            else:
+                gr, hn = _scans(dy * Cn[None, :], a, x_in, g_in, W, CHUNK)
             gr = gl.convert_layout(gr, tile)
             hn = gl.convert_layout(hn, tile)
             # what reaches the chunk's entering state, stored by the thread that holds it

@@ -25,10 +25,11 @@ W = configs.TUNED.gluon_bwd   # channels per program, one warp each
 def _ptx() -> str:
     """The kernel as `bench_scan.py`'s workload launches it at 1x128K: bf16, z, D,
     delta_bias, softplus; unit strides along the length, pointers and sizes multiples of
-    16; the tuned channels per program and register cap."""
+    16; the tuned channels per program, register cap and two passes."""
     from bytessm.kernels.triton.scan_bwd_gluon import scan_bwd_gluon_kernel as fn
     consts = dict(HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_D=True, HAS_Z=True,
-                  CHUNK=256, W=W, N_PAD=16, **{name: 1 for name in UNIT})
+                  CHUNK=256, W=W, N_PAD=16, TWO_PASS=configs.TUNED.gluon_bwd_two_pass,
+                  **{name: 1 for name in UNIT})
     sig = {name: "constexpr" if name in consts else
            ("*bf16" if name in BF16 else "*fp32") if name.endswith("_ptr") else "i32"
            for name in fn.arg_names}
@@ -157,6 +158,9 @@ def test_reverse_scans_take_it_only_under_the_higher_cap(monkeypatch, reverse, b
         (_grid, _args, flags), = gluon
         assert not triton_ and flags["REVERSE"] == reverse
         assert flags["maxnreg"] == gluon_cap
+        # the two passes where the cap is the higher one (under 128 they spill 164 bytes at
+        # 8x2K against 112, and took 1.12x the time)
+        assert flags["TWO_PASS"] == (gluon_cap == 168)
 
 
 def test_register_cap_only_where_it_costs_no_wave():
@@ -219,12 +223,15 @@ def _grads(monkeypatch, overrides: str, batch, dim, length, groups, h0, reverse=
     (2, 512, 1001, 2, True, True),
     (1, 512, 12289, 2, True, True),
 ])
-def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0, reverse):
+@pytest.mark.parametrize("two_pass", [False, True])
+def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0, reverse,
+                                     two_pass):
     cfg = configs.scan_config(16, length)
     u = torch.empty(batch, dim, length, device="cuda")
     assert scan._gluon_backward(configs.dataclasses.replace(cfg, chunk=256), u, reverse, False,
                                 scan.bc_row_length(length), dim // groups) == W
-    gluon = _grads(monkeypatch, "", batch, dim, length, groups, h0, reverse)
+    gluon = _grads(monkeypatch, f'{{"gluon_bwd_two_pass": {str(two_pass).lower()}}}', batch,
+                   dim, length, groups, h0, reverse)
     triton_ = _grads(monkeypatch, '{"gluon_bwd": 0}', batch, dim, length, groups, h0, reverse)
     names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dinitial_state")
     for name, x, y in zip(names, gluon, triton_):
