@@ -108,6 +108,36 @@ def _two_pairs(a1, x1, m1, y1, a2, x2, m2, y2):
 
 
 @gluon.jit
+def _across_lanes(r, s, m, y, g_end, W: gl.constexpr, G: gl.constexpr):
+    """The scan across the lanes of both recurrences' group totals, (W, G) each, a group a
+    thread: the states' decay over the group (r) and its state from zero (s); the adjoint's
+    decay (m) and value (y) at the group's first position from inside it, so that what
+    leaves group k through its first position is out_k = y_k + m_k out_{k+1}, with out
+    after the last group g_end. Returns, in r's layout, what enters each group from its end
+    (the adjoint, e) and from its start (the state, hk)."""
+    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
+    # the adjoint's totals scanned in reverse group order, put there by a gather (a shuffle
+    # a value) rather than Triton's reverse scan across lanes, which moves every value to
+    # the mirrored lane and back; the scan wants a blocked layout, not t3's slice
+    kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([W, G], gl.int32,
+                                                                                lanes)
+    rev = G - 1 - kk
+    m = gl.gather(gl.convert_layout(m, lanes, assert_trivial=True), rev, 1)
+    y = gl.gather(gl.convert_layout(y, lanes, assert_trivial=True), rev, 1)
+    _r, hs, mi, yi = gl.associative_scan(
+        (gl.convert_layout(r, lanes, assert_trivial=True),
+         gl.convert_layout(s, lanes, assert_trivial=True), m, y), 1, _two_pairs)
+    ge = gl.convert_layout(g_end, gl.SliceLayout(1, lanes), assert_trivial=True)[:, None]
+    out = yi + mi * ge                   # what leaves group G - 1 - j, at j
+    # what enters group k from its end: what leaves group k + 1 (at j = G - 2 - k), g_end
+    # for the last group; from its start: the state at group k - 1's end, zero for the first
+    e = gl.where(kk == G - 1, ge + 0.0 * out, gl.gather(out, gl.maximum(rev - 1, 0), 1))
+    hk = gl.where(kk == 0, 0.0, gl.gather(hs, gl.maximum(kk - 1, 0), 1))
+    return (gl.convert_layout(e, r.type.layout, assert_trivial=True),
+            gl.convert_layout(hk, r.type.layout, assert_trivial=True))
+
+
+@gluon.jit
 def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
     """One state index over the chunk, both ways: the adjoint g_t = beta_t + f_{t+1} g_{t+1}
     (`reverse_adjoint_scan` of common.py), g_end arriving at the chunk's end, and the states
@@ -116,7 +146,6 @@ def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
     recurrences go through one scan across the lanes: its steps shuffle four values that
     do not wait on each other, where two scans in a row wait twice as many steps."""
     G: gl.constexpr = CHUNK // 8
-    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
     b0, b1, b2, b3, b4, b5, b6, b7 = _positions8(beta, W, G)
     f0, f1, f2, f3, f4, f5, f6, f7 = _positions8(f, W, G)
     x0, x1, x2, x3, x4, x5, x6, x7 = _positions8(x, W, G)
@@ -151,26 +180,7 @@ def _scans(beta, f, x, g_end, W: gl.constexpr, CHUNK: gl.constexpr):
     r5 = r4 * f5
     r6 = r5 * f6
     r7 = r6 * f7
-    # what leaves group k through its first position: out_k = f0 (q0 + p0 out_{k+1}), with
-    # out after the last group g_end. Scanned in reverse group order, put there by a gather
-    # (a shuffle a value) rather than Triton's reverse scan across lanes, which moves every
-    # value to the mirrored lane and back; the scan wants a blocked layout, not t3's slice
-    kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([W, G], gl.int32,
-                                                                                lanes)
-    rev = G - 1 - kk
-    m = gl.gather(gl.convert_layout(f0 * p0, lanes, assert_trivial=True), rev, 1)
-    y = gl.gather(gl.convert_layout(f0 * q0, lanes, assert_trivial=True), rev, 1)
-    _r, hs, mi, yi = gl.associative_scan(
-        (gl.convert_layout(r7, lanes, assert_trivial=True),
-         gl.convert_layout(s7, lanes, assert_trivial=True), m, y), 1, _two_pairs)
-    ge = gl.convert_layout(g_end, gl.SliceLayout(1, lanes), assert_trivial=True)[:, None]
-    out = yi + mi * ge                   # what leaves group G - 1 - j, at j
-    # what enters group k from its end: what leaves group k + 1 (at j = G - 2 - k), g_end
-    # for the last group; from its start: the state at group k - 1's end, zero for the first
-    e = gl.where(kk == G - 1, ge + 0.0 * out, gl.gather(out, gl.maximum(rev - 1, 0), 1))
-    e = gl.convert_layout(e, p0.type.layout, assert_trivial=True)
-    hk = gl.where(kk == 0, 0.0, gl.gather(hs, gl.maximum(kk - 1, 0), 1))
-    hk = gl.convert_layout(hk, p0.type.layout, assert_trivial=True)
+    e, hk = _across_lanes(r7, s7, f0 * p0, f0 * q0, g_end, W, G)
     g3 = _pack8(q0 + p0 * e, q1 + p1 * e, q2 + p2 * e, q3 + p3 * e, q4 + p4 * e, q5 + p5 * e,
                 q6 + p6 * e, q7 + e)
     h3 = _pack8(x0 + f0 * hk, s1 + r1 * hk, s2 + r2 * hk, s3 + r3 * hk, s4 + r4 * hk,
@@ -193,7 +203,6 @@ def _scans_2p(beta, f, x, g_end, T, W: gl.constexpr, CHUNK: gl.constexpr):
     second pass split in halves (each from its own start, the products for it formed
     early: 321 instructions) took 1.01x this one's."""
     G: gl.constexpr = CHUNK // 8
-    lanes: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])
     b0, b1, b2, b3, b4, b5, b6, b7 = _positions8(beta, W, G)
     f0, f1, f2, f3, f4, f5, f6, f7 = _positions8(f, W, G)
     x0, x1, x2, x3, x4, x5, x6, x7 = _positions8(x, W, G)
@@ -211,20 +220,7 @@ def _scans_2p(beta, f, x, g_end, T, W: gl.constexpr, CHUNK: gl.constexpr):
     s = f6 * s + x6
     q = b0 + f1 * q
     s = f7 * s + x7
-    kk = gl.arange(0, G, layout=gl.SliceLayout(0, lanes))[None, :] + gl.zeros([W, G], gl.int32,
-                                                                                lanes)
-    rev = G - 1 - kk
-    Tl = gl.convert_layout(T, lanes, assert_trivial=True)
-    m = gl.gather(Tl, rev, 1)
-    y = gl.gather(gl.convert_layout(f0 * q, lanes, assert_trivial=True), rev, 1)
-    _r, hs, mi, yi = gl.associative_scan(
-        (Tl, gl.convert_layout(s, lanes, assert_trivial=True), m, y), 1, _two_pairs)
-    ge = gl.convert_layout(g_end, gl.SliceLayout(1, lanes), assert_trivial=True)[:, None]
-    out = yi + mi * ge
-    e = gl.where(kk == G - 1, ge + 0.0 * out, gl.gather(out, gl.maximum(rev - 1, 0), 1))
-    e = gl.convert_layout(e, f0.type.layout, assert_trivial=True)
-    hk = gl.where(kk == 0, 0.0, gl.gather(hs, gl.maximum(kk - 1, 0), 1))
-    hk = gl.convert_layout(hk, f0.type.layout, assert_trivial=True)
+    e, hk = _across_lanes(T, s, T, f0 * q, g_end, W, G)
     g7 = b7 + e
     h0 = f0 * hk + x0
     g6 = b6 + f7 * g7
@@ -349,7 +345,8 @@ def scan_bwd_gluon_kernel(
             zt = load_tile(z_ptr, b, d, t, m, sz_b, sz_d, sz_l)
             dy = dy * zt * sigmoid(zt)
         dtu = dt * load_tile(u_ptr, b, d, t, m, su_b, su_d, su_l)
-        dsum = _group_sums(dt, W, CHUNK)                 # (for TWO_PASS)
+        if TWO_PASS:
+            dsum = _group_sums(dt, W, CHUNK)
         gB = gl.zeros([W, CHUNK], gl.float32, tile)      # sum over n of g B
         gHA = gl.zeros([W, CHUNK], gl.float32, tile)     # ... of g a h_prev A
         y = gl.zeros([W, CHUNK], gl.float32, tile)
