@@ -3,11 +3,14 @@
     python scripts/profile_kernels.py vim --resolution 224 --batch 126 [--train]
     python scripts/profile_kernels.py decode --batch 1
     python scripts/profile_kernels.py genomics --model caduceus-ps-6x256-ckpt --log2 20
+    python scripts/profile_kernels.py scan --log2 17 --batch 1 [--train]
 
 `vim` profiles Vim-Ti (bench_vision's model) at a resolution; `genomics` one training step
 of a bench_genomics model at 2^log2 bases (--batch rows, bf16 autocast); `decode` one eager
 decode step of bench_generate's 354M Mamba (bf16 weights), whose CUDA-graph replay costs
-about the sum of its kernels plus a launch gap per kernel. Prints the step's kernel count,
+about the sum of its kernels plus a launch gap per kernel; `scan` one call of bench_scan's
+scan (D=1536, N=16, bf16) at batch x 2^log2, forward alone or (--train) forward+backward,
+every launch the call makes beside the kernels themselves. Prints the step's kernel count,
 the sum of kernel times, the step's time unprofiled, and the top kernels (torch.profiler,
 averaged over --steps steps).
 """
@@ -76,12 +79,32 @@ def decode_step(a):
     return lambda: dec.run(check_every=10**9, max_steps=1)
 
 
+def scan_step(a):
+    bs = _script("bench_scan")
+    from bytessm.kernels import selective_scan
+
+    args = bs.scan_inputs(a.batch, 1 << a.log2, grad=a.train)
+    if not a.train:
+        def step():
+            with torch.no_grad():
+                selective_scan(**args, backend="triton")
+        return step
+    leaves = [v for v in args.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+    dout = torch.randn(a.batch, bs.D_INNER, 1 << a.log2, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        for t in leaves:
+            t.grad = None
+        selective_scan(**args, backend="triton").backward(dout)
+    return step
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["vim", "genomics", "decode"])
+    p.add_argument("what", choices=["vim", "genomics", "decode", "scan"])
     p.add_argument("--model", default=None,
                    help="vim: bench_vision's (vim-ti); genomics: bench_genomics's (mamba-6x256)")
-    p.add_argument("--log2", type=int, default=17, help="genomics: 2^log2 bases")
+    p.add_argument("--log2", type=int, default=17, help="genomics: 2^log2 bases; scan: positions")
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--train", action="store_true")
@@ -89,7 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=25)
     a = p.parse_args(argv)
     a.model = a.model or {"vim": "vim-ti", "genomics": "mamba-6x256"}.get(a.what)
-    step = {"vim": vim_step, "genomics": genomics_step, "decode": decode_step}[a.what](a)
+    step = {"vim": vim_step, "genomics": genomics_step, "decode": decode_step,
+            "scan": scan_step}[a.what](a)
     for _ in range(3):
         step()
     torch.cuda.synchronize()

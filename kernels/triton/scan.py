@@ -269,24 +269,30 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     out = torch.empty((batch, dim, length), device=u.device, dtype=u.dtype)
     states = torch.empty((batch, num_saved(length, dstate), dim, dstate), device=u.device,
                          dtype=f32)
-    # per sequence, kept where a sequence is empty; without cu_seqlens it is `ends` below
-    last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
     if length == 0:
+        last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
         return out, last, states
-    ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
-    seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     dg = dim // groups
-    grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
     if _gluon_forward(cfg, u, reverse, seq is not None, nseg, lbc, _bc_pairs(Bg, Cg, lbc), dg,
                       dstate):
+        # one segment: the kernel writes the last state straight into `last` (its `ends`,
+        # (batch, 1, dim, dstate), is the same memory)
+        last = torch.empty((batch, dim, dstate), device=u.device, dtype=f32)
         scan_fwd_gluon_kernel[(batch * dim // cfg.gluon_fwd,)](
-            u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, ends, out, length, dim, dstate,
+            u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, last, out, length, dim, dstate,
             groups, dg, *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(),
             *_strides(z), *out.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
             HAS_H0=h0 is not None, HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
             W=cfg.gluon_fwd, N_PAD=n_pad(dstate), PAIRS=cfg.gluon_fwd_pairs,
             num_warps=cfg.gluon_fwd, **_maxnreg(cfg.maxnreg_gluon_fwd or cfg.maxnreg))
-        return out, ends[:, 0].clone(), states
+        return out, last, states
+    # with cu_seqlens, per sequence (kept where a sequence is empty); without, `ends` below
+    last = None
+    if seq is not None:
+        last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
+    ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
+    seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
+    grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)
     if reverse:  # flipped, in rows of whole chunks: the kernel mirrors each chunk
         lbc = cdiv(length, cfg.chunk) * cfg.chunk                 # (`common.chunk_rows`)
         Bg, Cg = (_pad(M, lbc).flip(-1) for M in (Bg, Cg))
