@@ -34,6 +34,17 @@ but ptxas runs the second state's shuffles after the first's (SASS at the cap of
 the fused scan it is; that version was not timed. An odd dstate's last state runs alone
 after the pairs.
 
+z's row loaded at the chunk's start beside delta's and u's, held over the loop over states
+as it comes (16 bits a position), and y started at D u there (thirty-first session): the
+chunk's end then waits on no load, and the loop has no spill (8 bytes before). Against
+reloading u and z after the loop, same process, interleaved rounds: 0.974x the forward's
+time at 1x128K (2.185 against 2.242 ms), 0.973x at 2x16K and 8x2K, 0.970x at 16x8K (d_inner
+1024). z alone held: 0.976-0.983x; y started at D u alone (z loaded after the loop): 1.026-
+1.036x. B and C staged as float32 rather than as bf16 words (321 instructions a pair against
+377, no widening in the loop; the next chunk's rows loaded into registers at the chunk's end,
+since two float32 slots do not fit three programs an SM): 1.115-1.151x
+(`docs/benchmarks/not_kept/thirty_first_session_forward_rows_float32.diff`).
+
 Scope: scan order, no cu_seqlens, one segment, chunks of 512 and a saved state every 256, B
 and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`), channels per group a
 multiple of W, dstate up to 16, on GPUs with cp.async and room for two programs' rows in an
@@ -304,15 +315,25 @@ def scan_fwd_gluon_kernel(
         valid = dmask[:, None] & (t < L)[None, :]
         dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, valid, valid, dmask, sdl_b, sdl_d,
                            sdl_l, HAS_BIAS, SOFTPLUS)
-        dtu = dt * load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)
+        ut = load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)
+        if HAS_Z:   # z's row as it comes (16 bits a position), its wait beside delta's and u's
+            zraw = gl.load(z_ptr + b * sz_b + d[:, None] * sz_d + t[None, :] * sz_l, mask=valid,
+                           other=0.0)
+        dtu = dt * ut
         dte, dto = gl.split(gl.reshape(dt, [W, HALF, 2]))
         dtue, dtuo = gl.split(gl.reshape(dtu, [W, HALF, 2]))
         dte = gl.convert_layout(dte, half, assert_trivial=True)
         dto = gl.convert_layout(dto, half, assert_trivial=True)
         dtue = gl.convert_layout(dtue, half, assert_trivial=True)
         dtuo = gl.convert_layout(dtuo, half, assert_trivial=True)
-        ye = gl.zeros([W, HALF], gl.float32, half)
-        yo = gl.zeros([W, HALF], gl.float32, half)
+        # y starts at D u (u is in registers now; after the loop it would be loaded again)
+        if HAS_D:
+            ye, yo = gl.split(gl.reshape(Dv[:, None] * ut, [W, HALF, 2]))
+            ye = gl.convert_layout(ye, half, assert_trivial=True)
+            yo = gl.convert_layout(yo, half, assert_trivial=True)
+        else:
+            ye = gl.zeros([W, HALF], gl.float32, half)
+            yo = gl.zeros([W, HALF], gl.float32, half)
         here = states_ptr + ((row_b + 2 * c) * D + dh) * N       # states[b, 2c, d, :]
         mid = states_ptr + ((row_b + 2 * c + 1) * D + dh) * N   # states[b, 2c + 1]
         has_mid = 2 * c + 1 < NS
@@ -348,10 +369,8 @@ def scan_fwd_gluon_kernel(
                 ye, yo = _state(n, h_in, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ye, yo, ke, mid,
                                 after, has_mid, dh, D, W, CHUNK, hchan, hrow)
         y = gl.convert_layout(gl.reshape(gl.join(ye, yo), [W, CHUNK]), tile, assert_trivial=True)
-        if HAS_D:
-            y += Dv[:, None] * load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)
         if HAS_Z:
-            zt = load_tile(z_ptr, b, d, t, valid, sz_b, sz_d, sz_l)
+            zt = zraw.to(gl.float32)
             y = y * zt * sigmoid(zt)
         gl.store(out_ptr + b * so_b + d[:, None] * so_d + t[None, :] * so_l,
                  y.to(out_ptr.dtype.element_ty), mask=valid)
