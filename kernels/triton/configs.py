@@ -155,7 +155,9 @@ class ScanConfig:
 # `scan_bwd_gluon._scans_2p`: each thread's total decay from one exp2 of its summed dt):
 # 0.98x its time at 2x16K and 1x128K, in order and reversed (thirtieth session); under 128
 # (8x2K) it spills more and took 1.12x. The forward's two runs of 8 in two passes the same
-# way (359 instructions a pair against 377) took 1.035x its time, and was not kept.
+# way (359 instructions a pair against 377) took 1.035x its time, and was not kept. The Gluon
+# forward holds z's row over its loop and starts y at D u, so its chunk ends wait on no load:
+# 0.97x its time (thirty-first session; no configuration field, `scan_fwd_gluon.py`).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, from_t0_long=True,
