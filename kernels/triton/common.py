@@ -357,8 +357,14 @@ def chunk_masks(t, L, LP, dmask):
 @triton.jit
 def load_tile(ptr, b, d, t, m, s_b, s_d, s_l):
     """A (BLOCK_D, CHUNK) float32 tile of a (batch, dim, length) tensor."""
-    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m,
-                   other=0.0).to(tl.float32)
+    return load_stored(ptr, b, d, t, m, s_b, s_d, s_l).to(tl.float32)
+
+
+@triton.jit
+def load_stored(ptr, b, d, t, m, s_b, s_d, s_l):
+    """`load_tile` in the tensor's own dtype (16 bits a position for bf16: what a kernel holds
+    over a loop for later, widened where it is used)."""
+    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m, other=0.0)
 
 
 @triton.jit

@@ -269,9 +269,11 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
     out = torch.empty((batch, dim, length), device=u.device, dtype=u.dtype)
     states = torch.empty((batch, num_saved(length, dstate), dim, dstate), device=u.device,
                          dtype=f32)
+
+    def entering():  # per sequence, the state entering it: `last` where a sequence is empty
+        return h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
     if length == 0:
-        last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
-        return out, last, states
+        return out, entering(), states
     dg = dim // groups
     if _gluon_forward(cfg, u, reverse, seq is not None, nseg, lbc, _bc_pairs(Bg, Cg, lbc), dg,
                       dstate):
@@ -286,10 +288,9 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
             W=cfg.gluon_fwd, N_PAD=n_pad(dstate), PAIRS=cfg.gluon_fwd_pairs,
             num_warps=cfg.gluon_fwd, **_maxnreg(cfg.maxnreg_gluon_fwd or cfg.maxnreg))
         return out, last, states
-    # with cu_seqlens, per sequence (kept where a sequence is empty); without, `ends` below
-    last = None
-    if seq is not None:
-        last = h0.clone() if h0 is not None else u.new_zeros((nseq, dim, dstate), dtype=f32)
+    # with cu_seqlens the kernel writes each sequence's last state into `last`; without, it
+    # is taken from `ends` below
+    last = entering() if seq is not None else None
     ends = torch.empty((batch, nseg, dim, dstate), device=u.device, dtype=f32)
     seg_dt = torch.empty((batch, nseg, dim), device=u.device, dtype=f32) if nseg > 1 else None
     grid = (batch * groups * cdiv(dg, cfg.block_d), nseg)

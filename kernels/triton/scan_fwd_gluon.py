@@ -54,7 +54,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as ac
 
-from .common import LOG2E, load_dt, load_tile, sigmoid
+from .common import LOG2E, load_dt, load_stored, load_tile, sigmoid
 from .scan_bwd_gluon import _pack8, _positions8, _two_pairs
 
 
@@ -317,8 +317,7 @@ def scan_fwd_gluon_kernel(
                            sdl_l, HAS_BIAS, SOFTPLUS)
         ut = load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)
         if HAS_Z:   # z's row as it comes (16 bits a position), its wait beside delta's and u's
-            zraw = gl.load(z_ptr + b * sz_b + d[:, None] * sz_d + t[None, :] * sz_l, mask=valid,
-                           other=0.0)
+            zraw = load_stored(z_ptr, b, d, t, valid, sz_b, sz_d, sz_l)
         dtu = dt * ut
         dte, dto = gl.split(gl.reshape(dt, [W, HALF, 2]))
         dtue, dtuo = gl.split(gl.reshape(dtu, [W, HALF, 2]))
