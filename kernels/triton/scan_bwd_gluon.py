@@ -59,6 +59,11 @@ twenty-second session, `docs/benchmarks/scan.md`).
 The loop over states: 325 instructions per state (sm_90a SASS, W=2, 168 registers; 28
 shuffles, 2 barriers), against 402 for the Triton kernel at one channel per program; 314
 with the two passes of `_scans_2p` (the default under the cap of 168: 0.98x the time).
+The dB/dC rows go through shared memory without bank conflicts (`spread_rows`; thirty-third
+session: ncu at 1x128K, store bank conflicts 208.3M -> 4.0M, store wavefronts 409.6M ->
+205.3M, the loop still 314 instructions): 0.967x the backward's time at 8x2K, 0.956x at
+16x8K (d_inner 1024), 0.965x reversed at 1x128K, 0.992x at 1x128K, 0.999x at 1x1M, 1.006x at
+2x16K.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -248,6 +253,25 @@ def _group_sums(dt, W: gl.constexpr, CHUNK: gl.constexpr):
     return ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
 
 
+@gluon.constexpr_function
+def spread_rows(shape):
+    """A shared layout for 4-byte rows (the last dimension, 64 elements or more) that threads
+    write or read 8 elements at a time (two 16-byte vectors, 32 bytes apart from lane to
+    lane) or 4 at a time, without bank conflicts either way: a row's 16-byte vector v is
+    stored at v ^ ((v >> 3) & 1) (bit 2 of the offset is bit 2 of the element XORed with
+    bit 5), so the 8 threads of a quarter warp meet 8 distinct bank groups. Unswizzled,
+    lanes l and l + 4 meet the same banks: each 16-byte access takes two wavefronts."""
+    rank = len(shape)
+
+    def unit(dim, value):
+        return [value if i == dim else 0 for i in range(rank)]
+    bases = [unit(rank - 1, v) for v in (1, 2, 4, 8, 16, 36)]
+    bases += [unit(rank - 1, 1 << j) for j in range(6, shape[-1].bit_length() - 1)]
+    for dim in range(rank - 2, -1, -1):
+        bases += [unit(dim, 1 << j) for j in range(shape[dim].bit_length() - 1)]
+    return gl.SharedLinearLayout(bases)
+
+
 @gluon.jit
 def scan_bwd_gluon_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
@@ -267,7 +291,7 @@ def scan_bwd_gluon_kernel(
     cols: gl.constexpr = gl.BlockedLayout([W, CHUNK // (32 * W)], [1, 32], [1, W], [1, 0])
     small: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [W, 1], [1, 0])   # (W, N_PAD)
     chan: gl.constexpr = gl.SliceLayout(1, tile)
-    smem: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
+    smem: gl.constexpr = spread_rows([W, CHUNK])
     buf_b = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
     buf_c = gl.allocate_shared_memory(gl.float32, [W, CHUNK], smem)
 

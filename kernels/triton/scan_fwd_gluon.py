@@ -45,6 +45,14 @@ time at 1x128K (2.185 against 2.242 ms), 0.973x at 2x16K and 8x2K, 0.970x at 16x
 since two float32 slots do not fit three programs an SM): 1.115-1.151x
 (`docs/benchmarks/not_kept/thirty_first_session_forward_rows_float32.diff`).
 
+The staged rows are laid out without bank conflicts (`spread_rows`; thirty-third session):
+each thread reads its 16 positions of a row as two 16-byte vectors, 32 bytes from lane to
+lane, and unswizzled lanes l and l + 4 met the same banks, so every load took two
+wavefronts. ncu at 1x128K: shared-load bank conflicts 102.6M -> 1.5M, load wavefronts 209.6M
+-> 108.4M; 380 instructions a pair against 379. Against the unswizzled rows, same process,
+interleaved rounds: 0.965x the forward's time at 1x128K (2.108 against 2.184 ms), 0.963x at
+1x1M, 0.961x at 2x16K, 0.958x at 8x2K, 0.957x at 16x8K (d_inner 1024).
+
 Scope: scan order, no cu_seqlens, one segment, chunks of 512 and a saved state every 256, B
 and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`), channels per group a
 multiple of W, dstate up to 16, on GPUs with cp.async and room for two programs' rows in an
@@ -55,7 +63,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as ac
 
 from .common import LOG2E, load_dt, load_stored, load_tile, sigmoid
-from .scan_bwd_gluon import _pack8, _positions8, _two_pairs
+from .scan_bwd_gluon import _pack8, _positions8, _two_pairs, spread_rows
 
 
 @gluon.jit
@@ -237,8 +245,11 @@ def _stage_bc(sB, sC, B_words, C_words, wB_n, wC_n, t0, N, N_PAD: gl.constexpr,
     nn = gl.arange(0, N_PAD, layout=gl.SliceLayout(1, stage))[:, None]
     jj = gl.arange(0, CHUNK // 2, layout=gl.SliceLayout(0, stage))[None, :] + t0 // 2
     m = (nn < N) & (jj >= 0)          # rows past dstate skipped (the second test broadcasts)
-    ac.async_copy_global_to_shared(sB, B_words + nn * wB_n + jj, mask=m)
-    ac.async_copy_global_to_shared(sC, C_words + nn * wC_n + jj, mask=m)
+    rows: gl.constexpr = spread_rows([N_PAD, CHUNK // 2])
+    ac.async_copy_global_to_shared(sB._reinterpret(gl.int32, [N_PAD, CHUNK // 2], rows),
+                                   B_words + nn * wB_n + jj, mask=m)
+    ac.async_copy_global_to_shared(sC._reinterpret(gl.int32, [N_PAD, CHUNK // 2], rows),
+                                   C_words + nn * wC_n + jj, mask=m)
     ac.commit_group()
 
 
@@ -340,9 +351,9 @@ def scan_fwd_gluon_kernel(
             after = states_ptr + ((row_b + 2 * c + 2) * D + dh) * N
         else:
             after = ends_ptr + (b * D + dh) * N                  # ends[b, 0, d, :]
-        # the slot's rows, one at a time (the same bytes: the layouts do not swizzle)
-        Bs = sB.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
-        Cs = sC.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], flat1)
+        # the slot's rows, one at a time (rank-1 layout: the same swizzle in each row)
+        Bs = sB.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], spread_rows([HALF]))
+        Cs = sC.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], spread_rows([HALF]))
         if PAIRS:
             # two states an iteration, one scan across the lanes for both (`_states2`);
             # the pair's entering states loaded a pair ahead

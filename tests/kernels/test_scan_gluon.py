@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import types
+from math import prod
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +56,56 @@ def test_compiles_to_one_scan_across_lanes_per_state():
     adds = re.findall(r"(?:red|atom)\.global\.[a-z.]*add\.(v\d\.)?f32", ptx)
     assert adds.count(f"v{256 // (32 * W)}.") == 2, adds
     assert ptx.count("bar.sync") <= 4
+
+
+def _offsets(layout, shape) -> dict:
+    """Logical element (a tuple) -> its offset in elements, from a SharedLinearLayout's
+    bases (offset bit j -> basis j, XORed)."""
+    where = {}
+    for offset in range(1 << len(layout.offset_bases)):
+        element = [0] * len(shape)
+        for j, basis in enumerate(layout.offset_bases):
+            if offset >> j & 1:
+                element = [e ^ b for e, b in zip(element, basis)]
+        where[tuple(element)] = offset
+    assert len(where) == 1 << len(layout.offset_bases) == prod(shape)
+    return where
+
+
+def _wavefronts(vectors) -> int:
+    """Shared-memory wavefronts of one 16-byte access a thread: per quarter warp (8 threads)
+    as many as the most 16-byte vectors that share a bank group (offset // 4 mod 8) but not
+    their address."""
+    total = 0
+    for q in range(0, len(vectors), 8):
+        groups = {}
+        for v in vectors[q:q + 8]:
+            groups.setdefault(v % 8, set()).add(v)
+        total += max(len(s) for s in groups.values())
+    return total
+
+
+@pytest.mark.parametrize("shape", [(256,), (2, 256), (4, 256), (16, 256), (2, 512)])
+def test_staged_rows_take_no_bank_conflicts(shape):
+    """`spread_rows`: a row written or read 8 elements a thread (two 16-byte vectors per
+    thread, as the backward writes its dB/dC rows and the forward reads B's and C's) and 4 a
+    thread (the backward's reads, the forward's cp.async) meets 8 distinct bank groups in
+    every quarter warp; the identity layout takes two wavefronts per quarter at 8 a thread."""
+    from bytessm.kernels.triton.scan_bwd_gluon import spread_rows
+    where = _offsets(spread_rows(list(shape)), shape)
+    n = shape[-1]
+    for lead in np.ndindex(*shape[:-1]):
+        def vec(p):
+            offset = where[tuple(lead) + (p,)]
+            assert offset % 4 == p % 4   # 16-byte vectors stay whole
+            return offset // 4
+        for half in range(2):   # 8 a thread: lane l's vector `half` is elements 8l + 4 half
+            vs = [vec(8 * lane + 4 * half) for lane in range(n // 8)]
+            assert _wavefronts(vs) == len(vs) // 8
+            assert _wavefronts([(8 * lane + 4 * half) // 4 for lane in range(n // 8)]) \
+                == 2 * len(vs) // 8
+        vs = [vec(4 * lane) for lane in range(n // 4)]   # 4 a thread
+        assert _wavefronts(vs) == len(vs) // 8
 
 
 def test_only_cuda_launches_it(monkeypatch):
