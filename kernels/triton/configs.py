@@ -52,6 +52,7 @@ class ScanConfig:
     gluon_bwd: int = 0      # the backward in Gluon (`scan_bwd_gluon.py`) with this many
                             # channels per program, one warp each, on CUDA where it applies
                             # (0: the Triton kernel everywhere)
+    gluon_bwd_reverse: int = 0  # ... its channels per program on reverse scans (0: gluon_bwd)
     gluon_bwd_two_pass: bool = False    # ... each thread's chains run twice (`scan_bwd_gluon.
                                         # _scans_2p`) where it gets the cap maxnreg_gluon
     maxnreg_gluon: int = 0  # its register cap where the grid takes no more waves at it
@@ -158,13 +159,20 @@ class ScanConfig:
 # way (359 instructions a pair against 377) took 1.035x its time, and was not kept. The Gluon
 # forward holds z's row over its loop and starts y at D u, so its chunk ends wait on no load:
 # 0.97x its time (thirty-first session; no configuration field, `scan_fwd_gluon.py`).
+# Four channels per program in the Gluon backward (thirty-third session, its dB/dC rows
+# staged without bank conflicts, against two): 0.970x its time at 8x2K, 0.923x at 2x16K,
+# 0.990x at 1x128K, 0.957x at 1x1M, 0.983x at 1x128K and 0.967x at 4x8K with d_inner 512,
+# 1.000x at 16x8K with d_inner 1024; reversed 0.994x at 2x16K but 1.040x at 1x128K, so
+# reverse scans keep two (`gluon_bwd_reverse`). Where four do not divide a group's channels
+# it takes two (`scan._gluon_backward`).
 TUNED = ScanConfig(chunk=256, block_d=1, warps=1, block_d_bwd=2, warps_bwd=1,
                    block_dn=128, block_c=16, warps_carry=4, programs=1536, chunk_long=512,
                    maxnreg=112, maxnreg_long=144, maxnreg_cu=168, from_t0_long=True,
                    maxnreg_bwd_one=128,
                    chunk_bwd=256, bwd_fill=1024, seg_chunks=16, group_store_chunk=512,
-                   gluon_bwd=2, maxnreg_gluon=168, gluon_bwd_two_pass=True, gluon_fwd=4,
-                   gluon_fwd_pairs=True, maxnreg_gluon_fwd=168)
+                   gluon_bwd=4, gluon_bwd_reverse=2, maxnreg_gluon=168,
+                   gluon_bwd_two_pass=True, gluon_fwd=4, gluon_fwd_pairs=True,
+                   maxnreg_gluon_fwd=168)
 MAX_DSTATE = 256
 
 

@@ -186,8 +186,12 @@ def _gluon_backward(cfg, u: Tensor, reverse: bool, packed: bool, lbc: int, dg: i
     """Channels per program of the Gluon backward where it applies, else 0: on CUDA (not the
     interpreter), either scan order, no cu_seqlens, chunks of 256 (its layouts' 32 lanes of
     8 positions) whose B and C rows load whole, channels per group (`dg`) a multiple of its
-    warps, and at least 1024 warps (a channel each) once split into `_gluon_segments`."""
-    w = cfg.gluon_bwd
+    warps (`gluon_bwd`, or `gluon_bwd_reverse` on reverse scans; halved down to 2 until they
+    divide `dg`), and at least 1024 warps (a channel each) once split into
+    `_gluon_segments`."""
+    w = cfg.gluon_bwd_reverse if reverse and cfg.gluon_bwd_reverse else cfg.gluon_bwd
+    while w > 2 and dg % w:
+        w //= 2
     ok = (w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
           and not packed and cfg.chunk == 256 and lbc % cfg.chunk == 0 and dg % w == 0)
     batch, dim, length = u.shape

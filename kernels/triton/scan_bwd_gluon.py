@@ -63,7 +63,11 @@ The dB/dC rows go through shared memory without bank conflicts (`spread_rows`; t
 session: ncu at 1x128K, store bank conflicts 208.3M -> 4.0M, store wavefronts 409.6M ->
 205.3M, the loop still 314 instructions): 0.967x the backward's time at 8x2K, 0.956x at
 16x8K (d_inner 1024), 0.965x reversed at 1x128K, 0.992x at 1x128K, 0.999x at 1x1M, 1.006x at
-2x16K.
+2x16K. With the rows staged that way, four channels per program (`configs.gluon_bwd`; 321
+instructions a state, half the dB/dC adds) took 0.923-0.990x the time of two in scan order
+(0.990x at 1x128K, 0.957x at 1x1M) but 1.040x reversed at 1x128K, where two stay
+(`configs.gluon_bwd_reverse`). Read as float32 copies instead of bf16 (309 instructions a
+state, no spill), B and C took the four-channel backward 1.04-1.14x the time.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl

@@ -117,8 +117,17 @@ def test_only_cuda_launches_it(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert scan._gluon_backward(cfg, u, False, False, 4096, 1536) == 0
     assert scan._gluon_backward(cfg, cuda_u, False, False, 4096, 1536) == W
-    assert scan._gluon_backward(cfg, cuda_u, True, False, 4096, 1536) == W      # reverse too
+    assert scan._gluon_backward(cfg, cuda_u, True, False, 4096, 1536) == (     # reverse too
+        configs.TUNED.gluon_bwd_reverse or W)
     assert scan._gluon_backward(cfg, cuda_u, False, True, 4096, 1536) == 0      # cu_seqlens
+    # channels per group that W does not divide: half as many a program, down to 2
+    four = configs.dataclasses.replace(cfg, gluon_bwd=4)
+    assert scan._gluon_backward(four, cuda_u, False, False, 4096, 1536) == 4
+    assert scan._gluon_backward(four, cuda_u, False, False, 4096, 1534) == 2
+    assert scan._gluon_backward(four, cuda_u, False, False, 4096, 1533) == 0
+    rev2 = configs.dataclasses.replace(four, gluon_bwd_reverse=2)
+    assert scan._gluon_backward(rev2, cuda_u, True, False, 4096, 1536) == 2
+    assert scan._gluon_backward(rev2, cuda_u, False, False, 4096, 1536) == 4
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert scan._gluon_backward(cfg, cuda_u, False, False, 4096, 1536) == 0
 
