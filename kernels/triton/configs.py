@@ -62,6 +62,8 @@ class ScanConfig:
                             # it applies (0: the Triton kernel everywhere)
     gluon_fwd_pairs: bool = False   # ... two states an iteration (`scan_fwd_gluon.PAIRS`)
     maxnreg_gluon_fwd: int = 0      # ... its register cap (0: maxnreg)
+    gluon_fwd_reverse: bool = False     # ... for reverse scans too (each chunk mirrored;
+                                        # off until run on a GPU: `scan_fwd_gluon.py`)
     pad_rows: bool = True   # copy rows whose length is not a multiple of 16 into padded
                             # ones (`scan.row_length`): 2x faster there, more memory
 

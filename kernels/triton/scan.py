@@ -203,13 +203,15 @@ def _gluon_forward(cfg, u: Tensor, reverse: bool, packed: bool, nseg: int, lbc: 
                    pairs: bool, dg: int, dstate: int) -> bool:
     """Whether the forward's full pass runs in Gluon (`scan_fwd_gluon.py`, `gluon_fwd`
     channels per program): on CUDA (not the interpreter) with cp.async and the shared memory
-    its B and C rows take (`_staging_fits`), in scan order, without cu_seqlens, in one
+    its B and C rows take (`_staging_fits`), in scan order (reverse scans too with
+    `gluon_fwd_reverse`), without cu_seqlens, in one
     segment, at chunks of 512, twice the backward's, whose B and C rows load whole as words
     of two bf16 positions (`pairs`: `_bc_pairs`), with channels per group (`dg`) a multiple
     of its channels per program, and dstate up to 16 (what was measured)."""
     w = cfg.gluon_fwd
     return bool(w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
-                and not reverse and not packed and nseg == 1 and dg % w == 0
+                and (not reverse or cfg.gluon_fwd_reverse) and not packed and nseg == 1
+                and dg % w == 0
                 and cfg.chunk == 512 and bwd_chunk(cfg) == cfg.chunk // 2
                 and lbc % cfg.chunk == 0 and pairs and dstate <= 16
                 and _staging_fits(u.device.index, cfg.chunk, n_pad(dstate)))
@@ -284,12 +286,14 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
         # one segment: the kernel writes the last state straight into `last` (its `ends`,
         # (batch, 1, dim, dstate), is the same memory)
         last = torch.empty((batch, dim, dstate), device=u.device, dtype=f32)
+        if reverse:  # flipped, in rows of whole chunks, which the kernel stages ascending
+            Bg, Cg = (_pad(M, lbc).flip(-1) for M in (Bg, Cg))
         scan_fwd_gluon_kernel[(batch * dim // cfg.gluon_fwd,)](
             u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, last, out, length, dim, dstate,
             groups, dg, *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(),
             *_strides(z), *out.stride(), HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
             HAS_H0=h0 is not None, HAS_D=D is not None, HAS_Z=z is not None, CHUNK=cfg.chunk,
-            W=cfg.gluon_fwd, N_PAD=n_pad(dstate), PAIRS=cfg.gluon_fwd_pairs,
+            W=cfg.gluon_fwd, N_PAD=n_pad(dstate), PAIRS=cfg.gluon_fwd_pairs, REVERSE=reverse,
             num_warps=cfg.gluon_fwd, **_maxnreg(cfg.maxnreg_gluon_fwd or cfg.maxnreg))
         return out, last, states
     # with cu_seqlens the kernel writes each sequence's last state into `last`; without, it

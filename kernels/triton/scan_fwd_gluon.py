@@ -53,10 +53,24 @@ wavefronts. ncu at 1x128K: shared-load bank conflicts 102.6M -> 1.5M, load wavef
 interleaved rounds: 0.965x the forward's time at 1x128K (2.108 against 2.184 ms), 0.963x at
 1x1M, 0.961x at 2x16K, 0.958x at 8x2K, 0.957x at 16x8K (d_inner 1024).
 
-Scope: scan order, no cu_seqlens, one segment, chunks of 512 and a saved state every 256, B
-and C bf16 rows of whole chunks read as int32 words (`scan._bc_pairs`), channels per group a
-multiple of W, dstate up to 16, on GPUs with cp.async and room for two programs' rows in an
-SM's shared memory; `scan.scan_forward` picks it (`scan._gluon_forward`).
+Reverse scans (REVERSE, `configs.gluon_fwd_reverse`; thirty-third session): the same code on
+each chunk mirrored, as the backward does. Logical position k of chunk c is position t0 +
+CHUNK - 1 - k, so the loop over states is the in-order one (380 sm_90a instructions a pair,
+the same 33 shuffles); the chunks are walked from the last, B and C come as flipped copies
+in rows of whole chunks (staged ascending, as in order), and the saved states go to the
+rows the reverse backward restarts from (`common.entering_row`'s). A thread's 16 positions
+are 16 consecutive ones in memory, so u, delta and z load and out stores as 16-byte vectors
+and `_flip16` reverses them in registers: 1497 instructions in all against 1509 in order, 4
+bytes spilled outside the loop (compiled offline). Not yet run on a GPU, so off by default:
+its CUDA tests (`test_scan_gluon_fwd.py::test_reverse_matches_the_triton_forward`) and an
+A/B against the Triton reverse forward (1.25x the in-order forward's time at 1x128K) decide
+it.
+
+Scope: scan order (and mirrored chunks, above), no cu_seqlens, one segment, chunks of 512
+and a saved state every 256, B and C bf16 rows of whole chunks read as int32 words
+(`scan._bc_pairs`), channels per group a multiple of W, dstate up to 16, on GPUs with
+cp.async and room for two programs' rows in an SM's shared memory; `scan.scan_forward`
+picks it (`scan._gluon_forward`).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -77,6 +91,26 @@ def _widen(w):
     """int32 words of two bf16 positions -> the even and the odd positions as float32, one
     bit operation a position (bf16 is float32's upper half)."""
     return (w << 16).to(gl.float32, bitcast=True), (w & -65536).to(gl.float32, bitcast=True)
+
+
+@gluon.jit
+def _swap_last(x):
+    """(..., 2) -> the two halves of the last dimension swapped."""
+    a, b = gl.split(x)
+    return gl.join(b, a)
+
+
+@gluon.jit
+def _flip16(v, W: gl.constexpr, CHUNK: gl.constexpr):
+    """A (W, CHUNK) tile whose threads hold 16 consecutive positions, each thread's 16
+    reversed: index 16 q + j -> 16 q + 15 - j, all 4 bits of j flipped, one at a time as the
+    last dimension (a renaming of registers)."""
+    x = gl.reshape(v, [W, CHUNK // 16, 2, 2, 2, 2])
+    x = _swap_last(x)
+    x = gl.permute(_swap_last(gl.permute(x, [0, 1, 2, 3, 5, 4])), [0, 1, 2, 3, 5, 4])
+    x = gl.permute(_swap_last(gl.permute(x, [0, 1, 2, 5, 4, 3])), [0, 1, 2, 5, 4, 3])
+    x = gl.permute(_swap_last(gl.permute(x, [0, 1, 5, 3, 4, 2])), [0, 1, 5, 3, 4, 2])
+    return gl.convert_layout(gl.reshape(x, [W, CHUNK]), v.type.layout, assert_trivial=True)
 
 
 @gluon.jit
@@ -262,7 +296,7 @@ def scan_fwd_gluon_kernel(
     sz_b, sz_d, sz_l, so_b, so_d, so_l,
     HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr, HAS_H0: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, CHUNK: gl.constexpr, W: gl.constexpr,
-    N_PAD: gl.constexpr, PAIRS: gl.constexpr = False,
+    N_PAD: gl.constexpr, PAIRS: gl.constexpr = False, REVERSE: gl.constexpr = False,
 ):
     HALF: gl.constexpr = CHUNK // 2
     tile: gl.constexpr = gl.BlockedLayout([1, 16], [1, 32], [W, 1], [1, 0])     # (W, CHUNK)
@@ -300,7 +334,11 @@ def scan_fwd_gluon_kernel(
     h = gl.zeros([N_PAD, W], gl.float32, an)
     if HAS_H0:
         h = gl.load(h0_ptr + (b * D + wa) * N + na, mask=na < N, other=0.0)
-    gl.store(states_ptr + (row_b * D + wa) * N + na, h, mask=na < N)
+    if REVERSE:   # the scan enters at the sequence's end: the last row
+        row_in = row_b + NS - 1
+    else:
+        row_in = row_b
+    gl.store(states_ptr + (row_in * D + wa) * N + na, h, mask=na < N)
     Dv = gl.zeros([W], gl.float32, chan)
     if HAS_D:
         Dv = gl.load(D_ptr + d)
@@ -308,25 +346,45 @@ def scan_fwd_gluon_kernel(
     i32: gl.constexpr = gl.pointer_type(gl.int32)
     B_words = (B_ptr + b * sB_b + g * sB_g).to(i32)
     C_words = (C_ptr + b * sC_b + g * sC_g).to(i32)
+    # chunk i of the walk stages B's and C's rows at i CHUNK: in order those are its
+    # positions, reversed they are the flipped rows' (`scan.scan_forward`)
     _stage_bc(sB.index(0), sC.index(0), B_words, C_words, sB_n // 2, sC_n // 2, 0, N, N_PAD,
               CHUNK, W)
-    for c in range(0, NC):
-        slot = c % 2
+    for i in range(0, NC):
+        slot = i % 2
+        if REVERSE:
+            c = NC - 1 - i
+        else:
+            c = i
         t0 = c * CHUNK
-        gl.thread_barrier()   # every warp is done with chunk c - 1 (its slot is refilled
-        #                       next) and its stores of `here` are visible
-        if c + 1 < NC:
+        gl.thread_barrier()   # every warp is done with the walk's chunk before (its slot is
+        #                       refilled next) and its stores of `here` are visible
+        if i + 1 < NC:
+            if REVERSE:
+                nxt = (i + 1) * CHUNK
+            else:
+                nxt = t0 + CHUNK
             _stage_bc(sB.index(1 - slot), sC.index(1 - slot), B_words, C_words, sB_n // 2,
-                      sC_n // 2, t0 + CHUNK, N, N_PAD, CHUNK, W)
+                      sC_n // 2, nxt, N, N_PAD, CHUNK, W)
         else:
             ac.commit_group()   # an empty group, so that one wait serves every chunk
         ac.wait_group(1)        # this thread's copies of chunk c have landed ...
         gl.thread_barrier()     # ... and every thread's
-        t = t0 + k
+        if REVERSE:
+            # the chunk mirrored: logical position k is t0 + CHUNK - 1 - k, so k runs in scan
+            # order and everything below is the in-order scan's. A thread's 16 positions are
+            # 16 consecutive ones: read ascending (16-byte loads) at t, then flipped in its
+            # registers (`_flip16`); y flipped back and stored at t
+            t = t0 + CHUNK - 16 * (k // 16 + 1) + k % 16
+        else:
+            t = t0 + k
         valid = dmask[:, None] & (t < L)[None, :]
         dt, _raw = load_dt(delta_ptr, bias_ptr, b, d, t, valid, valid, dmask, sdl_b, sdl_d,
                            sdl_l, HAS_BIAS, SOFTPLUS)
         ut = load_tile(u_ptr, b, d, t, valid, su_b, su_d, su_l)
+        if REVERSE:
+            dt = _flip16(dt, W, CHUNK)
+            ut = _flip16(ut, W, CHUNK)
         if HAS_Z:   # z's row as it comes (16 bits a position), its wait beside delta's and u's
             zraw = load_stored(z_ptr, b, d, t, valid, sz_b, sz_d, sz_l)
         dtu = dt * ut
@@ -344,13 +402,24 @@ def scan_fwd_gluon_kernel(
         else:
             ye = gl.zeros([W, HALF], gl.float32, half)
             yo = gl.zeros([W, HALF], gl.float32, half)
-        here = states_ptr + ((row_b + 2 * c) * D + dh) * N       # states[b, 2c, d, :]
-        mid = states_ptr + ((row_b + 2 * c + 1) * D + dh) * N   # states[b, 2c + 1]
+        # the saved states: states[b, j] enters the backward's chunk j (positions 256 j on)
+        # in scan order; the forward's chunk c holds two, 2c and 2c + 1 (only 2c at the end
+        # of an odd count, `has_mid`)
         has_mid = 2 * c + 1 < NS
-        if c + 1 < NC:
-            after = states_ptr + ((row_b + 2 * c + 2) * D + dh) * N
+        if REVERSE:   # entered at 2c + 1's end, 2c's entering state at the middle
+            here = states_ptr + ((row_b + gl.minimum(2 * c + 1, NS - 1)) * D + dh) * N
+            mid = states_ptr + ((row_b + 2 * c) * D + dh) * N
+            if c > 0:
+                after = states_ptr + ((row_b + 2 * c - 1) * D + dh) * N
+            else:
+                after = ends_ptr + (b * D + dh) * N              # ends[b, 0, d, :]
         else:
-            after = ends_ptr + (b * D + dh) * N                  # ends[b, 0, d, :]
+            here = states_ptr + ((row_b + 2 * c) * D + dh) * N       # states[b, 2c, d, :]
+            mid = states_ptr + ((row_b + 2 * c + 1) * D + dh) * N   # states[b, 2c + 1]
+            if c + 1 < NC:
+                after = states_ptr + ((row_b + 2 * c + 2) * D + dh) * N
+            else:
+                after = ends_ptr + (b * D + dh) * N                  # ends[b, 0, d, :]
         # the slot's rows, one at a time (rank-1 layout: the same swizzle in each row)
         Bs = sB.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], spread_rows([HALF]))
         Cs = sC.index(slot)._reinterpret(gl.int32, [N_PAD, HALF], spread_rows([HALF]))
@@ -379,6 +448,8 @@ def scan_fwd_gluon_kernel(
                 ye, yo = _state(n, h_in, A_rows, Bs, Cs, dte, dto, dtue, dtuo, ye, yo, ke, mid,
                                 after, has_mid, dh, D, W, CHUNK, hchan, hrow)
         y = gl.convert_layout(gl.reshape(gl.join(ye, yo), [W, CHUNK]), tile, assert_trivial=True)
+        if REVERSE:   # back to t's order, which z's row (not flipped) is in
+            y = _flip16(y, W, CHUNK)
         if HAS_Z:
             zt = zraw.to(gl.float32)
             y = y * zt * sigmoid(zt)

@@ -36,7 +36,9 @@ def test_where_the_launcher_takes_it(monkeypatch):
     assert _applies(monkeypatch, 4096)
     assert _applies(monkeypatch, 3001)           # the last chunk part padding
     assert not _applies(monkeypatch, 1024)       # chunks of 256 below 2048 positions
-    assert not _applies(monkeypatch, 4096, reverse=True)
+    assert not _applies(monkeypatch, 4096, reverse=True)       # unless asked for:
+    assert _applies(monkeypatch, 4096, '{"gluon_fwd": 4, "gluon_fwd_reverse": true}',
+                    reverse=True)
     assert not _applies(monkeypatch, 4096, packed=True)
     assert not _applies(monkeypatch, 4096, nseg=3)
     assert not _applies(monkeypatch, 4096, pairs=False)
@@ -73,8 +75,26 @@ def test_compiles_to_one_scan_across_lanes_per_state(monkeypatch, tmp_path):
     assert ptx.count("shfl.sync") == 33       # and one for each state's exclusive shift
 
 
+def test_reverse_compiles_to_the_same_loop(monkeypatch, tmp_path):
+    """The reverse forward (each chunk mirrored): the same shuffles, under the same cap, at
+    most 8 bytes spilled (outside the loop over states), and its rows of u, delta, z and out
+    read and written as 16-byte vectors (each thread's 16 positions flipped in registers,
+    `_flip16`, which the layout conversion asserts is a renaming)."""
+    monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": 4, "gluon_fwd_reverse": true}')
+    out = scan_registers("--shapes", "1x131072", "--reverse", "--ptx", str(tmp_path))
+    fwd = [line for line in out.splitlines() if "forward (Gluon) full pass" in line]
+    assert len(fwd) == 1, out
+    regs, spilled = map(int, re.search(r"(\d+) registers, (\d+) bytes spilled", fwd[0]).groups())
+    assert regs <= configs.TUNED.maxnreg_gluon_fwd and spilled <= 8, fwd[0]
+    ptx = (tmp_path / "forward (Gluon)_1.ptx").read_text()
+    assert ptx.count("shfl.sync") == 33
+    # u, delta, z: two 16-byte loads a thread each; out: two 16-byte stores
+    assert len(re.findall(r"ld\.global[a-z.]*\.v4\.b32", ptx)) == 6, ptx.count("ld.global")
+    assert len(re.findall(r"st\.global[a-z.]*\.v4\.b32", ptx)) == 2
+
+
 def _forward(monkeypatch, overrides, batch, dim, length, groups, h0, dtype=torch.bfloat16,
-             opts=True, dstate=16):
+             opts=True, dstate=16, reverse=False):
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", overrides)
     g = torch.Generator(device="cuda").manual_seed(0)
 
@@ -89,7 +109,7 @@ def _forward(monkeypatch, overrides, batch, dim, length, groups, h0, dtype=torch
     hs = r(batch, dim, dstate) if h0 else None
     if not opts:
         D = z = bias = None
-    return scan.scan_forward(u, delta, A, B, C, D, z, bias, hs, None, True, False)
+    return scan.scan_forward(u, delta, A, B, C, D, z, bias, hs, None, True, reverse)
 
 
 @needs_cuda
@@ -118,8 +138,33 @@ def test_matches_the_triton_forward(monkeypatch, batch, dim, length, groups, h0,
         assert err < (5e-3 if x.dtype == torch.bfloat16 else 1e-5), (name, err)
 
 
-@pytest.mark.parametrize("h0", [False, True])
-def test_launch(monkeypatch, h0):
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch, dim, length, groups, h0, opts, dstate", [
+    (2, 256, 2048, 1, False, True, 16),
+    (2, 256, 3001, 2, True, True, 16),     # the scan's first chunk part padding, 2 groups, h0
+    (1, 1536, 4096, 1, True, False, 16),
+    (3, 128, 5120, 1, False, True, 16),    # 20 saved states
+    (2, 128, 2300, 1, True, True, 13),     # an odd count of saved states (9), odd dstate
+])
+def test_reverse_matches_the_triton_forward(monkeypatch, batch, dim, length, groups, h0, opts,
+                                            dstate):
+    """Reverse scans: output, last state and every saved state against the Triton forward's
+    mirrored chunks (the saved rows are what the reverse backward restarts from)."""
+    on = '{"gluon_fwd": 4, "gluon_fwd_reverse": true}'
+    assert _applies(monkeypatch, length, on, reverse=True, dstate=dstate)
+    gluon = _forward(monkeypatch, on, batch, dim, length, groups, h0, opts=opts,
+                     dstate=dstate, reverse=True)
+    triton_ = _forward(monkeypatch, '{"gluon_fwd": 0}', batch, dim, length, groups, h0,
+                       opts=opts, dstate=dstate, reverse=True)
+    for name, x, y in zip(("out", "last", "states"), gluon, triton_):
+        assert x.shape == y.shape, name
+        err = ((x.double() - y.double()).norm() / y.double().norm()).item()
+        assert err < (5e-3 if x.dtype == torch.bfloat16 else 1e-5), (name, err)
+
+
+@pytest.mark.parametrize("h0, reverse", [(False, False), (True, False), (True, True)])
+def test_launch(monkeypatch, h0, reverse):
     """Where it applies, the launcher runs the Gluon kernel alone (no Triton forward): one
     program per 4 channels, 4 warps, the long tier's chunk, its own register cap and two
     states an iteration, B and C as the rows of whole chunks the kernel stages, and the last
@@ -146,7 +191,7 @@ def test_launch(monkeypatch, h0):
     monkeypatch.setattr(scan, "_gluon_forward", lambda *_: True)
     out, last, states = scan.scan_forward(a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"],
                                           a["z"], a["delta_bias"], a["initial_state"], None,
-                                          True, False)
+                                          True, reverse)
     assert triton_.calls == []
     (grid, got, flags), = gluon.calls
     cfg = configs.scan_config(16, 3001)
@@ -155,6 +200,11 @@ def test_launch(monkeypatch, h0):
     assert flags["HAS_H0"] == h0 and flags["HAS_D"] and flags["HAS_Z"] and flags["HAS_BIAS"]
     assert flags.get("maxnreg") == cfg.maxnreg_gluon_fwd == 168 and flags["PAIRS"]
     assert got["B_ptr"].shape[-1] == got["C_ptr"].shape[-1] == 3072    # whole chunks
+    assert flags["REVERSE"] == reverse
+    for name in ("B", "C"):   # reversed: zero-padded and flipped, the mirrored chunks' rows
+        rows = got[f"{name}_ptr"].flip(-1) if reverse else got[f"{name}_ptr"]
+        assert torch.equal(rows[..., :3001].reshape(a[name].shape), a[name])
+        assert not rows[..., 3001:].any()
     assert got["states_ptr"] is states and states.shape[1] == 12        # every 256 positions
     assert got["out_ptr"] is out and out.shape == (2, 8, 3001)
     # one segment: the kernel's `ends` (batch, 1, dim, dstate) is `last` itself, no copy
