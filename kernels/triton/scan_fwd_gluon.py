@@ -60,7 +60,7 @@ the same 33 shuffles); the chunks are walked from the last, B and C come as flip
 in rows of whole chunks (staged ascending, as in order), and the saved states go to the
 rows the reverse backward restarts from (`common.entering_row`'s). A thread's 16 positions
 are 16 consecutive ones in memory, so u, delta and z load and out stores as 16-byte vectors
-and `_flip16` reverses them in registers: 1497 instructions in all against 1509 in order, 4
+and `_flip16` reverses them in registers: 1512 instructions in all against 1509 in order, 4
 bytes spilled outside the loop (compiled offline). Not yet run on a GPU, so off by default:
 its CUDA tests (`test_scan_gluon_fwd.py::test_reverse_matches_the_triton_forward`) and an
 A/B against the Triton reverse forward (1.25x the in-order forward's time at 1x128K) decide
