@@ -12,7 +12,8 @@ Triton's interpreter runs a custom-combine scan one element at a time in Python 
 10 us per element), which makes a (4, 16, 64) tile take a second. The combine functions are
 elementwise, so the scan can be run as log2(n) rounds of combines over whole numpy slices
 (Hillis-Steele; the first argument always the earlier segment, as the compiled scan's
-tree does it), ~1000x faster. Installed only when the interpreter is on; the compiled path is untouched.
+tree does it), ~1000x faster. Installed only when the interpreter is on; the compiled path
+is untouched.
 """
 from __future__ import annotations
 

@@ -58,7 +58,9 @@ def selective_scan_bwd(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: 
 def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, states,
       delta_softplus, reverse):
     def like(t):
-        return u.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+        if t is None:
+            return u.new_empty(0)
+        return torch.empty_like(t, memory_format=torch.contiguous_format)
     return (like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias),
             like(initial_state))
 

@@ -203,11 +203,11 @@ def _gluon_forward(cfg, u: Tensor, reverse: bool, packed: bool, nseg: int, lbc: 
                    pairs: bool, dg: int, dstate: int) -> bool:
     """Whether the forward's full pass runs in Gluon (`scan_fwd_gluon.py`, `gluon_fwd`
     channels per program): on CUDA (not the interpreter) with cp.async and the shared memory
-    its B and C rows take (`_staging_fits`), in scan order (reverse scans too with
-    `gluon_fwd_reverse`), without cu_seqlens, in one
-    segment, at chunks of 512, twice the backward's, whose B and C rows load whole as words
-    of two bf16 positions (`pairs`: `_bc_pairs`), with channels per group (`dg`) a multiple
-    of its channels per program, and dstate up to 16 (what was measured)."""
+    its B and C rows take (`_staging_fits`), in scan order or reversed (`gluon_fwd_reverse`),
+    without cu_seqlens, in one segment, at chunks of 512, twice the backward's, whose B and C
+    rows load whole as words of two bf16 positions (`pairs`: `_bc_pairs`), with channels per
+    group (`dg`) a multiple of its channels per program, and dstate up to 16 (what was
+    measured)."""
     w = cfg.gluon_fwd
     return bool(w and u.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
                 and (not reverse or cfg.gluon_fwd_reverse) and not packed and nseg == 1

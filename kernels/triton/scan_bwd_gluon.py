@@ -68,6 +68,12 @@ instructions a state, half the dB/dC adds) took 0.923-0.990x the time of two in 
 (0.990x at 1x128K, 0.957x at 1x1M) but 1.040x reversed at 1x128K, where two stay
 (`configs.gluon_bwd_reverse`). Read as float32 copies instead of bf16 (309 instructions a
 state, no spill), B and C took the four-channel backward 1.04-1.14x the time.
+After the barrier the rows of dB and of dC are read in one batch of loads, then summed and
+added (thirty-fourth session; before, dC's loads waited behind dB's adds, two load latencies
+a state): 320 instructions a state, 0.984x the backward's time at 1x128K, 0.980x at 2x16K,
+0.988x at 8x2K, 0.990x at 1x1M, 0.991-0.992x reversed. Reading the previous state's rows
+during this state's scans (their loads among its shuffles) took 1.029-1.070x the time; adding
+them before this state's scans, 0.984-1.017x.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -437,10 +443,10 @@ def scan_bwd_gluon_kernel(
             gl.thread_barrier()
             row = ((b * G + g) * N + n) * LP + r0 + kc
             keep = r0 + kc < LP
-            gl.atomic_add(dB_ptr + row, gl.sum(buf_b.load(cols), axis=0), mask=keep,
-                          sem="relaxed")
-            gl.atomic_add(dC_ptr + row, gl.sum(buf_c.load(cols), axis=0), mask=keep,
-                          sem="relaxed")
+            rows_b = buf_b.load(cols)   # both rows' loads before either's adds
+            rows_c = buf_c.load(cols)
+            gl.atomic_add(dB_ptr + row, gl.sum(rows_b, axis=0), mask=keep, sem="relaxed")
+            gl.atomic_add(dC_ptr + row, gl.sum(rows_c, axis=0), mask=keep, sem="relaxed")
         gl.atomic_add(dA_ptr + d * N + N - 1, dA_n, mask=dmask, sem="relaxed")
         dD_c, dbias_c = store_chunk_grads(
             gB, gHA, y, dt, dy, Dv, b, d, t, m, valid, dmask, L, D, u_ptr, delta_ptr, bias_ptr,

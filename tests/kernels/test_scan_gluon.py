@@ -289,8 +289,9 @@ def test_matches_the_triton_backward(monkeypatch, batch, dim, length, groups, h0
                                      two_pass):
     cfg = configs.scan_config(16, length)
     u = torch.empty(batch, dim, length, device="cuda")
+    channels = configs.TUNED.gluon_bwd_reverse if reverse else W
     assert scan._gluon_backward(configs.dataclasses.replace(cfg, chunk=256), u, reverse, False,
-                                scan.bc_row_length(length), dim // groups) == W
+                                scan.bc_row_length(length), dim // groups) == channels
     gluon = _grads(monkeypatch, f'{{"gluon_bwd_two_pass": {str(two_pass).lower()}}}', batch,
                    dim, length, groups, h0, reverse)
     triton_ = _grads(monkeypatch, '{"gluon_bwd": 0}', batch, dim, length, groups, h0, reverse)

@@ -36,9 +36,9 @@ def test_where_the_launcher_takes_it(monkeypatch):
     assert _applies(monkeypatch, 4096)
     assert _applies(monkeypatch, 3001)           # the last chunk part padding
     assert not _applies(monkeypatch, 1024)       # chunks of 256 below 2048 positions
-    assert not _applies(monkeypatch, 4096, reverse=True)       # unless asked for:
-    assert _applies(monkeypatch, 4096, '{"gluon_fwd": 4, "gluon_fwd_reverse": true}',
-                    reverse=True)
+    assert _applies(monkeypatch, 4096, reverse=True)           # reverse scans mirrored
+    assert not _applies(monkeypatch, 4096, '{"gluon_fwd": 4, "gluon_fwd_reverse": false}',
+                        reverse=True)                          # unless turned off
     assert not _applies(monkeypatch, 4096, packed=True)
     assert not _applies(monkeypatch, 4096, nseg=3)
     assert not _applies(monkeypatch, 4096, pairs=False)
