@@ -72,7 +72,7 @@ After the barrier the rows of dB and of dC are read in one batch of loads, then 
 added (thirty-fourth session; before, dC's loads waited behind dB's adds, two load latencies
 a state): 320 instructions a state, 0.984x the backward's time at 1x128K, 0.980x at 2x16K,
 0.988x at 8x2K, 0.990x at 1x1M, 0.991-0.992x reversed. Reading the previous state's rows
-during this state's scans (their loads among its shuffles) took 1.029-1.070x the time; adding
+during this state's scans (their loads among its shuffles) took 0.995-1.070x the time; adding
 them before this state's scans, 0.984-1.017x.
 """
 from triton.experimental import gluon
