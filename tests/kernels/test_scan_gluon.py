@@ -58,6 +58,22 @@ def test_compiles_to_one_scan_across_lanes_per_state():
     assert ptx.count("bar.sync") <= 4
 
 
+def test_reads_both_rows_back_before_adding_either():
+    """After the barrier, the W channels' dB and dC rows come back from shared memory in one
+    batch of loads, then the two vector adds: with dC's loads after dB's add, ptxas keeps
+    them there and a state waits for two load latencies in a row (0.984x the backward's time
+    at 1x128K on an H200 with one batch, thirty-fourth session)."""
+    ptx = _ptx()
+    lines = ptx.splitlines()
+    vector = [i for i, line in enumerate(lines)
+              if re.search(r"(?:red|atom)\.global\.[a-z.]*add\.v\d\.f32", line)]
+    first = vector[0]
+    barrier = max(i for i, line in enumerate(lines[:first]) if "bar.sync" in line)
+    loads = [i for i in range(barrier, first) if "ld.shared" in lines[i]]
+    assert len(loads) == 2 * W, lines[barrier:first + 1]
+    assert not any("ld.shared" in line for line in lines[first:vector[1]])
+
+
 def _offsets(layout, shape) -> dict:
     """Logical element (a tuple) -> its offset in elements, from a SharedLinearLayout's
     bases (offset bit j -> basis j, XORed)."""
