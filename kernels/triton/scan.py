@@ -286,8 +286,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
         # one segment: the kernel writes the last state straight into `last` (its `ends`,
         # (batch, 1, dim, dstate), is the same memory)
         last = torch.empty((batch, dim, dstate), device=u.device, dtype=f32)
-        if reverse:  # flipped, in rows of whole chunks, which the kernel stages ascending
-            Bg, Cg = (_pad(M, lbc).flip(-1) for M in (Bg, Cg))
+        if reverse:  # flipped (rows of whole chunks already), which the kernel stages ascending
+            Bg, Cg = Bg.flip(-1), Cg.flip(-1)
         scan_fwd_gluon_kernel[(batch * dim // cfg.gluon_fwd,)](
             u, delta, delta_bias, A, Bg, Cg, D, z, h0, states, last, out, length, dim, dstate,
             groups, dg, *u.stride(), *delta.stride(), *Bg.stride(), *Cg.stride(),

@@ -64,7 +64,7 @@ and `_flip16` reverses them in registers: 1512 instructions in all against 1509 
 bytes spilled outside the loop (compiled offline). On an H200 (thirty-fourth session,
 `bench_scan_ab.py --reverse`, against the Triton reverse forward in the same process): 0.913x
 its time at 8x2K, 0.806x at 2x16K, 0.827x at 1x128K (2.163 against 2.616 ms; the in-order
-forward there: 2.104), so reverse scans take it by default.
+forward in the same call: 2.104), so reverse scans take it by default.
 
 Scope: scan order (and mirrored chunks, above), no cu_seqlens, one segment, chunks of 512
 and a saved state every 256, B and C bf16 rows of whole chunks read as int32 words
@@ -360,12 +360,8 @@ def scan_fwd_gluon_kernel(
         gl.thread_barrier()   # every warp is done with the walk's chunk before (its slot is
         #                       refilled next) and its stores of `here` are visible
         if i + 1 < NC:
-            if REVERSE:
-                nxt = (i + 1) * CHUNK
-            else:
-                nxt = t0 + CHUNK
             _stage_bc(sB.index(1 - slot), sC.index(1 - slot), B_words, C_words, sB_n // 2,
-                      sC_n // 2, nxt, N, N_PAD, CHUNK, W)
+                      sC_n // 2, (i + 1) * CHUNK, N, N_PAD, CHUNK, W)
         else:
             ac.commit_group()   # an empty group, so that one wait serves every chunk
         ac.wait_group(1)        # this thread's copies of chunk c have landed ...

@@ -78,9 +78,8 @@ def test_compiles_to_one_scan_across_lanes_per_state(monkeypatch, tmp_path):
 def test_reverse_compiles_to_the_same_loop(monkeypatch, tmp_path):
     """The reverse forward (each chunk mirrored): the same shuffles, under the same cap, at
     most 8 bytes spilled (4 at 5f44ed6, outside the loop over states), and its rows of u,
-    delta, z and out
-    read and written as 16-byte vectors (each thread's 16 positions flipped in registers,
-    `_flip16`, which the layout conversion asserts is a renaming)."""
+    delta, z and out read and written as 16-byte vectors (each thread's 16 positions
+    flipped in registers, `_flip16`, which the layout conversion asserts is a renaming)."""
     monkeypatch.setenv("BYTESSM_SCAN_CONFIG", '{"gluon_fwd": 4, "gluon_fwd_reverse": true}')
     out = scan_registers("--shapes", "1x131072", "--reverse", "--ptx", str(tmp_path))
     fwd = [line for line in out.splitlines() if "forward (Gluon) full pass" in line]
